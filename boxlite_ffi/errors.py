@@ -1,0 +1,128 @@
+"""Typed errors: one exception class per stable native status code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """The status codes of include/boxlite.h (stable numbers)."""
+
+    OK = 0
+    INVALID_ARGUMENT = 1
+    INVALID_HANDLE = 2
+    NOT_FOUND = 3
+    ALREADY_EXISTS = 4
+    INVALID_STATE = 5
+    RUNTIME_CLOSED = 6
+    EXEC_CLOSED = 7
+    IMAGE = 8
+    ENGINE = 9
+    NO_MEMORY = 10
+    IO = 11
+    PROTOCOL = 12
+    TIMEOUT = 13
+    INTERNAL = 14
+
+
+class BoxliteError(Exception):
+    """Base of every boxlite error; ``code`` is the stable ErrorCode."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.code.name.lower().replace("_", " ")
+        super().__init__(self.message)
+
+
+class InvalidArgumentError(BoxliteError, ValueError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class InvalidHandleError(InvalidArgumentError):
+    """A handle that was freed, is stale, or was never issued."""
+
+    code = ErrorCode.INVALID_HANDLE
+
+
+class NotFoundError(BoxliteError, LookupError):
+    code = ErrorCode.NOT_FOUND
+
+
+class AlreadyExistsError(BoxliteError):
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class InvalidStateError(BoxliteError):
+    code = ErrorCode.INVALID_STATE
+
+
+class RuntimeClosedError(BoxliteError):
+    code = ErrorCode.RUNTIME_CLOSED
+
+
+class ExecClosedError(BoxliteError):
+    code = ErrorCode.EXEC_CLOSED
+
+
+class ImageError(BoxliteError):
+    code = ErrorCode.IMAGE
+
+
+class EngineError(BoxliteError):
+    code = ErrorCode.ENGINE
+
+
+class OutOfMemoryError(BoxliteError, MemoryError):
+    code = ErrorCode.NO_MEMORY
+
+
+class SystemCallError(BoxliteError):
+    code = ErrorCode.IO
+
+
+class ProtocolError(BoxliteError):
+    code = ErrorCode.PROTOCOL
+
+
+class BoxliteTimeoutError(BoxliteError, TimeoutError):
+    code = ErrorCode.TIMEOUT
+
+
+class InternalError(BoxliteError):
+    code = ErrorCode.INTERNAL
+
+
+_BY_CODE: dict[int, type[BoxliteError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgumentError,
+        InvalidHandleError,
+        NotFoundError,
+        AlreadyExistsError,
+        InvalidStateError,
+        RuntimeClosedError,
+        ExecClosedError,
+        ImageError,
+        EngineError,
+        OutOfMemoryError,
+        SystemCallError,
+        ProtocolError,
+        BoxliteTimeoutError,
+        InternalError,
+    )
+}
+
+
+def error_for(code: int, message: str | None = None) -> BoxliteError:
+    """The exception for a native status code (unknown codes are internal)."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return InternalError(f"unknown status {code}: {message or ''}".rstrip(": "))
+    return cls(message)
+
+
+def check(status: int, message: str | None = None) -> None:
+    """Raise the typed error for a non-zero native status."""
+    if status != ErrorCode.OK:
+        raise error_for(status, message)

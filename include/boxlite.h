@@ -1,0 +1,184 @@
+/*
+ * boxlite.h - the public C API of boxlite-ffi's native core.
+ *
+ * Model: post and drain.  Native threads (a reactor thread for I/O, worker
+ * threads for blocking work) never call user code.  They post typed events to
+ * a bounded per-runtime queue; user callbacks run only inside
+ * boxlite_runtime_drain(), on the thread that calls it, with the queue lock
+ * released.  A full queue makes producers wait (a stream stops being read); it
+ * never drops an event.
+ *
+ * Handles: the runtime is a pointer; boxes and executions are 64-bit handles
+ * carrying a generation, so a freed or never-issued handle is refused with
+ * BOXLITE_ERR_INVALID_HANDLE instead of touching freed memory.  0 is never a
+ * valid handle.
+ *
+ * Return values: functions return BOXLITE_OK (0) or a positive boxlite_status
+ * code; boxlite_runtime_drain returns a count or a negated code.  A call that
+ * returns an error has taken no ownership and will invoke no callback.  An
+ * asynchronous call that returns BOXLITE_OK invokes its completion callback
+ * exactly once.  Codes are stable: new ones may be added, none renumbered.
+ *
+ * Strings passed in are copied before the call returns.  Pointers passed to
+ * callbacks are valid only during the callback.
+ */
+#ifndef BOXLITE_H
+#define BOXLITE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes (stable numbers). */
+enum {
+	BOXLITE_OK = 0,
+	BOXLITE_ERR_INVALID_ARGUMENT = 1, /* NULL or out-of-range argument */
+	BOXLITE_ERR_INVALID_HANDLE = 2,   /* freed, stale or unknown handle */
+	BOXLITE_ERR_NOT_FOUND = 3,
+	BOXLITE_ERR_ALREADY_EXISTS = 4,
+	BOXLITE_ERR_INVALID_STATE = 5,    /* e.g. exec in a box that is not running */
+	BOXLITE_ERR_RUNTIME_CLOSED = 6,   /* the runtime was closed */
+	BOXLITE_ERR_EXEC_CLOSED = 7,      /* the execution already ended */
+	BOXLITE_ERR_IMAGE = 8,
+	BOXLITE_ERR_ENGINE = 9,           /* the box could not be created or run */
+	BOXLITE_ERR_NO_MEMORY = 10,
+	BOXLITE_ERR_IO = 11,              /* an operating-system call failed */
+	BOXLITE_ERR_PROTOCOL = 12,        /* the agent broke the protocol */
+	BOXLITE_ERR_TIMEOUT = 13,
+	BOXLITE_ERR_INTERNAL = 14,
+};
+
+/* How an execution ended (boxlite_exit.outcome). */
+enum {
+	BOXLITE_OUTCOME_EXITED = 1,          /* exit_code is the process's code */
+	BOXLITE_OUTCOME_SIGNALED = 2,        /* signal ended it; exit_code = 128 + signal */
+	BOXLITE_OUTCOME_TIMED_OUT = 3,
+	BOXLITE_OUTCOME_KILLED = 4,
+	BOXLITE_OUTCOME_FORCE_CLOSED = 5,    /* freed while running, or runtime closed */
+	BOXLITE_OUTCOME_LOST = 6,            /* the box went away before reporting it */
+	BOXLITE_OUTCOME_FAILED_TO_START = 7, /* os_error says why; exit_code 126/127 */
+};
+
+/* Output streams (boxlite_output_cb.stream). */
+enum {
+	BOXLITE_STDOUT = 1,
+	BOXLITE_STDERR = 2,
+};
+
+typedef struct boxlite_exit {
+	int outcome;   /* BOXLITE_OUTCOME_* */
+	int exit_code; /* shell convention: code, 128 + signal, 126/127, -1 if none */
+	int signal;    /* signal number, 0 if none */
+	int error;     /* boxlite status when the runtime ended it (e.g. RUNTIME_CLOSED), else 0 */
+	int os_error;  /* errno inside the box when FAILED_TO_START, else 0 */
+} boxlite_exit;
+
+typedef struct boxlite_runtime boxlite_runtime;
+typedef uint64_t boxlite_handle;
+
+/* Completion of an asynchronous operation; message may be NULL. */
+typedef void (*boxlite_done_cb)(void *user_data, int status, const char *message);
+/* One chunk of an execution's output, byte-exact as the process wrote it. */
+typedef void (*boxlite_output_cb)(void *user_data, int stream, const uint8_t *data, size_t len);
+/* The end of an execution: exactly once, after every output chunk of it. */
+typedef void (*boxlite_exit_cb)(void *user_data, const boxlite_exit *exit);
+
+const char *boxlite_version(void);
+/* Stable symbolic name of a status code ("INVALID_ARGUMENT"), "UNKNOWN" otherwise. */
+const char *boxlite_status_name(int status);
+
+/* ---- runtime ------------------------------------------------------------ */
+
+typedef struct boxlite_runtime_options {
+	uint32_t queue_capacity; /* events; 0 means 4096 */
+	uint32_t worker_threads; /* 0 means 2 */
+	const char *libexec_dir; /* required: directory holding boxlite-shim and boxlite-agent */
+} boxlite_runtime_options;
+
+int boxlite_runtime_new(const boxlite_runtime_options *options, boxlite_runtime **out);
+
+/*
+ * Dispatch up to max_events callbacks on the calling thread.  Waits up to
+ * timeout_ms (negative: forever) for the first event.  Returns the number
+ * dispatched (0 on timeout), or -BOXLITE_ERR_RUNTIME_CLOSED once the runtime
+ * is closed and every event has been delivered.  Callbacks may call any
+ * function of this API, including drain (nested) and close.
+ */
+int boxlite_runtime_drain(boxlite_runtime *rt, int max_events, int timeout_ms);
+
+/*
+ * Post a user callback through the queue: cb(user_data, status, NULL) runs
+ * inside a later drain.  Waits up to timeout_ms (negative: forever) while the
+ * queue is full; returns BOXLITE_ERR_TIMEOUT if it stayed full.  Useful to wake
+ * or hand work to the draining thread.
+ */
+int boxlite_runtime_post(boxlite_runtime *rt, boxlite_done_cb cb, void *user_data, int status,
+			 int timeout_ms);
+
+/*
+ * Refuse new operations with RUNTIME_CLOSED, stop every box, and complete
+ * every in-flight operation exactly once: pending completions with
+ * RUNTIME_CLOSED, running executions with an Exit whose outcome is
+ * FORCE_CLOSED and error RUNTIME_CLOSED.  Wakes blocked drains; keep draining
+ * until drain returns -BOXLITE_ERR_RUNTIME_CLOSED to receive those.  Idempotent.
+ */
+int boxlite_runtime_close(boxlite_runtime *rt);
+
+/* Close if needed, reap every box process, join every thread, and release
+ * every undelivered event.  rt is invalid afterwards.  NULL is ignored. */
+void boxlite_runtime_free(boxlite_runtime *rt);
+
+/* ---- boxes -------------------------------------------------------------- */
+
+typedef struct boxlite_box_options {
+	const char *box_dir;               /* required: per-box state directory, exists */
+	const char *const *lower_dirs;     /* required: NULL-terminated image layers, top-most first */
+	const char *hostname;              /* NULL means "box" */
+	uint32_t stop_grace_ms;            /* SIGTERM..SIGKILL grace on stop; 0 means 10000 */
+	uint32_t drain_ms;                 /* output drained after a process exits; 0 means 100 */
+	int32_t owner_pid;                 /* the box dies with this process; 0 means none */
+} boxlite_box_options;
+
+/* Describe a box (no process yet).  Synchronous. */
+int boxlite_box_new(boxlite_runtime *rt, const boxlite_box_options *options, boxlite_handle *out);
+/* Start it.  cb gets OK, or ENGINE with a message when it could not start. */
+int boxlite_box_start(boxlite_runtime *rt, boxlite_handle box, boxlite_done_cb cb, void *user_data);
+/* Stop it: SIGTERM to every process, SIGKILL after the grace period.  cb runs
+ * once no process of the box is left; stopping a stopped box succeeds. */
+int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle box, boxlite_done_cb cb, void *user_data);
+/* Release the handle; a running box is killed at once. */
+int boxlite_box_free(boxlite_runtime *rt, boxlite_handle box);
+
+/* ---- executions --------------------------------------------------------- */
+
+typedef struct boxlite_exec_options {
+	const char *const *argv; /* required, NULL-terminated, at least one element */
+	const char *const *env;  /* NULL-terminated "K=V" list; NULL means empty */
+	const char *cwd;         /* NULL means "/" */
+} boxlite_exec_options;
+
+typedef struct boxlite_exec_callbacks {
+	boxlite_output_cb on_output; /* required */
+	boxlite_exit_cb on_exit;     /* required */
+	void *user_data;
+} boxlite_exec_callbacks;
+
+/* Run a process in a running box (INVALID_STATE otherwise).  Output and the
+ * single Exit arrive through the callbacks. */
+int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box, const boxlite_exec_options *options,
+		       const boxlite_exec_callbacks *callbacks, boxlite_handle *out);
+/* Send signal sig (1..64) to the execution's process group.  EXEC_CLOSED once
+ * its Exit has been claimed. */
+int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle exec, int sig);
+/* Release the handle.  A running execution is killed and its Exit reports
+ * FORCE_CLOSED. */
+int boxlite_exec_free(boxlite_runtime *rt, boxlite_handle exec);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BOXLITE_H */

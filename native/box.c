@@ -1,0 +1,254 @@
+/* box.c - box handles and lifecycle: new, start, stop, free. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#define MAX_LOWERS 128
+#define DEFAULT_GRACE_MS 10000u
+#define DEFAULT_DRAIN_MS 100u
+
+static int send_signal(int pidfd, int sig)
+{
+	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+void bl_box_ref(struct bl_box *box) { atomic_fetch_add(&box->refs, 1); }
+
+static void box_destroy(struct bl_box *box)
+{
+	if (box->pidfd >= 0)
+		close(box->pidfd);
+	for (char **p = box->lowers; p && *p; p++)
+		free(*p);
+	free(box->lowers);
+	free(box->dir);
+	free(box->hostname);
+	free(box);
+}
+
+void bl_box_unref(struct bl_box *box)
+{
+	if (box && atomic_fetch_sub(&box->refs, 1) == 1)
+		box_destroy(box);
+}
+
+static int copy_lowers(struct bl_box *box, const char *const *lowers)
+{
+	size_t n = 0;
+	while (lowers[n]) {
+		if (!lowers[n][0] || strchr(lowers[n], ':') || strchr(lowers[n], ','))
+			return BOXLITE_ERR_INVALID_ARGUMENT; /* overlay option separators */
+		if (++n > MAX_LOWERS)
+			return BOXLITE_ERR_INVALID_ARGUMENT;
+	}
+	if (n == 0)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	box->lowers = calloc(n + 1, sizeof(char *));
+	if (!box->lowers)
+		return BOXLITE_ERR_NO_MEMORY;
+	for (size_t i = 0; i < n; i++)
+		if (!(box->lowers[i] = strdup(lowers[i])))
+			return BOXLITE_ERR_NO_MEMORY;
+	return BOXLITE_OK;
+}
+
+static int box_configure(struct bl_box *box, const boxlite_box_options *o)
+{
+	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs || o->owner_pid < 0)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	const char *host = o->hostname ? o->hostname : "box";
+	if (!host[0] || strlen(host) > 64)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc = copy_lowers(box, o->lower_dirs);
+	if (rc)
+		return rc;
+	box->dir = strdup(o->box_dir);
+	box->hostname = strdup(host);
+	if (!box->dir || !box->hostname)
+		return BOXLITE_ERR_NO_MEMORY;
+	box->grace_ms = o->stop_grace_ms ? o->stop_grace_ms : DEFAULT_GRACE_MS;
+	box->drain_ms = o->drain_ms ? o->drain_ms : DEFAULT_DRAIN_MS;
+	box->owner_pid = o->owner_pid;
+	return BOXLITE_OK;
+}
+
+int boxlite_box_new(boxlite_runtime *rt, const boxlite_box_options *options, boxlite_handle *out)
+{
+	if (!rt || !options || !out)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	struct bl_box *box = calloc(1, sizeof *box);
+	if (!box)
+		return BOXLITE_ERR_NO_MEMORY;
+	atomic_init(&box->refs, 1);
+	box->rt = rt;
+	box->pidfd = -1;
+	int rc = box_configure(box, options);
+	if (rc) {
+		box_destroy(box);
+		return rc;
+	}
+	pthread_mutex_lock(&rt->lock);
+	uint64_t h = rt->closed ? 0 : bl_handles_add(&rt->handles, BL_HANDLE_BOX, box);
+	rc = rt->closed ? BOXLITE_ERR_RUNTIME_CLOSED : (h ? BOXLITE_OK : BOXLITE_ERR_NO_MEMORY);
+	pthread_mutex_unlock(&rt->lock);
+	if (rc) {
+		box_destroy(box);
+		return rc;
+	}
+	*out = h;
+	return BOXLITE_OK;
+}
+
+/* Look up a box under rt->lock; sets *rc when it cannot be used. */
+static struct bl_box *lookup_locked(boxlite_runtime *rt, boxlite_handle h, int *rc)
+{
+	if (rt->closed) {
+		*rc = BOXLITE_ERR_RUNTIME_CLOSED;
+		return NULL;
+	}
+	struct bl_box *box = bl_handles_get(&rt->handles, h, BL_HANDLE_BOX);
+	*rc = box ? BOXLITE_OK : BOXLITE_ERR_INVALID_HANDLE;
+	return box;
+}
+
+struct start_job {
+	struct bl_box *box;
+	struct bl_op *op;
+};
+
+/* Worker: spawn the shim, then hand the running box to the reactor. */
+static void start_job_run(void *arg)
+{
+	struct start_job *job = arg;
+	struct bl_box *box = job->box;
+	boxlite_runtime *rt = box->rt;
+	struct bl_spawned sp;
+	char err[256] = "";
+	int rc = bl_engine_ns_spawn(rt, box, &sp, err, sizeof err);
+	bool spawned = rc == BOXLITE_OK;
+
+	pthread_mutex_lock(&rt->lock);
+	if (spawned) {
+		if (rt->closed)
+			rc = BOXLITE_ERR_RUNTIME_CLOSED;
+		else if (box->freed)
+			rc = BOXLITE_ERR_INVALID_HANDLE;
+		else if ((rc = bl_reactor_attach(rt->reactor, box, sp.pidfd, sp.conn_fd)) == BOXLITE_OK)
+			box->pidfd = sp.pidfd;
+	}
+	box->state = rc == BOXLITE_OK ? BL_BOX_RUNNING : BL_BOX_NEW;
+	pthread_mutex_unlock(&rt->lock);
+
+	if (spawned && rc != BOXLITE_OK)
+		bl_engine_ns_abandon(&sp);
+	if (rc != BOXLITE_OK && !err[0])
+		snprintf(err, sizeof err, "%s", boxlite_status_name(rc));
+	bl_op_complete(rt, job->op, rc, rc ? err : NULL);
+	bl_box_unref(box);
+	free(job);
+}
+
+int boxlite_box_start(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, void *user_data)
+{
+	if (!rt || !cb)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	struct start_job *job = calloc(1, sizeof *job);
+	if (!job)
+		return BOXLITE_ERR_NO_MEMORY;
+	int rc;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_box *box = lookup_locked(rt, h, &rc);
+	if (box && box->state != BL_BOX_NEW && box->state != BL_BOX_STOPPED)
+		rc = BOXLITE_ERR_INVALID_STATE;
+	if (rc == BOXLITE_OK && !(job->op = bl_op_begin(rt, cb, user_data)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	if (rc == BOXLITE_OK) {
+		job->box = box;
+		bl_box_ref(box);
+		box->state = BL_BOX_STARTING;
+		if (box->pidfd >= 0) { /* from a previous run, already reaped */
+			close(box->pidfd);
+			box->pidfd = -1;
+		}
+	}
+	pthread_mutex_unlock(&rt->lock);
+	if (rc == BOXLITE_OK && bl_workers_submit(rt->workers, start_job_run, job) != BOXLITE_OK) {
+		pthread_mutex_lock(&rt->lock);
+		box->state = BL_BOX_NEW;
+		pthread_mutex_unlock(&rt->lock);
+		bl_op_complete(rt, job->op, BOXLITE_ERR_NO_MEMORY, "no worker");
+		bl_box_unref(box);
+		free(job);
+		return BOXLITE_OK; /* the callback reports it, exactly once */
+	}
+	if (rc != BOXLITE_OK)
+		free(job);
+	return rc;
+}
+
+int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, void *user_data)
+{
+	if (!rt || !cb)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_box *box = lookup_locked(rt, h, &rc);
+	if (box && box->state == BL_BOX_STARTING)
+		rc = BOXLITE_ERR_INVALID_STATE;
+	struct bl_op *op = NULL;
+	if (rc == BOXLITE_OK && !(op = bl_op_begin(rt, cb, user_data)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	bool already = rc == BOXLITE_OK && (box->state == BL_BOX_NEW || box->state == BL_BOX_STOPPED);
+	if (rc == BOXLITE_OK && !already) {
+		/* The reactor completes waiters once the shim is reaped. */
+		op->waiter_next = box->stop_waiters;
+		box->stop_waiters = op;
+		/* ESRCH: the shim is already exiting; the reaping still happens. */
+		if (box->state == BL_BOX_RUNNING && send_signal(box->pidfd, SIGTERM) < 0 && errno != ESRCH)
+			abort(); /* a pidfd of our own child cannot be invalid */
+		box->state = BL_BOX_STOPPING;
+	}
+	pthread_mutex_unlock(&rt->lock);
+	if (already)
+		bl_op_complete(rt, op, BOXLITE_OK, NULL);
+	return rc;
+}
+
+int boxlite_box_free(boxlite_runtime *rt, boxlite_handle h)
+{
+	if (!rt)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_box *box = bl_handles_remove(&rt->handles, h, BL_HANDLE_BOX);
+	if (box) {
+		box->freed = true;
+		if (box->pidfd >= 0 && (box->state == BL_BOX_RUNNING || box->state == BL_BOX_STOPPING))
+			send_signal(box->pidfd, SIGKILL);
+	}
+	pthread_mutex_unlock(&rt->lock);
+	if (!box)
+		return BOXLITE_ERR_INVALID_HANDLE;
+	bl_box_unref(box);
+	return BOXLITE_OK;
+}
+
+void bl_box_finished(struct bl_box *box)
+{
+	boxlite_runtime *rt = box->rt;
+	pthread_mutex_lock(&rt->lock);
+	box->state = BL_BOX_STOPPED;
+	struct bl_op *waiters = box->stop_waiters;
+	box->stop_waiters = NULL;
+	pthread_mutex_unlock(&rt->lock);
+	while (waiters) {
+		struct bl_op *next = waiters->waiter_next;
+		bl_op_complete(rt, waiters, BOXLITE_OK, NULL);
+		waiters = next;
+	}
+}

@@ -1,0 +1,149 @@
+/*
+ * core.h - the native core's internal objects and who owns what.
+ *
+ * Threads:
+ *   - caller threads: the public API; validate, update state under rt->lock,
+ *     and hand work to a worker or the reactor.  They never block on either.
+ *   - worker threads (worker_pool.c): blocking work (spawning a box's shim and
+ *     waiting for it to report ready).
+ *   - the reactor thread (reactor.c): owns every agent connection, every
+ *     execution's routing, and the reaping of shims.  It is the only poster
+ *     of execution events, which is what keeps output and Exit ordered.
+ *   - the draining thread: runs user callbacks (runtime.c, boxlite_runtime_drain).
+ *
+ * Locks: rt->lock guards the handle table, the op list, and box state fields
+ * marked (rt->lock).  The queue has its own lock and is never taken while
+ * holding rt->lock except for a terminal push (which never waits).
+ */
+#ifndef BOXLITE_CORE_H
+#define BOXLITE_CORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "boxlite.h"
+#include "event_queue.h"
+#include "handle_table.h"
+
+struct bl_reactor;
+struct bl_workers;
+struct bl_attachment;
+
+/* An asynchronous operation whose completion is claimed exactly once: by its
+ * performer, or by runtime close (RUNTIME_CLOSED).  Each op holds the queue. */
+struct bl_op {
+	struct bl_op *prev, *next; /* rt->ops (rt->lock) */
+	struct bl_op *waiter_next; /* a box's stop waiters (rt->lock) */
+	struct bl_event *done_ev; /* preallocated, so completing never needs memory */
+	atomic_bool claimed;
+};
+
+struct boxlite_runtime {
+	pthread_mutex_t lock;
+	bool closed;                    /* (rt->lock) */
+	struct bl_handle_table handles; /* (rt->lock) */
+	struct bl_op *ops;              /* in-flight operations (rt->lock) */
+	struct bl_queue queue;
+	struct bl_reactor *reactor;
+	struct bl_workers *workers;
+	char *shim_path;
+	char *agent_path;
+};
+
+enum bl_box_state {
+	BL_BOX_NEW,
+	BL_BOX_STARTING,
+	BL_BOX_RUNNING,
+	BL_BOX_STOPPING,
+	BL_BOX_STOPPED,
+};
+
+struct bl_exec;
+
+struct bl_box {
+	atomic_int refs;
+	boxlite_runtime *rt;
+	/* Immutable after boxlite_box_new. */
+	char *dir;
+	char **lowers;
+	char *hostname;
+	uint32_t grace_ms, drain_ms;
+	int32_t owner_pid;
+	/* (rt->lock) */
+	enum bl_box_state state;
+	bool freed;               /* the handle is gone: kill on sight */
+	int pidfd;                /* the shim's; closed only when the box is destroyed */
+	struct bl_op *stop_waiters;
+	struct bl_attachment *att; /* reactor-owned while the box runs */
+};
+
+struct bl_exec {
+	atomic_int refs;
+	uint64_t id; /* its handle, also its id on the wire */
+	struct bl_box *box;
+	boxlite_output_cb on_output;
+	void *user_data;
+	struct bl_event *exit_ev; /* preallocated Exit; posted by the claimer */
+	atomic_bool exit_claimed; /* exactly one Exit: whoever flips this posts it */
+	struct bl_exec *next;     /* its attachment's executions (reactor) */
+};
+
+/* ---- runtime.c ---- */
+/* Register an op (caller holds rt->lock and has checked rt->closed); NULL
+ * when out of memory. */
+struct bl_op *bl_op_begin(boxlite_runtime *rt, boxlite_done_cb cb, void *user_data);
+/* Claim and post the completion (unless close claimed it), then free op. */
+void bl_op_complete(boxlite_runtime *rt, struct bl_op *op, int status, const char *message);
+
+/* ---- box.c ---- */
+void bl_box_ref(struct bl_box *box);
+void bl_box_unref(struct bl_box *box);
+/* The reactor saw the box's shim exit and its connection end. */
+void bl_box_finished(struct bl_box *box);
+
+/* ---- exec.c ---- */
+void bl_exec_ref(struct bl_exec *ex);
+void bl_exec_unref(struct bl_exec *ex);
+/* Claim the Exit; true for exactly one caller per execution. */
+bool bl_exec_claim_exit(struct bl_exec *ex);
+/* Claim and post an Exit that the runtime decided (not the agent). */
+void bl_exec_end(struct bl_exec *ex, int outcome, int error);
+/* Post the Exit the agent reported (already claimed by the caller). */
+void bl_exec_post_exit(struct bl_exec *ex, const boxlite_exit *exit);
+
+/* ---- engine_ns.c ---- */
+struct bl_spawned {
+	pid_t pid;
+	int pidfd;
+	int conn_fd; /* connected to the agent */
+};
+/* Start the box's shim and wait until the agent runs.  On failure returns a
+ * status code with a message in err; nothing is left running. */
+int bl_engine_ns_spawn(const boxlite_runtime *rt, const struct bl_box *box, struct bl_spawned *out,
+		       char *err, size_t errlen);
+/* Kill and reap a spawned shim that will not be used, and close its fds. */
+void bl_engine_ns_abandon(struct bl_spawned *sp);
+
+/* ---- worker_pool.c ---- */
+struct bl_workers *bl_workers_new(unsigned threads);
+/* Run fn(arg) on a worker.  Returns BOXLITE_OK or NO_MEMORY. */
+int bl_workers_submit(struct bl_workers *w, void (*fn)(void *), void *arg);
+/* Run every queued job, then join every thread and free. */
+void bl_workers_free(struct bl_workers *w);
+
+/* ---- reactor.c ---- */
+struct bl_reactor *bl_reactor_new(boxlite_runtime *rt);
+/* Commands; each takes its own reference on the objects it names. */
+int bl_reactor_attach(struct bl_reactor *r, struct bl_box *box, int pidfd, int conn_fd);
+int bl_reactor_send_exec(struct bl_reactor *r, struct bl_exec *ex, uint8_t *frame, size_t len);
+int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig);
+int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex);
+/* Runtime close: kill every box, end every execution.  Never fails. */
+void bl_reactor_close(struct bl_reactor *r);
+/* Wait until every attached box is reaped, then join and free. */
+void bl_reactor_free(struct bl_reactor *r);
+
+#endif

@@ -1,0 +1,293 @@
+/*
+ * engine_ns.c - start a box with the Linux-namespaces engine: spawn
+ * boxlite-shim, hand it one end of a socketpair (which becomes the agent's
+ * connection), and wait for its one-line status report.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "core.h"
+
+/* A box set-up is milliseconds natively, but seconds under emulation. */
+#define STATUS_TIMEOUT_MS 60000
+#define STATUS_MAX 512
+/* fds the shim receives: 3 = agent connection, 4 = status pipe. */
+#define SHIM_FD_CONN 3
+#define SHIM_FD_STATUS 4
+#define FIRST_FREE_FD 5
+
+static void set_err(char *err, size_t errlen, const char *what, int e)
+{
+	snprintf(err, errlen, "%s: %s", what, strerror(e));
+}
+
+/* Move fd to >= FIRST_FREE_FD, so the shim's dup2 targets never alias it. */
+static int high_fd(int fd)
+{
+	int h = fcntl(fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return h;
+}
+
+struct spawn_fds {
+	int conn[2];   /* [0] ours, [1] the shim's */
+	int status[2]; /* [0] ours, [1] the shim's */
+	int log;
+};
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void close_fds(struct spawn_fds *f)
+{
+	close_fd(&f->conn[0]);
+	close_fd(&f->conn[1]);
+	close_fd(&f->status[0]);
+	close_fd(&f->status[1]);
+	close_fd(&f->log);
+}
+
+static int open_fds(const struct bl_box *box, struct spawn_fds *f, char *err, size_t errlen)
+{
+	f->conn[0] = f->conn[1] = f->status[0] = f->status[1] = f->log = -1;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->conn) < 0) {
+		set_err(err, errlen, "socketpair", errno);
+		return -1;
+	}
+	if (pipe2(f->status, O_CLOEXEC) < 0) {
+		set_err(err, errlen, "pipe2", errno);
+		return -1;
+	}
+	char path[4096];
+	if (snprintf(path, sizeof path, "%s/shim.log", box->dir) >= (int)sizeof path) {
+		snprintf(err, errlen, "box directory path too long");
+		return -1;
+	}
+	f->log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (f->log < 0) {
+		set_err(err, errlen, path, errno);
+		return -1;
+	}
+	if ((f->conn[1] = high_fd(f->conn[1])) < 0 || (f->status[1] = high_fd(f->status[1])) < 0 ||
+	    (f->log = high_fd(f->log)) < 0) {
+		set_err(err, errlen, "fcntl", errno);
+		return -1;
+	}
+	return 0;
+}
+
+/* argv for the shim; numbers live in the caller's buffers. */
+static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, char nums[3][16])
+{
+	size_t n_lowers = 0;
+	while (box->lowers[n_lowers])
+		n_lowers++;
+	char **argv = calloc(16 + 2 * n_lowers, sizeof(char *));
+	if (!argv)
+		return NULL;
+	size_t i = 0;
+	argv[i++] = rt->shim_path;
+	argv[i++] = "--box-dir";
+	argv[i++] = box->dir;
+	argv[i++] = "--agent";
+	argv[i++] = rt->agent_path;
+	for (size_t l = 0; l < n_lowers; l++) {
+		argv[i++] = "--lower";
+		argv[i++] = box->lowers[l];
+	}
+	snprintf(nums[0], 16, "%u", box->grace_ms);
+	snprintf(nums[1], 16, "%u", box->drain_ms);
+	snprintf(nums[2], 16, "%d", (int)box->owner_pid);
+	argv[i++] = "--hostname";
+	argv[i++] = box->hostname;
+	argv[i++] = "--grace-ms";
+	argv[i++] = nums[0];
+	argv[i++] = "--drain-ms";
+	argv[i++] = nums[1];
+	argv[i++] = "--owner-pid";
+	argv[i++] = nums[2];
+	argv[i] = NULL;
+	return argv;
+}
+
+static int file_actions(posix_spawn_file_actions_t *fa, const struct spawn_fds *f)
+{
+	int rc = posix_spawn_file_actions_init(fa);
+	if (rc)
+		return rc;
+	if ((rc = posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0)) ||
+	    (rc = posix_spawn_file_actions_adddup2(fa, f->log, 1)) ||
+	    (rc = posix_spawn_file_actions_adddup2(fa, f->log, 2)) ||
+	    (rc = posix_spawn_file_actions_adddup2(fa, f->conn[1], SHIM_FD_CONN)) ||
+	    (rc = posix_spawn_file_actions_adddup2(fa, f->status[1], SHIM_FD_STATUS)) ||
+	    /* The embedding program's own inheritable fds stay out of the box. */
+	    (rc = posix_spawn_file_actions_addclosefrom_np(fa, FIRST_FREE_FD)))
+		posix_spawn_file_actions_destroy(fa);
+	return rc;
+}
+
+/* Default dispositions and an empty mask: the host program may ignore or
+ * block signals (Python ignores SIGPIPE), and both survive exec.  Own
+ * session: a terminal's Ctrl-C reaches the host program, which decides. */
+static int spawn_attrs(posix_spawnattr_t *attr)
+{
+	sigset_t all, none;
+	sigfillset(&all);
+	sigemptyset(&none);
+	int rc = posix_spawnattr_init(attr);
+	if (rc)
+		return rc;
+	if ((rc = posix_spawnattr_setsigdefault(attr, &all)) ||
+	    (rc = posix_spawnattr_setsigmask(attr, &none)) ||
+	    (rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
+							POSIX_SPAWN_SETSID)))
+		posix_spawnattr_destroy(attr);
+	return rc;
+}
+
+static int spawn_shim(const boxlite_runtime *rt, const struct bl_box *box, struct spawn_fds *f,
+		      pid_t *pid, char *err, size_t errlen)
+{
+	char nums[3][16];
+	char **argv = build_argv(rt, box, nums);
+	if (!argv) {
+		set_err(err, errlen, "spawn", ENOMEM);
+		return -1;
+	}
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	int rc = file_actions(&fa, f);
+	if (rc == 0) {
+		rc = spawn_attrs(&attr);
+		if (rc == 0) {
+			char *envp[] = {NULL};
+			rc = posix_spawn(pid, rt->shim_path, &fa, &attr, argv, envp);
+			posix_spawnattr_destroy(&attr);
+		}
+		posix_spawn_file_actions_destroy(&fa);
+	}
+	free(argv);
+	if (rc) {
+		set_err(err, errlen, rt->shim_path, rc);
+		return -1;
+	}
+	return 0;
+}
+
+/* Read the shim's status line.  Returns bytes read (line NUL-terminated), or
+ * -1 on timeout / error with err set. */
+static int read_status(int fd, char *line, size_t cap, char *err, size_t errlen)
+{
+	size_t got = 0;
+	int64_t deadline = bl_now_ms() + STATUS_TIMEOUT_MS;
+	while (got < cap - 1 && !memchr(line, '\n', got)) {
+		int64_t left = deadline - bl_now_ms();
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int n = left > 0 ? poll(&p, 1, (int)left) : 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			snprintf(err, errlen, n == 0 ? "box set-up timed out" : "poll: %s", strerror(errno));
+			return -1;
+		}
+		ssize_t r = read(fd, line + got, cap - 1 - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			set_err(err, errlen, "read status", errno);
+			return -1;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	line[got] = '\0';
+	return (int)got;
+}
+
+/* "ok <pid>" -> 0; "error <errno> <message>" -> -1 with the message. */
+static int parse_status(char *line, char *err, size_t errlen)
+{
+	char *nl = strchr(line, '\n');
+	if (nl)
+		*nl = '\0';
+	if (strncmp(line, "ok ", 3) == 0)
+		return 0;
+	int e;
+	int off = 0;
+	if (sscanf(line, "error %d %n", &e, &off) == 1 && off > 0)
+		snprintf(err, errlen, "%s", line + off);
+	else
+		snprintf(err, errlen, "box set-up failed: %s", line[0] ? line : "shim exited early");
+	return -1;
+}
+
+static void kill_and_reap(int pidfd)
+{
+	if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+		return; /* cannot signal: do not wait forever either */
+	siginfo_t info;
+	while (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0 && errno == EINTR)
+		;
+}
+
+int bl_engine_ns_spawn(const boxlite_runtime *rt, const struct bl_box *box, struct bl_spawned *out,
+		       char *err, size_t errlen)
+{
+	struct spawn_fds f;
+	pid_t pid;
+	if (open_fds(box, &f, err, errlen) < 0 || spawn_shim(rt, box, &f, &pid, err, errlen) < 0) {
+		close_fds(&f);
+		return BOXLITE_ERR_ENGINE;
+	}
+	close_fd(&f.conn[1]);
+	close_fd(&f.status[1]);
+	close_fd(&f.log);
+	/* Our unreaped child: its pid cannot be reused, so this is race-free. */
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0) {
+		set_err(err, errlen, "pidfd_open", errno);
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		close_fds(&f);
+		return BOXLITE_ERR_ENGINE;
+	}
+	char line[STATUS_MAX];
+	if (read_status(f.status[0], line, sizeof line, err, errlen) < 0 ||
+	    parse_status(line, err, errlen) < 0) {
+		kill_and_reap(pidfd);
+		close(pidfd);
+		close_fds(&f);
+		return BOXLITE_ERR_ENGINE;
+	}
+	close_fd(&f.status[0]);
+	out->pid = pid;
+	out->pidfd = pidfd;
+	out->conn_fd = f.conn[0];
+	return BOXLITE_OK;
+}
+
+void bl_engine_ns_abandon(struct bl_spawned *sp)
+{
+	kill_and_reap(sp->pidfd);
+	close(sp->pidfd);
+	close(sp->conn_fd);
+}

@@ -1,0 +1,162 @@
+/* exec.c - execution handles and the claim-once Exit. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "protocol.h"
+
+#define MAX_SIGNAL 64
+
+void bl_exec_ref(struct bl_exec *ex) { atomic_fetch_add(&ex->refs, 1); }
+
+void bl_exec_unref(struct bl_exec *ex)
+{
+	if (!ex || atomic_fetch_sub(&ex->refs, 1) != 1)
+		return;
+	bl_event_free(ex->exit_ev); /* NULL once posted */
+	bl_box_unref(ex->box);
+	free(ex);
+}
+
+bool bl_exec_claim_exit(struct bl_exec *ex)
+{
+	bool expected = false;
+	return atomic_compare_exchange_strong(&ex->exit_claimed, &expected, true);
+}
+
+void bl_exec_post_exit(struct bl_exec *ex, const boxlite_exit *exit)
+{
+	struct bl_event *ev = ex->exit_ev;
+	ex->exit_ev = NULL;
+	ev->exit.exit = *exit;
+	bl_queue_push_terminal(&ex->box->rt->queue, ev);
+}
+
+void bl_exec_end(struct bl_exec *ex, int outcome, int error)
+{
+	if (!bl_exec_claim_exit(ex))
+		return;
+	boxlite_exit e = {.outcome = outcome, .exit_code = -1, .error = error};
+	bl_exec_post_exit(ex, &e);
+}
+
+static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks *cbs)
+{
+	struct bl_exec *ex = calloc(1, sizeof *ex);
+	if (!ex)
+		return NULL;
+	boxlite_exit pending = {.outcome = BOXLITE_OUTCOME_LOST, .exit_code = -1};
+	ex->exit_ev = bl_event_exit(cbs->on_exit, cbs->user_data, &pending);
+	if (!ex->exit_ev) {
+		free(ex);
+		return NULL;
+	}
+	atomic_init(&ex->refs, 1);
+	atomic_init(&ex->exit_claimed, false);
+	ex->on_output = cbs->on_output;
+	ex->user_data = cbs->user_data;
+	ex->box = box;
+	bl_box_ref(box);
+	return ex;
+}
+
+static uint8_t *encode_exec(const boxlite_exec_options *o, size_t *len)
+{
+	size_t payload = bl_exec_encoded_size(o->argv, o->env, o->cwd);
+	if (payload == 0)
+		return NULL;
+	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + payload);
+	if (!frame)
+		return NULL;
+	bl_exec_encode(o->argv, o->env, o->cwd, frame + BL_FRAME_HEADER_SIZE);
+	*len = BL_FRAME_HEADER_SIZE + payload;
+	return frame;
+}
+
+static bool valid_options(const boxlite_exec_options *o, const boxlite_exec_callbacks *cbs)
+{
+	return o && cbs && cbs->on_output && cbs->on_exit && o->argv && o->argv[0];
+}
+
+int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_exec_options *options,
+		       const boxlite_exec_callbacks *callbacks, boxlite_handle *out)
+{
+	if (!rt || !out || !valid_options(options, callbacks))
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	size_t len;
+	uint8_t *frame = encode_exec(options, &len);
+	if (!frame) /* too large for one frame, or out of memory */
+		return bl_exec_encoded_size(options->argv, options->env, options->cwd)
+			       ? BOXLITE_ERR_NO_MEMORY
+			       : BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc = BOXLITE_OK;
+	struct bl_exec *ex = NULL;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_box *box = rt->closed ? NULL : bl_handles_get(&rt->handles, box_h, BL_HANDLE_BOX);
+	if (rt->closed)
+		rc = BOXLITE_ERR_RUNTIME_CLOSED;
+	else if (!box)
+		rc = BOXLITE_ERR_INVALID_HANDLE;
+	else if (box->state != BL_BOX_RUNNING)
+		rc = BOXLITE_ERR_INVALID_STATE;
+	else if (!(ex = exec_new(box, callbacks)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	else if (!(ex->id = bl_handles_add(&rt->handles, BL_HANDLE_EXEC, ex)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	if (rc == BOXLITE_OK) {
+		struct bl_frame_header h = {.len = (uint32_t)(len - BL_FRAME_HEADER_SIZE),
+					    .type = BL_FRAME_EXEC, .id = ex->id};
+		bl_header_encode(&h, frame);
+		/* Under the lock, so runtime close cannot slip in between the
+		 * state check and the command: its CLOSE is ordered after us. */
+		rc = bl_reactor_send_exec(rt->reactor, ex, frame, len);
+		if (rc != BOXLITE_OK)
+			bl_handles_remove(&rt->handles, ex->id, BL_HANDLE_EXEC);
+	}
+	pthread_mutex_unlock(&rt->lock);
+	if (rc != BOXLITE_OK) {
+		free(frame);
+		bl_exec_unref(ex);
+		return rc;
+	}
+	*out = ex->id;
+	return BOXLITE_OK;
+}
+
+int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig)
+{
+	if (!rt || sig < 1 || sig > MAX_SIGNAL)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc = BOXLITE_OK;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = rt->closed ? NULL : bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
+	if (rt->closed)
+		rc = BOXLITE_ERR_RUNTIME_CLOSED;
+	else if (!ex)
+		rc = BOXLITE_ERR_INVALID_HANDLE;
+	else if (atomic_load(&ex->exit_claimed))
+		rc = BOXLITE_ERR_EXEC_CLOSED;
+	else
+		rc = bl_reactor_signal_exec(rt->reactor, ex, sig);
+	pthread_mutex_unlock(&rt->lock);
+	return rc;
+}
+
+int boxlite_exec_free(boxlite_runtime *rt, boxlite_handle h)
+{
+	if (!rt)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc = BOXLITE_OK;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
+	if (!ex)
+		rc = BOXLITE_ERR_INVALID_HANDLE;
+	else if (!rt->closed && !atomic_load(&ex->exit_claimed))
+		rc = bl_reactor_force_close_exec(rt->reactor, ex);
+	if (rc == BOXLITE_OK)
+		bl_handles_remove(&rt->handles, h, BL_HANDLE_EXEC);
+	pthread_mutex_unlock(&rt->lock);
+	if (rc == BOXLITE_OK)
+		bl_exec_unref(ex);
+	return rc;
+}

@@ -1,0 +1,96 @@
+/*
+ * protocol.h - the framed, multiplexed byte-stream protocol spoken between the
+ * host runtime and boxlite-agent (PID 1 inside a box).
+ *
+ * Every message is one frame: a fixed 16-byte header followed by `len` payload
+ * bytes.  Integers are in host byte order: both ends always run on the same
+ * kernel (the vm engine's virtio port will pin little-endian, which is what
+ * every supported host is).  Frames of one execution travel on one ordered
+ * stream, so "Exit comes after every stream event" holds by construction: the
+ * agent queues EXIT behind the execution's last output frame.
+ */
+#ifndef BOXLITE_PROTOCOL_H
+#define BOXLITE_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BL_PROTO_VERSION 1u
+#define BL_FRAME_HEADER_SIZE 16u
+/* Upper bound on one frame's payload; a peer announcing more is broken. */
+#define BL_FRAME_MAX_PAYLOAD (1u << 20)
+/* How much output the agent packs into one data frame. */
+#define BL_FRAME_DATA_CHUNK (256u * 1024u)
+
+enum bl_frame_type {
+	/* host -> agent */
+	BL_FRAME_EXEC = 1,        /* id: exec id; payload: bl_exec_request encoding */
+	BL_FRAME_SIGNAL = 2,      /* id: exec id; payload: u32 signal number */
+	/* agent -> host */
+	BL_FRAME_HELLO = 64,      /* id: 0; payload: u32 protocol version */
+	BL_FRAME_STARTED = 65,    /* id: exec id; payload: u32 pid (in the box) */
+	BL_FRAME_STDOUT = 66,     /* id: exec id; payload: raw bytes */
+	BL_FRAME_STDERR = 67,     /* id: exec id; payload: raw bytes */
+	BL_FRAME_EXIT = 68,       /* id: exec id; payload: bl_exit_payload */
+};
+
+struct bl_frame_header {
+	uint32_t len;   /* payload bytes that follow the header */
+	uint16_t type;  /* enum bl_frame_type */
+	uint16_t flags; /* reserved, 0 */
+	uint64_t id;    /* execution id, 0 for box-level frames */
+};
+
+/* Outcome of one execution as the agent saw it (wire values). */
+enum bl_wire_outcome {
+	BL_WIRE_EXITED = 1,          /* code valid */
+	BL_WIRE_SIGNALED = 2,        /* signal valid */
+	BL_WIRE_FAILED_TO_START = 3, /* error = errno of the failed exec/chdir/fork */
+};
+
+/* EXIT payload: four u32/i32 fields, 16 bytes. */
+struct bl_exit_payload {
+	uint32_t outcome; /* enum bl_wire_outcome */
+	int32_t code;     /* exit code when EXITED */
+	int32_t signal;   /* signal number when SIGNALED */
+	int32_t error;    /* errno when FAILED_TO_START */
+};
+
+/*
+ * EXEC payload encoding:
+ *   u32 argc, u32 envc, u32 flags (reserved, 0),
+ *   then argc NUL-terminated strings, envc NUL-terminated "K=V" strings,
+ *   then one NUL-terminated working directory ("" means "/").
+ * argc >= 1.  The agent resolves argv[0] through PATH from the given env.
+ */
+struct bl_exec_request {
+	uint32_t argc;
+	uint32_t envc;
+	char **argv; /* argc entries + NULL, pointing into the payload */
+	char **envp; /* envc entries + NULL, pointing into the payload */
+	const char *cwd;
+};
+
+/* Encode/decode a header into/from exactly BL_FRAME_HEADER_SIZE bytes. */
+void bl_header_encode(const struct bl_frame_header *h, uint8_t out[BL_FRAME_HEADER_SIZE]);
+void bl_header_decode(const uint8_t in[BL_FRAME_HEADER_SIZE], struct bl_frame_header *h);
+
+/*
+ * Size of the EXEC payload for argv/envp (NULL-terminated) and cwd (may be
+ * NULL), or 0 if it would exceed BL_FRAME_MAX_PAYLOAD.
+ */
+size_t bl_exec_encoded_size(const char *const *argv, const char *const *envp, const char *cwd);
+/* Write the EXEC payload into out (bl_exec_encoded_size bytes). */
+void bl_exec_encode(const char *const *argv, const char *const *envp, const char *cwd, uint8_t *out);
+/*
+ * Parse an EXEC payload in place (payload must stay alive while req is used).
+ * Allocates req->argv/envp; returns 0 or -errno (EINVAL for a malformed
+ * payload, ENOMEM).  Release with bl_exec_request_release.
+ */
+int bl_exec_decode(uint8_t *payload, size_t len, struct bl_exec_request *req);
+void bl_exec_request_release(struct bl_exec_request *req);
+
+void bl_exit_encode(const struct bl_exit_payload *e, uint8_t out[16]);
+void bl_exit_decode(const uint8_t in[16], struct bl_exit_payload *e);
+
+#endif

@@ -1,0 +1,638 @@
+/*
+ * reactor.c - the I/O thread.  It owns every running box's agent connection
+ * and shim pidfd, routes frames to executions, and is the only thread that
+ * posts execution events: output is posted in arrival order, and an Exit is
+ * posted by whoever claims it - here, on this thread - so it always lands
+ * after that execution's last output.
+ *
+ * Other threads talk to it through commands (a locked list plus an eventfd).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent_conn.h"
+#include "core.h"
+#include "protocol.h"
+
+/* Bytes read from one connection before the others get a turn. */
+#define READ_BUDGET (4u << 20)
+#define MAX_EVENTS 64
+
+enum source_kind { SRC_WAKE, SRC_CONN, SRC_PIDFD };
+
+struct source {
+	enum source_kind kind;
+	struct bl_attachment *att;
+};
+
+/* A running box as the reactor sees it. */
+struct bl_attachment {
+	struct bl_attachment *next;
+	struct bl_box *box; /* a reference */
+	struct bl_reactor *r;
+	struct bl_conn *conn;
+	int pidfd;          /* borrowed from the box */
+	struct source conn_src, pid_src;
+	struct bl_exec *execs;    /* references */
+	struct bl_event *pending; /* output event whose body is being read */
+	struct bl_exec *pending_ex;
+	bool hello, writing, shim_reaped, conn_done;
+	bool dead; /* detached; freed after the current epoll batch */
+};
+
+enum cmd_kind { CMD_ATTACH, CMD_EXEC, CMD_SIGNAL, CMD_FORCE_CLOSE, CMD_CLOSE, CMD_QUIT };
+
+struct cmd {
+	struct cmd *next;
+	enum cmd_kind kind;
+	struct bl_attachment *att;
+	struct bl_exec *ex;
+	uint8_t *frame;
+	size_t len;
+	int sig;
+};
+
+struct bl_reactor {
+	boxlite_runtime *rt;
+	pthread_t thread;
+	int epfd, wakefd;
+	struct source wake_src;
+	pthread_mutex_t lock; /* guards the command list */
+	struct cmd *head, *tail;
+	struct cmd *close_cmd, *quit_cmd; /* preallocated: closing never fails */
+	struct bl_attachment *atts;
+	struct bl_attachment *dead; /* detached during this epoll batch */
+	bool closing, quitting;
+};
+
+/* ---- commands ---- */
+
+static void enqueue(struct bl_reactor *r, struct cmd *c)
+{
+	c->next = NULL;
+	pthread_mutex_lock(&r->lock);
+	if (r->tail)
+		r->tail->next = c;
+	else
+		r->head = c;
+	r->tail = c;
+	pthread_mutex_unlock(&r->lock);
+	uint64_t one = 1;
+	/* EAGAIN only when the counter is saturated: the reactor is awake. */
+	while (write(r->wakefd, &one, sizeof one) < 0 && errno == EINTR)
+		;
+}
+
+static struct cmd *cmd_new(enum cmd_kind kind)
+{
+	struct cmd *c = calloc(1, sizeof *c);
+	if (c)
+		c->kind = kind;
+	return c;
+}
+
+int bl_reactor_attach(struct bl_reactor *r, struct bl_box *box, int pidfd, int conn_fd)
+{
+	int fl = fcntl(conn_fd, F_GETFL);
+	if (fl < 0 || fcntl(conn_fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return BOXLITE_ERR_IO;
+	struct cmd *c = cmd_new(CMD_ATTACH);
+	struct bl_attachment *a = calloc(1, sizeof *a);
+	if (!c || !a) {
+		free(c);
+		free(a);
+		return BOXLITE_ERR_NO_MEMORY;
+	}
+	/* The connection takes conn_fd over only once nothing can fail. */
+	a->conn = bl_conn_new(conn_fd);
+	if (!a->conn) {
+		free(c);
+		free(a);
+		return BOXLITE_ERR_NO_MEMORY;
+	}
+	bl_box_ref(box);
+	a->box = box;
+	a->r = r;
+	a->pidfd = pidfd;
+	a->conn_src = (struct source){SRC_CONN, a};
+	a->pid_src = (struct source){SRC_PIDFD, a};
+	c->att = a;
+	enqueue(r, c);
+	return BOXLITE_OK;
+}
+
+static int exec_cmd(struct bl_reactor *r, enum cmd_kind kind, struct bl_exec *ex, uint8_t *frame,
+		    size_t len, int sig)
+{
+	struct cmd *c = cmd_new(kind);
+	if (!c)
+		return BOXLITE_ERR_NO_MEMORY;
+	bl_exec_ref(ex);
+	c->ex = ex;
+	c->frame = frame;
+	c->len = len;
+	c->sig = sig;
+	enqueue(r, c);
+	return BOXLITE_OK;
+}
+
+int bl_reactor_send_exec(struct bl_reactor *r, struct bl_exec *ex, uint8_t *frame, size_t len)
+{
+	return exec_cmd(r, CMD_EXEC, ex, frame, len, 0);
+}
+
+int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig)
+{
+	return exec_cmd(r, CMD_SIGNAL, ex, NULL, 0, sig);
+}
+
+int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex)
+{
+	return exec_cmd(r, CMD_FORCE_CLOSE, ex, NULL, 0, 0);
+}
+
+void bl_reactor_close(struct bl_reactor *r)
+{
+	struct cmd *c = r->close_cmd;
+	r->close_cmd = NULL;
+	if (c)
+		enqueue(r, c);
+}
+
+/* ---- attachments ---- */
+
+static int epoll_set(struct bl_reactor *r, int op, int fd, uint32_t events, struct source *src)
+{
+	struct epoll_event ev = {.events = events, .data.ptr = src};
+	return epoll_ctl(r->epfd, op, fd, &ev);
+}
+
+static void kill_shim(struct bl_attachment *a)
+{
+	if (!a->shim_reaped && syscall(SYS_pidfd_send_signal, a->pidfd, SIGKILL, NULL, 0) < 0 &&
+	    errno != ESRCH)
+		abort(); /* a pidfd of our own unreaped child is always valid */
+}
+
+static void reap_blocking(struct bl_attachment *a)
+{
+	siginfo_t info;
+	while (waitid(P_PIDFD, (id_t)a->pidfd, &info, WEXITED) < 0 && errno == EINTR)
+		;
+	a->shim_reaped = true;
+}
+
+static void attach(struct bl_reactor *r, struct bl_attachment *a)
+{
+	a->box->att = a;
+	a->next = r->atts;
+	r->atts = a;
+	if (epoll_set(r, EPOLL_CTL_ADD, bl_conn_fd(a->conn), EPOLLIN, &a->conn_src) < 0)
+		a->conn_done = true; /* unsupervisable: end the box now */
+	if (r->closing || a->conn_done)
+		kill_shim(a);
+	if (epoll_set(r, EPOLL_CTL_ADD, a->pidfd, EPOLLIN, &a->pid_src) < 0) {
+		kill_shim(a); /* cannot watch it, so do not let it run */
+		reap_blocking(a);
+	}
+}
+
+static void unlink_exec(struct bl_attachment *a, struct bl_exec *ex)
+{
+	for (struct bl_exec **p = &a->execs; *p; p = &(*p)->next) {
+		if (*p == ex) {
+			*p = ex->next;
+			ex->next = NULL;
+			bl_exec_unref(ex);
+			return;
+		}
+	}
+}
+
+static struct bl_exec *find_exec(struct bl_attachment *a, uint64_t id)
+{
+	for (struct bl_exec *ex = a->execs; ex; ex = ex->next)
+		if (ex->id == id)
+			return ex;
+	return NULL;
+}
+
+/* End every execution still routed through a: the box is gone. */
+static void end_execs(struct bl_attachment *a, int outcome, int error)
+{
+	while (a->execs) {
+		struct bl_exec *ex = a->execs;
+		bl_exec_end(ex, outcome, error);
+		unlink_exec(a, ex);
+	}
+}
+
+static void detach_if_finished(struct bl_reactor *r, struct bl_attachment *a)
+{
+	if (!a->shim_reaped || !a->conn_done)
+		return;
+	for (struct bl_attachment **p = &r->atts; *p; p = &(*p)->next) {
+		if (*p == a) {
+			*p = a->next;
+			break;
+		}
+	}
+	end_execs(a, BOXLITE_OUTCOME_LOST, 0);
+	a->box->att = NULL;
+	bl_box_finished(a->box);
+	/* Later events of this epoll batch may still name a: free it after. */
+	a->dead = true;
+	a->next = r->dead;
+	r->dead = a;
+}
+
+static void free_attachment(struct bl_attachment *a)
+{
+	bl_event_free(a->pending);
+	if (a->pending_ex)
+		bl_exec_unref(a->pending_ex);
+	bl_conn_free(a->conn);
+	bl_box_unref(a->box);
+	free(a);
+}
+
+static void free_dead(struct bl_reactor *r)
+{
+	while (r->dead) {
+		struct bl_attachment *a = r->dead;
+		r->dead = a->next;
+		free_attachment(a);
+	}
+}
+
+static void conn_finished(struct bl_reactor *r, struct bl_attachment *a)
+{
+	if (a->conn_done)
+		return;
+	a->conn_done = true;
+	epoll_ctl(r->epfd, EPOLL_CTL_DEL, bl_conn_fd(a->conn), NULL);
+	/* Executions the agent never reported on are lost with it; the shim
+	 * follows its agent, and is killed in case it has not yet. */
+	end_execs(a, BOXLITE_OUTCOME_LOST, 0);
+	kill_shim(a);
+	detach_if_finished(r, a);
+}
+
+static void reap_shim(struct bl_reactor *r, struct bl_attachment *a)
+{
+	siginfo_t info;
+	memset(&info, 0, sizeof info);
+	int rc;
+	while ((rc = waitid(P_PIDFD, (id_t)a->pidfd, &info, WEXITED | WNOHANG)) < 0 && errno == EINTR)
+		;
+	/* ECHILD: someone else reaped it (the host program's waitpid(-1)). */
+	if (rc == 0 && info.si_pid == 0)
+		return; /* spurious wakeup; still running */
+	a->shim_reaped = true;
+	epoll_ctl(r->epfd, EPOLL_CTL_DEL, a->pidfd, NULL);
+	detach_if_finished(r, a);
+}
+
+static void flush_conn(struct bl_reactor *r, struct bl_attachment *a)
+{
+	int rc = bl_conn_flush(a->conn);
+	bool want = rc == 1;
+	if (rc < 0)
+		return; /* the read side sees the same end and finishes it */
+	if (want != a->writing && !a->conn_done) {
+		a->writing = want;
+		epoll_set(r, EPOLL_CTL_MOD, bl_conn_fd(a->conn), EPOLLIN | (want ? EPOLLOUT : 0u),
+			  &a->conn_src);
+	}
+}
+
+/* ---- frames from the agent ---- */
+
+static uint8_t *body_dest(void *ctx, const struct bl_frame_header *h)
+{
+	struct bl_attachment *a = ctx;
+	if (h->type != BL_FRAME_STDOUT && h->type != BL_FRAME_STDERR)
+		return NULL;
+	struct bl_exec *ex = find_exec(a, h->id);
+	if (!ex || atomic_load(&ex->exit_claimed))
+		return NULL; /* force-closed: its remaining output is discarded */
+	int stream = h->type == BL_FRAME_STDOUT ? BOXLITE_STDOUT : BOXLITE_STDERR;
+	a->pending = bl_event_output(ex->on_output, ex->user_data, stream, h->len);
+	if (!a->pending)
+		return NULL; /* cannot happen quietly: see on_output below */
+	bl_exec_ref(ex);
+	a->pending_ex = ex;
+	return a->pending->data;
+}
+
+static void on_output(struct bl_attachment *a, const struct bl_frame_header *h)
+{
+	struct bl_event *ev = a->pending;
+	struct bl_exec *ex = a->pending_ex;
+	a->pending = NULL;
+	a->pending_ex = NULL;
+	if (!ev) {
+		/* No event: discarded on purpose, or allocation failed.  An exec
+		 * that loses output to ENOMEM must not pretend it was whole. */
+		struct bl_exec *live = find_exec(a, h->id);
+		if (live && !atomic_load(&live->exit_claimed)) {
+			bl_exec_end(live, BOXLITE_OUTCOME_LOST, BOXLITE_ERR_NO_MEMORY);
+		}
+		return;
+	}
+	/* Waits while the queue is full: the agent's buffer fills, then the
+	 * process in the box blocks on its pipe.  Refused only after close,
+	 * when this execution's Exit is already claimed. */
+	if (atomic_load(&ex->exit_claimed) || bl_queue_push_stream(&a->box->rt->queue, ev, -1))
+		bl_event_free(ev);
+	bl_exec_unref(ex);
+}
+
+static boxlite_exit exit_from_wire(const struct bl_exit_payload *w)
+{
+	boxlite_exit e = {.exit_code = -1};
+	switch (w->outcome) {
+	case BL_WIRE_EXITED:
+		e.outcome = BOXLITE_OUTCOME_EXITED;
+		e.exit_code = w->code;
+		break;
+	case BL_WIRE_SIGNALED:
+		e.outcome = BOXLITE_OUTCOME_SIGNALED;
+		e.signal = w->signal;
+		e.exit_code = 128 + w->signal;
+		break;
+	default:
+		e.outcome = BOXLITE_OUTCOME_FAILED_TO_START;
+		e.os_error = w->error;
+		/* The shell's convention: 127 not found, 126 found but not runnable. */
+		e.exit_code = w->error == ENOENT ? 127 : 126;
+		break;
+	}
+	return e;
+}
+
+static void on_exit_frame(struct bl_attachment *a, const struct bl_frame_header *h, const uint8_t *body)
+{
+	struct bl_exec *ex = find_exec(a, h->id);
+	if (!ex || h->len != 16)
+		return;
+	struct bl_exit_payload w;
+	bl_exit_decode(body, &w);
+	if (bl_exec_claim_exit(ex)) {
+		boxlite_exit e = exit_from_wire(&w);
+		bl_exec_post_exit(ex, &e);
+	}
+	unlink_exec(a, ex);
+}
+
+static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
+{
+	struct bl_attachment *a = ctx;
+	switch (h->type) {
+	case BL_FRAME_HELLO:
+		a->hello = h->len >= 4;
+		break;
+	case BL_FRAME_STDOUT:
+	case BL_FRAME_STDERR:
+		on_output(a, h);
+		break;
+	case BL_FRAME_EXIT:
+		on_exit_frame(a, h, body);
+		break;
+	default: /* STARTED and frames from newer agents: nothing to do */
+		break;
+	}
+	return true;
+}
+
+static const struct bl_conn_handler handler = {.body_dest = body_dest, .frame = on_frame};
+
+static void conn_readable(struct bl_reactor *r, struct bl_attachment *a)
+{
+	enum bl_conn_status st = bl_conn_read(a->conn, &handler, a, READ_BUDGET);
+	if (st == BL_CONN_CLOSED || st == BL_CONN_BROKEN)
+		conn_finished(r, a);
+}
+
+/* ---- commands, run on the reactor ---- */
+
+static struct bl_attachment *exec_attachment(struct bl_exec *ex)
+{
+	struct bl_attachment *a = ex->box->att;
+	return a && !a->conn_done ? a : NULL;
+}
+
+static void run_exec(struct bl_reactor *r, struct cmd *c)
+{
+	struct bl_attachment *a = exec_attachment(c->ex);
+	if (!a || r->closing || bl_conn_send(a->conn, c->frame, c->len) < 0) {
+		free(c->frame);
+		bl_exec_end(c->ex, BOXLITE_OUTCOME_FAILED_TO_START,
+			    r->closing ? BOXLITE_ERR_RUNTIME_CLOSED : a ? BOXLITE_ERR_NO_MEMORY
+									: BOXLITE_ERR_INVALID_STATE);
+		return;
+	}
+	c->frame = NULL;
+	c->ex->next = a->execs; /* the command's reference moves to the list */
+	a->execs = c->ex;
+	c->ex = NULL;
+	flush_conn(r, a);
+}
+
+/* Queue a SIGNAL frame; false when it could not be sent. */
+static bool send_signal_frame(struct bl_reactor *r, struct bl_attachment *a, uint64_t id, int sig)
+{
+	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + 4);
+	if (!frame)
+		return false;
+	struct bl_frame_header h = {.len = 4, .type = BL_FRAME_SIGNAL, .id = id};
+	bl_header_encode(&h, frame);
+	uint32_t s = (uint32_t)sig;
+	memcpy(frame + BL_FRAME_HEADER_SIZE, &s, 4);
+	if (bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE + 4) < 0) {
+		free(frame);
+		return false;
+	}
+	flush_conn(r, a);
+	return true;
+}
+
+static void run_signal(struct bl_reactor *r, struct cmd *c)
+{
+	struct bl_attachment *a = exec_attachment(c->ex);
+	if (a && find_exec(a, c->ex->id))
+		send_signal_frame(r, a, c->ex->id, c->sig);
+}
+
+static void run_force_close(struct bl_reactor *r, struct cmd *c)
+{
+	struct bl_attachment *a = exec_attachment(c->ex);
+	if (!bl_exec_claim_exit(c->ex))
+		return;
+	boxlite_exit e = {.outcome = BOXLITE_OUTCOME_FORCE_CLOSED, .exit_code = -1};
+	bl_exec_post_exit(c->ex, &e);
+	/* The process is killed; the list keeps the exec until the agent's own
+	 * EXIT arrives, so its late output is recognised and dropped. */
+	if (a && find_exec(a, c->ex->id) && !send_signal_frame(r, a, c->ex->id, SIGKILL))
+		kill_shim(a); /* cannot reach the process: end its box rather than leak it */
+}
+
+static void run_close(struct bl_reactor *r)
+{
+	r->closing = true;
+	for (struct bl_attachment *a = r->atts; a; a = a->next) {
+		end_execs(a, BOXLITE_OUTCOME_FORCE_CLOSED, BOXLITE_ERR_RUNTIME_CLOSED);
+		kill_shim(a);
+	}
+	/* Every Exit this reactor owed is posted: drain may now finish. */
+	bl_queue_release(&r->rt->queue);
+}
+
+static void free_cmd(struct cmd *c)
+{
+	free(c->frame);
+	if (c->att) { /* an attach that never ran (workers stop before quit) */
+		kill_shim(c->att);
+		reap_blocking(c->att);
+		free_attachment(c->att);
+	}
+	if (c->ex)
+		bl_exec_unref(c->ex);
+	free(c);
+}
+
+static void run_commands(struct bl_reactor *r)
+{
+	uint64_t n;
+	while (read(r->wakefd, &n, sizeof n) < 0 && errno == EINTR)
+		;
+	pthread_mutex_lock(&r->lock);
+	struct cmd *c = r->head;
+	r->head = r->tail = NULL;
+	pthread_mutex_unlock(&r->lock);
+	while (c) {
+		struct cmd *next = c->next;
+		switch (c->kind) {
+		case CMD_ATTACH:
+			attach(r, c->att);
+			c->att = NULL;
+			break;
+		case CMD_EXEC:
+			run_exec(r, c);
+			break;
+		case CMD_SIGNAL:
+			run_signal(r, c);
+			break;
+		case CMD_FORCE_CLOSE:
+			run_force_close(r, c);
+			break;
+		case CMD_CLOSE:
+			run_close(r);
+			break;
+		case CMD_QUIT:
+			r->quitting = true;
+			break;
+		}
+		free_cmd(c);
+		c = next;
+	}
+}
+
+/* ---- the loop ---- */
+
+static void dispatch(struct bl_reactor *r, const struct epoll_event *ev)
+{
+	struct source *src = ev->data.ptr;
+	if (src->kind == SRC_WAKE) {
+		run_commands(r);
+		return;
+	}
+	struct bl_attachment *a = src->att;
+	if (src->kind == SRC_PIDFD) {
+		reap_shim(r, a);
+		return;
+	}
+	if (ev->events & EPOLLOUT)
+		flush_conn(r, a);
+	if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		conn_readable(r, a);
+}
+
+static void *reactor_main(void *arg)
+{
+	struct bl_reactor *r = arg;
+	struct epoll_event evs[MAX_EVENTS];
+	while (!(r->quitting && !r->atts)) {
+		int n = epoll_wait(r->epfd, evs, MAX_EVENTS, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			abort(); /* only EBADF/EFAULT/EINVAL: a bug, not a condition */
+		for (int i = 0; i < n; i++) {
+			struct source *src = evs[i].data.ptr;
+			if (src->kind == SRC_WAKE || !src->att->dead)
+				dispatch(r, &evs[i]);
+		}
+		free_dead(r);
+	}
+	return NULL;
+}
+
+struct bl_reactor *bl_reactor_new(boxlite_runtime *rt)
+{
+	struct bl_reactor *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	r->rt = rt;
+	r->epfd = epoll_create1(EPOLL_CLOEXEC);
+	r->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r->close_cmd = cmd_new(CMD_CLOSE);
+	r->quit_cmd = cmd_new(CMD_QUIT);
+	r->wake_src.kind = SRC_WAKE;
+	bool ok = r->epfd >= 0 && r->wakefd >= 0 && r->close_cmd && r->quit_cmd &&
+		  pthread_mutex_init(&r->lock, NULL) == 0;
+	if (ok && epoll_set(r, EPOLL_CTL_ADD, r->wakefd, EPOLLIN, &r->wake_src) == 0) {
+		bl_queue_hold(&rt->queue); /* released once close has ended every exec */
+		if (pthread_create(&r->thread, NULL, reactor_main, r) == 0)
+			return r;
+		bl_queue_release(&rt->queue);
+	}
+	if (ok)
+		pthread_mutex_destroy(&r->lock);
+	if (r->epfd >= 0)
+		close(r->epfd);
+	if (r->wakefd >= 0)
+		close(r->wakefd);
+	free(r->close_cmd);
+	free(r->quit_cmd);
+	free(r);
+	return NULL;
+}
+
+void bl_reactor_free(struct bl_reactor *r)
+{
+	struct cmd *q = r->quit_cmd;
+	r->quit_cmd = NULL;
+	enqueue(r, q);
+	pthread_join(r->thread, NULL);
+	struct cmd *c = r->head; /* none are left in practice; free regardless */
+	while (c) {
+		struct cmd *next = c->next;
+		free_cmd(c);
+		c = next;
+	}
+	free(r->close_cmd);
+	pthread_mutex_destroy(&r->lock);
+	close(r->epfd);
+	close(r->wakefd);
+	free(r);
+}
