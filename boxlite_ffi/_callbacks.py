@@ -26,7 +26,7 @@ def _bl_on_done(user_data: object, status: int, message: object) -> None:
     text = ffi.string(message).decode(errors="replace") if message != ffi.NULL else None
     try:
         sink.on_done(status, text)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a sink error must not kill the drain thread
         _report("boxlite completion callback")
 
 
@@ -37,7 +37,7 @@ def _bl_on_output(user_data: object, stream: int, data: object, length: int) -> 
         return
     try:
         sink.on_output(stream, ffi.buffer(data, length)[:])
-    except Exception:
+    except Exception:  # noqa: BLE001 - a sink error must not kill the drain thread
         _report("boxlite output callback")
 
 
@@ -54,7 +54,7 @@ def _bl_on_exit(user_data: object, exit_info: object) -> None:
             exit_info.error,
             exit_info.os_error,
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 - a sink error must not kill the drain thread
         _report("boxlite exit callback")
 
 

@@ -1,0 +1,58 @@
+"""boxlite_ffi: an embeddable sandbox runtime for Python with a native C core.
+
+    with boxlite_ffi.Runtime() as rt:
+        box = rt.create(rootfs="/path/to/rootfs")
+        print(box.run(["echo", "hello"]).stdout)
+
+``boxlite_ffi.aio`` offers the same API for asyncio.
+"""
+
+from .box import Box
+from .errors import (
+    AlreadyExistsError,
+    BoxliteError,
+    BoxliteTimeoutError,
+    EngineError,
+    ErrorCode,
+    ExecClosedError,
+    ImageError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidHandleError,
+    InvalidStateError,
+    NotFoundError,
+    OutOfMemoryError,
+    ProtocolError,
+    RuntimeClosedError,
+    SystemCallError,
+)
+from .execution import ExecResult, Execution, Outcome
+from .runtime import Runtime
+from .streams import OutputStream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError",
+    "Box",
+    "BoxliteError",
+    "BoxliteTimeoutError",
+    "EngineError",
+    "ErrorCode",
+    "ExecClosedError",
+    "ExecResult",
+    "Execution",
+    "ImageError",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidHandleError",
+    "InvalidStateError",
+    "NotFoundError",
+    "OutOfMemoryError",
+    "Outcome",
+    "OutputStream",
+    "ProtocolError",
+    "Runtime",
+    "RuntimeClosedError",
+    "SystemCallError",
+]

@@ -1,0 +1,150 @@
+"""The asyncio surface: the same objects as the sync API, awaited.
+
+Every blocking step of the sync API is a ``concurrent.futures.Future``
+completed by the drain thread; here it is awaited with
+``asyncio.wrap_future`` instead of waited on, so both surfaces run the same
+code.  Filesystem work (image unpacking, deleting box directories) runs in a
+thread so the event loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import box as _box
+from . import execution as _execution
+from . import runtime as _runtime
+from .execution import ExecResult, OutputCallback
+from .streams import OutputStream
+
+
+class Execution:
+    def __init__(self, inner: _execution.Execution) -> None:
+        self._inner = inner
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    @property
+    def stdout(self) -> OutputStream:
+        """``async for chunk in execution.stdout``."""
+        return self._inner.stdout
+
+    @property
+    def stderr(self) -> OutputStream:
+        return self._inner.stderr
+
+    @property
+    def done(self) -> bool:
+        return self._inner.done
+
+    async def wait(self) -> ExecResult:
+        return await asyncio.wrap_future(self._inner.future)
+
+    def signal(self, sig: int) -> None:
+        self._inner.signal(sig)
+
+    def kill(self) -> None:
+        self._inner.kill()
+
+
+class Box:
+    def __init__(self, inner: _box.Box) -> None:
+        self._inner = inner
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    async def __aenter__(self) -> Box:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    @property
+    def name(self) -> str | None:
+        return self._inner.name
+
+    @property
+    def sync(self) -> _box.Box:
+        """The same box, through the sync API."""
+        return self._inner
+
+    async def start(self) -> None:
+        await asyncio.wrap_future(self._inner.start_future())
+
+    async def stop(self) -> None:
+        await asyncio.wrap_future(self._inner.stop_future())
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._inner.close)
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> Execution:
+        await self.start()
+        inner = self._inner.exec_now(
+            argv, env=env, cwd=cwd, on_stdout=on_stdout, on_stderr=on_stderr
+        )
+        return Execution(inner)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        execution = await self.exec(argv, env=env, cwd=cwd)
+        return await asyncio.wait_for(execution.wait(), timeout)
+
+
+class Runtime:
+    """``async with boxlite_ffi.aio.Runtime() as rt: ...``"""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        self._inner = _runtime.Runtime(home, **options)
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def home(self) -> os.PathLike[str]:
+        return self._inner.home
+
+    @property
+    def sync(self) -> _runtime.Runtime:
+        return self._inner
+
+    async def create(self, image: str | os.PathLike[str] | None = None, **options: Any) -> Box:
+        return Box(await asyncio.to_thread(self._inner.create, image, **options))
+
+    def get(self, id_or_name: str) -> Box:
+        return Box(self._inner.get(id_or_name))
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._inner.close)
+
+
+__all__ = ["Box", "ExecResult", "Execution", "Runtime"]

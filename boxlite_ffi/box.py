@@ -1,0 +1,184 @@
+"""Boxes: an isolated environment started from a root filesystem."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .core import then
+from .errors import InvalidArgumentError, InvalidStateError, RuntimeClosedError
+from .execution import ExecResult, Execution, OutputCallback, _ExecSink
+
+if TYPE_CHECKING:
+    from .core import NativeRuntime
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def env_list(*layers: Mapping[str, str] | None) -> list[str]:
+    """Later layers override earlier ones; PATH defaults to the usual one."""
+    merged = {"PATH": DEFAULT_PATH}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise InvalidArgumentError(f"invalid environment variable {key!r}")
+            merged[key] = value
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def check_argv(argv: Sequence[str]) -> list[str]:
+    if isinstance(argv, str | bytes):
+        raise InvalidArgumentError("argv must be a sequence of strings, not a string")
+    args = list(argv)
+    if not args or not all(isinstance(a, str) and "\0" not in a for a in args):
+        raise InvalidArgumentError("argv must be a non-empty sequence of strings without NUL")
+    return args
+
+
+class Box:
+    """An isolated Linux environment.  Created by ``Runtime.create``."""
+
+    def __init__(
+        self,
+        native: NativeRuntime,
+        handle: int,
+        *,
+        box_id: str,
+        name: str | None,
+        directory: Path,
+        env: Mapping[str, str] | None,
+        workdir: str | None,
+        on_close: Callable[[Box], None],
+    ) -> None:
+        self._native = native
+        self._on_close = on_close
+        self._handle = handle
+        self.id = box_id
+        self.name = name
+        self.directory = directory
+        self._env = dict(env or {})
+        self._workdir = workdir
+        self._lock = threading.Lock()
+        self._started: Future[None] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Box {self.id}{' ' + self.name if self.name else ''}>"
+
+    def __enter__(self) -> Box:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- lifecycle (futures shared by the sync and asyncio surfaces) ----
+
+    def start_future(self) -> Future[None]:
+        """Start the box once; every caller shares the same start."""
+        with self._lock:
+            if self._closed:
+                raise InvalidStateError(f"box {self.id} was closed")
+            started = self._started
+            if started is None or (started.done() and started.exception() is not None):
+                started = self._started = self._native.box_start(self._handle)
+        return started
+
+    def stop_future(self) -> Future[None]:
+        with self._lock:
+            if self._closed:
+                raise InvalidStateError(f"box {self.id} was closed")
+            starting = self._started
+            self._started = None
+        if starting is None:
+            return self._native.box_stop(self._handle)
+        # The native core refuses to stop a box that is still starting.
+        return then(starting, lambda: self._native.box_stop(self._handle))
+
+    def start(self) -> None:
+        """Start the box (a no-op when it is running)."""
+        self.start_future().result()
+
+    def stop(self) -> None:
+        """SIGTERM every process, SIGKILL after the grace period; wait until none is left."""
+        self.stop_future().result()
+
+    def close(self) -> None:
+        """Kill the box if it runs, release it and delete its directory."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._started = None
+        self._on_close(self)
+        try:
+            self._native.box_stop(self._handle).result()
+            self._native.box_free(self._handle)
+        except RuntimeClosedError:
+            pass  # closing the runtime killed and released it
+        remove_tree(self.directory)
+
+    # ---- executions -------------------------------------------------------
+
+    def exec_now(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> Execution:
+        """Start an execution in the running box (no implicit start)."""
+        args = check_argv(argv)
+        environment = env_list(self._env, env)
+        sink = _ExecSink(self._native, on_stdout, on_stderr)
+        handle = self._native.exec_start(
+            self._handle, args, environment, cwd or self._workdir, sink
+        )
+        sink.attach(handle)
+        return Execution(sink)
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> Execution:
+        """Run ``argv`` in the box, starting the box first if needed."""
+        self.start()
+        return self.exec_now(argv, env=env, cwd=cwd, on_stdout=on_stdout, on_stderr=on_stderr)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` to completion and collect its output, like ``subprocess.run``."""
+        return self.exec(argv, env=env, cwd=cwd).wait(timeout)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a box directory; overlayfs leaves a mode-000 ``work/work``."""
+
+    def make_writable(_func: object, failed: str, _exc: object) -> None:
+        parent = Path(failed).parent
+        parent.chmod(0o700)
+        p = Path(failed)
+        if p.is_dir() and not p.is_symlink():
+            p.chmod(0o700)
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=make_writable)

@@ -1,0 +1,248 @@
+"""The core layer: one native runtime, its drain thread, and typed calls.
+
+Every native callback runs on the drain thread (invariant 1).  Asynchronous
+native operations complete ``concurrent.futures.Future`` objects, which the
+sync API waits on and the asyncio API awaits (``asyncio.wrap_future``), so
+both surfaces share this one implementation.
+
+Lifetime: ``close()`` asks the native runtime to close; the drain thread keeps
+draining until the native side reports that every event was delivered, then
+frees the runtime itself.  Calls from other threads hold ``_lock`` so that free
+never races a call in progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from . import _callbacks
+from ._native import ffi, lib
+from .errors import ErrorCode, RuntimeClosedError, check, error_for
+from .registry import REGISTRY
+
+DRAIN_BATCH = 256
+T = TypeVar("T")
+
+
+class ExecSink(Protocol):
+    """Receives one execution's events on the drain thread."""
+
+    def on_output(self, stream: int, data: bytes) -> None: ...
+
+    def on_exit(self, outcome: int, code: int, signal: int, error: int, os_error: int) -> None: ...
+
+    def on_closed(self) -> None: ...
+
+
+class _DoneSink:
+    """Turns a native completion into the result of a Future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Future[None]) -> None:
+        self.future = future
+
+    def on_done(self, status: int, message: str | None) -> None:
+        if status == ErrorCode.OK:
+            self.future.set_result(None)
+        else:
+            self.future.set_exception(error_for(status, message))
+
+    def on_closed(self) -> None:
+        self.future.set_exception(RuntimeClosedError())
+
+
+def then(first: Future[Any], step: Callable[[], Future[T]]) -> Future[T]:
+    """A Future of ``step()`` started once ``first`` settles, whatever its result."""
+    out: Future[T] = Future()
+
+    def forward(done: Future[T]) -> None:
+        if done.exception() is not None:
+            out.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            out.set_result(done.result())
+
+    def run_step(_: Future[Any]) -> None:
+        try:
+            step().add_done_callback(forward)
+        except Exception as exc:  # noqa: BLE001 - any error of step belongs to the caller
+            out.set_exception(exc)
+
+    first.add_done_callback(run_step)
+    return out
+
+
+def _cstrings(values: Sequence[str], keep: list[Any]) -> Any:
+    """A NULL-terminated ``char *[]``; ``keep`` holds the buffers alive."""
+    arr = ffi.new("char *[]", len(values) + 1)
+    for i, value in enumerate(values):
+        buf = ffi.new("char[]", value.encode())
+        keep.append(buf)
+        arr[i] = buf
+    keep.append(arr)
+    return arr
+
+
+def _token_ptr(token: int) -> Any:
+    return ffi.cast("void *", token)
+
+
+class NativeRuntime:
+    def __init__(self, libexec: Path, *, queue_capacity: int = 0, workers: int = 0) -> None:
+        keep: list[Any] = []
+        opts = ffi.new("boxlite_runtime_options *")
+        opts.queue_capacity = queue_capacity
+        opts.worker_threads = workers
+        opts.libexec_dir = ffi.new("char[]", str(libexec).encode())
+        keep.append(opts.libexec_dir)
+        out = ffi.new("boxlite_runtime **")
+        check(lib.boxlite_runtime_new(opts, out), f"cannot start the runtime (libexec {libexec})")
+        self._rt: Any = out[0]
+        self._lock = threading.Lock()
+        self._closing = False
+        self._freed = threading.Event()
+        self._thread = threading.Thread(target=self._drain_loop, name="boxlite-drain", daemon=True)
+        self._thread.start()
+
+    # ---- lifetime ----------------------------------------------------
+
+    @property
+    def drain_thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def _drain_loop(self) -> None:
+        while lib.boxlite_runtime_drain(self._rt, DRAIN_BATCH, -1) >= 0:
+            pass
+        with self._lock:
+            rt, self._rt = self._rt, None
+        lib.boxlite_runtime_free(rt)
+        # Safety net: the native side completes everything it accepted, so
+        # this finds nothing unless a completion was lost.
+        for sink in REGISTRY.claim_all(self):
+            sink.on_closed()
+        self._freed.set()
+
+    def close(self) -> None:
+        """Close the native runtime and wait until it is freed (idempotent)."""
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                lib.boxlite_runtime_close(self._rt)
+        if threading.current_thread() is not self._thread:
+            self._freed.wait()
+
+    @contextlib.contextmanager
+    def _use(self) -> Iterator[Any]:
+        """The native runtime, kept alive for the duration of one call."""
+        if threading.current_thread() is self._thread:
+            # Only the drain thread frees it, so it is alive here.
+            if self._rt is None:
+                raise RuntimeClosedError()
+            yield self._rt
+            return
+        with self._lock:
+            if self._closing or self._rt is None:
+                raise RuntimeClosedError()
+            yield self._rt
+
+    def _begin(self, call: Any, *args: Any) -> Future[None]:
+        """Start an asynchronous native operation; its Future completes once."""
+        future: Future[None] = Future()
+        token = REGISTRY.register(self, _DoneSink(future))
+        try:
+            with self._use() as rt:
+                status = call(rt, *args, _callbacks.DONE, _token_ptr(token))
+        except BaseException:
+            REGISTRY.claim(token)
+            raise
+        if status != ErrorCode.OK:
+            REGISTRY.claim(token)
+            check(status)
+        return future
+
+    # ---- boxes -------------------------------------------------------
+
+    def box_new(
+        self,
+        box_dir: Path,
+        lowers: Sequence[Path],
+        *,
+        hostname: str,
+        stop_grace_ms: int,
+        drain_ms: int,
+        owner_pid: int,
+    ) -> int:
+        keep: list[Any] = []
+        opts = ffi.new("boxlite_box_options *")
+        opts.box_dir = ffi.new("char[]", str(box_dir).encode())
+        opts.hostname = ffi.new("char[]", hostname.encode())
+        keep += [opts.box_dir, opts.hostname]
+        opts.lower_dirs = _cstrings([str(p) for p in lowers], keep)
+        opts.stop_grace_ms = stop_grace_ms
+        opts.drain_ms = drain_ms
+        opts.owner_pid = owner_pid
+        out = ffi.new("boxlite_handle *")
+        with self._use() as rt:
+            check(lib.boxlite_box_new(rt, opts, out))
+        return int(out[0])
+
+    def box_start(self, box: int) -> Future[None]:
+        return self._begin(lib.boxlite_box_start, box)
+
+    def box_stop(self, box: int) -> Future[None]:
+        return self._begin(lib.boxlite_box_stop, box)
+
+    def box_free(self, box: int) -> None:
+        with self._use() as rt:
+            check(lib.boxlite_box_free(rt, box))
+
+    # ---- executions ----------------------------------------------------
+
+    def exec_start(
+        self,
+        box: int,
+        argv: Sequence[str],
+        env: Sequence[str],
+        cwd: str | None,
+        sink: ExecSink,
+    ) -> int:
+        keep: list[Any] = []
+        opts = ffi.new("boxlite_exec_options *")
+        opts.argv = _cstrings(argv, keep)
+        opts.env = _cstrings(env, keep)
+        if cwd is not None:
+            opts.cwd = ffi.new("char[]", cwd.encode())
+            keep.append(opts.cwd)
+        callbacks = ffi.new("boxlite_exec_callbacks *")
+        callbacks.on_output = _callbacks.OUTPUT
+        callbacks.on_exit = _callbacks.EXIT
+        token = REGISTRY.register(self, sink)
+        callbacks.user_data = _token_ptr(token)
+        out = ffi.new("boxlite_handle *")
+        try:
+            with self._use() as rt:
+                status = lib.boxlite_exec_start(rt, box, opts, callbacks, out)
+        except BaseException:
+            REGISTRY.claim(token)
+            raise
+        if status != ErrorCode.OK:
+            REGISTRY.claim(token)
+            check(status)
+        return int(out[0])
+
+    def exec_signal(self, execution: int, sig: int) -> None:
+        with self._use() as rt:
+            check(lib.boxlite_exec_signal(rt, execution, sig))
+
+    def exec_free(self, execution: int) -> None:
+        with self._use() as rt:
+            check(lib.boxlite_exec_free(rt, execution))

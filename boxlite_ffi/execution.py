@@ -1,0 +1,190 @@
+"""Executions: one process run in a box, its streams, and its typed result."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import signal as signal_module
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import ErrorCode, ExecClosedError, InvalidArgumentError, RuntimeClosedError, error_for
+from .streams import OutputStream
+
+if TYPE_CHECKING:
+    from .core import NativeRuntime
+
+STDOUT = 1
+STDERR = 2
+MAX_SIGNAL = 64
+
+OutputCallback = Callable[[bytes], None]
+
+
+class Outcome(enum.Enum):
+    """How an execution ended (BOXLITE_OUTCOME_* in include/boxlite.h)."""
+
+    EXITED = "exited"
+    SIGNALED = "signaled"
+    TIMED_OUT = "timed_out"
+    KILLED = "killed"
+    FORCE_CLOSED = "force_closed"
+    LOST = "lost"
+    FAILED_TO_START = "failed_to_start"
+
+
+_OUTCOMES = {i: o for i, o in enumerate(Outcome, start=1)}
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The end of an execution.
+
+    ``exit_code`` follows the shell: the process's code, 128+n after signal n,
+    126/127 when the command could not be started.  ``stdout``/``stderr`` hold
+    the output that was not consumed by iteration or callbacks.
+    """
+
+    outcome: Outcome
+    exit_code: int
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+    os_error: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.EXITED and self.exit_code == 0
+
+    @property
+    def error_message(self) -> str | None:
+        """Why the command could not start (``os_error`` as text)."""
+        return os.strerror(self.os_error) if self.os_error else None
+
+
+class _ExecSink:
+    """Receives the native events of one execution on the drain thread."""
+
+    def __init__(
+        self,
+        native: NativeRuntime,
+        on_stdout: OutputCallback | None,
+        on_stderr: OutputCallback | None,
+    ) -> None:
+        self.native = native
+        self.handle = 0
+        self._lock = threading.Lock()
+        self._ended = False
+        self.stdout = OutputStream("stdout")
+        self.stderr = OutputStream("stderr")
+        self.result: Future[ExecResult] = Future()
+        self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
+        self._streams = {STDOUT: self.stdout, STDERR: self.stderr}
+
+    def on_output(self, stream: int, data: bytes) -> None:
+        callback = self._callbacks.get(stream)
+        if callback is not None:
+            callback(data)
+        else:
+            self._streams[stream]._push(data)
+
+    def attach(self, handle: int) -> None:
+        """Record the native handle; free it now if the Exit came first."""
+        with self._lock:
+            self.handle = handle
+            ended = self._ended
+        if ended:
+            self._release()
+
+    def _release(self) -> None:
+        # Closing the runtime releases every handle itself.
+        with contextlib.suppress(RuntimeClosedError):
+            self.native.exec_free(self.handle)
+
+    def on_exit(self, outcome: int, code: int, signal: int, error: int, os_error: int) -> None:
+        self.stdout._close()
+        self.stderr._close()
+        with self._lock:
+            self._ended = True
+            attached = self.handle != 0
+        if attached:
+            self._release()
+        if error == ErrorCode.RUNTIME_CLOSED:
+            self.result.set_exception(RuntimeClosedError("the runtime closed during the execution"))
+            return
+        self.result.set_result(
+            ExecResult(
+                outcome=_OUTCOMES.get(outcome, Outcome.LOST),
+                exit_code=code,
+                signal=signal or None,
+                stdout=self.stdout._take_all(),
+                stderr=self.stderr._take_all(),
+                os_error=os_error or None,
+            )
+        )
+
+    def on_closed(self) -> None:
+        self.stdout._close()
+        self.stderr._close()
+        self.result.set_exception(RuntimeClosedError())
+
+
+class Execution:
+    """A process running in a box.
+
+    Iterate ``stdout``/``stderr`` for bytes chunks as they arrive, or pass
+    ``on_stdout``/``on_stderr`` to ``Box.exec`` to receive them in a callback
+    (on the runtime's drain thread).  ``wait()`` returns the ``ExecResult``.
+    """
+
+    def __init__(self, sink: _ExecSink) -> None:
+        self._sink = sink
+
+    def __repr__(self) -> str:
+        return f"<Execution {self.id} done={self.done}>"
+
+    @property
+    def id(self) -> str:
+        return f"{self._sink.handle:016x}"
+
+    @property
+    def stdout(self) -> OutputStream:
+        return self._sink.stdout
+
+    @property
+    def stderr(self) -> OutputStream:
+        return self._sink.stderr
+
+    @property
+    def done(self) -> bool:
+        return self._sink.result.done()
+
+    @property
+    def future(self) -> Future[ExecResult]:
+        """The result as a ``concurrent.futures.Future`` (asyncio wraps it)."""
+        return self._sink.result
+
+    def wait(self, timeout: float | None = None) -> ExecResult:
+        """Block until the execution ends; ``TimeoutError`` if it outlives timeout."""
+        return self._sink.result.result(timeout)
+
+    def signal(self, sig: int) -> None:
+        """Send signal ``sig`` (1..64) to the execution's process group."""
+        if not 1 <= int(sig) <= MAX_SIGNAL:
+            raise InvalidArgumentError(f"signal {sig} is not in 1..{MAX_SIGNAL}")
+        if self.done:
+            raise ExecClosedError("the execution has ended")
+        try:
+            self._sink.native.exec_signal(self._sink.handle, int(sig))
+        except InvalidArgumentError as exc:
+            # The handle is released when the Exit arrives: the race is lost.
+            if exc.code == ErrorCode.INVALID_HANDLE:
+                raise error_for(ErrorCode.EXEC_CLOSED, "the execution has ended") from None
+            raise
+
+    def kill(self) -> None:
+        self.signal(signal_module.SIGKILL)

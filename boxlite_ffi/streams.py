@@ -1,0 +1,90 @@
+"""OutputStream: one execution's stdout or stderr, as bytes chunks.
+
+The drain thread pushes chunks; any number of threads or asyncio tasks read
+them.  Chunks are exactly what the native core delivered: no decoding, no
+re-splitting (invariant 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class OutputStream:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._cond = threading.Condition()
+        self._chunks: deque[bytes] = deque()
+        self._closed = False
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def __repr__(self) -> str:
+        return f"<OutputStream {self.name} closed={self._closed}>"
+
+    # ---- producer side (drain thread) --------------------------------
+
+    def _notify(self) -> None:
+        self._cond.notify_all()
+        waiters, self._async_waiters = self._async_waiters, []
+        for loop, fut in waiters:
+            # A loop that is already closed has nobody left to wake.
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, fut)
+
+    def _push(self, data: bytes) -> None:
+        with self._cond:
+            self._chunks.append(data)
+            self._notify()
+
+    def _close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._notify()
+
+    def _take_all(self) -> bytes:
+        """Everything not yet read (used when the execution ends)."""
+        with self._cond:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        return data
+
+    # ---- consumer side --------------------------------------------------
+
+    def _next(self, timeout: float | None = None) -> bytes | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._chunks or self._closed, timeout)
+            return self._chunks.popleft() if self._chunks else None
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Chunks as they arrive, until the stream ends."""
+        while (chunk := self._next()) is not None:
+            yield chunk
+
+    def read(self) -> bytes:
+        """Everything until the stream ends."""
+        return b"".join(self)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                if self._chunks:
+                    chunk: bytes | None = self._chunks.popleft()
+                elif self._closed:
+                    return
+                else:
+                    chunk = None
+                    fut: asyncio.Future[None] = loop.create_future()
+                    self._async_waiters.append((loop, fut))
+            if chunk is None:
+                await fut
+            else:
+                yield chunk
