@@ -10,8 +10,8 @@
  *
  * Handles: the runtime is a pointer; boxes and executions are 64-bit handles
  * carrying a generation, so a freed or never-issued handle is refused with
- * BOXLITE_ERR_INVALID_HANDLE instead of touching freed memory.  0 is never a
- * valid handle.
+ * BOXLITE_ERR_INVALID_HANDLE instead of touching freed memory.  0 is the
+ * NULL handle: passing it where a handle is required is INVALID_ARGUMENT.
  *
  * Return values: functions return BOXLITE_OK (0) or a positive boxlite_status
  * code; boxlite_runtime_drain returns a count or a negated code.  A call that

@@ -156,7 +156,7 @@ static void start_job_run(void *arg)
 
 int boxlite_box_start(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, void *user_data)
 {
-	if (!rt || !cb)
+	if (!rt || !h || !cb)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	struct start_job *job = calloc(1, sizeof *job);
 	if (!job)
@@ -194,7 +194,7 @@ int boxlite_box_start(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb,
 
 int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, void *user_data)
 {
-	if (!rt || !cb)
+	if (!rt || !h || !cb)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	int rc;
 	pthread_mutex_lock(&rt->lock);
@@ -222,7 +222,7 @@ int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, 
 
 int boxlite_box_free(boxlite_runtime *rt, boxlite_handle h)
 {
-	if (!rt)
+	if (!rt || !h)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	pthread_mutex_lock(&rt->lock);
 	struct bl_box *box = bl_handles_remove(&rt->handles, h, BL_HANDLE_BOX);

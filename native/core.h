@@ -51,6 +51,9 @@ struct boxlite_runtime {
 	struct bl_workers *workers;
 	char *shim_path;
 	char *agent_path;
+	/* Readable once the runtime closes: a box start waiting for its shim
+	 * gives up at once instead of holding boxlite_runtime_free. */
+	int closing_fd;
 };
 
 enum bl_box_state {

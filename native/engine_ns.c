@@ -191,22 +191,42 @@ static int spawn_shim(const boxlite_runtime *rt, const struct bl_box *box, struc
 	return 0;
 }
 
+/* Wait until fd is readable, the runtime closes, or the deadline passes.
+ * Returns 1 when readable, else -1 with err set. */
+static int wait_readable(int fd, int closing_fd, int64_t deadline, char *err, size_t errlen)
+{
+	for (;;) {
+		int64_t left = deadline - bl_now_ms();
+		if (left <= 0) {
+			snprintf(err, errlen, "box set-up timed out");
+			return -1;
+		}
+		struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = closing_fd, .events = POLLIN}};
+		int n = poll(p, 2, (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			set_err(err, errlen, "poll", errno);
+			return -1;
+		}
+		if (p[1].revents) {
+			snprintf(err, errlen, "runtime closed");
+			return -1;
+		}
+		if (p[0].revents)
+			return 1;
+	}
+}
+
 /* Read the shim's status line.  Returns bytes read (line NUL-terminated), or
- * -1 on timeout / error with err set. */
-static int read_status(int fd, char *line, size_t cap, char *err, size_t errlen)
+ * -1 on timeout, close or error with err set. */
+static int read_status(int fd, int closing_fd, char *line, size_t cap, char *err, size_t errlen)
 {
 	size_t got = 0;
 	int64_t deadline = bl_now_ms() + STATUS_TIMEOUT_MS;
 	while (got < cap - 1 && !memchr(line, '\n', got)) {
-		int64_t left = deadline - bl_now_ms();
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int n = left > 0 ? poll(&p, 1, (int)left) : 0;
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			snprintf(err, errlen, n == 0 ? "box set-up timed out" : "poll: %s", strerror(errno));
+		if (wait_readable(fd, closing_fd, deadline, err, errlen) < 0)
 			return -1;
-		}
 		ssize_t r = read(fd, line + got, cap - 1 - got);
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -271,7 +291,7 @@ int bl_engine_ns_spawn(const boxlite_runtime *rt, const struct bl_box *box, stru
 		return BOXLITE_ERR_ENGINE;
 	}
 	char line[STATUS_MAX];
-	if (read_status(f.status[0], line, sizeof line, err, errlen) < 0 ||
+	if (read_status(f.status[0], rt->closing_fd, line, sizeof line, err, errlen) < 0 ||
 	    parse_status(line, err, errlen) < 0) {
 		kill_and_reap(pidfd);
 		close(pidfd);

@@ -81,7 +81,7 @@ static bool valid_options(const boxlite_exec_options *o, const boxlite_exec_call
 int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_exec_options *options,
 		       const boxlite_exec_callbacks *callbacks, boxlite_handle *out)
 {
-	if (!rt || !out || !valid_options(options, callbacks))
+	if (!rt || !box_h || !out || !valid_options(options, callbacks))
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	size_t len;
 	uint8_t *frame = encode_exec(options, &len);
@@ -125,7 +125,7 @@ int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_
 
 int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig)
 {
-	if (!rt || sig < 1 || sig > MAX_SIGNAL)
+	if (!rt || !h || sig < 1 || sig > MAX_SIGNAL)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	int rc = BOXLITE_OK;
 	pthread_mutex_lock(&rt->lock);
@@ -144,7 +144,7 @@ int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig)
 
 int boxlite_exec_free(boxlite_runtime *rt, boxlite_handle h)
 {
-	if (!rt)
+	if (!rt || !h)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	int rc = BOXLITE_OK;
 	pthread_mutex_lock(&rt->lock);

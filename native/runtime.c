@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -98,6 +99,8 @@ static int check_executable(const char *path)
 
 static void runtime_destroy(boxlite_runtime *rt)
 {
+	if (rt->closing_fd >= 0)
+		close(rt->closing_fd);
 	bl_queue_destroy(&rt->queue);
 	bl_handles_destroy(&rt->handles);
 	pthread_mutex_destroy(&rt->lock);
@@ -138,6 +141,11 @@ int boxlite_runtime_new(const boxlite_runtime_options *options, boxlite_runtime 
 		return BOXLITE_ERR_NO_MEMORY;
 	}
 	bl_handles_init(&rt->handles);
+	rt->closing_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (rt->closing_fd < 0) {
+		runtime_destroy(rt);
+		return BOXLITE_ERR_IO;
+	}
 	int rc = runtime_paths(rt, options->libexec_dir);
 	if (rc) {
 		runtime_destroy(rt);
@@ -232,6 +240,9 @@ int boxlite_runtime_close(boxlite_runtime *rt)
 	bl_queue_close(&rt->queue);
 	close_ops(rt);
 	pthread_mutex_unlock(&rt->lock);
+	uint64_t one = 1;
+	if (write(rt->closing_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+		abort(); /* an eventfd write cannot fail short of a counter overflow */
 	bl_reactor_close(rt->reactor);
 	return BOXLITE_OK;
 }

@@ -1,0 +1,218 @@
+/* Tests of the runtime's post-and-drain contract through the public API,
+ * with stand-in shim scripts (the real box is tested from Python). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "boxlite.h"
+#include "check.h"
+
+static char libexec[64];
+static char boxdir[96];
+
+static void write_script(const char *name, const char *body)
+{
+	char path[128];
+	snprintf(path, sizeof path, "%s/%s", libexec, name);
+	FILE *f = fopen(path, "w");
+	CHECK(f);
+	CHECK(fprintf(f, "#!/bin/sh\n%s\n", body) > 0);
+	CHECK(fclose(f) == 0);
+	CHECK(chmod(path, 0755) == 0);
+}
+
+static boxlite_runtime *new_runtime(uint32_t capacity, const char *shim_body)
+{
+	write_script("boxlite-shim", shim_body);
+	write_script("boxlite-agent", "exit 1");
+	boxlite_runtime_options o = {.queue_capacity = capacity, .libexec_dir = libexec};
+	boxlite_runtime *rt = NULL;
+	CHECK(boxlite_runtime_new(&o, &rt) == BOXLITE_OK && rt);
+	return rt;
+}
+
+struct record {
+	int calls;
+	int last_status;
+	char message[256];
+	pthread_t thread;
+	int order[64];
+};
+
+static void on_done(void *ud, int status, const char *message)
+{
+	struct record *r = ud;
+	if (r->calls < 64)
+		r->order[r->calls] = status;
+	r->calls++;
+	r->last_status = status;
+	r->thread = pthread_self();
+	snprintf(r->message, sizeof r->message, "%s", message ? message : "");
+}
+
+static void test_null_arguments_are_refused(void)
+{
+	boxlite_runtime *rt = NULL;
+	CHECK(boxlite_runtime_new(NULL, &rt) == BOXLITE_ERR_INVALID_ARGUMENT);
+	boxlite_runtime_options none = {0};
+	CHECK(boxlite_runtime_new(&none, &rt) == BOXLITE_ERR_INVALID_ARGUMENT);
+	boxlite_runtime_options missing = {.libexec_dir = "/nonexistent"};
+	CHECK(boxlite_runtime_new(&missing, &rt) == BOXLITE_ERR_ENGINE && rt == NULL);
+	CHECK(boxlite_runtime_drain(NULL, 1, 0) == -BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_runtime_close(NULL) == BOXLITE_ERR_INVALID_ARGUMENT);
+	boxlite_runtime_free(NULL);
+
+	rt = new_runtime(0, "exit 1");
+	struct record r = {0};
+	boxlite_handle h = 0;
+	CHECK(boxlite_runtime_post(rt, NULL, &r, 0, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_runtime_drain(rt, 0, 0) == -BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_box_new(rt, NULL, &h) == BOXLITE_ERR_INVALID_ARGUMENT);
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	CHECK(boxlite_box_new(rt, &bo, NULL) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_OK && h != 0);
+	CHECK(boxlite_box_start(rt, h, NULL, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_box_start(rt, 0, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_box_stop(rt, 0, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_box_free(rt, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_signal(rt, 0, 9) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_free(rt, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_signal(rt, h, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_signal(rt, h, 65) == BOXLITE_ERR_INVALID_ARGUMENT);
+	/* A box handle is not an exec handle; a forged one finds nothing. */
+	CHECK(boxlite_exec_free(rt, h) == BOXLITE_ERR_INVALID_HANDLE);
+	CHECK(boxlite_box_free(rt, h ^ (1ull << 40)) == BOXLITE_ERR_INVALID_HANDLE);
+	CHECK(boxlite_box_free(rt, h) == BOXLITE_OK);
+	CHECK(boxlite_box_free(rt, h) == BOXLITE_ERR_INVALID_HANDLE); /* freed */
+	CHECK(r.calls == 0);
+	boxlite_runtime_free(rt);
+}
+
+static void test_post_drain_runs_on_caller_in_order(void)
+{
+	boxlite_runtime *rt = new_runtime(4, "exit 1");
+	struct record r = {0};
+	for (int i = 0; i < 4; i++)
+		CHECK(boxlite_runtime_post(rt, on_done, &r, 100 + i, 0) == BOXLITE_OK);
+	/* Full: a fifth post waits, then times out; nothing is dropped. */
+	CHECK(boxlite_runtime_post(rt, on_done, &r, 999, 10) == BOXLITE_ERR_TIMEOUT);
+	CHECK(boxlite_runtime_drain(rt, 2, 0) == 2);
+	CHECK(boxlite_runtime_drain(rt, 10, 0) == 2);
+	CHECK(boxlite_runtime_drain(rt, 10, 0) == 0);
+	CHECK(r.calls == 4 && pthread_equal(r.thread, pthread_self()));
+	for (int i = 0; i < 4; i++)
+		CHECK(r.order[i] == 100 + i);
+	boxlite_runtime_free(rt);
+}
+
+struct drainer {
+	boxlite_runtime *rt;
+	int result;
+};
+
+static void *drain_forever(void *arg)
+{
+	struct drainer *d = arg;
+	int n;
+	while ((n = boxlite_runtime_drain(d->rt, 16, -1)) >= 0)
+		;
+	d->result = n;
+	return NULL;
+}
+
+static void test_close_wakes_blocked_drain(void)
+{
+	boxlite_runtime *rt = new_runtime(0, "exit 1");
+	struct drainer d = {.rt = rt};
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, drain_forever, &d) == 0);
+	usleep(20000);
+	CHECK(boxlite_runtime_close(rt) == BOXLITE_OK);
+	CHECK(boxlite_runtime_close(rt) == BOXLITE_OK); /* idempotent */
+	CHECK(pthread_join(t, NULL) == 0);
+	CHECK(d.result == -BOXLITE_ERR_RUNTIME_CLOSED);
+	struct record r = {0};
+	CHECK(boxlite_runtime_post(rt, on_done, &r, 0, 0) == BOXLITE_ERR_RUNTIME_CLOSED);
+	boxlite_handle h;
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_ERR_RUNTIME_CLOSED);
+	boxlite_runtime_free(rt);
+}
+
+static void drain_until_closed(boxlite_runtime *rt)
+{
+	while (boxlite_runtime_drain(rt, 16, -1) >= 0)
+		;
+}
+
+static void test_failed_start_reports_engine_error(void)
+{
+	boxlite_runtime *rt = new_runtime(0, "echo 'error 2 mount overlay: No such file' >&4; exit 1");
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	boxlite_handle h;
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_OK);
+	struct record r = {0};
+	CHECK(boxlite_box_start(rt, h, on_done, &r) == BOXLITE_OK);
+	while (r.calls == 0)
+		CHECK(boxlite_runtime_drain(rt, 1, 5000) >= 0);
+	CHECK(r.calls == 1 && r.last_status == BOXLITE_ERR_ENGINE);
+	CHECK(strstr(r.message, "mount overlay") != NULL);
+	boxlite_runtime_close(rt);
+	drain_until_closed(rt);
+	CHECK(r.calls == 1);
+	boxlite_runtime_free(rt);
+}
+
+static void test_close_completes_inflight_start_once(void)
+{
+	/* A shim that never reports: only close can end the start. */
+	boxlite_runtime *rt = new_runtime(0, "exec sleep 30");
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	struct record r[8] = {{0}};
+	for (int i = 0; i < 8; i++) {
+		boxlite_handle h;
+		CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_OK);
+		CHECK(boxlite_box_start(rt, h, on_done, &r[i]) == BOXLITE_OK);
+	}
+	usleep(50000);
+	CHECK(boxlite_runtime_close(rt) == BOXLITE_OK);
+	drain_until_closed(rt);
+	for (int i = 0; i < 8; i++)
+		CHECK(r[i].calls == 1 && r[i].last_status == BOXLITE_ERR_RUNTIME_CLOSED);
+	boxlite_runtime_free(rt); /* returns promptly: the spawns were cancelled */
+}
+
+static void test_free_releases_undelivered_events(void)
+{
+	boxlite_runtime *rt = new_runtime(64, "exit 1");
+	struct record r = {0};
+	for (int i = 0; i < 64; i++)
+		CHECK(boxlite_runtime_post(rt, on_done, &r, i, 0) == BOXLITE_OK);
+	boxlite_runtime_free(rt); /* LeakSanitizer proves the release */
+	CHECK(r.calls == 0);
+}
+
+int main(void)
+{
+	snprintf(libexec, sizeof libexec, "/tmp/boxlite-native-XXXXXX");
+	CHECK(mkdtemp(libexec));
+	snprintf(boxdir, sizeof boxdir, "%s/box", libexec);
+	CHECK(mkdir(boxdir, 0700) == 0);
+	RUN(test_null_arguments_are_refused);
+	RUN(test_post_drain_runs_on_caller_in_order);
+	RUN(test_close_wakes_blocked_drain);
+	RUN(test_failed_start_reports_engine_error);
+	RUN(test_close_completes_inflight_start_once);
+	RUN(test_free_releases_undelivered_events);
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", libexec);
+	CHECK(system(cmd) == 0);
+	return 0;
+}
