@@ -1,0 +1,55 @@
+"""Shared helpers: timing percentiles, a busybox rootfs, ratio reports.
+
+Every benchmark times its baseline in the same process, interleaved with the
+measured operation, and prints ratios: this machine is noisy, ratios less so.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from boxlite_ffi.demo import busybox_rootfs
+
+
+def scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="boxlite-bench-"))
+
+
+def rootfs(base: Path) -> Path:
+    return busybox_rootfs(base / "rootfs")
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, alternating so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm up
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def p90(xs: list[float]) -> float:
+    return statistics.quantiles(xs, n=10)[-1]
+
+
+def report(title: str, samples: dict[str, list[float]], subject: str) -> None:
+    print(f"## {title}")
+    base = p50(samples[subject])
+    for name, xs in samples.items():
+        ratio = base / p50(xs)
+        print(
+            f"  {name:<28} p50 {p50(xs) * 1e3:8.2f} ms  p90 {p90(xs) * 1e3:8.2f} ms"
+            + ("" if name == subject else f"   {subject} / this = {ratio:5.2f}x")
+        )

@@ -1,0 +1,71 @@
+"""Shared fixtures: locally built images, a runtime per test, and the
+leak check that fails any test leaving a shim or agent process alive."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import boxlite_ffi
+
+from imagebuild import Entry, busybox_rootfs, tar_bytes, tar_directory, write_layout
+from procscan import box_processes
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_box_processes() -> Iterator[None]:
+    before = set(box_processes())
+    yield
+    deadline = time.monotonic() + 5
+    while (leaked := set(box_processes()) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not leaked, f"live box processes left behind: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return busybox_rootfs(tmp_path_factory.mktemp("image") / "rootfs")
+
+
+@pytest.fixture(scope="session")
+def oci_image(tmp_path_factory: pytest.TempPathFactory, rootfs: Path) -> Path:
+    """Three layers: busybox; files to delete; whiteouts and an opaque dir."""
+    base = tar_directory(rootfs)
+    extra = tar_bytes(
+        [
+            Entry("etc/removed", data=b"gone\n"),
+            Entry("opt", "dir"),
+            Entry("opt/app", "dir"),
+            Entry("opt/app/old", data=b"old\n"),
+            Entry("opt/keep", data=b"kept\n"),
+        ]
+    )
+    top = tar_bytes(
+        [
+            Entry("etc/.wh.removed"),
+            Entry("opt/app/.wh..wh..opq"),
+            Entry("opt/app/new", data=b"new\n"),
+            Entry("etc/motd", data=b"from the top layer\n"),
+        ]
+    )
+    return write_layout(tmp_path_factory.mktemp("oci") / "layout", [base, extra, top])
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def rt(home: Path) -> Iterator[boxlite_ffi.Runtime]:
+    with boxlite_ffi.Runtime(home) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def box(rt: boxlite_ffi.Runtime, rootfs: Path) -> Iterator[boxlite_ffi.Box]:
+    with rt.create(rootfs=rootfs) as b:
+        yield b

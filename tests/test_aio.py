@@ -1,0 +1,59 @@
+"""The asyncio surface runs the same implementation as the sync one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import boxlite_ffi
+from boxlite_ffi import aio
+
+
+def test_async_run_stream_and_gather(home: Path, rootfs: Path) -> None:
+    async def main() -> None:
+        async with aio.Runtime(home) as rt, await rt.create(rootfs=rootfs) as box:
+            result = await box.run(["printf", "abc"])
+            assert result.stdout == b"abc" and result.ok
+
+            execution = await box.exec(["sh", "-c", "echo a; sleep 0.2; echo b >&2; echo c"])
+            chunks = [c async for c in execution.stdout]
+            assert b"".join(chunks) == b"a\nc\n"
+            assert [c async for c in execution.stderr] == [b"b\n"]
+            assert (await execution.wait()).ok
+
+            results = await asyncio.gather(
+                *(box.run(["sh", "-c", f"printf {i}; exit {i}"]) for i in range(10))
+            )
+            assert [(r.stdout, r.exit_code) for r in results] == [
+                (str(i).encode(), i) for i in range(10)
+            ]
+
+    asyncio.run(main())
+
+
+def test_async_exec_on_an_unstarted_box_and_stop(home: Path, rootfs: Path) -> None:
+    async def main() -> None:
+        async with aio.Runtime(home) as rt:
+            box = await rt.create(rootfs=rootfs, name="async-box")
+            assert rt.get("async-box").id == box.id
+            assert (await box.run(["hostname"])).stdout == b"async-box\n"
+            await box.stop()
+            await box.start()
+            assert (await box.run(["true"])).ok
+            await box.close()
+
+    asyncio.run(main())
+
+
+def test_async_wait_raises_when_the_runtime_closes(home: Path, rootfs: Path) -> None:
+    async def main() -> None:
+        rt = aio.Runtime(home)
+        box = await rt.create(rootfs=rootfs)
+        execution = await box.exec(["sleep", "60"])
+        await rt.close()
+        with pytest.raises(boxlite_ffi.RuntimeClosedError):
+            await execution.wait()
+
+    asyncio.run(main())

@@ -1,0 +1,147 @@
+"""Executions on real boxes: byte-exact streams, typed outcomes, env, cwd."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+
+import pytest
+
+import boxlite_ffi
+from boxlite_ffi import Outcome
+
+
+def test_printf_is_byte_exact(box: boxlite_ffi.Box) -> None:
+    result = box.run(["printf", "abc"])
+    assert result.stdout == b"abc"
+    assert result.stderr == b""
+    assert result.outcome is Outcome.EXITED
+    assert result.exit_code == 0
+    assert result.signal is None
+
+
+def test_streams_are_kept_apart(box: boxlite_ffi.Box) -> None:
+    result = box.run(["sh", "-c", "printf out1; printf err1 >&2; printf out2; exit 7"])
+    assert result.stdout == b"out1out2"
+    assert result.stderr == b"err1"
+    assert result.exit_code == 7
+
+
+def test_nul_binary_and_invalid_utf8_survive(box: boxlite_ffi.Box) -> None:
+    script = r"printf 'a\000b\377\376\300\200z'; printf '\000\000\351' >&2"
+    result = box.run(["sh", "-c", script])
+    assert result.stdout == b"a\x00b\xff\xfe\xc0\x80z"
+    assert result.stderr == b"\x00\x00\xe9"
+
+
+def test_every_byte_value_roundtrips(box: boxlite_ffi.Box) -> None:
+    script = 'i=0; while [ $i -lt 256 ]; do printf "\\\\$(printf %o $i)"; i=$((i+1)); done'
+    result = box.run(["sh", "-c", script])
+    assert result.stdout == bytes(range(256))
+
+
+def test_signal_outcome_uses_shell_convention(box: boxlite_ffi.Box) -> None:
+    result = box.run(["sh", "-c", "kill -TERM $$"])
+    assert result.outcome is Outcome.SIGNALED
+    assert result.signal == signal.SIGTERM
+    assert result.exit_code == 128 + signal.SIGTERM
+
+
+def test_missing_command_fails_to_start(box: boxlite_ffi.Box) -> None:
+    result = box.run(["/no/such/command"])
+    assert result.outcome is Outcome.FAILED_TO_START
+    assert result.exit_code == 127
+    assert result.os_error == 2
+    assert "No such file" in (result.error_message or "")
+
+
+def test_env_and_cwd(rt: boxlite_ffi.Runtime, rootfs) -> None:
+    with rt.create(rootfs=rootfs, env={"GREETING": "box"}, workdir="/etc") as b:
+        assert b.run(["sh", "-c", 'printf "$GREETING $(pwd)"']).stdout == b"box /etc"
+        result = b.run(
+            ["sh", "-c", 'printf "$GREETING $OTHER $(pwd)"'], env={"OTHER": "x"}, cwd="/tmp"
+        )
+        assert result.stdout == b"box x /tmp"
+        assert b.run(["pwd"], cwd="/no/such/dir").outcome is Outcome.FAILED_TO_START
+
+
+def test_iterating_streams_as_they_arrive(box: boxlite_ffi.Box) -> None:
+    execution = box.exec(["sh", "-c", "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three"])
+    assert len(execution.id) == 16
+    out = list(execution.stdout)
+    assert b"".join(out) == b"one\nthree\n"
+    assert len(out) == 2  # two writes 0.6 s apart are two chunks, not one
+    assert execution.stderr.read() == b"two\n"
+    result = execution.wait()
+    assert result.ok and result.stdout == b"" and result.stderr == b""
+
+
+def test_output_callbacks_run_on_the_drain_thread(
+    rt: boxlite_ffi.Runtime, box: boxlite_ffi.Box
+) -> None:
+    seen: list[tuple[str, bytes, int]] = []
+    execution = box.exec(
+        ["sh", "-c", "printf x; printf y >&2"],
+        on_stdout=lambda d: seen.append(("out", d, threading.get_ident())),
+        on_stderr=lambda d: seen.append(("err", d, threading.get_ident())),
+    )
+    result = execution.wait()
+    assert sorted((s, d) for s, d, _ in seen) == [("err", b"y"), ("out", b"x")]
+    assert {t for _, _, t in seen} == {rt.native.drain_thread.ident}
+    assert result.stdout == b"" and result.stderr == b""
+
+
+def test_invalid_argv_is_refused(box: boxlite_ffi.Box) -> None:
+    for bad in ([], "echo hi", ["a\0b"], [1]):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            box.exec(bad)  # type: ignore[arg-type]
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        box.exec(["true"], env={"A=B": "c"})
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        box.exec(["x" * (2 << 20)])  # larger than one protocol frame
+
+
+def test_signal_and_kill(box: boxlite_ffi.Box) -> None:
+    execution = box.exec(["sh", "-c", "echo ready; exec sleep 60"])
+    assert next(iter(execution.stdout)) == b"ready\n"
+    execution.signal(signal.SIGUSR1)
+    result = execution.wait(timeout=10)
+    assert result.outcome is Outcome.SIGNALED and result.signal == signal.SIGUSR1
+    with pytest.raises(boxlite_ffi.ExecClosedError):
+        execution.kill()
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        execution.signal(65)
+
+
+def test_many_concurrent_executions(box: boxlite_ffi.Box) -> None:
+    executions = [box.exec(["sh", "-c", f"printf {i}; exit {i % 5}"]) for i in range(40)]
+    for i, execution in enumerate(executions):
+        result = execution.wait(timeout=30)
+        assert (result.stdout, result.exit_code) == (str(i).encode(), i % 5)
+
+
+def test_one_gib_of_stdout_arrives_complete(box: boxlite_ffi.Box) -> None:
+    size = 1 << 30
+    digest = hashlib.sha256()
+    received = 0
+
+    def consume(chunk: bytes) -> None:
+        nonlocal received
+        digest.update(chunk)
+        received += len(chunk)
+
+    # Every byte value, doubled into a 1 MiB file, repeated up to 1 GiB.
+    pattern = 'i=0; while [ $i -lt 256 ]; do printf "\\\\$(printf %o $i)"; i=$((i+1)); done'
+    double = (
+        "for k in 1 2 3 4 5 6 7 8 9 10 11 12; do cat /tmp/p /tmp/p > /tmp/q; mv /tmp/q /tmp/p; done"
+    )
+    script = f"{pattern} > /tmp/p; {double}; while cat /tmp/p; do :; done | head -c {size}"
+    result = box.exec(["sh", "-c", script], on_stdout=consume).wait(timeout=600)
+    assert result.ok
+    assert received == size
+    expected = hashlib.sha256()
+    block = bytes(range(256)) * 4096
+    for _ in range(size // len(block)):
+        expected.update(block)
+    assert digest.hexdigest() == expected.hexdigest()

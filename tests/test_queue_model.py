@@ -1,0 +1,97 @@
+"""A model test of the native queue through boxlite_runtime_post and drain.
+
+Hypothesis drives random interleavings of post, drain and close against a
+reference model: a FIFO with a capacity that refuses posts once closed.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from boxlite_ffi import _callbacks
+from boxlite_ffi._native import ffi, lib
+from boxlite_ffi.errors import ErrorCode
+from boxlite_ffi.home import libexec_dir
+from boxlite_ffi.registry import REGISTRY
+
+CAPACITY = 4
+
+
+class Recorder:
+    def __init__(self, delivered: list[int]) -> None:
+        self.delivered = delivered
+
+    def on_done(self, status: int, message: str | None) -> None:
+        self.delivered.append(status)
+
+
+class QueueModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        opts = ffi.new("boxlite_runtime_options *")
+        libexec = ffi.new("char[]", str(libexec_dir()).encode())
+        opts.libexec_dir = libexec
+        opts.queue_capacity = CAPACITY
+        out = ffi.new("boxlite_runtime **")
+        assert lib.boxlite_runtime_new(opts, out) == ErrorCode.OK
+        self.rt = out[0]
+        self.model: collections.deque[int] = collections.deque()
+        self.closed = False
+        self.delivered: list[int] = []
+        self.owner = object()
+
+    @rule(status=st.integers(0, 1000))
+    def post(self, status: int) -> None:
+        token = REGISTRY.register(self.owner, Recorder(self.delivered))
+        rc = lib.boxlite_runtime_post(
+            self.rt, _callbacks.DONE, ffi.cast("void *", token), status, 0
+        )
+        if self.closed:
+            expected = ErrorCode.RUNTIME_CLOSED
+        elif len(self.model) >= CAPACITY:
+            expected = ErrorCode.TIMEOUT
+        else:
+            expected = ErrorCode.OK
+        assert rc == expected
+        if rc == ErrorCode.OK:
+            self.model.append(status)
+        else:
+            REGISTRY.claim(token)
+
+    @rule(max_events=st.integers(1, 6))
+    def drain(self, max_events: int) -> None:
+        before = len(self.delivered)
+        n = lib.boxlite_runtime_drain(self.rt, max_events, 0)
+        if self.closed and not self.model:
+            assert n == -ErrorCode.RUNTIME_CLOSED
+            return
+        expected = [self.model.popleft() for _ in range(min(max_events, len(self.model)))]
+        assert n == len(expected)
+        assert self.delivered[before:] == expected
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def close(self) -> None:
+        assert lib.boxlite_runtime_close(self.rt) == ErrorCode.OK
+        self.closed = True
+
+    @invariant()
+    def nothing_lost_or_invented(self) -> None:
+        assert REGISTRY.count(self.owner) == len(self.model)
+
+    def teardown(self) -> None:
+        lib.boxlite_runtime_free(self.rt)  # releases what was never drained
+        REGISTRY.claim_all(self.owner)
+
+
+QueueModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestQueueModel = QueueModel.TestCase
+
+
+def test_libexec_is_installed() -> None:
+    assert (Path(str(libexec_dir())) / "boxlite-shim").is_file()
