@@ -1,0 +1,92 @@
+/*
+ * agent.h - boxlite-agent, PID 1 inside a box.
+ *
+ * One thread, one epoll loop.  The host connection (fd 3) carries EXEC and
+ * SIGNAL frames in; HELLO, STARTED, STDOUT, STDERR and EXIT frames out.  Each
+ * execution is a forked process in its own session with separate stdout and
+ * stderr pipes.  Output frames queue in one FIFO (outbuf), so an execution's
+ * EXIT, queued after its pipes are done, always follows its last output.
+ */
+#ifndef BOXLITE_AGENT_H
+#define BOXLITE_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "protocol.h"
+
+/* ---- outbuf.c: the FIFO of frames for the host ---- */
+
+struct frame {
+	struct frame *next;
+	size_t len, off; /* bytes in data, bytes already sent */
+	uint8_t data[];  /* header, then payload */
+};
+
+struct outbuf {
+	struct frame *head, *tail;
+	size_t bytes; /* unsent bytes: the backpressure measure */
+};
+
+/* A frame with room for cap payload bytes; finish it with frame_seal. */
+struct frame *frame_new(size_t cap);
+/* Write the header for a payload of len bytes (len <= the frame's cap). */
+void frame_seal(struct frame *f, uint16_t type, uint64_t id, size_t len);
+void outbuf_push(struct outbuf *o, struct frame *f);
+/* Send what the socket takes: 0 all sent, 1 would block, -1 broken. */
+int outbuf_flush(struct outbuf *o, int fd);
+/* Queue a frame with a small payload; false when out of memory. */
+bool outbuf_send(struct outbuf *o, uint16_t type, uint64_t id, const void *payload, size_t len);
+
+/* ---- executions.c ---- */
+
+struct agent;
+
+/* Start the execution an EXEC frame asks for (payload is modified). */
+void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len);
+/* Report that an execution could not start (errno err). */
+void exec_refuse(struct agent *ag, uint64_t id, int err);
+void exec_signal(struct agent *ag, uint64_t id, int sig);
+/* A pipe of an execution became readable (or hung up). */
+void exec_pipe_ready(struct agent *ag, void *pipe_src);
+/* Reap every exited child; finish the executions that are done. */
+void exec_reap(struct agent *ag);
+/* Finish executions whose drain window has passed; re-arm the timer. */
+void exec_drain_timer(struct agent *ag);
+/* Stop or resume reading every pipe (backpressure). */
+void exec_pause_all(struct agent *ag, bool paused);
+/* Signal every execution's process group (when not PID 1). */
+void exec_kill_all(struct agent *ag, int sig);
+bool exec_none_left(const struct agent *ag);
+/* Free the executions finished during the last epoll batch. */
+void exec_free_dead(struct agent *ag);
+
+/* ---- main.c: the agent's shared state ---- */
+
+enum src_kind { SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_PIPE };
+
+struct agent {
+	int epfd, conn, sigfd, timerfd;
+	bool pid1;
+	bool conn_broken;
+	bool paused;   /* pipes are not read while outbuf is over its high mark */
+	bool writing;  /* EPOLLOUT armed on conn */
+	bool stopping; /* SIGTERM received */
+	uint32_t drain_ms, grace_ms;
+	int64_t kill_at_ms; /* when stopping: SIGKILL everything at this time */
+	struct outbuf out;
+	struct execution *execs;
+	struct execution *dead; /* finished, freed after the epoll batch */
+};
+
+int64_t agent_now_ms(void);
+/* Register fd with epoll for src; events 0 means registered but idle. */
+int agent_watch(struct agent *ag, int op, int fd, uint32_t events, void *src);
+/* Arm the single timerfd for the earliest of the pending deadlines. */
+void agent_arm_timer(struct agent *ag, int64_t deadline_ms);
+/* Out of memory or a broken invariant: PID 1 cannot limp on. */
+_Noreturn void agent_die(const char *what);
+
+#endif
