@@ -77,13 +77,22 @@ def then(first: Future[Any], step: Callable[[], Future[T]]) -> Future[T]:
     return out
 
 
+def _cstring(value: str, keep: list[Any]) -> Any:
+    """An owned ``char[]``; ``keep`` holds it alive for the native call.
+
+    Reading a pointer field back gives a non-owning view, so the owner must
+    be kept here, not fetched from the struct afterwards.
+    """
+    buf = ffi.new("char[]", value.encode())
+    keep.append(buf)
+    return buf
+
+
 def _cstrings(values: Sequence[str], keep: list[Any]) -> Any:
     """A NULL-terminated ``char *[]``; ``keep`` holds the buffers alive."""
     arr = ffi.new("char *[]", len(values) + 1)
     for i, value in enumerate(values):
-        buf = ffi.new("char[]", value.encode())
-        keep.append(buf)
-        arr[i] = buf
+        arr[i] = _cstring(value, keep)
     keep.append(arr)
     return arr
 
@@ -98,8 +107,7 @@ class NativeRuntime:
         opts = ffi.new("boxlite_runtime_options *")
         opts.queue_capacity = queue_capacity
         opts.worker_threads = workers
-        opts.libexec_dir = ffi.new("char[]", str(libexec).encode())
-        keep.append(opts.libexec_dir)
+        opts.libexec_dir = _cstring(str(libexec), keep)
         out = ffi.new("boxlite_runtime **")
         check(lib.boxlite_runtime_new(opts, out), f"cannot start the runtime (libexec {libexec})")
         self._rt: Any = out[0]
@@ -183,9 +191,8 @@ class NativeRuntime:
     ) -> int:
         keep: list[Any] = []
         opts = ffi.new("boxlite_box_options *")
-        opts.box_dir = ffi.new("char[]", str(box_dir).encode())
-        opts.hostname = ffi.new("char[]", hostname.encode())
-        keep += [opts.box_dir, opts.hostname]
+        opts.box_dir = _cstring(str(box_dir), keep)
+        opts.hostname = _cstring(hostname, keep)
         opts.lower_dirs = _cstrings([str(p) for p in lowers], keep)
         opts.stop_grace_ms = stop_grace_ms
         opts.drain_ms = drain_ms
@@ -220,8 +227,7 @@ class NativeRuntime:
         opts.argv = _cstrings(argv, keep)
         opts.env = _cstrings(env, keep)
         if cwd is not None:
-            opts.cwd = ffi.new("char[]", cwd.encode())
-            keep.append(opts.cwd)
+            opts.cwd = _cstring(cwd, keep)
         callbacks = ffi.new("boxlite_exec_callbacks *")
         callbacks.on_output = _callbacks.OUTPUT
         callbacks.on_exit = _callbacks.EXIT

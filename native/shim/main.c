@@ -1,0 +1,243 @@
+/*
+ * main.c - boxlite-shim: parse the command line, build the box, report its
+ * status on fd 4, then supervise it (see shim.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define NAMESPACES \
+	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
+
+/* ---- status line ---- */
+
+static void status_line(const char *line)
+{
+	size_t len = strlen(line), off = 0;
+	while (off < len) {
+		ssize_t n = write(SHIM_STATUS_FD, line + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break; /* the host stopped listening; our exit tells it the rest */
+		off += (size_t)n;
+	}
+	close(SHIM_STATUS_FD);
+}
+
+static _Noreturn void die(int code, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static _Noreturn void die(int code, int err, const char *fmt, ...)
+{
+	char msg[256], line[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	snprintf(line, sizeof line, "error %d %s%s%s\n", err, msg, err ? ": " : "",
+		 err ? strerror(err) : "");
+	fputs(line + 6, stderr); /* the shim log */
+	status_line(line);
+	exit(code);
+}
+
+/* ---- arguments ---- */
+
+static uint32_t parse_u32(const char *flag, const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v > UINT32_MAX)
+		die(2, EINVAL, "bad value for %s: '%s'", flag, s);
+	return (uint32_t)v;
+}
+
+static void check_lower(const char *dir)
+{
+	/* Overlay option syntax: these would split or escape the option. */
+	if (!dir[0] || dir[0] != '/' || strpbrk(dir, ",:\\"))
+		die(2, EINVAL, "unusable --lower '%s'", dir);
+}
+
+static void parse_args(struct shim_config *cfg, int argc, char **argv)
+{
+	cfg->hostname = "box";
+	cfg->grace_ms = 10000;
+	cfg->drain_ms = 100;
+	for (int i = 1; i < argc; i += 2) {
+		const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!val)
+			die(2, EINVAL, "%s needs a value", flag);
+		if (strcmp(flag, "--box-dir") == 0)
+			cfg->box_dir = val;
+		else if (strcmp(flag, "--agent") == 0)
+			cfg->agent = val;
+		else if (strcmp(flag, "--lower") == 0) {
+			if (cfg->n_lowers == SHIM_MAX_LOWERS)
+				die(2, EINVAL, "too many --lower");
+			check_lower(val);
+			cfg->lowers[cfg->n_lowers++] = val;
+		} else if (strcmp(flag, "--hostname") == 0)
+			cfg->hostname = val;
+		else if (strcmp(flag, "--grace-ms") == 0)
+			cfg->grace_ms = parse_u32(flag, val);
+		else if (strcmp(flag, "--drain-ms") == 0)
+			cfg->drain_ms = parse_u32(flag, val);
+		else if (strcmp(flag, "--owner-pid") == 0)
+			cfg->owner_pid = (pid_t)parse_u32(flag, val);
+		else
+			die(2, EINVAL, "unknown argument '%s'", flag);
+	}
+	if (!cfg->box_dir || !cfg->agent || cfg->n_lowers == 0)
+		die(2, EINVAL, "--box-dir, --agent and --lower are required");
+	if (!cfg->hostname[0] || strlen(cfg->hostname) > 64)
+		die(2, EINVAL, "bad hostname");
+}
+
+/* ---- set-up on the host side ---- */
+
+static void make_box_dirs(const struct shim_config *cfg)
+{
+	static const char *const subdirs[] = {"upper", "work", "rootfs"};
+	char p[PATH_MAX];
+	for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
+		if (snprintf(p, sizeof p, "%s/%s", cfg->box_dir, subdirs[i]) >= (int)sizeof p)
+			die(1, ENAMETOOLONG, "box directory");
+		if (mkdir(p, 0755) < 0 && errno != EEXIST)
+			die(1, errno, "mkdir %s", p);
+	}
+}
+
+static void write_file(pid_t pid, const char *name, const char *text)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		die(1, errno, "open %s", path);
+	ssize_t n = write(fd, text, strlen(text));
+	int err = errno;
+	close(fd);
+	if (n != (ssize_t)strlen(text))
+		die(1, n < 0 ? err : EIO, "write %s", path);
+}
+
+/* Root in the box is the shim's own user outside: nothing more. */
+static void write_id_maps(pid_t child)
+{
+	char map[64];
+	write_file(child, "setgroups", "deny");
+	snprintf(map, sizeof map, "0 %u 1\n", (unsigned)geteuid());
+	write_file(child, "uid_map", map);
+	snprintf(map, sizeof map, "0 %u 1\n", (unsigned)getegid());
+	write_file(child, "gid_map", map);
+}
+
+static pid_t clone_box(int *pidfd)
+{
+	struct clone_args args;
+	memset(&args, 0, sizeof args);
+	args.flags = NAMESPACES | CLONE_PIDFD;
+	args.pidfd = (uint64_t)(uintptr_t)pidfd;
+	args.exit_signal = SIGCHLD;
+	return (pid_t)syscall(SYS_clone3, &args, sizeof args);
+}
+
+static void read_setup_error(int fd, struct setup_error *e)
+{
+	size_t got = 0;
+	memset(e, 0, sizeof *e);
+	while (got < sizeof *e) {
+		ssize_t n = read(fd, (char *)e + got, sizeof *e - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got > 0 && got < sizeof *e)
+		snprintf(e->step, sizeof e->step, "box set-up (truncated report)");
+	e->step[sizeof e->step - 1] = '\0';
+	if (got == 0)
+		e->err = 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct shim_config cfg;
+	memset(&cfg, 0, sizeof cfg);
+	/* The status pipe is ours alone: never inherited by the agent. */
+	if (fcntl(SHIM_STATUS_FD, F_SETFD, FD_CLOEXEC) < 0)
+		return 2;
+	parse_args(&cfg, argc, argv);
+	if (prctl(PR_SET_NAME, "boxlite-shim", 0, 0, 0) < 0)
+		die(1, errno, "prctl(PR_SET_NAME)");
+	make_box_dirs(&cfg);
+	int agent_fd = open(cfg.agent, O_PATH | O_CLOEXEC);
+	if (agent_fd < 0)
+		die(1, errno, "open agent %s", cfg.agent);
+	int owner_pidfd = -1;
+	if (cfg.owner_pid > 0 && (owner_pidfd = (int)syscall(SYS_pidfd_open, cfg.owner_pid, 0)) < 0)
+		die(1, errno, "watch owner %d", (int)cfg.owner_pid);
+	/* Signals wait in the mask until supervise() reads them. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		die(1, errno, "sigprocmask");
+	int sync_pipe[2], err_pipe[2];
+	if (pipe2(sync_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
+		die(1, errno, "pipe2");
+
+	int pidfd = -1;
+	pid_t child = clone_box(&pidfd);
+	if (child < 0)
+		die(1, errno, "clone namespaces");
+	if (child == 0) {
+		close(sync_pipe[1]);
+		close(err_pipe[0]);
+		struct setup_error e = {0};
+		sandbox_enter(&cfg, agent_fd, sync_pipe[0], &e);
+		ssize_t n = write(err_pipe[1], &e, sizeof e);
+		_exit(n == (ssize_t)sizeof e ? 1 : 2);
+	}
+	close(sync_pipe[0]);
+	close(err_pipe[1]);
+	close(agent_fd);
+	close(SHIM_CONN_FD); /* the agent holds it now; its end is the box's end */
+	write_id_maps(child); /* a failure exits; the child then dies of PDEATHSIG */
+	if (write(sync_pipe[1], "g", 1) != 1)
+		die(1, errno, "release the box");
+	close(sync_pipe[1]);
+
+	struct setup_error e;
+	read_setup_error(err_pipe[0], &e);
+	close(err_pipe[0]);
+	if (e.err || e.step[0]) {
+		siginfo_t info;
+		while (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0 && errno == EINTR)
+			;
+		die(1, e.err, "%s", e.step);
+	}
+	char line[32];
+	snprintf(line, sizeof line, "ok %d\n", (int)child);
+	status_line(line);
+	return supervise(&cfg, pidfd, owner_pidfd);
+}

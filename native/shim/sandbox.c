@@ -1,0 +1,229 @@
+/*
+ * sandbox.c - inside the new namespaces: mounts, pivot_root, hostname,
+ * loopback, then execveat of the agent as PID 1.
+ *
+ * Mount targets inside the root are created when missing and refused when
+ * they are not plain directories or files: a symlink placed by the image
+ * must never redirect a mount onto a host path.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define OVERLAY_OPTS_MAX 8192
+
+static const char *const DEV_NODES[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+/* Record the failing step; returns -1 so callers can `return fail(...)`. */
+static int fail(struct setup_error *e, int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->step, sizeof e->step, fmt, ap);
+	va_end(ap);
+	e->err = err;
+	return -1;
+}
+
+static int path_in(char *out, const char *root, const char *rel, struct setup_error *e)
+{
+	if (snprintf(out, PATH_MAX, "%s/%s", root, rel) >= PATH_MAX)
+		return fail(e, ENAMETOOLONG, "path %s/%s", root, rel);
+	return 0;
+}
+
+/* A directory at path, created if absent; never a symlink. */
+static int ensure_dir(const char *path, mode_t mode, struct setup_error *e)
+{
+	if (mkdir(path, mode) < 0 && errno != EEXIST)
+		return fail(e, errno, "mkdir %s", path);
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return fail(e, errno, "stat %s", path);
+	if (!S_ISDIR(st.st_mode))
+		return fail(e, ENOTDIR, "mount point %s", path);
+	return 0;
+}
+
+static int ensure_file(const char *path, struct setup_error *e)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return fail(e, errno, "create %s", path);
+	close(fd);
+	return 0;
+}
+
+static int do_mount(const char *src, const char *dst, const char *type, unsigned long flags,
+		    const char *data, struct setup_error *e)
+{
+	if (mount(src, dst, type, flags, data) < 0)
+		return fail(e, errno, "mount %s on %s", type ? type : src, dst);
+	return 0;
+}
+
+static int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
+{
+	char opts[OVERLAY_OPTS_MAX];
+	size_t n = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
+	for (unsigned i = 0; i < cfg->n_lowers && n < sizeof opts; i++)
+		n += (size_t)snprintf(opts + n, sizeof opts - n, "%s%s", i ? ":" : "", cfg->lowers[i]);
+	if (n < sizeof opts)
+		n += (size_t)snprintf(opts + n, sizeof opts - n, ",upperdir=%s/upper,workdir=%s/work",
+				      cfg->box_dir, cfg->box_dir);
+	if (n >= sizeof opts)
+		return fail(e, EINVAL, "overlay options too long");
+	if (mount("overlay", rootfs, "overlay", 0, opts) == 0)
+		return 0;
+	/* In a user namespace the kernel may insist on user.* xattrs. */
+	if ((errno == EINVAL || errno == EPERM) && n + 11 < sizeof opts) {
+		memcpy(opts + n, ",userxattr", 11);
+		if (mount("overlay", rootfs, "overlay", 0, opts) == 0)
+			return 0;
+	}
+	return fail(e, errno, "mount overlay");
+}
+
+static int mount_dev(const char *root, struct setup_error *e)
+{
+	char dev[PATH_MAX], p[PATH_MAX], host[32];
+	if (path_in(dev, root, "dev", e) < 0 || ensure_dir(dev, 0755, e) < 0 ||
+	    do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=1m", e) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof DEV_NODES / sizeof DEV_NODES[0]; i++) {
+		snprintf(host, sizeof host, "/dev/%s", DEV_NODES[i]);
+		if (path_in(p, dev, DEV_NODES[i], e) < 0 || ensure_file(p, e) < 0 ||
+		    do_mount(host, p, NULL, MS_BIND, NULL, e) < 0)
+			return -1;
+	}
+	if (path_in(p, dev, "pts", e) < 0 || ensure_dir(p, 0755, e) < 0 ||
+	    do_mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC,
+		     "newinstance,ptmxmode=0666,mode=0620", e) < 0)
+		return -1;
+	if (path_in(p, dev, "shm", e) < 0 || ensure_dir(p, 01777, e) < 0 ||
+	    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", e) < 0)
+		return -1;
+	static const char *const links[][2] = {
+		{"pts/ptmx", "ptmx"},	     {"/proc/self/fd", "fd"},
+		{"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+		{"/proc/self/fd/2", "stderr"},
+	};
+	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+		if (path_in(p, dev, links[i][1], e) < 0)
+			return -1;
+		if (symlink(links[i][0], p) < 0)
+			return fail(e, errno, "symlink %s", p);
+	}
+	return 0;
+}
+
+static int build_root(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
+{
+	char p[PATH_MAX];
+	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, e) < 0 ||
+	    mount_overlay(cfg, rootfs, e) < 0)
+		return -1;
+	if (path_in(p, rootfs, "proc", e) < 0 || ensure_dir(p, 0555, e) < 0 ||
+	    do_mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e) < 0)
+		return -1;
+	if (mount_dev(rootfs, e) < 0)
+		return -1;
+	if (path_in(p, rootfs, "tmp", e) < 0 || ensure_dir(p, 01777, e) < 0 ||
+	    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", e) < 0)
+		return -1;
+	/* pivot_root(".", ".") stacks the old root on the new one; detaching it
+	 * leaves only the box's root visible. */
+	if (chdir(rootfs) < 0)
+		return fail(e, errno, "chdir %s", rootfs);
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return fail(e, errno, "pivot_root");
+	if (umount2(".", MNT_DETACH) < 0)
+		return fail(e, errno, "detach the host root");
+	if (chdir("/") < 0)
+		return fail(e, errno, "chdir /");
+	return 0;
+}
+
+static int loopback_up(struct setup_error *e)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return fail(e, errno, "socket for lo");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	memcpy(ifr.ifr_name, "lo", 3);
+	int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+	if (rc == 0) {
+		ifr.ifr_flags |= IFF_UP;
+		rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	int err = errno;
+	close(s);
+	return rc < 0 ? fail(e, err, "bring lo up") : 0;
+}
+
+/* Block until the parent wrote our id maps; false if it died instead. */
+static bool wait_for_parent(int sync_fd)
+{
+	char c;
+	ssize_t n;
+	while ((n = read(sync_fd, &c, 1)) < 0 && errno == EINTR)
+		;
+	return n == 1;
+}
+
+void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, struct setup_error *e)
+{
+	/* The box must not outlive its shim, even one killed with SIGKILL. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
+		fail(e, errno, "prctl(PR_SET_PDEATHSIG)");
+		return;
+	}
+	if (!wait_for_parent(sync_fd)) {
+		fail(e, ECHILD, "the shim went away during set-up");
+		return;
+	}
+	char rootfs[PATH_MAX];
+	if (path_in(rootfs, cfg->box_dir, "rootfs", e) < 0)
+		return;
+	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+		fail(e, errno, "become root in the user namespace");
+		return;
+	}
+	if (build_root(cfg, rootfs, e) < 0)
+		return;
+	if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0) {
+		fail(e, errno, "sethostname");
+		return;
+	}
+	if (loopback_up(e) < 0)
+		return;
+	char drain[16], grace[16];
+	snprintf(drain, sizeof drain, "%u", cfg->drain_ms);
+	snprintf(grace, sizeof grace, "%u", cfg->grace_ms);
+	char *argv[] = {"boxlite-agent", "--drain-ms", drain, "--grace-ms", grace, NULL};
+	char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+	sigset_t none;
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) {
+		fail(e, errno, "sigprocmask");
+		return;
+	}
+	syscall(SYS_execveat, agent_fd, "", argv, envp, AT_EMPTY_PATH);
+	fail(e, errno, "execute the agent");
+}

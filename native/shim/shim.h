@@ -1,0 +1,50 @@
+/*
+ * shim.h - boxlite-shim, the host-side supervisor of one box.
+ *
+ *   boxlite-shim --box-dir DIR --agent PATH --lower DIR [--lower DIR ...]
+ *                [--hostname NAME] [--grace-ms N] [--drain-ms N] [--owner-pid PID]
+ *
+ * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
+ * one line, "ok <agent pid>" or "error <errno> <step>: <reason>".
+ *
+ * main.c builds the box (sandbox.c runs in the cloned child, which becomes
+ * the agent) and then supervises it (supervise.c) until the agent is gone.
+ */
+#ifndef BOXLITE_SHIM_H
+#define BOXLITE_SHIM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SHIM_CONN_FD 3
+#define SHIM_STATUS_FD 4
+#define SHIM_MAX_LOWERS 128
+
+struct shim_config {
+	const char *box_dir;
+	const char *agent;
+	const char *lowers[SHIM_MAX_LOWERS];
+	unsigned n_lowers;
+	const char *hostname;
+	uint32_t grace_ms, drain_ms;
+	pid_t owner_pid;
+};
+
+/* What the child reports through the error pipe when a step fails. */
+struct setup_error {
+	int err;
+	char step[120];
+};
+
+/*
+ * sandbox.c: the child side, run right after clone.  Waits for sync_fd
+ * (the id maps are written), builds the root filesystem, and executes the
+ * agent from agent_fd.  Only returns on failure, with *e filled in.
+ */
+void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd,
+		   struct setup_error *e);
+
+/* supervise.c: run until the agent exits; returns the shim's exit code. */
+int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd);
+
+#endif

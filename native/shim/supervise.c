@@ -1,0 +1,110 @@
+/*
+ * supervise.c - the shim's life after set-up: wait for the agent to exit.
+ *
+ * SIGTERM (stop the box) is forwarded to the agent, which terminates the
+ * box's processes itself; if it is still alive grace + 2 s later, SIGKILL
+ * ends the whole pid namespace.  The owner's death (a pidfd) kills the box
+ * at once.  The shim exits as soon as it has reaped the agent.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define KILL_MARGIN_MS 2000
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void signal_agent(int pidfd, int sig)
+{
+	/* ESRCH: already exiting, the pidfd will report it. */
+	if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
+		fprintf(stderr, "boxlite-shim: signal %d to the agent: %s\n", sig, strerror(errno));
+}
+
+static int signal_fd(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* Exit code for the agent's status: 0 only for a clean exit. */
+static int reap(int pidfd)
+{
+	siginfo_t info;
+	memset(&info, 0, sizeof info);
+	while (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0) {
+		if (errno != EINTR) {
+			fprintf(stderr, "boxlite-shim: waitid: %s\n", strerror(errno));
+			return 1;
+		}
+	}
+	return info.si_code == CLD_EXITED && info.si_status == 0 ? 0 : 1;
+}
+
+int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
+{
+	int sfd = signal_fd();
+	if (sfd < 0) {
+		/* Without it a stop could not be graceful; a box must still end. */
+		fprintf(stderr, "boxlite-shim: signalfd: %s\n", strerror(errno));
+		signal_agent(agent_pidfd, SIGKILL);
+		return reap(agent_pidfd);
+	}
+	int64_t kill_at = -1;
+	for (;;) {
+		struct pollfd p[3] = {
+			{.fd = agent_pidfd, .events = POLLIN},
+			{.fd = sfd, .events = POLLIN},
+			{.fd = owner_pidfd, .events = POLLIN}, /* -1 is ignored by poll */
+		};
+		int timeout = -1;
+		if (kill_at >= 0)
+			timeout = kill_at > now_ms() ? (int)(kill_at - now_ms()) : 0;
+		int n = poll(p, 3, timeout);
+		if (n < 0 && errno != EINTR) {
+			fprintf(stderr, "boxlite-shim: poll: %s\n", strerror(errno));
+			signal_agent(agent_pidfd, SIGKILL);
+			break;
+		}
+		if (n > 0 && p[0].revents)
+			break;
+		if (n > 0 && p[1].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+				;
+			if (kill_at < 0) {
+				signal_agent(agent_pidfd, SIGTERM);
+				kill_at = now_ms() + cfg->grace_ms + KILL_MARGIN_MS;
+			}
+		}
+		if (n > 0 && p[2].revents) {
+			signal_agent(agent_pidfd, SIGKILL); /* the owner is gone */
+			owner_pidfd = -1;
+		}
+		if (kill_at >= 0 && now_ms() >= kill_at) {
+			signal_agent(agent_pidfd, SIGKILL);
+			kill_at = -1;
+		}
+	}
+	close(sfd);
+	return reap(agent_pidfd);
+}
