@@ -46,7 +46,8 @@ class Execution:
         return self._inner.done
 
     async def wait(self) -> ExecResult:
-        return await asyncio.wrap_future(self._inner.future)
+        await asyncio.wrap_future(self._inner.exited)
+        return self._inner.result()
 
     def signal(self, sig: int) -> None:
         self._inner.signal(sig)

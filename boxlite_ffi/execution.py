@@ -12,7 +12,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import ErrorCode, ExecClosedError, InvalidArgumentError, RuntimeClosedError, error_for
+from .errors import (
+    ErrorCode,
+    ExecClosedError,
+    InvalidArgumentError,
+    InvalidStateError,
+    RuntimeClosedError,
+    error_for,
+)
 from .streams import OutputStream
 
 if TYPE_CHECKING:
@@ -46,7 +53,7 @@ class ExecResult:
 
     ``exit_code`` follows the shell: the process's code, 128+n after signal n,
     126/127 when the command could not be started.  ``stdout``/``stderr`` hold
-    the output that was not consumed by iteration or callbacks.
+    the output of streams that were neither iterated nor given a callback.
     """
 
     outcome: Outcome
@@ -66,6 +73,16 @@ class ExecResult:
         return os.strerror(self.os_error) if self.os_error else None
 
 
+@dataclass(frozen=True)
+class _Exit:
+    """What the native Exit said, before output is attached."""
+
+    outcome: Outcome
+    exit_code: int
+    signal: int | None
+    os_error: int | None
+
+
 class _ExecSink:
     """Receives the native events of one execution on the drain thread."""
 
@@ -81,7 +98,7 @@ class _ExecSink:
         self._ended = False
         self.stdout = OutputStream("stdout")
         self.stderr = OutputStream("stderr")
-        self.result: Future[ExecResult] = Future()
+        self.exited: Future[_Exit] = Future()
         self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
         self._streams = {STDOUT: self.stdout, STDERR: self.stderr}
 
@@ -114,23 +131,16 @@ class _ExecSink:
         if attached:
             self._release()
         if error == ErrorCode.RUNTIME_CLOSED:
-            self.result.set_exception(RuntimeClosedError("the runtime closed during the execution"))
+            self.exited.set_exception(RuntimeClosedError("the runtime closed during the execution"))
             return
-        self.result.set_result(
-            ExecResult(
-                outcome=_OUTCOMES.get(outcome, Outcome.LOST),
-                exit_code=code,
-                signal=signal or None,
-                stdout=self.stdout._take_all(),
-                stderr=self.stderr._take_all(),
-                os_error=os_error or None,
-            )
+        self.exited.set_result(
+            _Exit(_OUTCOMES.get(outcome, Outcome.LOST), code, signal or None, os_error or None)
         )
 
     def on_closed(self) -> None:
         self.stdout._close()
         self.stderr._close()
-        self.result.set_exception(RuntimeClosedError())
+        self.exited.set_exception(RuntimeClosedError())
 
 
 class Execution:
@@ -143,6 +153,8 @@ class Execution:
 
     def __init__(self, sink: _ExecSink) -> None:
         self._sink = sink
+        self._lock = threading.Lock()
+        self._result: ExecResult | None = None
 
     def __repr__(self) -> str:
         return f"<Execution {self.id} done={self.done}>"
@@ -161,16 +173,38 @@ class Execution:
 
     @property
     def done(self) -> bool:
-        return self._sink.result.done()
+        return self._sink.exited.done()
 
     @property
-    def future(self) -> Future[ExecResult]:
-        """The result as a ``concurrent.futures.Future`` (asyncio wraps it)."""
-        return self._sink.result
+    def exited(self) -> Future[_Exit]:
+        """Completes when the Exit arrives (asyncio wraps it); see ``result``."""
+        return self._sink.exited
+
+    def result(self) -> ExecResult:
+        """The result of an ended execution.
+
+        Streams nobody iterated are collected into ``stdout``/``stderr``;
+        a stream being iterated keeps its chunks for its reader.
+        """
+        if not self.done:
+            raise InvalidStateError("the execution is still running")
+        end = self._sink.exited.result()
+        with self._lock:
+            if self._result is None:
+                self._result = ExecResult(
+                    outcome=end.outcome,
+                    exit_code=end.exit_code,
+                    signal=end.signal,
+                    stdout=self.stdout._take_unread(),
+                    stderr=self.stderr._take_unread(),
+                    os_error=end.os_error,
+                )
+            return self._result
 
     def wait(self, timeout: float | None = None) -> ExecResult:
         """Block until the execution ends; ``TimeoutError`` if it outlives timeout."""
-        return self._sink.result.result(timeout)
+        self._sink.exited.result(timeout)
+        return self.result()
 
     def signal(self, sig: int) -> None:
         """Send signal ``sig`` (1..64) to the execution's process group."""

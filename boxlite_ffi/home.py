@@ -13,7 +13,8 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     """``home``, else ``$BOXLITE_HOME``, else ``~/.boxlite``; created if absent."""
     chosen = home or os.environ.get(HOME_ENV) or Path.home() / ".boxlite"
     path = Path(chosen).expanduser().resolve()
-    for sub in ("", "boxes", "images"):
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for sub in ("boxes", "images"):
         (path / sub).mkdir(mode=0o700, exist_ok=True)
     return path
 

@@ -117,6 +117,7 @@ def apply_layer(root: Path, layer: tarfile.TarFile) -> int:
             continue
         try:
             layer.extract(m, root, set_attrs=True, filter=extractor)
-        except (OSError, tarfile.TarError) as exc:
+        except (OSError, tarfile.TarError, KeyError) as exc:
+            # KeyError: a hard link whose target is not in the root.
             raise ImageError(f"cannot unpack {m.name!r}: {exc}") from exc
     return extractor.skipped_devices

@@ -24,6 +24,7 @@ class OutputStream:
         self._cond = threading.Condition()
         self._chunks: deque[bytes] = deque()
         self._closed = False
+        self._has_reader = False
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def __repr__(self) -> str:
@@ -49,9 +50,11 @@ class OutputStream:
             self._closed = True
             self._notify()
 
-    def _take_all(self) -> bytes:
-        """Everything not yet read (used when the execution ends)."""
+    def _take_unread(self) -> bytes:
+        """Everything buffered, unless someone iterates this stream."""
         with self._cond:
+            if self._has_reader:
+                return b""
             data = b"".join(self._chunks)
             self._chunks.clear()
         return data
@@ -60,6 +63,7 @@ class OutputStream:
 
     def _next(self, timeout: float | None = None) -> bytes | None:
         with self._cond:
+            self._has_reader = True
             self._cond.wait_for(lambda: self._chunks or self._closed, timeout)
             return self._chunks.popleft() if self._chunks else None
 
@@ -76,6 +80,7 @@ class OutputStream:
         loop = asyncio.get_running_loop()
         while True:
             with self._cond:
+                self._has_reader = True
                 if self._chunks:
                     chunk: bytes | None = self._chunks.popleft()
                 elif self._closed:

@@ -33,7 +33,7 @@ def test_callbacks_run_only_on_the_drain_thread(rt: boxlite_ffi.Runtime, rootfs:
     ]
     done_threads: set[int] = set()
     for e in executions:
-        e.future.add_done_callback(lambda _: done_threads.add(threading.get_ident()))
+        e.exited.add_done_callback(lambda _: done_threads.add(threading.get_ident()))
         assert e.wait(timeout=60).ok
     drain = rt.native.drain_thread.ident
     assert threads == {drain}

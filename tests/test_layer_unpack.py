@@ -121,7 +121,9 @@ def test_layout_digest_mismatch_is_an_image_error(tmp_path: Path) -> None:
         (layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text()
     )
     blob = layout / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]
-    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
     with pytest.raises(ImageError, match="does not match"):
         oci_layout.unpack(layout, tmp_path / "cache")
     assert not any((tmp_path / "cache").glob("sha256-*"))

@@ -45,13 +45,16 @@ def test_unprivileged_user_runs_a_box(tmp_path_factory: pytest.TempPathFactory) 
         rootfs = busybox_rootfs(base / "rootfs")
         home = base / "home"
         home.mkdir()
-        os.chown(home, NOBODY, NOBODY)
+        # As it would be had the user unpacked the image: theirs, so root
+        # in the box (their uid outside) owns it.
+        for path in [home, rootfs, *rootfs.rglob("*")]:
+            os.lchown(path, NOBODY, NOBODY)
         script = SCRIPT.format(uid=NOBODY, home=str(home), rootfs=str(rootfs))
         env = {**os.environ, "BOXLITE_LIBEXEC": str(libexec)}
         proc = subprocess.run(
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
         )
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
         assert proc.stdout == "0\nboxlite-agent\ndata\n"
         assert list((home / "boxes").iterdir()) == []
         # The box's writable layer never reached the image.
