@@ -75,8 +75,9 @@ def test_close_completes_everything_in_flight_once(home: Path, rootfs: Path) -> 
     rt = boxlite_ffi.Runtime(home, workers=1)  # starts queue up behind each other
     running = rt.create(rootfs=rootfs)
     executions = [running.exec(["sleep", "60"]) for _ in range(5)]
-    starts = [rt.create(rootfs=rootfs).start_future() for _ in range(4)]
-    stop_pending = running.stop_future()
+    starting = [rt.create(rootfs=rootfs) for _ in range(4)]
+    starts = [b.start_future() for b in starting]
+    stop_pending = starting[-1].stop_future()  # waits for that start first
     rt.close()
     for e in executions:
         with pytest.raises(boxlite_ffi.RuntimeClosedError):
