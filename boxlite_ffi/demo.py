@@ -8,6 +8,7 @@ box sees: its own pid namespace, hostname, network and streams.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -15,35 +16,21 @@ from pathlib import Path
 import boxlite_ffi
 
 BUSYBOX = Path("/bin/busybox")
-APPLETS = (
-    "sh",
-    "echo",
-    "cat",
-    "ls",
-    "ps",
-    "hostname",
-    "id",
-    "printf",
-    "sleep",
-    "head",
-    "tail",
-    "grep",
-    "cut",
-    "wc",
-)
 
 
 def busybox_rootfs(dest: Path) -> Path:
-    """A root filesystem with busybox and its applets as symlinks."""
+    """A root filesystem: busybox, every applet as a symlink, a passwd file."""
     if not BUSYBOX.is_file():
         sys.exit("demo: /bin/busybox is missing (apt-get install busybox-static)")
-    bin_dir = dest / "bin"
-    bin_dir.mkdir(parents=True)
-    shutil.copy2(BUSYBOX, bin_dir / "busybox")
-    for applet in APPLETS:
-        (bin_dir / applet).symlink_to("busybox")
-    for d in ("proc", "dev", "tmp", "etc", "root"):
-        (dest / d).mkdir()
+    (dest / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
+    listing = subprocess.run([BUSYBOX, "--list"], check=True, capture_output=True, text=True)
+    for applet in listing.stdout.split():
+        if applet != "busybox":
+            (dest / "bin" / applet).symlink_to("busybox")
+    for d in ("proc", "dev", "tmp", "etc", "root", "usr/bin", "sbin"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     return dest
 
 

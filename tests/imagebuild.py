@@ -6,30 +6,14 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
-import subprocess
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-BUSYBOX = Path("/bin/busybox")
+from boxlite_ffi.demo import busybox_rootfs
 
-
-def busybox_rootfs(dest: Path) -> Path:
-    """A root filesystem holding busybox with every applet as a symlink."""
-    (dest / "bin").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
-    applets = subprocess.run(
-        [str(BUSYBOX), "--list"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (dest / "bin" / applet).symlink_to("busybox")
-    for d in ("proc", "dev", "tmp", "etc", "root", "usr/bin", "sbin"):
-        (dest / d).mkdir(parents=True, exist_ok=True)
-    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    return dest
+__all__ = ["Entry", "busybox_rootfs", "tar_bytes", "tar_directory", "write_layout"]
 
 
 @dataclass
