@@ -12,7 +12,8 @@ import boxlite_ffi
 from common import rootfs, scratch
 
 SIZE = int(sys.argv[1]) if len(sys.argv) > 1 else 1 << 30
-CMD = ["head", "-c", str(SIZE), "/dev/zero"]
+# The same coreutils binary on both sides (busybox head writes 4 KiB at a time).
+CMD = ["/usr/bin/head", "-c", str(SIZE), "/dev/zero"]
 
 
 def popen_read() -> int:
@@ -33,7 +34,7 @@ def box_read(box: boxlite_ffi.Box) -> int:
 
 def main() -> None:
     base = scratch()
-    with boxlite_ffi.Runtime(base / "home") as rt, rt.create(rootfs=rootfs(base)) as box:
+    with boxlite_ffi.Runtime(base / "home") as rt, rt.create(rootfs=rootfs(base, (CMD[0],))) as box:
         box.start()
         rates: dict[str, list[float]] = {"box stdout iteration": [], "Popen read loop": []}
         for _ in range(3):

@@ -6,7 +6,9 @@ measured operation, and prints ratios: this machine is noisy, ratios less so.
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,8 +21,21 @@ def scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="boxlite-bench-"))
 
 
-def rootfs(base: Path) -> Path:
-    return busybox_rootfs(base / "rootfs")
+def rootfs(base: Path, host_programs: tuple[str, ...] = ()) -> Path:
+    """Busybox, plus host programs (with their shared libraries) so a box
+    and its baseline can run the very same binary."""
+    root = busybox_rootfs(base / "rootfs")
+    for program in host_programs:
+        for path in [program, *_shared_libraries(program)]:
+            dest = root / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+    return root
+
+
+def _shared_libraries(program: str) -> list[str]:
+    out = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
+    return [w for line in out.splitlines() for w in line.split() if w.startswith("/")]
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
