@@ -27,7 +27,13 @@ def main() -> None:
             with rt.create(rootfs=root) as box:
                 assert box.run(["/bin/true"]).ok
 
-        fns = {"boxlite create+run+close": box_true}
+        def box_result_only() -> None:
+            box = rt.create(rootfs=root)
+            assert box.run(["/bin/true"]).ok
+            closing.append(box)
+
+        closing: list[boxlite_ffi.Box] = []
+        fns = {"boxlite create+run+close": box_true, "boxlite create+run (result)": box_result_only}
         if bwrap:
             cmd = [
                 bwrap,
@@ -47,6 +53,8 @@ def main() -> None:
             fns["bwrap --unshare-all"] = lambda: subprocess.run(cmd, check=True)
         fns["subprocess.run(/bin/true)"] = lambda: subprocess.run(["/bin/true"], check=True)
         samples = time_interleaved(fns, ROUNDS)
+        for box in closing:
+            box.close()
     report("cold start to the result of /bin/true", samples, "boxlite create+run+close")
     shutil.rmtree(base, ignore_errors=True)
 
