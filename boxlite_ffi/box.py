@@ -168,17 +168,15 @@ class Box:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a box directory; overlayfs leaves a mode-000 ``work/work``."""
+    """Delete a box directory, including directories nobody may list: the
+    mode-000 ones overlayfs leaves in work/, and any a box made in upper/."""
 
-    def make_writable(_func: object, failed: str, _exc: object) -> None:
-        parent = Path(failed).parent
-        parent.chmod(0o700)
-        p = Path(failed)
-        if p.is_dir() and not p.is_symlink():
-            p.chmod(0o700)
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+    def unlock(directory: Path) -> None:
+        directory.chmod(0o700)
+        for child in directory.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                unlock(child)
 
     if path.exists():
-        shutil.rmtree(path, onerror=make_writable)
+        unlock(path)
+        shutil.rmtree(path)

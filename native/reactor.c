@@ -176,12 +176,14 @@ static int epoll_set(struct bl_reactor *r, int op, int fd, uint32_t events, stru
 	return epoll_ctl(r->epfd, op, fd, &ev);
 }
 
-static void kill_shim(struct bl_attachment *a)
+static void signal_shim(struct bl_attachment *a, int sig)
 {
-	if (!a->shim_reaped && syscall(SYS_pidfd_send_signal, a->pidfd, SIGKILL, NULL, 0) < 0 &&
+	if (!a->shim_reaped && syscall(SYS_pidfd_send_signal, a->pidfd, sig, NULL, 0) < 0 &&
 	    errno != ESRCH)
 		abort(); /* a pidfd of our own unreaped child is always valid */
 }
+
+static void kill_shim(struct bl_attachment *a) { signal_shim(a, SIGKILL); }
 
 static void reap_blocking(struct bl_attachment *a)
 {
@@ -280,10 +282,12 @@ static void conn_finished(struct bl_reactor *r, struct bl_attachment *a)
 		return;
 	a->conn_done = true;
 	epoll_ctl(r->epfd, EPOLL_CTL_DEL, bl_conn_fd(a->conn), NULL);
-	/* Executions the agent never reported on are lost with it; the shim
-	 * follows its agent, and is killed in case it has not yet. */
+	/* Executions the agent never reported on are lost with it.  The agent
+	 * closes the connection early in its exit, before its mount namespace
+	 * is torn down: the shim must outlive that to reap it, so it is asked
+	 * to stop (a no-op if the agent is exiting), never killed here. */
 	end_execs(a, BOXLITE_OUTCOME_LOST, 0);
-	kill_shim(a);
+	signal_shim(a, SIGTERM);
 	detach_if_finished(r, a);
 }
 

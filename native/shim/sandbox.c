@@ -77,6 +77,32 @@ static int do_mount(const char *src, const char *dst, const char *type, unsigned
 	return 0;
 }
 
+/*
+ * A box's writable layer is scratch space: "volatile" skips the upper
+ * filesystem's sync when the overlay goes away, so stopping a box that
+ * wrote gigabytes does not wait for the disk.  The kernel leaves a marker
+ * that refuses a second volatile mount until it is removed; a restarted
+ * box removes its own (its previous run ended cleanly: we reaped it).
+ */
+static void clear_volatile_marker(const char *box_dir)
+{
+	/* work/work/incompat/volatile/dirty, all made mode 000 by the kernel. */
+	static const char *const dirs[] = {"work/work", "work/work/incompat",
+					   "work/work/incompat/volatile"};
+	char p[PATH_MAX];
+	for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+		snprintf(p, sizeof p, "%s/%s", box_dir, dirs[i]);
+		if (chmod(p, 0700) < 0)
+			return; /* nothing (more) to clear */
+	}
+	snprintf(p, sizeof p, "%s/work/work/incompat/volatile/dirty", box_dir);
+	unlink(p);
+	for (size_t i = sizeof dirs / sizeof dirs[0]; i-- > 1;) {
+		snprintf(p, sizeof p, "%s/%s", box_dir, dirs[i]);
+		rmdir(p);
+	}
+}
+
 static int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
 {
 	char opts[OVERLAY_OPTS_MAX];
@@ -86,17 +112,23 @@ static int mount_overlay(const struct shim_config *cfg, const char *rootfs, stru
 	if (n < sizeof opts)
 		n += (size_t)snprintf(opts + n, sizeof opts - n, ",upperdir=%s/upper,workdir=%s/work",
 				      cfg->box_dir, cfg->box_dir);
-	if (n >= sizeof opts)
+	static const char *const extras[] = {",volatile", ",volatile,userxattr", "", ",userxattr"};
+	if (n + strlen(extras[1]) >= sizeof opts)
 		return fail(e, EINVAL, "overlay options too long");
-	if (mount("overlay", rootfs, "overlay", 0, opts) == 0)
-		return 0;
-	/* In a user namespace the kernel may insist on user.* xattrs. */
-	if ((errno == EINVAL || errno == EPERM) && n + 11 < sizeof opts) {
-		memcpy(opts + n, ",userxattr", 11);
+	clear_volatile_marker(cfg->box_dir);
+	/* Older kernels lack volatile; in a user namespace some insist on
+	 * user.* xattrs.  The first error is the one worth reporting. */
+	int first_err = 0;
+	for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
+		memcpy(opts + n, extras[i], strlen(extras[i]) + 1);
 		if (mount("overlay", rootfs, "overlay", 0, opts) == 0)
 			return 0;
+		if (!first_err)
+			first_err = errno;
+		if (errno != EINVAL && errno != EPERM)
+			break;
 	}
-	return fail(e, errno, "mount overlay");
+	return fail(e, first_err, "mount overlay");
 }
 
 static int mount_dev(const char *root, struct setup_error *e)
