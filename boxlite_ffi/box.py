@@ -9,6 +9,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._native import lib
 from .core import then
 from .errors import InvalidArgumentError, InvalidStateError, RuntimeClosedError
 from .execution import ExecResult, Execution, OutputCallback, _ExecSink
@@ -16,6 +17,8 @@ from .execution import ExecResult, Execution, OutputCallback, _ExecSink
 if TYPE_CHECKING:
     from .core import NativeRuntime
 
+BOX_RUNNING = lib.BOXLITE_BOX_RUNNING
+BOX_STOPPING = lib.BOXLITE_BOX_STOPPING
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -83,9 +86,15 @@ class Box:
             if self._closed:
                 raise InvalidStateError(f"box {self.id} was closed")
             started = self._started
-            if started is None or (started.done() and started.exception() is not None):
+            if started is None or (started.done() and not self._still_running(started)):
                 started = self._started = self._native.box_start(self._handle)
         return started
+
+    def _still_running(self, started: Future[None]) -> bool:
+        """Did that start succeed, and has the box not ended on its own since?"""
+        if started.exception() is not None:
+            return False
+        return self._native.box_state(self._handle) in (BOX_RUNNING, BOX_STOPPING)
 
     def stop_future(self) -> Future[None]:
         with self._lock:

@@ -208,6 +208,12 @@ class NativeRuntime:
     def box_stop(self, box: int) -> Future[None]:
         return self._begin(lib.boxlite_box_stop, box)
 
+    def box_state(self, box: int) -> int:
+        out = ffi.new("int *")
+        with self._use() as rt:
+            check(lib.boxlite_box_state(rt, box, out))
+        return int(out[0])
+
     def box_free(self, box: int) -> None:
         with self._use() as rt:
             check(lib.boxlite_box_free(rt, box))

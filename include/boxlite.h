@@ -142,6 +142,15 @@ typedef struct boxlite_box_options {
 	int32_t owner_pid;                 /* the box dies with this process; 0 means none */
 } boxlite_box_options;
 
+/* Box states (boxlite_box_state). */
+enum {
+	BOXLITE_BOX_NEW = 0,      /* described, never started */
+	BOXLITE_BOX_STARTING = 1,
+	BOXLITE_BOX_RUNNING = 2,
+	BOXLITE_BOX_STOPPING = 3,
+	BOXLITE_BOX_STOPPED = 4,  /* stopped, or ended on its own (its shim died) */
+};
+
 /* Describe a box (no process yet).  Synchronous. */
 int boxlite_box_new(boxlite_runtime *rt, const boxlite_box_options *options, boxlite_handle *out);
 /* Start it.  cb gets OK, or ENGINE with a message when it could not start. */
@@ -149,6 +158,8 @@ int boxlite_box_start(boxlite_runtime *rt, boxlite_handle box, boxlite_done_cb c
 /* Stop it: SIGTERM to every process, SIGKILL after the grace period.  cb runs
  * once no process of the box is left; stopping a stopped box succeeds. */
 int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle box, boxlite_done_cb cb, void *user_data);
+/* The box's current state (BOXLITE_BOX_*) into *state. */
+int boxlite_box_state(boxlite_runtime *rt, boxlite_handle box, int *state);
 /* Release the handle; a running box is killed at once. */
 int boxlite_box_free(boxlite_runtime *rt, boxlite_handle box);
 

@@ -220,6 +220,19 @@ int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, 
 	return rc;
 }
 
+int boxlite_box_state(boxlite_runtime *rt, boxlite_handle h, int *state)
+{
+	if (!rt || !h || !state)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_box *box = lookup_locked(rt, h, &rc);
+	if (box)
+		*state = (int)box->state;
+	pthread_mutex_unlock(&rt->lock);
+	return rc;
+}
+
 int boxlite_box_free(boxlite_runtime *rt, boxlite_handle h)
 {
 	if (!rt || !h)

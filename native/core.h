@@ -56,12 +56,13 @@ struct boxlite_runtime {
 	int closing_fd;
 };
 
+/* The public BOXLITE_BOX_* values. */
 enum bl_box_state {
-	BL_BOX_NEW,
-	BL_BOX_STARTING,
-	BL_BOX_RUNNING,
-	BL_BOX_STOPPING,
-	BL_BOX_STOPPED,
+	BL_BOX_NEW = BOXLITE_BOX_NEW,
+	BL_BOX_STARTING = BOXLITE_BOX_STARTING,
+	BL_BOX_RUNNING = BOXLITE_BOX_RUNNING,
+	BL_BOX_STOPPING = BOXLITE_BOX_STOPPING,
+	BL_BOX_STOPPED = BOXLITE_BOX_STOPPED,
 };
 
 struct bl_exec;

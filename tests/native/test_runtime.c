@@ -75,6 +75,10 @@ static void test_null_arguments_are_refused(void)
 	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
 	CHECK(boxlite_box_new(rt, &bo, NULL) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_OK && h != 0);
+	int state = -1;
+	CHECK(boxlite_box_state(rt, h, NULL) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_box_state(rt, 0, &state) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_box_state(rt, h, &state) == BOXLITE_OK && state == BOXLITE_BOX_NEW);
 	CHECK(boxlite_box_start(rt, h, NULL, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_box_start(rt, 0, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_box_stop(rt, 0, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
