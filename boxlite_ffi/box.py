@@ -100,8 +100,10 @@ class Box:
         with self._lock:
             if self._closed:
                 raise InvalidStateError(f"box {self.id} was closed")
-            starting = self._started
-            self._started = None
+            starting, self._started = self._started, None
+        return self._stop_after(starting)
+
+    def _stop_after(self, starting: Future[None] | None) -> Future[None]:
         if starting is None:
             return self._native.box_stop(self._handle)
         # The native core refuses to stop a box that is still starting.
@@ -121,10 +123,10 @@ class Box:
             if self._closed:
                 return
             self._closed = True
-            self._started = None
+            starting, self._started = self._started, None
         self._on_close(self)
         try:
-            self._native.box_stop(self._handle).result()
+            self._stop_after(starting).result()
             self._native.box_free(self._handle)
         except RuntimeClosedError:
             pass  # closing the runtime killed and released it

@@ -162,19 +162,26 @@ class NativeRuntime:
                 raise RuntimeClosedError()
             yield self._rt
 
-    def _begin(self, call: Any, *args: Any) -> Future[None]:
-        """Start an asynchronous native operation; its Future completes once."""
-        future: Future[None] = Future()
-        token = REGISTRY.register(self, _DoneSink(future))
+    def _call_registered(self, token: int, call: Callable[[Any], int]) -> None:
+        """Run a native call that takes ownership of ``token`` only on success.
+
+        A refused call will never call back, so its token is withdrawn here.
+        """
         try:
             with self._use() as rt:
-                status = call(rt, *args, _callbacks.DONE, _token_ptr(token))
+                status = call(rt)
         except BaseException:
             REGISTRY.claim(token)
             raise
         if status != ErrorCode.OK:
             REGISTRY.claim(token)
             check(status)
+
+    def _begin(self, call: Any, *args: Any) -> Future[None]:
+        """Start an asynchronous native operation; its Future completes once."""
+        future: Future[None] = Future()
+        token = REGISTRY.register(self, _DoneSink(future))
+        self._call_registered(token, lambda rt: call(rt, *args, _callbacks.DONE, _token_ptr(token)))
         return future
 
     # ---- boxes -------------------------------------------------------
@@ -240,15 +247,9 @@ class NativeRuntime:
         token = REGISTRY.register(self, sink)
         callbacks.user_data = _token_ptr(token)
         out = ffi.new("boxlite_handle *")
-        try:
-            with self._use() as rt:
-                status = lib.boxlite_exec_start(rt, box, opts, callbacks, out)
-        except BaseException:
-            REGISTRY.claim(token)
-            raise
-        if status != ErrorCode.OK:
-            REGISTRY.claim(token)
-            check(status)
+        self._call_registered(
+            token, lambda rt: lib.boxlite_exec_start(rt, box, opts, callbacks, out)
+        )
         return int(out[0])
 
     def exec_signal(self, execution: int, sig: int) -> None:

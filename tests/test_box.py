@@ -154,3 +154,11 @@ def test_a_rootfs_without_a_shell_still_runs_the_agent(
     with rt.create(rootfs=empty) as box:
         result = box.run(["/bin/sh", "-c", "true"])
         assert result.outcome is Outcome.FAILED_TO_START and result.exit_code == 127
+
+
+def test_close_while_starting(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
+    box = rt.create(rootfs=rootfs)
+    starting = box.start_future()
+    box.close()  # waits for the start, then stops and releases the box
+    assert starting.done()
+    assert not box.directory.exists()
