@@ -34,6 +34,12 @@ def busybox_rootfs(dest: Path) -> Path:
     return dest
 
 
+PROBE = (
+    "echo $$; hostname; id -u; ls /proc | grep -c '^[0-9]'; "
+    "tail -n +3 /proc/net/dev | cut -d: -f1; printf 'this went to stderr' >&2"
+)
+
+
 def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="boxlite-demo-") as tmp:
         rootfs = Path(argv[0]) if argv else busybox_rootfs(Path(tmp) / "rootfs")
@@ -41,17 +47,21 @@ def main(argv: list[str]) -> int:
             boxlite_ffi.Runtime(Path(tmp) / "home") as rt,
             rt.create(rootfs=rootfs, name="demo") as box,
         ):
-            script = "echo pid=$$ host=$(hostname) id=$(id -u); ls /proc | grep -c '^[0-9]'; "
-            script += "cat /proc/net/dev | tail -n +3 | cut -d: -f1; printf 'to stderr' >&2"
-            result = box.run(["sh", "-c", script])
-            print(f"box {box.id}: outcome={result.outcome.value} exit_code={result.exit_code}")
-            print(f"stdout: {result.stdout!r}")
-            print(f"stderr: {result.stderr!r}")
-            execution = box.exec(["sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.1; done"])
+            probe = box.run(["sh", "-c", PROBE])
+            pid, hostname, uid, procs, interfaces = probe.stdout.decode().split("\n", 4)
+            print(f"box {box.id} started from {rootfs}")
+            print(f"  a shell in it is pid {pid}, uid {uid}, on host {hostname!r}")
+            print(f"  processes it can see: {procs}; network interfaces: {interfaces.split()}")
+            print(f"  stdout and stderr arrive apart: {probe.stderr!r}")
+            execution = box.exec(["sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.2; done"])
             for chunk in execution.stdout:
-                print(f"streamed: {chunk!r}")
-            print(f"then: {execution.wait().outcome.value}")
-            return 0 if result.ok else 1
+                print(f"  streamed as it happened: {chunk!r}")
+            result = box.run(["sh", "-c", "printf 'a\\000b\\377'; kill -TERM $$"])
+            print(
+                f"  byte-exact {result.stdout!r}, ended by {result.outcome.value} "
+                f"signal {result.signal} (exit code {result.exit_code})"
+            )
+            return 0 if probe.ok else 1
 
 
 if __name__ == "__main__":
