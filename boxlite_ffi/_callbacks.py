@@ -4,6 +4,7 @@ a runtime's drain thread, and route each event to its sink by token."""
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 from ._native import ffi, lib
 from .registry import REGISTRY
@@ -14,8 +15,21 @@ def _token(user_data: object) -> int:
 
 
 def _report(where: str) -> None:
-    # A sink must never take the drain thread down with it.
-    sys.unraisablehook(sys.UnraisableHookArgs(*sys.exc_info(), where, None))  # type: ignore[attr-defined]
+    """Hand the exception being handled to ``sys.unraisablehook``.
+
+    A user callback's error cannot propagate through native code, and must
+    never take the drain thread down with it.
+    """
+    exc_type, exc_value, exc_traceback = sys.exc_info()
+    sys.unraisablehook(
+        SimpleNamespace(
+            exc_type=exc_type,
+            exc_value=exc_value,
+            exc_traceback=exc_traceback,
+            err_msg=f"Exception ignored in {where}",
+            object=None,
+        )
+    )
 
 
 @ffi.def_extern()

@@ -128,3 +128,19 @@ def test_registry_claims_exactly_once() -> None:
     for t in threads:
         t.join()
     assert results.count("sink") == 1 and results.count(None) == 7
+
+
+def test_a_failing_callback_is_reported_and_harms_nothing(
+    rt: boxlite_ffi.Runtime, box: boxlite_ffi.Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported: list[BaseException] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda args: reported.append(args.exc_value))
+
+    def explode(_: bytes) -> None:
+        raise ValueError("user bug")
+
+    result = box.exec(["sh", "-c", "echo a; echo b >&2"], on_stdout=explode).wait(timeout=10)
+    assert result.ok and result.stderr == b"b\n"
+    assert [str(e) for e in reported] == ["user bug"]
+    assert rt.native.drain_thread.is_alive()
+    assert box.run(["echo", "still fine"]).stdout == b"still fine\n"
