@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from types import SimpleNamespace
+from typing import Any
 
 from ._native import ffi, lib
 from .registry import REGISTRY
@@ -56,7 +57,7 @@ def _bl_on_output(user_data: object, stream: int, data: object, length: int) -> 
 
 
 @ffi.def_extern()
-def _bl_on_exit(user_data: object, exit_info: object) -> None:
+def _bl_on_exit(user_data: object, exit_info: Any) -> None:
     sink = REGISTRY.claim(_token(user_data))
     if sink is None:
         return

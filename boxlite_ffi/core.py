@@ -62,8 +62,9 @@ def then(first: Future[Any], step: Callable[[], Future[T]]) -> Future[T]:
     out: Future[T] = Future()
 
     def forward(done: Future[T]) -> None:
-        if done.exception() is not None:
-            out.set_exception(done.exception())  # type: ignore[arg-type]
+        exc = done.exception()
+        if exc is not None:
+            out.set_exception(exc)
         else:
             out.set_result(done.result())
 

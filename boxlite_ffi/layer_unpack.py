@@ -94,17 +94,19 @@ class _Extractor:
         # this also means the final component is never a symlink followed.
         if target.is_symlink() or (target.exists() and not (target.is_dir() and member.isdir())):
             _remove(target)
-        changes: dict[str, object] = {
-            "name": name,
-            "uid": self.uid,
-            "gid": self.gid,
-            "uname": "",
-            "gname": "",
-            "mode": stat.S_IMODE(member.mode) | (0o700 if member.isdir() else 0),
-        }
-        if member.islnk():
-            changes["linkname"] = resolve_in_root(self.root, member.linkname)
-        return member.replace(**changes, deep=False)
+        linkname = (
+            resolve_in_root(self.root, member.linkname) if member.islnk() else member.linkname
+        )
+        return member.replace(
+            name=name,
+            linkname=linkname,
+            uid=self.uid,
+            gid=self.gid,
+            uname="",
+            gname="",
+            mode=stat.S_IMODE(member.mode) | (0o700 if member.isdir() else 0),
+            deep=False,
+        )
 
 
 def apply_layer(root: Path, layer: tarfile.TarFile) -> int:

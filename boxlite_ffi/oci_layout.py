@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import re
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .errors import ImageError
 from .layer_unpack import apply_layer
@@ -85,7 +86,7 @@ class OciLayout:
             index = self.read_json(descriptor["digest"])
         raise ImageError("image indexes nested too deeply")
 
-    def open_layer(self, descriptor: dict[str, Any]) -> IO[bytes]:
+    def open_layer(self, descriptor: dict[str, Any]) -> io.BufferedIOBase:
         media_type = descriptor.get("mediaType", "")
         if media_type not in LAYER_TYPES:
             raise ImageError(f"unsupported layer media type {media_type!r}")

@@ -32,6 +32,9 @@ echo "== ruff"
 "$PY" -m ruff check boxlite_ffi tests benchmarks build_ffi.py setup.py
 "$PY" -m ruff format --check boxlite_ffi tests benchmarks build_ffi.py setup.py
 
+echo "== mypy (strict) on the package"
+"$PY" -m mypy boxlite_ffi
+
 echo "== pytest"
 # Run from tests/ so the installed package is imported, not the source tree.
 cd tests && exec "$PY" -m pytest -p no:cacheprovider "$@"
