@@ -89,3 +89,23 @@ def test_a_box_dies_with_its_owner(home: Path, rootfs: Path) -> None:
     finally:
         owner.kill()
         owner.wait()
+
+
+FORGETFUL = textwrap.dedent(
+    """
+    import boxlite_ffi
+    rt = boxlite_ffi.Runtime({home!r})
+    box = rt.create(rootfs={rootfs!r})
+    print(box.run(["echo", "ran"]).stdout.decode(), end="")
+    # no close(): the interpreter's exit must still leave nothing behind
+    """
+)
+
+
+def test_a_program_that_forgets_close_leaves_nothing(home: Path, rootfs: Path) -> None:
+    script = FORGETFUL.format(home=str(home), rootfs=str(rootfs))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"ran\n"
+    assert box_processes() == []
+    assert list((home / "boxes").iterdir()) == []
