@@ -1,5 +1,5 @@
 /*
- * executions.c - the processes the host asked for: fork and exec, pump their
+ * executions.c - the processes the host asked for: spawn them, pump their
  * pipes into output frames, reap them, and report each one's single EXIT.
  *
  * An execution ends when its main process has been reaped AND both pipes
@@ -117,9 +117,10 @@ static int read_chunk(struct agent *ag, struct pipe_src *p)
 	       errno == EINTR)
 		;
 	if (n <= 0) {
+		bool again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 		free(f);
 		/* EAGAIN: drained for now.  Other errors end the stream like EOF. */
-		return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : 0;
+		return again ? -1 : 0;
 	}
 	/* Give back what a short read left unused. */
 	if ((size_t)n < BL_FRAME_DATA_CHUNK / 2) {
