@@ -162,3 +162,24 @@ def test_close_while_starting(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     box.close()  # waits for the start, then stops and releases the box
     assert starting.done()
     assert not box.directory.exists()
+
+
+def test_a_box_that_cannot_start_names_the_failing_step(
+    rt: boxlite_ffi.Runtime, tmp_path: Path
+) -> None:
+    doomed = tmp_path / "doomed"
+    doomed.mkdir()
+    box = rt.create(rootfs=doomed)
+    doomed.rmdir()  # the image vanishes before the box starts
+    with pytest.raises(boxlite_ffi.EngineError, match="mount overlay"):
+        box.start()
+    with pytest.raises(boxlite_ffi.EngineError):
+        box.run(["true"])  # still cannot: every attempt reports it
+    box.close()
+
+
+def test_rootfs_paths_that_overlay_cannot_express(rt: boxlite_ffi.Runtime, tmp_path: Path) -> None:
+    odd = tmp_path / "a:b"
+    odd.mkdir()
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        rt.create(rootfs=odd)
