@@ -27,7 +27,8 @@ def env_list(*layers: Mapping[str, str] | None) -> list[str]:
     merged = {"PATH": DEFAULT_PATH}
     for layer in layers:
         for key, value in (layer or {}).items():
-            if not key or "=" in key or "\0" in key or "\0" in value:
+            valid = isinstance(key, str) and isinstance(value, str)
+            if not valid or not key or "=" in key or "\0" in key or "\0" in value:
                 raise InvalidArgumentError(f"invalid environment variable {key!r}")
             merged[key] = value
     return [f"{k}={v}" for k, v in merged.items()]

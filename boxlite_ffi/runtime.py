@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import oci_layout
-from .box import Box, remove_tree
+from .box import Box, env_list, remove_tree
 from .core import NativeRuntime
 from .errors import AlreadyExistsError, ImageError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
@@ -92,6 +92,7 @@ class Runtime:
             raise InvalidArgumentError(f"invalid box name {name!r}")
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgumentError("workdir must be an absolute path")
+        env_list(env)  # refuse a bad environment now, not at the first exec
         box_id = secrets.token_hex(6)
         with self._lock:
             if name is not None and any(b.name == name for b in self._boxes.values()):

@@ -144,6 +144,9 @@ def test_bad_sources_give_typed_errors(
         rt.create(tmp_path)  # a directory, but no OCI layout
     with pytest.raises(boxlite_ffi.InvalidArgumentError):
         rt.create(rootfs=rootfs, workdir="relative")
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        rt.create(rootfs=rootfs, env={"A=B": "c"})
+    assert list((rt.home / "boxes").iterdir()) == []  # nothing left by refusals
 
 
 def test_a_rootfs_without_a_shell_still_runs_the_agent(

@@ -96,8 +96,9 @@ def test_invalid_argv_is_refused(box: boxlite_ffi.Box) -> None:
     for bad in ([], "echo hi", ["a\0b"], [1]):
         with pytest.raises(boxlite_ffi.InvalidArgumentError):
             box.exec(bad)  # type: ignore[arg-type]
-    with pytest.raises(boxlite_ffi.InvalidArgumentError):
-        box.exec(["true"], env={"A=B": "c"})
+    for env in ({"A=B": "c"}, {"": "x"}, {"A": "b\0c"}, {"A": 1}):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            box.exec(["true"], env=env)  # type: ignore[dict-item]
     with pytest.raises(boxlite_ffi.InvalidArgumentError):
         box.exec(["x" * (2 << 20)])  # larger than one protocol frame
 
