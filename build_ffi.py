@@ -68,7 +68,9 @@ def build_executables(outdir: Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     common = [*_cc(), *CFLAGS, f"-I{NATIVE}", str(NATIVE / "protocol.c")]
     targets = {
-        "boxlite-shim": ([], sorted((NATIVE / "shim").glob("*.c"))),
+        # Static too: one shim starts per box, and dynamic loading is a
+        # measurable part of a cold start.
+        "boxlite-shim": (["-static"], sorted((NATIVE / "shim").glob("*.c"))),
         # PID 1 inside a box whose image may have no libc at all.
         "boxlite-agent": (["-static"], sorted((NATIVE / "agent").glob("*.c"))),
     }

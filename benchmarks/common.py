@@ -65,6 +65,6 @@ def report(title: str, samples: dict[str, list[float]], subject: str) -> None:
     mine = p50(samples[subject])
     for name, xs in samples.items():
         line = f"  {name:<28} p50 {p50(xs) * 1e3:8.2f} ms  p90 {p90(xs) * 1e3:8.2f} ms"
-        if not name.startswith("boxlite"):
+        if name != subject and not name.startswith("boxlite"):
             line += f"   boxlite takes {mine / p50(xs):5.2f}x this"
         print(line)
