@@ -2,12 +2,15 @@
 
 The drain thread pushes chunks; any number of threads or asyncio tasks read
 them.  Chunks are exactly what the native core delivered: no decoding, no
-re-splitting (invariant 3).
+re-splitting (invariant 3).  Text is an opt-in view: ``text()`` and
+``lines()`` decode with an incremental decoder, so a character split
+across chunks arrives whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -76,6 +79,22 @@ class OutputStream:
         """Everything until the stream ends."""
         return b"".join(self)
 
+    def text(self, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
+        """Decoded text as it arrives (a split character waits for its end)."""
+        decoder = codecs.getincrementaldecoder(encoding)(errors)
+        for chunk in self:
+            if piece := decoder.decode(chunk):
+                yield piece
+        if tail := decoder.decode(b"", final=True):
+            yield tail
+
+    def lines(self, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
+        """Lines with their ``\\n``, like iterating a text file; the last may lack it."""
+        splitter = _LineSplitter()
+        for piece in self.text(encoding, errors):
+            yield from splitter.feed(piece)
+        yield from splitter.finish()
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         while True:
@@ -93,3 +112,42 @@ class OutputStream:
                 await fut
             else:
                 yield chunk
+
+    async def atext(self, encoding: str = "utf-8", errors: str = "strict") -> AsyncIterator[str]:
+        """``text()`` for asyncio."""
+        decoder = codecs.getincrementaldecoder(encoding)(errors)
+        async for chunk in self:
+            if piece := decoder.decode(chunk):
+                yield piece
+        if tail := decoder.decode(b"", final=True):
+            yield tail
+
+    async def alines(self, encoding: str = "utf-8", errors: str = "strict") -> AsyncIterator[str]:
+        """``lines()`` for asyncio."""
+        splitter = _LineSplitter()
+        async for piece in self.atext(encoding, errors):
+            for line in splitter.feed(piece):
+                yield line
+        for line in splitter.finish():
+            yield line
+
+
+class _LineSplitter:
+    """Cuts decoded text into lines ending in ``\\n``, holding the partial one."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []  # joined once, so a long line stays linear
+
+    def feed(self, text: str) -> list[str]:
+        if "\n" not in text:
+            self._parts.append(text)
+            return []
+        first, *middle, tail = text.split("\n")
+        line = "".join(self._parts) + first
+        self._parts = [tail] if tail else []
+        return [line + "\n"] + [m + "\n" for m in middle]
+
+    def finish(self) -> list[str]:
+        rest = "".join(self._parts)
+        self._parts = []
+        return [rest] if rest else []

@@ -57,3 +57,16 @@ def test_async_wait_raises_when_the_runtime_closes(home: Path, rootfs: Path) -> 
             await execution.wait()
 
     asyncio.run(main())
+
+
+def test_async_text_and_lines(home: Path, rootfs: Path) -> None:
+    async def main() -> None:
+        async with aio.Runtime(home) as rt, await rt.create(rootfs=rootfs) as box:
+            execution = await box.exec(
+                ["sh", "-c", r"printf '\342'; sleep 0.2; printf '\202\254\nx'"]
+            )
+            assert [t async for t in execution.stdout.atext()] == ["€\nx"]
+            execution = await box.exec(["sh", "-c", r"printf 'one\ntw'; sleep 0.2; printf 'o\n'"])
+            assert [line async for line in execution.stdout.alines()] == ["one\n", "two\n"]
+
+    asyncio.run(main())

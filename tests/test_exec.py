@@ -146,3 +146,16 @@ def test_one_gib_of_stdout_arrives_complete(box: boxlite_ffi.Box) -> None:
     for _ in range(size // len(block)):
         expected.update(block)
     assert digest.hexdigest() == expected.hexdigest()
+
+
+def test_text_decodes_a_character_split_across_chunks(box: boxlite_ffi.Box) -> None:
+    # The euro sign's three bytes, written 0.3 s apart: two chunks.
+    script = r"printf 'price \342'; sleep 0.3; printf '\202\254 10\n'"
+    execution = box.exec(["sh", "-c", script])
+    assert list(execution.stdout.text()) == ["price ", "€ 10\n"]
+    lines = box.exec(["sh", "-c", r"printf 'a\nb'; sleep 0.2; printf 'c\n\nd'"]).stdout.lines()
+    assert list(lines) == ["a\n", "bc\n", "\n", "d"]
+    assert box.exec(["printf", r"\377"]).stdout.read() == b"\xff"  # bytes by default
+    with pytest.raises(UnicodeDecodeError):
+        list(box.exec(["printf", r"\377"]).stdout.text())
+    assert list(box.exec(["printf", r"\377"]).stdout.text(errors="replace")) == ["\ufffd"]
