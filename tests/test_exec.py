@@ -159,3 +159,15 @@ def test_text_decodes_a_character_split_across_chunks(box: boxlite_ffi.Box) -> N
     with pytest.raises(UnicodeDecodeError):
         list(box.exec(["printf", r"\377"]).stdout.text())
     assert list(box.exec(["printf", r"\377"]).stdout.text(errors="replace")) == ["\ufffd"]
+
+
+def test_wait_never_blocks_kill_from_another_thread(box: boxlite_ffi.Box) -> None:
+    execution = box.exec(["sh", "-c", "echo up; exec sleep 60"])
+    assert next(iter(execution.stdout)) == b"up\n"
+    results: list[boxlite_ffi.ExecResult] = []
+    waiter = threading.Thread(target=lambda: results.append(execution.wait()))
+    waiter.start()
+    execution.kill()  # while the other thread is blocked in wait()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    assert results[0].outcome is Outcome.SIGNALED and results[0].exit_code == 137
