@@ -10,6 +10,7 @@ thread so the event loop never blocks on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from . import box as _box
 from . import execution as _execution
 from . import runtime as _runtime
+from .core import WRITE_MAX
+from .errors import ExecClosedError
 from .execution import ExecResult, OutputCallback
 from .streams import OutputStream
 
@@ -48,6 +51,15 @@ class Execution:
     async def wait(self) -> ExecResult:
         await asyncio.wrap_future(self._inner.exited)
         return self._inner.result()
+
+    async def write_stdin(self, data: bytes | bytearray | memoryview) -> None:
+        """Awaits until the process's stdin pipe has taken every byte."""
+        view = memoryview(data).cast("B")
+        for offset in range(0, len(view), WRITE_MAX):
+            await asyncio.wrap_future(self._inner.write_future(view[offset : offset + WRITE_MAX]))
+
+    def close_stdin(self) -> None:
+        self._inner.close_stdin()
 
     def signal(self, sig: int) -> None:
         self._inner.signal(sig)
@@ -99,10 +111,11 @@ class Box:
         cwd: str | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
+        stdin: bool = False,
     ) -> Execution:
         await self.start()
         inner = self._inner.exec_now(
-            argv, env=env, cwd=cwd, on_stdout=on_stdout, on_stderr=on_stderr
+            argv, env=env, cwd=cwd, on_stdout=on_stdout, on_stderr=on_stderr, stdin=stdin
         )
         return Execution(inner)
 
@@ -113,8 +126,13 @@ class Box:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         timeout: float | None = None,
+        input: bytes | None = None,
     ) -> ExecResult:
-        execution = await self.exec(argv, env=env, cwd=cwd)
+        execution = await self.exec(argv, env=env, cwd=cwd, stdin=input is not None)
+        if input is not None:
+            with contextlib.suppress(ExecClosedError):
+                await execution.write_stdin(input)
+                execution.close_stdin()
         return await asyncio.wait_for(execution.wait(), timeout)
 
 

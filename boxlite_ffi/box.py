@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ._native import lib
 from .core import then
-from .errors import InvalidArgumentError, InvalidStateError, RuntimeClosedError
+from .errors import ExecClosedError, InvalidArgumentError, InvalidStateError, RuntimeClosedError
 from .execution import ExecResult, Execution, OutputCallback, _ExecSink
 
 if TYPE_CHECKING:
@@ -143,13 +144,14 @@ class Box:
         cwd: str | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
+        stdin: bool = False,
     ) -> Execution:
         """Start an execution in the running box (no implicit start)."""
         args = check_argv(argv)
         environment = env_list(self._env, env)
         sink = _ExecSink(self._native, on_stdout, on_stderr)
         handle = self._native.exec_start(
-            self._handle, args, environment, cwd or self._workdir, sink
+            self._handle, args, environment, cwd or self._workdir, sink, stdin=stdin
         )
         sink.attach(handle)
         return Execution(sink)
@@ -162,10 +164,17 @@ class Box:
         cwd: str | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
+        stdin: bool = False,
     ) -> Execution:
-        """Run ``argv`` in the box, starting the box first if needed."""
+        """Run ``argv`` in the box, starting the box first if needed.
+
+        ``stdin=True`` gives the process a stdin pipe for ``write_stdin`` and
+        ``close_stdin``; otherwise its stdin is ``/dev/null``.
+        """
         self.start()
-        return self.exec_now(argv, env=env, cwd=cwd, on_stdout=on_stdout, on_stderr=on_stderr)
+        return self.exec_now(
+            argv, env=env, cwd=cwd, on_stdout=on_stdout, on_stderr=on_stderr, stdin=stdin
+        )
 
     def run(
         self,
@@ -174,9 +183,24 @@ class Box:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         timeout: float | None = None,
+        input: bytes | None = None,
     ) -> ExecResult:
-        """Run ``argv`` to completion and collect its output, like ``subprocess.run``."""
-        return self.exec(argv, env=env, cwd=cwd).wait(timeout)
+        """Run ``argv`` to completion and collect its output, like ``subprocess.run``.
+
+        ``input`` is fed to its stdin, then EOF; a process that exits before
+        reading it all is not an error (as with ``subprocess.run``).
+        """
+        execution = self.exec(argv, env=env, cwd=cwd, stdin=input is not None)
+        if input is not None:
+            feed_input(execution, input)
+        return execution.wait(timeout)
+
+
+def feed_input(execution: Execution, data: bytes) -> None:
+    """Write all of data then EOF, unless the process stops taking it."""
+    with contextlib.suppress(ExecClosedError):
+        execution.write_stdin(data)
+        execution.close_stdin()
 
 
 def remove_tree(path: Path) -> None:

@@ -26,6 +26,7 @@ from .errors import ErrorCode, RuntimeClosedError, check, error_for
 from .registry import REGISTRY
 
 DRAIN_BATCH = 256
+WRITE_MAX = lib.BOXLITE_EXEC_WRITE_MAX
 T = TypeVar("T")
 
 
@@ -235,9 +236,12 @@ class NativeRuntime:
         env: Sequence[str],
         cwd: str | None,
         sink: ExecSink,
+        *,
+        stdin: bool = False,
     ) -> int:
         keep: list[Any] = []
         opts = ffi.new("boxlite_exec_options *")
+        opts.flags = lib.BOXLITE_EXEC_STDIN if stdin else 0
         opts.argv = _cstrings(argv, keep)
         opts.env = _cstrings(env, keep)
         if cwd is not None:
@@ -252,6 +256,14 @@ class NativeRuntime:
             token, lambda rt: lib.boxlite_exec_start(rt, box, opts, callbacks, out)
         )
         return int(out[0])
+
+    def exec_write(self, execution: int, data: bytes | bytearray | memoryview) -> Future[None]:
+        """Completes once the process's stdin pipe has taken every byte."""
+        return self._begin(lib.boxlite_exec_write, execution, ffi.from_buffer(data), len(data))
+
+    def exec_close_stdin(self, execution: int) -> None:
+        with self._use() as rt:
+            check(lib.boxlite_exec_close_stdin(rt, execution))
 
     def exec_signal(self, execution: int, sig: int) -> None:
         with self._use() as rt:

@@ -7,11 +7,12 @@ import enum
 import os
 import signal as signal_module
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .core import WRITE_MAX
 from .errors import (
     ErrorCode,
     ExecClosedError,
@@ -210,10 +211,39 @@ class Execution:
         """Send signal ``sig`` (1..64) to the execution's process group."""
         if not 1 <= int(sig) <= MAX_SIGNAL:
             raise InvalidArgumentError(f"signal {sig} is not in 1..{MAX_SIGNAL}")
+        with self._while_running():
+            self._sink.native.exec_signal(self._sink.handle, int(sig))
+
+    def write_future(self, data: bytes | bytearray | memoryview) -> Future[None]:
+        """Start writing ``data`` (at most ``WRITE_MAX`` bytes) to stdin."""
+        with self._while_running():
+            return self._sink.native.exec_write(self._sink.handle, data)
+
+    def write_stdin(
+        self, data: bytes | bytearray | memoryview, timeout: float | None = None
+    ) -> None:
+        """Write to the process's stdin; returns once its pipe has taken it all.
+
+        Blocks while the process does not read (backpressure).  Needs
+        ``exec(..., stdin=True)``; ``ExecClosedError`` once stdin is closed,
+        the process closed it, or the execution ended.
+        """
+        view = memoryview(data).cast("B")
+        for offset in range(0, len(view), WRITE_MAX):
+            self.write_future(view[offset : offset + WRITE_MAX]).result(timeout)
+
+    def close_stdin(self) -> None:
+        """End of input (EOF) after everything written; closing twice is harmless."""
+        with self._while_running():
+            self._sink.native.exec_close_stdin(self._sink.handle)
+
+    @contextlib.contextmanager
+    def _while_running(self) -> Iterator[None]:
+        """Map "this execution has ended" onto ExecClosedError, whichever way it shows."""
         if self.done:
             raise ExecClosedError("the execution has ended")
         try:
-            self._sink.native.exec_signal(self._sink.handle, int(sig))
+            yield
         except InvalidArgumentError as exc:
             # The handle is released when the Exit arrives: the race is lost.
             if exc.code == ErrorCode.INVALID_HANDLE:

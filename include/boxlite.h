@@ -165,10 +165,16 @@ int boxlite_box_free(boxlite_runtime *rt, boxlite_handle box);
 
 /* ---- executions --------------------------------------------------------- */
 
+/* Execution flags (boxlite_exec_options.flags). */
+enum {
+	BOXLITE_EXEC_STDIN = 1, /* stdin is a pipe fed by boxlite_exec_write; else /dev/null */
+};
+
 typedef struct boxlite_exec_options {
 	const char *const *argv; /* required, NULL-terminated, at least one element */
 	const char *const *env;  /* NULL-terminated "K=V" list; NULL means empty */
 	const char *cwd;         /* NULL means "/" */
+	uint32_t flags;          /* BOXLITE_EXEC_* */
 } boxlite_exec_options;
 
 typedef struct boxlite_exec_callbacks {
@@ -184,6 +190,23 @@ int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box, const boxlite_ex
 /* Send signal sig (1..64) to the execution's process group.  EXEC_CLOSED once
  * its Exit has been claimed. */
 int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle exec, int sig);
+/* Largest len one boxlite_exec_write accepts. */
+enum { BOXLITE_EXEC_WRITE_MAX = 16 << 20 };
+
+/*
+ * Write len bytes (may be 0) to the stdin of an execution started with
+ * BOXLITE_EXEC_STDIN; writes arrive in call order.  cb gets OK once the
+ * process's stdin pipe has taken every byte - a process that does not read
+ * holds the write back - or EXEC_CLOSED if its stdin went away first (the
+ * process closed it or ended).  Refused synchronously with INVALID_STATE
+ * without a stdin pipe, EXEC_CLOSED after boxlite_exec_close_stdin or the Exit.
+ */
+int boxlite_exec_write(boxlite_runtime *rt, boxlite_handle exec, const uint8_t *data, size_t len,
+		       boxlite_done_cb cb, void *user_data);
+/* End of input, after every write made before it.  Closing twice succeeds;
+ * EXEC_CLOSED once the Exit has been claimed. */
+int boxlite_exec_close_stdin(boxlite_runtime *rt, boxlite_handle exec);
+
 /* Release the handle.  A running execution is killed and its Exit reports
  * FORCE_CLOSED. */
 int boxlite_exec_free(boxlite_runtime *rt, boxlite_handle exec);

@@ -84,10 +84,21 @@ struct bl_box {
 	struct bl_attachment *att; /* reactor-owned while the box runs */
 };
 
+/* A stdin write waiting for the agent's acknowledgements (reactor). */
+struct bl_write {
+	struct bl_write *next;
+	struct bl_op *op;
+	size_t remaining; /* bytes not yet acknowledged */
+};
+
 struct bl_exec {
 	atomic_int refs;
 	uint64_t id; /* its handle, also its id on the wire */
 	struct bl_box *box;
+	bool has_stdin;    /* immutable */
+	bool stdin_closed; /* close requested (rt->lock) */
+	bool stdin_gone;   /* the agent said its stdin is gone (reactor) */
+	struct bl_write *writes, *writes_tail; /* in write order (reactor) */
 	boxlite_output_cb on_output;
 	void *user_data;
 	struct bl_event *exit_ev; /* preallocated Exit; posted by the claimer */
@@ -101,6 +112,9 @@ struct bl_exec {
 struct bl_op *bl_op_begin(boxlite_runtime *rt, boxlite_done_cb cb, void *user_data);
 /* Claim and post the completion (unless close claimed it), then free op. */
 void bl_op_complete(boxlite_runtime *rt, struct bl_op *op, int status, const char *message);
+/* Drop an op whose call is failing synchronously: no callback will run.
+ * The caller holds rt->lock since bl_op_begin, so close cannot have claimed it. */
+void bl_op_abandon_locked(boxlite_runtime *rt, struct bl_op *op);
 
 /* ---- box.c ---- */
 void bl_box_ref(struct bl_box *box);
@@ -145,6 +159,10 @@ int bl_reactor_attach(struct bl_reactor *r, struct bl_box *box, int pidfd, int c
 int bl_reactor_send_exec(struct bl_reactor *r, struct bl_exec *ex, uint8_t *frame, size_t len);
 int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig);
 int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex);
+/* frames: STDIN frames holding len bytes in all (NULL when len is 0). */
+int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op *op, uint8_t *frames,
+			  size_t frames_len, size_t len);
+int bl_reactor_close_stdin(struct bl_reactor *r, struct bl_exec *ex);
 /* Runtime close: kill every box, end every execution.  Never fails. */
 void bl_reactor_close(struct bl_reactor *r);
 /* Wait until every attached box is reaped, then join and free. */

@@ -40,7 +40,8 @@ void bl_exec_end(struct bl_exec *ex, int outcome, int error)
 	bl_exec_post_exit(ex, &e);
 }
 
-static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks *cbs)
+static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks *cbs,
+				uint32_t flags)
 {
 	struct bl_exec *ex = calloc(1, sizeof *ex);
 	if (!ex)
@@ -53,6 +54,7 @@ static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks
 	}
 	atomic_init(&ex->refs, 1);
 	atomic_init(&ex->exit_claimed, false);
+	ex->has_stdin = flags & BOXLITE_EXEC_STDIN;
 	ex->on_output = cbs->on_output;
 	ex->user_data = cbs->user_data;
 	ex->box = box;
@@ -68,14 +70,16 @@ static uint8_t *encode_exec(const boxlite_exec_options *o, size_t *len)
 	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + payload);
 	if (!frame)
 		return NULL;
-	bl_exec_encode(o->argv, o->env, o->cwd, frame + BL_FRAME_HEADER_SIZE);
+	bl_exec_encode(o->argv, o->env, o->cwd, o->flags & BOXLITE_EXEC_STDIN ? BL_EXEC_STDIN : 0,
+		       frame + BL_FRAME_HEADER_SIZE);
 	*len = BL_FRAME_HEADER_SIZE + payload;
 	return frame;
 }
 
 static bool valid_options(const boxlite_exec_options *o, const boxlite_exec_callbacks *cbs)
 {
-	return o && cbs && cbs->on_output && cbs->on_exit && o->argv && o->argv[0];
+	return o && cbs && cbs->on_output && cbs->on_exit && o->argv && o->argv[0] &&
+	       (o->flags & ~(uint32_t)BOXLITE_EXEC_STDIN) == 0;
 }
 
 int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_exec_options *options,
@@ -99,7 +103,7 @@ int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_
 		rc = BOXLITE_ERR_INVALID_HANDLE;
 	else if (box->state != BL_BOX_RUNNING)
 		rc = BOXLITE_ERR_INVALID_STATE;
-	else if (!(ex = exec_new(box, callbacks)))
+	else if (!(ex = exec_new(box, callbacks, options->flags)))
 		rc = BOXLITE_ERR_NO_MEMORY;
 	else if (!(ex->id = bl_handles_add(&rt->handles, BL_HANDLE_EXEC, ex)))
 		rc = BOXLITE_ERR_NO_MEMORY;
@@ -138,6 +142,87 @@ int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig)
 		rc = BOXLITE_ERR_EXEC_CLOSED;
 	else
 		rc = bl_reactor_signal_exec(rt->reactor, ex, sig);
+	pthread_mutex_unlock(&rt->lock);
+	return rc;
+}
+
+/* STDIN frames for data, each at most BL_FRAME_DATA_CHUNK bytes. */
+static uint8_t *encode_stdin(uint64_t id, const uint8_t *data, size_t len, size_t *frames_len)
+{
+	size_t n_frames = (len + BL_FRAME_DATA_CHUNK - 1) / BL_FRAME_DATA_CHUNK;
+	*frames_len = len + n_frames * BL_FRAME_HEADER_SIZE;
+	uint8_t *frames = malloc(*frames_len ? *frames_len : 1);
+	if (!frames)
+		return NULL;
+	uint8_t *p = frames;
+	for (size_t off = 0; off < len; off += BL_FRAME_DATA_CHUNK) {
+		size_t n = len - off < BL_FRAME_DATA_CHUNK ? len - off : BL_FRAME_DATA_CHUNK;
+		struct bl_frame_header h = {.len = (uint32_t)n, .type = BL_FRAME_STDIN, .id = id};
+		bl_header_encode(&h, p);
+		memcpy(p + BL_FRAME_HEADER_SIZE, data + off, n);
+		p += BL_FRAME_HEADER_SIZE + n;
+	}
+	return frames;
+}
+
+/* Under rt->lock: the execution if its stdin can take more, else NULL + rc. */
+static struct bl_exec *stdin_target_locked(boxlite_runtime *rt, boxlite_handle h, int *rc)
+{
+	struct bl_exec *ex = rt->closed ? NULL : bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
+	if (rt->closed)
+		*rc = BOXLITE_ERR_RUNTIME_CLOSED;
+	else if (!ex)
+		*rc = BOXLITE_ERR_INVALID_HANDLE;
+	else if (!ex->has_stdin)
+		*rc = BOXLITE_ERR_INVALID_STATE;
+	else if (atomic_load(&ex->exit_claimed))
+		*rc = BOXLITE_ERR_EXEC_CLOSED;
+	else
+		*rc = BOXLITE_OK;
+	return *rc == BOXLITE_OK ? ex : NULL;
+}
+
+int boxlite_exec_write(boxlite_runtime *rt, boxlite_handle h, const uint8_t *data, size_t len,
+		       boxlite_done_cb cb, void *user_data)
+{
+	if (!rt || !h || !cb || (len && !data) || len > BOXLITE_EXEC_WRITE_MAX)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	size_t frames_len;
+	uint8_t *frames = encode_stdin(h, data, len, &frames_len);
+	if (!frames)
+		return BOXLITE_ERR_NO_MEMORY;
+	int rc;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = stdin_target_locked(rt, h, &rc);
+	if (ex && ex->stdin_closed)
+		rc = BOXLITE_ERR_EXEC_CLOSED;
+	struct bl_op *op = NULL;
+	if (rc == BOXLITE_OK && !(op = bl_op_begin(rt, cb, user_data)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	if (rc == BOXLITE_OK) {
+		/* Under the lock, so the frames are ordered with close_stdin. */
+		rc = bl_reactor_write_exec(rt->reactor, ex, op, frames, frames_len, len);
+		if (rc == BOXLITE_OK)
+			frames = NULL;
+		else
+			bl_op_abandon_locked(rt, op);
+	}
+	pthread_mutex_unlock(&rt->lock);
+	free(frames);
+	return rc;
+}
+
+int boxlite_exec_close_stdin(boxlite_runtime *rt, boxlite_handle h)
+{
+	if (!rt || !h)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = stdin_target_locked(rt, h, &rc);
+	if (ex && !ex->stdin_closed) {
+		rc = bl_reactor_close_stdin(rt->reactor, ex);
+		ex->stdin_closed = rc == BOXLITE_OK;
+	}
 	pthread_mutex_unlock(&rt->lock);
 	return rc;
 }

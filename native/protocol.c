@@ -59,14 +59,15 @@ static uint8_t *put_strv(uint8_t *p, const char *const *v)
 	return p;
 }
 
-void bl_exec_encode(const char *const *argv, const char *const *envp, const char *cwd, uint8_t *out)
+void bl_exec_encode(const char *const *argv, const char *const *envp, const char *cwd,
+		    uint32_t flags, uint8_t *out)
 {
 	uint32_t argc, envc;
 	strv_size(argv, &argc);
 	strv_size(envp, &envc);
 	put_u32(out, argc);
 	put_u32(out + 4, envc);
-	put_u32(out + 8, 0);
+	put_u32(out + 8, flags);
 	uint8_t *p = put_strv(out + 12, argv);
 	p = put_strv(p, envp);
 	size_t n = (cwd ? strlen(cwd) : 0);
@@ -115,6 +116,7 @@ int bl_exec_decode(uint8_t *payload, size_t len, struct bl_exec_request *req)
 	}
 	req->argc = argc;
 	req->envc = envc;
+	req->flags = get_u32(payload + 8);
 	req->cwd = cwd[0][0] ? cwd[0] : "/";
 	return 0;
 }

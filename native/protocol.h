@@ -26,12 +26,17 @@ enum bl_frame_type {
 	/* host -> agent */
 	BL_FRAME_EXEC = 1,        /* id: exec id; payload: bl_exec_request encoding */
 	BL_FRAME_SIGNAL = 2,      /* id: exec id; payload: u32 signal number */
+	BL_FRAME_STDIN = 3,       /* id: exec id; payload: bytes for its stdin */
+	BL_FRAME_STDIN_CLOSE = 4, /* id: exec id; no payload: EOF after what was sent */
 	/* agent -> host */
 	BL_FRAME_HELLO = 64,      /* id: 0; payload: u32 protocol version */
 	BL_FRAME_STARTED = 65,    /* id: exec id; payload: u32 pid (in the box) */
 	BL_FRAME_STDOUT = 66,     /* id: exec id; payload: raw bytes */
 	BL_FRAME_STDERR = 67,     /* id: exec id; payload: raw bytes */
 	BL_FRAME_EXIT = 68,       /* id: exec id; payload: bl_exit_payload */
+	BL_FRAME_STDIN_ACK = 69,  /* id: exec id; payload: u32 stdin bytes now in its pipe */
+	BL_FRAME_STDIN_CLOSED = 70, /* id: exec id; no payload: its stdin is gone, the
+				     * bytes not yet acknowledged were dropped */
 };
 
 struct bl_frame_header {
@@ -58,14 +63,18 @@ struct bl_exit_payload {
 
 /*
  * EXEC payload encoding:
- *   u32 argc, u32 envc, u32 flags (reserved, 0),
+ *   u32 argc, u32 envc, u32 flags (BL_EXEC_*),
  *   then argc NUL-terminated strings, envc NUL-terminated "K=V" strings,
  *   then one NUL-terminated working directory ("" means "/").
  * argc >= 1.  The agent resolves argv[0] through PATH from the given env.
  */
+/* EXEC flags. */
+#define BL_EXEC_STDIN 1u /* stdin is a pipe fed by STDIN frames (else /dev/null) */
+
 struct bl_exec_request {
 	uint32_t argc;
 	uint32_t envc;
+	uint32_t flags;
 	char **argv; /* argc entries + NULL, pointing into the payload */
 	char **envp; /* envc entries + NULL, pointing into the payload */
 	const char *cwd;
@@ -81,7 +90,8 @@ void bl_header_decode(const uint8_t in[BL_FRAME_HEADER_SIZE], struct bl_frame_he
  */
 size_t bl_exec_encoded_size(const char *const *argv, const char *const *envp, const char *cwd);
 /* Write the EXEC payload into out (bl_exec_encoded_size bytes). */
-void bl_exec_encode(const char *const *argv, const char *const *envp, const char *cwd, uint8_t *out);
+void bl_exec_encode(const char *const *argv, const char *const *envp, const char *cwd,
+		    uint32_t flags, uint8_t *out);
 /*
  * Parse an EXEC payload in place (payload must stay alive while req is used).
  * Allocates req->argv/envp; returns 0 or -errno (EINVAL for a malformed

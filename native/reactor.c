@@ -49,7 +49,16 @@ struct bl_attachment {
 	bool dead; /* detached; freed after the current epoll batch */
 };
 
-enum cmd_kind { CMD_ATTACH, CMD_EXEC, CMD_SIGNAL, CMD_FORCE_CLOSE, CMD_CLOSE, CMD_QUIT };
+enum cmd_kind {
+	CMD_ATTACH,
+	CMD_EXEC,
+	CMD_SIGNAL,
+	CMD_FORCE_CLOSE,
+	CMD_WRITE,
+	CMD_CLOSE_STDIN,
+	CMD_CLOSE,
+	CMD_QUIT,
+};
 
 struct cmd {
 	struct cmd *next;
@@ -59,6 +68,8 @@ struct cmd {
 	uint8_t *frame;
 	size_t len;
 	int sig;
+	struct bl_op *op;   /* CMD_WRITE */
+	size_t data_len;    /* CMD_WRITE: stdin bytes inside frame */
 };
 
 struct bl_reactor {
@@ -160,6 +171,27 @@ int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex)
 	return exec_cmd(r, CMD_FORCE_CLOSE, ex, NULL, 0, 0);
 }
 
+int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op *op, uint8_t *frames,
+			  size_t frames_len, size_t len)
+{
+	struct cmd *c = cmd_new(CMD_WRITE);
+	if (!c)
+		return BOXLITE_ERR_NO_MEMORY;
+	bl_exec_ref(ex);
+	c->ex = ex;
+	c->frame = frames;
+	c->len = frames_len;
+	c->op = op;
+	c->data_len = len;
+	enqueue(r, c);
+	return BOXLITE_OK;
+}
+
+int bl_reactor_close_stdin(struct bl_reactor *r, struct bl_exec *ex)
+{
+	return exec_cmd(r, CMD_CLOSE_STDIN, ex, NULL, 0, 0);
+}
+
 void bl_reactor_close(struct bl_reactor *r)
 {
 	struct cmd *c = r->close_cmd;
@@ -208,8 +240,38 @@ static void attach(struct bl_reactor *r, struct bl_attachment *a)
 	}
 }
 
+/* Complete every write still waiting for acknowledgement: stdin is gone. */
+static void fail_writes(struct bl_exec *ex)
+{
+	ex->stdin_gone = true;
+	while (ex->writes) {
+		struct bl_write *w = ex->writes;
+		ex->writes = w->next;
+		bl_op_complete(ex->box->rt, w->op, BOXLITE_ERR_EXEC_CLOSED, "stdin is closed");
+		free(w);
+	}
+	ex->writes_tail = NULL;
+}
+
+/* The agent took n more stdin bytes: complete the writes they cover. */
+static void ack_writes(struct bl_exec *ex, size_t n)
+{
+	while (ex->writes && n >= ex->writes->remaining) {
+		struct bl_write *w = ex->writes;
+		n -= w->remaining;
+		ex->writes = w->next;
+		bl_op_complete(ex->box->rt, w->op, BOXLITE_OK, NULL);
+		free(w);
+	}
+	if (!ex->writes)
+		ex->writes_tail = NULL;
+	else
+		ex->writes->remaining -= n;
+}
+
 static void unlink_exec(struct bl_attachment *a, struct bl_exec *ex)
 {
+	fail_writes(ex);
 	for (struct bl_exec **p = &a->execs; *p; p = &(*p)->next) {
 		if (*p == ex) {
 			*p = ex->next;
@@ -401,6 +463,7 @@ static void on_exit_frame(struct bl_attachment *a, const struct bl_frame_header 
 static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 {
 	struct bl_attachment *a = ctx;
+	struct bl_exec *ex;
 	switch (h->type) {
 	case BL_FRAME_HELLO:
 		a->hello = h->len >= 4;
@@ -411,6 +474,17 @@ static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 		break;
 	case BL_FRAME_EXIT:
 		on_exit_frame(a, h, body);
+		break;
+	case BL_FRAME_STDIN_ACK:
+		if (h->len == 4 && (ex = find_exec(a, h->id))) {
+			uint32_t n;
+			memcpy(&n, body, 4);
+			ack_writes(ex, n);
+		}
+		break;
+	case BL_FRAME_STDIN_CLOSED:
+		if ((ex = find_exec(a, h->id)))
+			fail_writes(ex);
 		break;
 	default: /* STARTED and frames from newer agents: nothing to do */
 		break;
@@ -490,6 +564,54 @@ static void run_force_close(struct bl_reactor *r, struct cmd *c)
 		kill_shim(a); /* cannot reach the process: end its box rather than leak it */
 }
 
+static void run_write(struct bl_reactor *r, struct cmd *c)
+{
+	struct bl_exec *ex = c->ex;
+	struct bl_attachment *a = exec_attachment(ex);
+	struct bl_write *w = NULL;
+	bool alive = a && find_exec(a, ex->id) && !ex->stdin_gone && !atomic_load(&ex->exit_claimed);
+	if (!alive || (c->data_len && !(w = malloc(sizeof *w)))) {
+		bl_op_complete(r->rt, c->op, alive ? BOXLITE_ERR_NO_MEMORY : BOXLITE_ERR_EXEC_CLOSED,
+			       NULL);
+		return;
+	}
+	if (c->data_len == 0) { /* nothing to wait for */
+		bl_op_complete(r->rt, c->op, BOXLITE_OK, NULL);
+		return;
+	}
+	if (bl_conn_send(a->conn, c->frame, c->len) < 0) {
+		free(w);
+		bl_op_complete(r->rt, c->op, BOXLITE_ERR_NO_MEMORY, NULL);
+		return;
+	}
+	c->frame = NULL;
+	*w = (struct bl_write){.op = c->op, .remaining = c->data_len};
+	if (ex->writes_tail)
+		ex->writes_tail->next = w;
+	else
+		ex->writes = w;
+	ex->writes_tail = w;
+	flush_conn(r, a);
+}
+
+static void run_close_stdin(struct bl_reactor *r, struct cmd *c)
+{
+	struct bl_attachment *a = exec_attachment(c->ex);
+	if (!a || !find_exec(a, c->ex->id))
+		return;
+	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE);
+	struct bl_frame_header h = {.type = BL_FRAME_STDIN_CLOSE, .id = c->ex->id};
+	if (frame)
+		bl_header_encode(&h, frame);
+	if (!frame || bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE) < 0) {
+		/* The process would wait for EOF forever: end it instead. */
+		free(frame);
+		send_signal_frame(r, a, c->ex->id, SIGKILL);
+		return;
+	}
+	flush_conn(r, a);
+}
+
 static void run_close(struct bl_reactor *r)
 {
 	r->closing = true;
@@ -501,8 +623,10 @@ static void run_close(struct bl_reactor *r)
 	bl_queue_release(&r->rt->queue);
 }
 
-static void free_cmd(struct cmd *c)
+static void free_cmd(struct bl_reactor *r, struct cmd *c)
 {
+	if (c->op) /* a write that never ran (the reactor stopped first) */
+		bl_op_complete(r->rt, c->op, BOXLITE_ERR_RUNTIME_CLOSED, NULL);
 	free(c->frame);
 	if (c->att) { /* an attach that never ran (workers stop before quit) */
 		kill_shim(c->att);
@@ -539,6 +663,13 @@ static void run_commands(struct bl_reactor *r)
 		case CMD_FORCE_CLOSE:
 			run_force_close(r, c);
 			break;
+		case CMD_WRITE:
+			run_write(r, c);
+			c->op = NULL;
+			break;
+		case CMD_CLOSE_STDIN:
+			run_close_stdin(r, c);
+			break;
 		case CMD_CLOSE:
 			run_close(r);
 			break;
@@ -546,7 +677,7 @@ static void run_commands(struct bl_reactor *r)
 			r->quitting = true;
 			break;
 		}
-		free_cmd(c);
+		free_cmd(r, c);
 		c = next;
 	}
 }
@@ -631,7 +762,7 @@ void bl_reactor_free(struct bl_reactor *r)
 	struct cmd *c = r->head; /* none are left in practice; free regardless */
 	while (c) {
 		struct cmd *next = c->next;
-		free_cmd(c);
+		free_cmd(r, c);
 		c = next;
 	}
 	free(r->close_cmd);

@@ -81,6 +81,19 @@ void bl_op_complete(boxlite_runtime *rt, struct bl_op *op, int status, const cha
 	bl_queue_release(&rt->queue);
 }
 
+void bl_op_abandon_locked(boxlite_runtime *rt, struct bl_op *op)
+{
+	if (op->prev)
+		op->prev->next = op->next;
+	else
+		rt->ops = op->next;
+	if (op->next)
+		op->next->prev = op->prev;
+	bl_event_free(op->done_ev);
+	free(op);
+	bl_queue_release(&rt->queue);
+}
+
 /* ---- runtime ---- */
 
 static char *join_path(const char *dir, const char *name)

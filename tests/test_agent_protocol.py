@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HELLO, STARTED, STDOUT, STDERR, EXIT = 64, 65, 66, 67, 68
-EXEC, SIGNAL = 1, 2
+HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED = 64, 65, 66, 67, 68, 69, 70
+EXEC, SIGNAL, STDIN, STDIN_CLOSE = 1, 2, 3, 4
 EXITED, SIGNALED, FAILED = 1, 2, 3
 
 
@@ -199,4 +199,31 @@ def test_a_host_that_stops_reading_bounds_agent_memory(agents: dict[str, Path]) 
     agent.send(SIGNAL, 1, struct.pack("<I", signal.SIGKILL))
     kinds = [k for k, _ in agent.frames_until_exit(1)]
     assert kinds.count(STDOUT) > 8 and kinds[-1] == EXIT
+    agent.finish()
+
+
+def test_stdin_frames_are_acknowledged_as_the_pipe_takes_them(agents: dict[str, Path]) -> None:
+    agent = Agent(agents["asan"])
+    payload = exec_payload(["cat"])
+    flags_at = 8
+    payload = payload[:flags_at] + struct.pack("<I", 1) + payload[flags_at + 4 :]  # BL_EXEC_STDIN
+    agent.send(EXEC, 1, payload)
+    assert agent.recv()[:2] == (STARTED, 1)
+    agent.send(STDIN, 1, b"hello ")
+    agent.send(STDIN, 1, b"world")
+    agent.send(STDIN_CLOSE, 1, b"")
+    acked, out = 0, b""
+    for kind, body in agent.frames_until_exit(1):
+        if kind == STDIN_ACK:
+            acked += struct.unpack("<I", body)[0]
+        elif kind == STDOUT:
+            out += body
+    assert (acked, out) == (11, b"hello world")
+    agent.send(STDIN, 1, b"too late")  # the execution is gone: ignored
+    agent.send(EXEC, 2, exec_payload(["sleep", "30"]))  # no stdin pipe
+    agent.send(STDIN, 2, b"x")
+    assert agent.recv()[:2] == (STARTED, 2)
+    assert agent.recv()[:2] == (STDIN_CLOSED, 2)
+    agent.send(SIGNAL, 2, struct.pack("<I", signal.SIGKILL))
+    assert list(agent.frames_until_exit(2))[-1][0] == EXIT
     agent.finish()

@@ -17,6 +17,9 @@
 
 #include "protocol.h"
 
+/* What an epoll event's data.ptr points at: every source starts with one. */
+enum src_kind { SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_PIPE, SRC_STDIN };
+
 /* ---- outbuf.c: the FIFO of frames for the host ---- */
 
 struct frame {
@@ -43,6 +46,38 @@ bool outbuf_send(struct outbuf *o, uint16_t type, uint64_t id, const void *paylo
 /* ---- executions.c ---- */
 
 struct agent;
+struct execution;
+
+/* One output pipe of an execution, as an epoll source. */
+struct pipe_src {
+	enum src_kind kind; /* SRC_PIPE; first, so the loop can tell sources apart */
+	struct execution *ex;
+	int fd;              /* read end, -1 once closed */
+	uint16_t frame_type; /* BL_FRAME_STDOUT or BL_FRAME_STDERR */
+};
+
+struct in_chunk;
+
+/* The write end of an execution's stdin and what waits to go into it. */
+struct stdin_feed {
+	enum src_kind kind; /* SRC_STDIN */
+	struct execution *ex;
+	int fd; /* -1: never a pipe, closed, or broken */
+	struct in_chunk *head, *tail;
+	bool close_requested;
+	bool watching; /* EPOLLOUT armed */
+};
+
+struct execution {
+	struct execution *next;
+	uint64_t id;
+	pid_t pid;
+	struct pipe_src out, err;
+	struct stdin_feed in;
+	bool reaped;
+	int status;
+	int64_t drain_deadline_ms;
+};
 
 /* Start the execution an EXEC frame asks for (payload is modified). */
 void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len);
@@ -60,12 +95,24 @@ void exec_pause_all(struct agent *ag, bool paused);
 /* Signal every execution's process group (when not PID 1). */
 void exec_kill_all(struct agent *ag, int sig);
 bool exec_none_left(const struct agent *ag);
+/* STDIN and STDIN_CLOSE frames for an execution. */
+void exec_stdin(struct agent *ag, uint64_t id, const uint8_t *data, size_t len);
+void exec_stdin_close(struct agent *ag, uint64_t id);
+
+/* ---- stdin_feed.c: host bytes into a process's stdin, acknowledged ---- */
+
+/* Take over fd (non-blocking write end); -1 means the process has no pipe. */
+void stdin_open(struct agent *ag, struct execution *ex, int fd);
+void stdin_data(struct agent *ag, struct execution *ex, const uint8_t *data, size_t len);
+void stdin_request_close(struct agent *ag, struct execution *ex);
+/* The pipe became writable, or its reader went away. */
+void stdin_ready(struct agent *ag, void *src);
+/* The execution is over: drop what is pending, close the pipe. */
+void stdin_release(struct agent *ag, struct execution *ex);
 /* Free the executions finished during the last epoll batch. */
 void exec_free_dead(struct agent *ag);
 
 /* ---- main.c: the agent's shared state ---- */
-
-enum src_kind { SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_PIPE };
 
 struct agent {
 	int epfd, conn, sigfd, timerfd;

@@ -25,23 +25,6 @@
 #define FINAL_READ_MAX (2u * PIPE_SIZE)
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-struct pipe_src {
-	enum src_kind kind; /* SRC_PIPE; first, so the loop can tell sources apart */
-	struct execution *ex;
-	int fd;            /* read end, -1 once closed */
-	uint16_t frame_type; /* BL_FRAME_STDOUT or BL_FRAME_STDERR */
-};
-
-struct execution {
-	struct execution *next;
-	uint64_t id;
-	pid_t pid;
-	struct pipe_src out, err;
-	bool reaped;
-	int status;
-	int64_t drain_deadline_ms;
-};
-
 /* ---- lookup and teardown ---- */
 
 static struct execution *find(struct agent *ag, uint64_t id)
@@ -75,6 +58,7 @@ static void maybe_finish(struct agent *ag, struct execution *ex)
 {
 	if (!ex->reaped || ex->out.fd >= 0 || ex->err.fd >= 0)
 		return;
+	stdin_release(ag, ex);
 	if (WIFSIGNALED(ex->status))
 		send_exit(ag, ex->id, BL_WIRE_SIGNALED, 0, WTERMSIG(ex->status), 0);
 	else
@@ -224,6 +208,20 @@ void exec_kill_all(struct agent *ag, int sig)
 		kill(-ex->pid, sig);
 }
 
+void exec_stdin(struct agent *ag, uint64_t id, const uint8_t *data, size_t len)
+{
+	struct execution *ex = find(ag, id);
+	if (ex) /* an execution already reported ended: its writes already failed */
+		stdin_data(ag, ex, data, len);
+}
+
+void exec_stdin_close(struct agent *ag, uint64_t id)
+{
+	struct execution *ex = find(ag, id);
+	if (ex)
+		stdin_request_close(ag, ex);
+}
+
 void exec_signal(struct agent *ag, uint64_t id, int sig)
 {
 	struct execution *ex = find(ag, id);
@@ -261,27 +259,74 @@ static int use_path_of(const struct bl_exec_request *req)
 
 static int spawn_attrs(posix_spawnattr_t *attr)
 {
-	sigset_t none;
+	sigset_t none, pipe_sig;
 	sigemptyset(&none);
+	sigemptyset(&pipe_sig);
+	sigaddset(&pipe_sig, SIGPIPE);
 	int rc = posix_spawnattr_init(attr);
 	if (rc)
 		return rc;
 	/* Its own session, so a SIGNAL frame reaches the whole process group;
-	 * an empty mask, since ours blocks what signalfd reads. */
+	 * an empty mask, since ours blocks what signalfd reads; SIGPIPE back
+	 * to its default, since we ignore it. */
 	if ((rc = posix_spawnattr_setsigmask(attr, &none)) ||
-	    (rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK)))
+	    (rc = posix_spawnattr_setsigdefault(attr, &pipe_sig)) ||
+	    (rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+							POSIX_SPAWN_SETSIGDEF)))
 		posix_spawnattr_destroy(attr);
 	return rc;
 }
 
-static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd, int out, int err)
+/* The three pipes of an execution: [0] read end, [1] write end. */
+struct stdio_pipes {
+	int in[2], out[2], err[2];
+};
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void close_pipes(struct stdio_pipes *p)
+{
+	int *fds[] = {&p->in[0], &p->in[1], &p->out[0], &p->out[1], &p->err[0], &p->err[1]};
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		close_fd(fds[i]);
+}
+
+/* Output pipes always; a stdin pipe (write end non-blocking) if asked. */
+static int open_pipes(struct stdio_pipes *p, bool with_stdin)
+{
+	p->in[0] = p->in[1] = -1;
+	if (make_pipe(p->out) < 0)
+		return errno;
+	if (make_pipe(p->err) < 0) {
+		int e = errno;
+		close_fd(&p->out[0]);
+		close_fd(&p->out[1]);
+		return e;
+	}
+	if (with_stdin && (pipe2(p->in, O_CLOEXEC | O_NONBLOCK) < 0 ||
+			   fcntl(p->in[0], F_SETFL, 0) < 0)) { /* the reader blocks */
+		int e = errno;
+		close_pipes(p);
+		return e;
+	}
+	return 0;
+}
+
+static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd,
+			 const struct stdio_pipes *p)
 {
 	int rc = posix_spawn_file_actions_init(fa);
 	if (rc)
 		return rc;
-	if ((rc = posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0)) ||
-	    (rc = posix_spawn_file_actions_adddup2(fa, out, 1)) ||
-	    (rc = posix_spawn_file_actions_adddup2(fa, err, 2)) ||
+	if ((rc = p->in[0] >= 0 ? posix_spawn_file_actions_adddup2(fa, p->in[0], 0)
+				: posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0)) ||
+	    (rc = posix_spawn_file_actions_adddup2(fa, p->out[1], 1)) ||
+	    (rc = posix_spawn_file_actions_adddup2(fa, p->err[1], 2)) ||
 	    (rc = posix_spawn_file_actions_addchdir_np(fa, cwd)))
 		posix_spawn_file_actions_destroy(fa);
 	return rc;
@@ -290,14 +335,15 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd, int ou
 /* glibc's posix_spawn shares our memory until the exec (CLONE_VFORK), which
  * is what makes a warm exec cheap, and reports exec and chdir failures as
  * its return value. */
-static int spawn_process(const struct bl_exec_request *req, int out, int err, pid_t *pid)
+static int spawn_process(const struct bl_exec_request *req, const struct stdio_pipes *p,
+			 pid_t *pid)
 {
 	posix_spawnattr_t attr;
 	posix_spawn_file_actions_t fa;
 	int rc = use_path_of(req);
 	if (rc || (rc = spawn_attrs(&attr)))
 		return rc;
-	if ((rc = spawn_actions(&fa, req->cwd, out, err)) == 0) {
+	if ((rc = spawn_actions(&fa, req->cwd, p)) == 0) {
 		rc = posix_spawnp(pid, req->argv[0], &fa, &attr, req->argv, req->envp);
 		posix_spawn_file_actions_destroy(&fa);
 	}
@@ -305,40 +351,33 @@ static int spawn_process(const struct bl_exec_request *req, int out, int err, pi
 	return rc;
 }
 
-static struct execution *spawn(uint64_t id, const struct bl_exec_request *req, int *err)
+static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_exec_request *req,
+			       int *err)
 {
-	int out[2], errp[2];
 	struct execution *ex = calloc(1, sizeof *ex);
 	if (!ex) {
 		*err = ENOMEM;
 		return NULL;
 	}
-	if (make_pipe(out) < 0) {
-		*err = errno;
-		free(ex);
-		return NULL;
-	}
-	if (make_pipe(errp) < 0) {
-		*err = errno;
-		close(out[0]);
-		close(out[1]);
-		free(ex);
-		return NULL;
-	}
+	struct stdio_pipes p;
 	pid_t pid = 0;
-	*err = spawn_process(req, out[1], errp[1], &pid);
-	close(out[1]);
-	close(errp[1]);
+	*err = open_pipes(&p, req->flags & BL_EXEC_STDIN);
+	if (!*err)
+		*err = spawn_process(req, &p, &pid);
+	/* The child's ends are the child's alone now. */
+	close_fd(&p.in[0]);
+	close_fd(&p.out[1]);
+	close_fd(&p.err[1]);
 	if (*err) {
-		close(out[0]);
-		close(errp[0]);
+		close_pipes(&p);
 		free(ex);
 		return NULL;
 	}
 	ex->id = id;
 	ex->pid = pid;
-	ex->out = (struct pipe_src){SRC_PIPE, ex, out[0], BL_FRAME_STDOUT};
-	ex->err = (struct pipe_src){SRC_PIPE, ex, errp[0], BL_FRAME_STDERR};
+	ex->out = (struct pipe_src){SRC_PIPE, ex, p.out[0], BL_FRAME_STDOUT};
+	ex->err = (struct pipe_src){SRC_PIPE, ex, p.err[0], BL_FRAME_STDERR};
+	stdin_open(ag, ex, p.in[1]);
 	return ex;
 }
 
@@ -351,7 +390,7 @@ void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len)
 		return;
 	}
 	int err = 0;
-	struct execution *ex = find(ag, id) ? NULL : spawn(id, &req, &err);
+	struct execution *ex = find(ag, id) ? NULL : spawn(ag, id, &req, &err);
 	bl_exec_request_release(&req);
 	if (!ex) {
 		exec_refuse(ag, id, err ? err : EEXIST);

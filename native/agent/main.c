@@ -112,6 +112,9 @@ static void setup(struct agent *ag)
 	ag->conn = CONN_FD;
 	if (prctl(PR_SET_NAME, "boxlite-agent", 0, 0, 0) < 0)
 		agent_die("prctl(PR_SET_NAME)");
+	/* A process closing its stdin is an EPIPE to handle, not our death. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		agent_die("signal(SIGPIPE)");
 	ag->pid1 = getpid() == 1;
 	/* Outside a pid namespace (tests), still be the reaper of orphans. */
 	if (!ag->pid1 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
@@ -173,6 +176,12 @@ static void on_frame(struct agent *ag, const struct bl_frame_header *h, uint8_t 
 			exec_refuse(ag, h->id, ESHUTDOWN);
 		else
 			exec_start(ag, h->id, body, h->len);
+		break;
+	case BL_FRAME_STDIN:
+		exec_stdin(ag, h->id, body, h->len);
+		break;
+	case BL_FRAME_STDIN_CLOSE:
+		exec_stdin_close(ag, h->id);
 		break;
 	case BL_FRAME_SIGNAL:
 		if (h->len == 4) {
@@ -287,6 +296,9 @@ static void dispatch(struct agent *ag, const struct epoll_event *ev)
 		break;
 	case SRC_PIPE:
 		exec_pipe_ready(ag, ev->data.ptr);
+		break;
+	case SRC_STDIN:
+		stdin_ready(ag, ev->data.ptr);
 		break;
 	}
 }

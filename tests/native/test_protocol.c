@@ -25,10 +25,10 @@ static void test_exec_roundtrip(void)
 	CHECK(n > 0);
 	uint8_t *buf = malloc(n);
 	CHECK(buf);
-	bl_exec_encode(argv, envp, "/tmp", buf);
+	bl_exec_encode(argv, envp, "/tmp", BL_EXEC_STDIN, buf);
 	struct bl_exec_request req;
 	CHECK(bl_exec_decode(buf, n, &req) == 0);
-	CHECK(req.argc == 3 && req.envc == 2);
+	CHECK(req.argc == 3 && req.envc == 2 && req.flags == BL_EXEC_STDIN);
 	CHECK(strcmp(req.argv[1], "a\tb") == 0 && strcmp(req.argv[2], "") == 0 && !req.argv[3]);
 	CHECK(strcmp(req.envp[1], "EMPTY=") == 0 && !req.envp[2]);
 	CHECK(strcmp(req.cwd, "/tmp") == 0);
@@ -42,10 +42,10 @@ static void test_exec_defaults(void)
 	size_t n = bl_exec_encoded_size(argv, NULL, NULL);
 	uint8_t *buf = malloc(n);
 	CHECK(buf);
-	bl_exec_encode(argv, NULL, NULL, buf);
+	bl_exec_encode(argv, NULL, NULL, 0, buf);
 	struct bl_exec_request req;
 	CHECK(bl_exec_decode(buf, n, &req) == 0);
-	CHECK(req.envc == 0 && req.envp[0] == NULL && strcmp(req.cwd, "/") == 0);
+	CHECK(req.envc == 0 && req.envp[0] == NULL && strcmp(req.cwd, "/") == 0 && req.flags == 0);
 	bl_exec_request_release(&req);
 	free(buf);
 }

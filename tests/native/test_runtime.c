@@ -87,6 +87,17 @@ static void test_null_arguments_are_refused(void)
 	CHECK(boxlite_exec_free(rt, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_exec_signal(rt, h, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_exec_signal(rt, h, 65) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_write(rt, 0, (const uint8_t *)"x", 1, on_done, &r) ==
+	      BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_write(rt, h, NULL, 1, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_write(rt, h, (const uint8_t *)"x", 1, NULL, &r) ==
+	      BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_write(rt, h, (const uint8_t *)"x", BOXLITE_EXEC_WRITE_MAX + 1, on_done,
+				 &r) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_write(rt, h, (const uint8_t *)"x", 1, on_done, &r) ==
+	      BOXLITE_ERR_INVALID_HANDLE); /* a box handle */
+	CHECK(boxlite_exec_close_stdin(rt, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_close_stdin(rt, h) == BOXLITE_ERR_INVALID_HANDLE);
 	/* A box handle is not an exec handle; a forged one finds nothing. */
 	CHECK(boxlite_exec_free(rt, h) == BOXLITE_ERR_INVALID_HANDLE);
 	CHECK(boxlite_box_free(rt, h ^ (1ull << 40)) == BOXLITE_ERR_INVALID_HANDLE);
