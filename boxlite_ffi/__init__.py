@@ -28,7 +28,7 @@ from .errors import (
 )
 from .execution import ExecResult, Execution, Outcome
 from .runtime import Runtime
-from .streams import OutputStream
+from .streams import ChunkStream, OutputChunk, OutputStream
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "Box",
     "BoxliteError",
     "BoxliteTimeoutError",
+    "ChunkStream",
     "EngineError",
     "ErrorCode",
     "ExecClosedError",
@@ -50,6 +51,7 @@ __all__ = [
     "NotFoundError",
     "OutOfMemoryError",
     "Outcome",
+    "OutputChunk",
     "OutputStream",
     "ProtocolError",
     "Runtime",

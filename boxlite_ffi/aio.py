@@ -21,7 +21,7 @@ from . import runtime as _runtime
 from .core import WRITE_MAX
 from .errors import ExecClosedError
 from .execution import ExecResult, OutputCallback
-from .streams import OutputStream
+from .streams import ChunkStream, OutputChunk, OutputStream
 
 
 class Execution:
@@ -43,6 +43,11 @@ class Execution:
     @property
     def stderr(self) -> OutputStream:
         return self._inner.stderr
+
+    @property
+    def output(self) -> ChunkStream[OutputChunk]:
+        """``async for chunk in execution.output`` (``ordered_output=True``)."""
+        return self._inner.output
 
     @property
     def done(self) -> bool:
@@ -112,10 +117,17 @@ class Box:
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
         stdin: bool = False,
+        ordered_output: bool = False,
     ) -> Execution:
         await self.start()
         inner = self._inner.exec_now(
-            argv, env=env, cwd=cwd, on_stdout=on_stdout, on_stderr=on_stderr, stdin=stdin
+            argv,
+            env=env,
+            cwd=cwd,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            stdin=stdin,
+            ordered_output=ordered_output,
         )
         return Execution(inner)
 

@@ -145,11 +145,12 @@ class Box:
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
         stdin: bool = False,
+        ordered_output: bool = False,
     ) -> Execution:
         """Start an execution in the running box (no implicit start)."""
         args = check_argv(argv)
         environment = env_list(self._env, env)
-        sink = _ExecSink(self._native, on_stdout, on_stderr)
+        sink = _ExecSink(self._native, on_stdout, on_stderr, ordered_output)
         handle = self._native.exec_start(
             self._handle, args, environment, cwd or self._workdir, sink, stdin=stdin
         )
@@ -165,15 +166,24 @@ class Box:
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
         stdin: bool = False,
+        ordered_output: bool = False,
     ) -> Execution:
         """Run ``argv`` in the box, starting the box first if needed.
 
         ``stdin=True`` gives the process a stdin pipe for ``write_stdin`` and
         ``close_stdin``; otherwise its stdin is ``/dev/null``.
+        ``ordered_output=True`` delivers stdout and stderr together through
+        ``Execution.output``, numbered in one sequence.
         """
         self.start()
         return self.exec_now(
-            argv, env=env, cwd=cwd, on_stdout=on_stdout, on_stderr=on_stderr, stdin=stdin
+            argv,
+            env=env,
+            cwd=cwd,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            stdin=stdin,
+            ordered_output=ordered_output,
         )
 
     def run(

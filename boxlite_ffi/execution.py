@@ -21,7 +21,7 @@ from .errors import (
     RuntimeClosedError,
     error_for,
 )
-from .streams import OutputStream
+from .streams import ChunkStream, OutputChunk, OutputStream
 
 if TYPE_CHECKING:
     from .core import NativeRuntime
@@ -92,6 +92,7 @@ class _ExecSink:
         native: NativeRuntime,
         on_stdout: OutputCallback | None,
         on_stderr: OutputCallback | None,
+        ordered: bool = False,
     ) -> None:
         self.native = native
         self.handle = 0
@@ -100,13 +101,28 @@ class _ExecSink:
         self.stdout = OutputStream("stdout")
         self.stderr = OutputStream("stderr")
         self.exited: Future[_Exit] = Future()
+        self.output: ChunkStream[OutputChunk] | None = ChunkStream("output") if ordered else None
+        self._seq = 0
         self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
         self._streams = {STDOUT: self.stdout, STDERR: self.stderr}
 
+    def _close_streams(self) -> None:
+        self.stdout._close()
+        self.stderr._close()
+        if self.output is not None:
+            self.output._close()
+
     def on_output(self, stream: int, data: bytes) -> None:
+        # One numbering across both streams: the order the agent read them,
+        # which is the order the process wrote them when it writes slower
+        # than the agent drains its pipes.
+        seq = self._seq
+        self._seq += 1
         callback = self._callbacks.get(stream)
         if callback is not None:
             callback(data)
+        elif self.output is not None:
+            self.output._push(OutputChunk(seq, self._streams[stream].name, data))
         else:
             self._streams[stream]._push(data)
 
@@ -124,8 +140,7 @@ class _ExecSink:
             self.native.exec_free(self.handle)
 
     def on_exit(self, outcome: int, code: int, signal: int, error: int, os_error: int) -> None:
-        self.stdout._close()
-        self.stderr._close()
+        self._close_streams()
         with self._lock:
             self._ended = True
             attached = self.handle != 0
@@ -139,8 +154,7 @@ class _ExecSink:
         )
 
     def on_closed(self) -> None:
-        self.stdout._close()
-        self.stderr._close()
+        self._close_streams()
         self.exited.set_exception(RuntimeClosedError())
 
 
@@ -173,6 +187,13 @@ class Execution:
         return self._sink.stderr
 
     @property
+    def output(self) -> ChunkStream[OutputChunk]:
+        """Both streams in one order, each chunk numbered (``ordered_output=True``)."""
+        if self._sink.output is None:
+            raise InvalidStateError("start the execution with ordered_output=True")
+        return self._sink.output
+
+    @property
     def done(self) -> bool:
         return self._sink.exited.done()
 
@@ -196,8 +217,8 @@ class Execution:
                     outcome=end.outcome,
                     exit_code=end.exit_code,
                     signal=end.signal,
-                    stdout=self.stdout._take_unread(),
-                    stderr=self.stderr._take_unread(),
+                    stdout=b"".join(self.stdout._take_unread()),
+                    stderr=b"".join(self.stderr._take_unread()),
                     os_error=end.os_error,
                 )
             return self._result

@@ -1,10 +1,12 @@
-"""OutputStream: one execution's stdout or stderr, as bytes chunks.
+"""Streams of an execution's output.
 
-The drain thread pushes chunks; any number of threads or asyncio tasks read
-them.  Chunks are exactly what the native core delivered: no decoding, no
-re-splitting (invariant 3).  Text is an opt-in view: ``text()`` and
-``lines()`` decode with an incremental decoder, so a character split
-across chunks arrives whole.
+``ChunkStream`` is the mechanism: the drain thread pushes items, any number
+of threads or asyncio tasks read them.  ``OutputStream`` is one of stdout or
+stderr as bytes chunks, exactly what the native core delivered: no decoding,
+no re-splitting (invariant 3).  Text is an opt-in view: ``text()`` and
+``lines()`` decode with an incremental decoder, so a character split across
+chunks arrives whole.  ``OutputChunk`` items carry one sequence number across
+both streams, for executions started with ``ordered_output=True``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,19 @@ import codecs
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """One chunk of output with its place among both streams' chunks."""
+
+    seq: int
+    stream: str  # "stdout" or "stderr"
+    data: bytes
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -21,17 +36,19 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class OutputStream:
+class ChunkStream(Generic[T]):
+    """Items pushed by the drain thread, read until the stream is closed."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._cond = threading.Condition()
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[T] = deque()
         self._closed = False
         self._has_reader = False
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def __repr__(self) -> str:
-        return f"<OutputStream {self.name} closed={self._closed}>"
+        return f"<{type(self).__name__} {self.name} closed={self._closed}>"
 
     # ---- producer side (drain thread) --------------------------------
 
@@ -43,9 +60,9 @@ class OutputStream:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_wake, fut)
 
-    def _push(self, data: bytes) -> None:
+    def _push(self, item: T) -> None:
         with self._cond:
-            self._chunks.append(data)
+            self._chunks.append(item)
             self._notify()
 
     def _close(self) -> None:
@@ -53,27 +70,49 @@ class OutputStream:
             self._closed = True
             self._notify()
 
-    def _take_unread(self) -> bytes:
+    def _take_unread(self) -> list[T]:
         """Everything buffered, unless someone iterates this stream."""
         with self._cond:
             if self._has_reader:
-                return b""
-            data = b"".join(self._chunks)
+                return []
+            items = list(self._chunks)
             self._chunks.clear()
-        return data
+        return items
 
     # ---- consumer side --------------------------------------------------
 
-    def _next(self, timeout: float | None = None) -> bytes | None:
+    def _next(self, timeout: float | None = None) -> T | None:
         with self._cond:
             self._has_reader = True
             self._cond.wait_for(lambda: self._chunks or self._closed, timeout)
             return self._chunks.popleft() if self._chunks else None
 
-    def __iter__(self) -> Iterator[bytes]:
-        """Chunks as they arrive, until the stream ends."""
+    def __iter__(self) -> Iterator[T]:
+        """Items as they arrive, until the stream ends."""
         while (chunk := self._next()) is not None:
             yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                self._has_reader = True
+                if self._chunks:
+                    chunk: T | None = self._chunks.popleft()
+                elif self._closed:
+                    return
+                else:
+                    chunk = None
+                    fut: asyncio.Future[None] = loop.create_future()
+                    self._async_waiters.append((loop, fut))
+            if chunk is None:
+                await fut
+            else:
+                yield chunk
+
+
+class OutputStream(ChunkStream[bytes]):
+    """stdout or stderr of one execution, as bytes chunks."""
 
     def read(self) -> bytes:
         """Everything until the stream ends."""
@@ -94,24 +133,6 @@ class OutputStream:
         for piece in self.text(encoding, errors):
             yield from splitter.feed(piece)
         yield from splitter.finish()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._cond:
-                self._has_reader = True
-                if self._chunks:
-                    chunk: bytes | None = self._chunks.popleft()
-                elif self._closed:
-                    return
-                else:
-                    chunk = None
-                    fut: asyncio.Future[None] = loop.create_future()
-                    self._async_waiters.append((loop, fut))
-            if chunk is None:
-                await fut
-            else:
-                yield chunk
 
     async def atext(self, encoding: str = "utf-8", errors: str = "strict") -> AsyncIterator[str]:
         """``text()`` for asyncio."""

@@ -171,3 +171,19 @@ def test_wait_never_blocks_kill_from_another_thread(box: boxlite_ffi.Box) -> Non
     waiter.join(timeout=10)
     assert not waiter.is_alive()
     assert results[0].outcome is Outcome.SIGNALED and results[0].exit_code == 137
+
+
+def test_ordered_output_numbers_both_streams_in_one_sequence(box: boxlite_ffi.Box) -> None:
+    script = "for i in 1 2 3; do echo out$i; sleep 0.05; echo err$i >&2; sleep 0.05; done"
+    execution = box.exec(["sh", "-c", script], ordered_output=True)
+    chunks = list(execution.output)
+    assert [c.seq for c in chunks] == sorted(c.seq for c in chunks)
+    assert [(c.stream, c.data) for c in chunks] == [
+        (stream, f"{prefix}{i}\n".encode())
+        for i in (1, 2, 3)
+        for stream, prefix in (("stdout", "out"), ("stderr", "err"))
+    ]
+    result = execution.wait()
+    assert result.ok and result.stdout == b"" and result.stderr == b""
+    with pytest.raises(boxlite_ffi.InvalidStateError):
+        _ = box.exec(["true"]).output
