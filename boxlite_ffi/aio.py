@@ -118,6 +118,7 @@ class Box:
         on_stderr: OutputCallback | None = None,
         stdin: bool = False,
         ordered_output: bool = False,
+        timeout: float | None = None,
     ) -> Execution:
         await self.start()
         inner = self._inner.exec_now(
@@ -128,6 +129,7 @@ class Box:
             on_stderr=on_stderr,
             stdin=stdin,
             ordered_output=ordered_output,
+            timeout=timeout,
         )
         return Execution(inner)
 
@@ -140,12 +142,14 @@ class Box:
         timeout: float | None = None,
         input: bytes | None = None,
     ) -> ExecResult:
-        execution = await self.exec(argv, env=env, cwd=cwd, stdin=input is not None)
+        execution = await self.exec(
+            argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout
+        )
         if input is not None:
             with contextlib.suppress(ExecClosedError):
                 await execution.write_stdin(input)
                 execution.close_stdin()
-        return await asyncio.wait_for(execution.wait(), timeout)
+        return await execution.wait()
 
 
 class Runtime:

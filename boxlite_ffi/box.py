@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,16 @@ def env_list(*layers: Mapping[str, str] | None) -> list[str]:
                 raise InvalidArgumentError(f"invalid environment variable {key!r}")
             merged[key] = value
     return [f"{k}={v}" for k, v in merged.items()]
+
+
+def timeout_millis(timeout: float | None) -> int:
+    """Seconds as the native milliseconds (0: none)."""
+    if timeout is None:
+        return 0
+    ms = math.ceil(timeout * 1000)
+    if not 1 <= ms <= 0xFFFFFFFF:
+        raise InvalidArgumentError(f"timeout must be between 1 ms and 49 days, not {timeout!r}")
+    return ms
 
 
 def check_argv(argv: Sequence[str]) -> list[str]:
@@ -146,13 +157,21 @@ class Box:
         on_stderr: OutputCallback | None = None,
         stdin: bool = False,
         ordered_output: bool = False,
+        timeout: float | None = None,
     ) -> Execution:
         """Start an execution in the running box (no implicit start)."""
         args = check_argv(argv)
         environment = env_list(self._env, env)
+        timeout_ms = timeout_millis(timeout)
         sink = _ExecSink(self._native, on_stdout, on_stderr, ordered_output)
         handle = self._native.exec_start(
-            self._handle, args, environment, cwd or self._workdir, sink, stdin=stdin
+            self._handle,
+            args,
+            environment,
+            cwd or self._workdir,
+            sink,
+            stdin=stdin,
+            timeout_ms=timeout_ms,
         )
         sink.attach(handle)
         return Execution(sink)
@@ -167,13 +186,16 @@ class Box:
         on_stderr: OutputCallback | None = None,
         stdin: bool = False,
         ordered_output: bool = False,
+        timeout: float | None = None,
     ) -> Execution:
         """Run ``argv`` in the box, starting the box first if needed.
 
         ``stdin=True`` gives the process a stdin pipe for ``write_stdin`` and
         ``close_stdin``; otherwise its stdin is ``/dev/null``.
         ``ordered_output=True`` delivers stdout and stderr together through
-        ``Execution.output``, numbered in one sequence.
+        ``Execution.output``, numbered in one sequence.  After ``timeout``
+        seconds its whole process tree gets SIGTERM, then SIGKILL 2 s later,
+        and the outcome is ``timed_out`` (exit code 124).
         """
         self.start()
         return self.exec_now(
@@ -184,6 +206,7 @@ class Box:
             on_stderr=on_stderr,
             stdin=stdin,
             ordered_output=ordered_output,
+            timeout=timeout,
         )
 
     def run(
@@ -198,12 +221,13 @@ class Box:
         """Run ``argv`` to completion and collect its output, like ``subprocess.run``.
 
         ``input`` is fed to its stdin, then EOF; a process that exits before
-        reading it all is not an error (as with ``subprocess.run``).
+        reading it all is not an error (as with ``subprocess.run``).  A
+        ``timeout`` ends the process tree (see ``exec``) instead of raising.
         """
-        execution = self.exec(argv, env=env, cwd=cwd, stdin=input is not None)
+        execution = self.exec(argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout)
         if input is not None:
             feed_input(execution, input)
-        return execution.wait(timeout)
+        return execution.wait()
 
 
 def feed_input(execution: Execution, data: bytes) -> None:

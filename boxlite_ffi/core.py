@@ -238,10 +238,12 @@ class NativeRuntime:
         sink: ExecSink,
         *,
         stdin: bool = False,
+        timeout_ms: int = 0,
     ) -> int:
         keep: list[Any] = []
         opts = ffi.new("boxlite_exec_options *")
         opts.flags = lib.BOXLITE_EXEC_STDIN if stdin else 0
+        opts.timeout_ms = timeout_ms
         opts.argv = _cstrings(argv, keep)
         opts.env = _cstrings(env, keep)
         if cwd is not None:

@@ -55,7 +55,7 @@ enum {
 enum {
 	BOXLITE_OUTCOME_EXITED = 1,          /* exit_code is the process's code */
 	BOXLITE_OUTCOME_SIGNALED = 2,        /* signal ended it; exit_code = 128 + signal */
-	BOXLITE_OUTCOME_TIMED_OUT = 3,
+	BOXLITE_OUTCOME_TIMED_OUT = 3,       /* its timeout ended it; exit_code 124 */
 	BOXLITE_OUTCOME_KILLED = 4,
 	BOXLITE_OUTCOME_FORCE_CLOSED = 5,    /* freed while running, or runtime closed */
 	BOXLITE_OUTCOME_LOST = 6,            /* the box went away before reporting it */
@@ -175,6 +175,8 @@ typedef struct boxlite_exec_options {
 	const char *const *env;  /* NULL-terminated "K=V" list; NULL means empty */
 	const char *cwd;         /* NULL means "/" */
 	uint32_t flags;          /* BOXLITE_EXEC_* */
+	uint32_t timeout_ms;     /* 0: none; else its whole process tree is ended after this */
+	uint32_t kill_grace_ms;  /* after a timeout, SIGTERM..SIGKILL; 0 means 2000 */
 } boxlite_exec_options;
 
 typedef struct boxlite_exec_callbacks {

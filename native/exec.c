@@ -6,6 +6,7 @@
 #include "protocol.h"
 
 #define MAX_SIGNAL 64
+#define DEFAULT_KILL_GRACE_MS 2000u
 
 void bl_exec_ref(struct bl_exec *ex) { atomic_fetch_add(&ex->refs, 1); }
 
@@ -70,8 +71,12 @@ static uint8_t *encode_exec(const boxlite_exec_options *o, size_t *len)
 	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + payload);
 	if (!frame)
 		return NULL;
-	bl_exec_encode(o->argv, o->env, o->cwd, o->flags & BOXLITE_EXEC_STDIN ? BL_EXEC_STDIN : 0,
-		       frame + BL_FRAME_HEADER_SIZE);
+	struct bl_exec_params params = {
+		.flags = o->flags & BOXLITE_EXEC_STDIN ? BL_EXEC_STDIN : 0,
+		.timeout_ms = o->timeout_ms,
+		.kill_grace_ms = o->kill_grace_ms ? o->kill_grace_ms : DEFAULT_KILL_GRACE_MS,
+	};
+	bl_exec_encode(o->argv, o->env, o->cwd, &params, frame + BL_FRAME_HEADER_SIZE);
 	*len = BL_FRAME_HEADER_SIZE + payload;
 	return frame;
 }

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* argc, envc, flags, timeout_ms, kill_grace_ms */
+#define EXEC_FIXED 20u
+
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
 static uint32_t get_u32(const uint8_t *p)
 {
@@ -42,7 +45,7 @@ static size_t strv_size(const char *const *v, uint32_t *count)
 size_t bl_exec_encoded_size(const char *const *argv, const char *const *envp, const char *cwd)
 {
 	uint32_t argc, envc;
-	size_t total = 12 + strv_size(argv, &argc) + strv_size(envp, &envc);
+	size_t total = EXEC_FIXED + strv_size(argv, &argc) + strv_size(envp, &envc);
 	total += (cwd ? strlen(cwd) : 0) + 1;
 	if (argc == 0 || total > BL_FRAME_MAX_PAYLOAD)
 		return 0;
@@ -60,15 +63,17 @@ static uint8_t *put_strv(uint8_t *p, const char *const *v)
 }
 
 void bl_exec_encode(const char *const *argv, const char *const *envp, const char *cwd,
-		    uint32_t flags, uint8_t *out)
+		    const struct bl_exec_params *params, uint8_t *out)
 {
 	uint32_t argc, envc;
 	strv_size(argv, &argc);
 	strv_size(envp, &envc);
 	put_u32(out, argc);
 	put_u32(out + 4, envc);
-	put_u32(out + 8, flags);
-	uint8_t *p = put_strv(out + 12, argv);
+	put_u32(out + 8, params->flags);
+	put_u32(out + 12, params->timeout_ms);
+	put_u32(out + 16, params->kill_grace_ms);
+	uint8_t *p = put_strv(out + EXEC_FIXED, argv);
 	p = put_strv(p, envp);
 	size_t n = (cwd ? strlen(cwd) : 0);
 	if (n)
@@ -94,7 +99,7 @@ static int take_strings(uint8_t *payload, size_t len, size_t *pos, uint32_t n, c
 int bl_exec_decode(uint8_t *payload, size_t len, struct bl_exec_request *req)
 {
 	memset(req, 0, sizeof *req);
-	if (len < 13)
+	if (len < EXEC_FIXED + 1)
 		return -EINVAL;
 	uint32_t argc = get_u32(payload), envc = get_u32(payload + 4);
 	/* Each string needs at least its NUL, which bounds both counts by len. */
@@ -106,7 +111,7 @@ int bl_exec_decode(uint8_t *payload, size_t len, struct bl_exec_request *req)
 		bl_exec_request_release(req);
 		return -ENOMEM;
 	}
-	size_t pos = 12;
+	size_t pos = EXEC_FIXED;
 	char *cwd[2];
 	if (take_strings(payload, len, &pos, argc, req->argv) < 0 ||
 	    take_strings(payload, len, &pos, envc, req->envp) < 0 ||
@@ -116,7 +121,9 @@ int bl_exec_decode(uint8_t *payload, size_t len, struct bl_exec_request *req)
 	}
 	req->argc = argc;
 	req->envc = envc;
-	req->flags = get_u32(payload + 8);
+	req->params.flags = get_u32(payload + 8);
+	req->params.timeout_ms = get_u32(payload + 12);
+	req->params.kill_grace_ms = get_u32(payload + 16);
 	req->cwd = cwd[0][0] ? cwd[0] : "/";
 	return 0;
 }

@@ -51,6 +51,7 @@ enum bl_wire_outcome {
 	BL_WIRE_EXITED = 1,          /* code valid */
 	BL_WIRE_SIGNALED = 2,        /* signal valid */
 	BL_WIRE_FAILED_TO_START = 3, /* error = errno of the failed exec/chdir/fork */
+	BL_WIRE_TIMED_OUT = 4,       /* its timeout ended it; signal = the last one sent */
 };
 
 /* EXIT payload: four u32/i32 fields, 16 bytes. */
@@ -63,7 +64,8 @@ struct bl_exit_payload {
 
 /*
  * EXEC payload encoding:
- *   u32 argc, u32 envc, u32 flags (BL_EXEC_*),
+ *   u32 argc, u32 envc, u32 flags (BL_EXEC_*), u32 timeout_ms (0: none),
+ *   u32 kill_grace_ms (SIGTERM..SIGKILL after a timeout),
  *   then argc NUL-terminated strings, envc NUL-terminated "K=V" strings,
  *   then one NUL-terminated working directory ("" means "/").
  * argc >= 1.  The agent resolves argv[0] through PATH from the given env.
@@ -71,10 +73,17 @@ struct bl_exit_payload {
 /* EXEC flags. */
 #define BL_EXEC_STDIN 1u /* stdin is a pipe fed by STDIN frames (else /dev/null) */
 
+/* The fixed-size part of an EXEC request. */
+struct bl_exec_params {
+	uint32_t flags;
+	uint32_t timeout_ms;
+	uint32_t kill_grace_ms;
+};
+
 struct bl_exec_request {
 	uint32_t argc;
 	uint32_t envc;
-	uint32_t flags;
+	struct bl_exec_params params;
 	char **argv; /* argc entries + NULL, pointing into the payload */
 	char **envp; /* envc entries + NULL, pointing into the payload */
 	const char *cwd;
@@ -91,7 +100,7 @@ void bl_header_decode(const uint8_t in[BL_FRAME_HEADER_SIZE], struct bl_frame_he
 size_t bl_exec_encoded_size(const char *const *argv, const char *const *envp, const char *cwd);
 /* Write the EXEC payload into out (bl_exec_encoded_size bytes). */
 void bl_exec_encode(const char *const *argv, const char *const *envp, const char *cwd,
-		    uint32_t flags, uint8_t *out);
+		    const struct bl_exec_params *params, uint8_t *out);
 /*
  * Parse an EXEC payload in place (payload must stay alive while req is used).
  * Allocates req->argv/envp; returns 0 or -errno (EINVAL for a malformed

@@ -436,6 +436,11 @@ static boxlite_exit exit_from_wire(const struct bl_exit_payload *w)
 		e.signal = w->signal;
 		e.exit_code = 128 + w->signal;
 		break;
+	case BL_WIRE_TIMED_OUT:
+		e.outcome = BOXLITE_OUTCOME_TIMED_OUT;
+		e.signal = w->signal;
+		e.exit_code = 124; /* timeout(1)'s convention, distinct from any signal */
+		break;
 	default:
 		e.outcome = BOXLITE_OUTCOME_FAILED_TO_START;
 		e.os_error = w->error;

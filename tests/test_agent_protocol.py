@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED = 64, 65, 66, 67, 68, 69, 70
 EXEC, SIGNAL, STDIN, STDIN_CLOSE = 1, 2, 3, 4
-EXITED, SIGNALED, FAILED = 1, 2, 3
+EXITED, SIGNALED, FAILED, TIMED_OUT = 1, 2, 3, 4
 
 
 def build_agent(out: Path, sanitize: bool) -> Path:
@@ -53,9 +53,15 @@ def agents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def exec_payload(
-    argv: list[str], env: tuple[str, ...] = ("PATH=/usr/bin:/bin",), cwd: str = ""
+    argv: list[str],
+    env: tuple[str, ...] = ("PATH=/usr/bin:/bin",),
+    cwd: str = "",
+    *,
+    flags: int = 0,
+    timeout_ms: int = 0,
+    kill_grace_ms: int = 2000,
 ) -> bytes:
-    body = struct.pack("<III", len(argv), len(env), 0)
+    body = struct.pack("<IIIII", len(argv), len(env), flags, timeout_ms, kill_grace_ms)
     for s in [*argv, *env, cwd]:
         body += s.encode() + b"\0"
     return body
@@ -78,6 +84,7 @@ class Agent:
             env={"ASAN_OPTIONS": "detect_leaks=1:exitcode=99", "UBSAN_OPTIONS": "halt_on_error=1"},
         )
         theirs.close()
+        self.sock.settimeout(30)  # a missing frame fails the test, never hangs it
         self.buf = b""
         assert self.recv()[0] == HELLO
 
@@ -131,7 +138,7 @@ def test_output_then_exactly_one_exit(agents: dict[str, Path]) -> None:
 
 def test_hostile_host_frames(agents: dict[str, Path]) -> None:
     agent = Agent(agents["asan"])
-    agent.send(EXEC, 1, b"\x01\x00\x00\x00garbage")  # malformed EXEC
+    agent.send(EXEC, 1, b"\x01\x00\x00\x00garbage")  # malformed EXEC (too short)
     assert list(agent.frames_until_exit(1)) == [
         (EXIT, struct.pack("<Iiii", FAILED, 0, 0, errno.EINVAL))
     ]
@@ -204,10 +211,7 @@ def test_a_host_that_stops_reading_bounds_agent_memory(agents: dict[str, Path]) 
 
 def test_stdin_frames_are_acknowledged_as_the_pipe_takes_them(agents: dict[str, Path]) -> None:
     agent = Agent(agents["asan"])
-    payload = exec_payload(["cat"])
-    flags_at = 8
-    payload = payload[:flags_at] + struct.pack("<I", 1) + payload[flags_at + 4 :]  # BL_EXEC_STDIN
-    agent.send(EXEC, 1, payload)
+    agent.send(EXEC, 1, exec_payload(["cat"], flags=1))  # BL_EXEC_STDIN
     assert agent.recv()[:2] == (STARTED, 1)
     agent.send(STDIN, 1, b"hello ")
     agent.send(STDIN, 1, b"world")
@@ -226,4 +230,15 @@ def test_stdin_frames_are_acknowledged_as_the_pipe_takes_them(agents: dict[str, 
     assert agent.recv()[:2] == (STDIN_CLOSED, 2)
     agent.send(SIGNAL, 2, struct.pack("<I", signal.SIGKILL))
     assert list(agent.frames_until_exit(2))[-1][0] == EXIT
+    agent.finish()
+
+
+def test_timeout_frames(agents: dict[str, Path]) -> None:
+    agent = Agent(agents["asan"])
+    agent.send(
+        EXEC, 1, exec_payload(["sh", "-c", "echo hi; sleep 30"], timeout_ms=200, kill_grace_ms=100)
+    )
+    frames = list(agent.frames_until_exit(1))
+    assert b"".join(p for k, p in frames if k == STDOUT) == b"hi\n"
+    assert exit_of(frames[-1][1]) == (TIMED_OUT, 0, signal.SIGTERM, 0)
     agent.finish()

@@ -72,11 +72,17 @@ struct execution {
 	struct execution *next;
 	uint64_t id;
 	pid_t pid;
+	char marker[32]; /* BOXLITE_EXEC=<id>, in its processes' environment */
 	struct pipe_src out, err;
 	struct stdin_feed in;
 	bool reaped;
 	int status;
 	int64_t drain_deadline_ms;
+	/* Timeout: SIGTERM to its tree at timeout_at, SIGKILL at kill_at. */
+	int64_t timeout_at_ms, kill_at_ms; /* 0: none / not pending */
+	uint32_t kill_grace_ms;
+	bool timed_out;
+	int last_signal;
 };
 
 /* Start the execution an EXEC frame asks for (payload is modified). */
@@ -88,8 +94,8 @@ void exec_signal(struct agent *ag, uint64_t id, int sig);
 void exec_pipe_ready(struct agent *ag, void *pipe_src);
 /* Reap every exited child; finish the executions that are done. */
 void exec_reap(struct agent *ag);
-/* Finish executions whose drain window has passed; re-arm the timer. */
-void exec_drain_timer(struct agent *ag);
+/* Timeouts and drain windows that are due; re-arms the timer. */
+void exec_on_timer(struct agent *ag);
 /* Stop or resume reading every pipe (backpressure). */
 void exec_pause_all(struct agent *ag, bool paused);
 /* Signal every execution's process group (when not PID 1). */
@@ -98,6 +104,12 @@ bool exec_none_left(const struct agent *ag);
 /* STDIN and STDIN_CLOSE frames for an execution. */
 void exec_stdin(struct agent *ag, uint64_t id, const uint8_t *data, size_t len);
 void exec_stdin_close(struct agent *ag, uint64_t id);
+
+/* ---- process_tree.c: every process of one execution ---- */
+
+void process_tree_marker(uint64_t id, char *out, size_t cap);
+/* Signal its process group and every process carrying its marker. */
+void process_tree_signal(pid_t pgid, const char *marker, int sig);
 
 /* ---- stdin_feed.c: host bytes into a process's stdin, acknowledged ---- */
 

@@ -59,7 +59,13 @@ static void maybe_finish(struct agent *ag, struct execution *ex)
 	if (!ex->reaped || ex->out.fd >= 0 || ex->err.fd >= 0)
 		return;
 	stdin_release(ag, ex);
-	if (WIFSIGNALED(ex->status))
+	if (ex->timed_out) {
+		/* Nothing of a timed-out execution may outlive its report. */
+		if (ex->kill_at_ms)
+			process_tree_signal(ex->pid, ex->marker, SIGKILL);
+		int sig = WIFSIGNALED(ex->status) ? WTERMSIG(ex->status) : ex->last_signal;
+		send_exit(ag, ex->id, BL_WIRE_TIMED_OUT, 0, sig, 0);
+	} else if (WIFSIGNALED(ex->status))
 		send_exit(ag, ex->id, BL_WIRE_SIGNALED, 0, WTERMSIG(ex->status), 0);
 	else
 		send_exit(ag, ex->id, BL_WIRE_EXITED, WEXITSTATUS(ex->status), 0, 0);
@@ -151,12 +157,22 @@ void exec_pause_all(struct agent *ag, bool paused)
 
 /* ---- reaping and the drain window ---- */
 
-static void arm_drain_timer(struct agent *ag)
+static int64_t earliest(int64_t a, int64_t b)
+{
+	return a == 0 || (b != 0 && b < a) ? b : a;
+}
+
+/* The next moment something is due: a drain window, a timeout, a kill. */
+static void arm_timer(struct agent *ag)
 {
 	int64_t next = 0;
-	for (struct execution *ex = ag->execs; ex; ex = ex->next)
-		if (ex->reaped && (next == 0 || ex->drain_deadline_ms < next))
-			next = ex->drain_deadline_ms;
+	for (struct execution *ex = ag->execs; ex; ex = ex->next) {
+		if (ex->reaped)
+			next = earliest(next, ex->drain_deadline_ms);
+		if (!ex->timed_out)
+			next = earliest(next, ex->timeout_at_ms);
+		next = earliest(next, ex->kill_at_ms);
+	}
 	agent_arm_timer(ag, next);
 }
 
@@ -181,15 +197,27 @@ void exec_reap(struct agent *ag)
 		ex->drain_deadline_ms = agent_now_ms() + ag->drain_ms;
 		maybe_finish(ag, ex);
 	}
-	arm_drain_timer(ag);
+	arm_timer(ag);
 }
 
-void exec_drain_timer(struct agent *ag)
+static void time_out(struct execution *ex, int sig, int64_t kill_at)
+{
+	ex->timed_out = true;
+	ex->last_signal = sig;
+	ex->kill_at_ms = kill_at;
+	process_tree_signal(ex->pid, ex->marker, sig);
+}
+
+void exec_on_timer(struct agent *ag)
 {
 	int64_t now = agent_now_ms();
 	struct execution *ex = ag->execs;
 	while (ex) {
 		struct execution *next = ex->next;
+		if (!ex->timed_out && ex->timeout_at_ms && now >= ex->timeout_at_ms && !ex->reaped)
+			time_out(ex, SIGTERM, now + ex->kill_grace_ms);
+		else if (ex->kill_at_ms && now >= ex->kill_at_ms)
+			time_out(ex, SIGKILL, 0);
 		if (ex->reaped && ex->drain_deadline_ms <= now) {
 			final_read(ag, &ex->out);
 			final_read(ag, &ex->err);
@@ -197,7 +225,7 @@ void exec_drain_timer(struct agent *ag)
 		}
 		ex = next;
 	}
-	arm_drain_timer(ag);
+	arm_timer(ag);
 }
 
 bool exec_none_left(const struct agent *ag) { return ag->execs == NULL; }
@@ -336,18 +364,26 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd,
  * is what makes a warm exec cheap, and reports exec and chdir failures as
  * its return value. */
 static int spawn_process(const struct bl_exec_request *req, const struct stdio_pipes *p,
-			 pid_t *pid)
+			 char *marker, pid_t *pid)
 {
+	/* The request's environment plus the marker that finds its daemons. */
+	char **envp = malloc(((size_t)req->envc + 2) * sizeof *envp);
+	if (!envp)
+		return ENOMEM;
+	memcpy(envp, req->envp, (size_t)req->envc * sizeof *envp);
+	envp[req->envc] = marker;
+	envp[req->envc + 1] = NULL;
 	posix_spawnattr_t attr;
 	posix_spawn_file_actions_t fa;
 	int rc = use_path_of(req);
-	if (rc || (rc = spawn_attrs(&attr)))
-		return rc;
-	if ((rc = spawn_actions(&fa, req->cwd, p)) == 0) {
-		rc = posix_spawnp(pid, req->argv[0], &fa, &attr, req->argv, req->envp);
-		posix_spawn_file_actions_destroy(&fa);
+	if (!rc && !(rc = spawn_attrs(&attr))) {
+		if ((rc = spawn_actions(&fa, req->cwd, p)) == 0) {
+			rc = posix_spawnp(pid, req->argv[0], &fa, &attr, req->argv, envp);
+			posix_spawn_file_actions_destroy(&fa);
+		}
+		posix_spawnattr_destroy(&attr);
 	}
-	posix_spawnattr_destroy(&attr);
+	free(envp);
 	return rc;
 }
 
@@ -361,9 +397,10 @@ static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_ex
 	}
 	struct stdio_pipes p;
 	pid_t pid = 0;
-	*err = open_pipes(&p, req->flags & BL_EXEC_STDIN);
+	process_tree_marker(id, ex->marker, sizeof ex->marker);
+	*err = open_pipes(&p, req->params.flags & BL_EXEC_STDIN);
 	if (!*err)
-		*err = spawn_process(req, &p, &pid);
+		*err = spawn_process(req, &p, ex->marker, &pid);
 	/* The child's ends are the child's alone now. */
 	close_fd(&p.in[0]);
 	close_fd(&p.out[1]);
@@ -375,6 +412,10 @@ static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_ex
 	}
 	ex->id = id;
 	ex->pid = pid;
+	if (req->params.timeout_ms) {
+		ex->timeout_at_ms = agent_now_ms() + req->params.timeout_ms;
+		ex->kill_grace_ms = req->params.kill_grace_ms;
+	}
 	ex->out = (struct pipe_src){SRC_PIPE, ex, p.out[0], BL_FRAME_STDOUT};
 	ex->err = (struct pipe_src){SRC_PIPE, ex, p.err[0], BL_FRAME_STDERR};
 	stdin_open(ag, ex, p.in[1]);
@@ -405,4 +446,6 @@ void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len)
 	uint32_t pid = (uint32_t)ex->pid;
 	if (!outbuf_send(&ag->out, BL_FRAME_STARTED, id, &pid, sizeof pid))
 		agent_die("out of memory queueing STARTED");
+	if (ex->timeout_at_ms)
+		arm_timer(ag);
 }

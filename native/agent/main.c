@@ -275,7 +275,7 @@ static void on_timer(struct agent *ag)
 		agent_die("read timerfd");
 	if (ag->stopping && agent_now_ms() >= ag->kill_at_ms)
 		kill_everything(ag, SIGKILL);
-	exec_drain_timer(ag);
+	exec_on_timer(ag);
 }
 
 static void dispatch(struct agent *ag, const struct epoll_event *ev)

@@ -25,10 +25,12 @@ static void test_exec_roundtrip(void)
 	CHECK(n > 0);
 	uint8_t *buf = malloc(n);
 	CHECK(buf);
-	bl_exec_encode(argv, envp, "/tmp", BL_EXEC_STDIN, buf);
+	struct bl_exec_params params = {.flags = BL_EXEC_STDIN, .timeout_ms = 1500, .kill_grace_ms = 7};
+	bl_exec_encode(argv, envp, "/tmp", &params, buf);
 	struct bl_exec_request req;
 	CHECK(bl_exec_decode(buf, n, &req) == 0);
-	CHECK(req.argc == 3 && req.envc == 2 && req.flags == BL_EXEC_STDIN);
+	CHECK(req.argc == 3 && req.envc == 2 && req.params.flags == BL_EXEC_STDIN);
+	CHECK(req.params.timeout_ms == 1500 && req.params.kill_grace_ms == 7);
 	CHECK(strcmp(req.argv[1], "a\tb") == 0 && strcmp(req.argv[2], "") == 0 && !req.argv[3]);
 	CHECK(strcmp(req.envp[1], "EMPTY=") == 0 && !req.envp[2]);
 	CHECK(strcmp(req.cwd, "/tmp") == 0);
@@ -42,10 +44,11 @@ static void test_exec_defaults(void)
 	size_t n = bl_exec_encoded_size(argv, NULL, NULL);
 	uint8_t *buf = malloc(n);
 	CHECK(buf);
-	bl_exec_encode(argv, NULL, NULL, 0, buf);
+	struct bl_exec_params none = {0};
+	bl_exec_encode(argv, NULL, NULL, &none, buf);
 	struct bl_exec_request req;
 	CHECK(bl_exec_decode(buf, n, &req) == 0);
-	CHECK(req.envc == 0 && req.envp[0] == NULL && strcmp(req.cwd, "/") == 0 && req.flags == 0);
+	CHECK(req.envc == 0 && req.envp[0] == NULL && strcmp(req.cwd, "/") == 0 && req.params.flags == 0);
 	bl_exec_request_release(&req);
 	free(buf);
 }
@@ -65,16 +68,16 @@ static void test_exec_too_large_is_refused(void)
 static void test_malformed_exec_payloads(void)
 {
 	struct bl_exec_request req;
-	uint8_t zero_argc[16] = {0};
+	uint8_t zero_argc[24] = {0};
 	CHECK(bl_exec_decode(zero_argc, sizeof zero_argc, &req) == -EINVAL);
 	/* argc 1 but no NUL-terminated string follows. */
-	uint8_t unterminated[16] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'a', 'b', 'c', 'd'};
+	uint8_t unterminated[24] = {1, 0, 0, 0, [20] = 'a', 'b', 'c', 'd'};
 	CHECK(bl_exec_decode(unterminated, sizeof unterminated, &req) == -EINVAL);
 	/* Trailing bytes after the cwd. */
-	uint8_t trailing[17] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'a', 0, 0, 'x', 0};
+	uint8_t trailing[25] = {1, 0, 0, 0, [20] = 'a', 0, 0, 'x', 0};
 	CHECK(bl_exec_decode(trailing, sizeof trailing, &req) == -EINVAL);
 	/* Counts far beyond the payload. */
-	uint8_t huge_counts[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	uint8_t huge_counts[24] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 	CHECK(bl_exec_decode(huge_counts, sizeof huge_counts, &req) == -EINVAL);
 	CHECK(bl_exec_decode(zero_argc, 3, &req) == -EINVAL);
 }
