@@ -72,6 +72,10 @@ class Execution:
     def kill(self) -> None:
         self._inner.kill()
 
+    def close(self) -> None:
+        """Release it; one still running is killed (``force_closed``)."""
+        self._inner.close()
+
 
 class Box:
     def __init__(self, inner: _box.Box) -> None:

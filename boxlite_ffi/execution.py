@@ -98,6 +98,7 @@ class _ExecSink:
         self.handle = 0
         self._lock = threading.Lock()
         self._ended = False
+        self._released = False
         self.stdout = OutputStream("stdout")
         self.stderr = OutputStream("stderr")
         self.exited: Future[_Exit] = Future()
@@ -132,9 +133,14 @@ class _ExecSink:
             self.handle = handle
             ended = self._ended
         if ended:
-            self._release()
+            self.release()
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Free the native handle, once, whoever asks first (Exit or close)."""
+        with self._lock:
+            if self._released or not self.handle:
+                return
+            self._released = True
         # Closing the runtime releases every handle itself.
         with contextlib.suppress(RuntimeClosedError):
             self.native.exec_free(self.handle)
@@ -143,9 +149,7 @@ class _ExecSink:
         self._close_streams()
         with self._lock:
             self._ended = True
-            attached = self.handle != 0
-        if attached:
-            self._release()
+        self.release()
         if error == ErrorCode.RUNTIME_CLOSED:
             self.exited.set_exception(RuntimeClosedError("the runtime closed during the execution"))
             return
@@ -273,3 +277,14 @@ class Execution:
 
     def kill(self) -> None:
         self.signal(signal_module.SIGKILL)
+
+    def close(self) -> None:
+        """Release the execution; one still running is killed and its result
+        says ``force_closed``.  Closing twice, or after the end, is harmless."""
+        self._sink.release()
+
+    def __enter__(self) -> Execution:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

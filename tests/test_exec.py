@@ -187,3 +187,14 @@ def test_ordered_output_numbers_both_streams_in_one_sequence(box: boxlite_ffi.Bo
     assert result.ok and result.stdout == b"" and result.stderr == b""
     with pytest.raises(boxlite_ffi.InvalidStateError):
         _ = box.exec(["true"]).output
+
+
+def test_close_force_closes_a_running_execution(box: boxlite_ffi.Box) -> None:
+    with box.exec(["sh", "-c", "echo up; exec sleep 60"]) as execution:
+        assert next(iter(execution.stdout)) == b"up\n"
+    result = execution.wait(timeout=10)  # the with-block closed it
+    assert result.outcome is Outcome.FORCE_CLOSED
+    execution.close()  # twice: harmless
+    with pytest.raises(boxlite_ffi.ExecClosedError):
+        execution.kill()
+    assert box.run(["sh", "-c", "ps -o comm | grep -c sleep || true"]).stdout == b"0\n"
