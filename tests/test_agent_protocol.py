@@ -189,6 +189,7 @@ def test_sigterm_ends_executions_then_the_agent(agents: dict[str, Path]) -> None
     assert exits[1] == (SIGNALED, 0, signal.SIGTERM, 0)
     assert exits[2] == (SIGNALED, 0, signal.SIGKILL, 0)  # ignored TERM: killed after grace
     assert agent.proc.wait(timeout=10) == 0
+    agent.finish()
 
 
 def test_a_host_that_stops_reading_bounds_agent_memory(agents: dict[str, Path]) -> None:

@@ -76,19 +76,18 @@ OWNER = textwrap.dedent(
 
 def test_a_box_dies_with_its_owner(home: Path, rootfs: Path) -> None:
     script = OWNER.format(home=str(home), rootfs=str(rootfs))
-    owner = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline() == b"up\n"
-        assert box_processes() != []
-        owner.kill()  # SIGKILL: no atexit, no close
-        owner.wait()
-        assert wait_until(lambda: box_processes() == [])
-    finally:
-        owner.kill()
-        owner.wait()
+    ) as owner:
+        try:
+            assert owner.stdout is not None
+            assert owner.stdout.readline() == b"up\n"
+            assert box_processes() != []
+            owner.kill()  # SIGKILL: no atexit, no close
+            owner.wait()
+            assert wait_until(lambda: box_processes() == [])
+        finally:
+            owner.kill()
 
 
 FORGETFUL = textwrap.dedent(
