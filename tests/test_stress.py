@@ -15,7 +15,10 @@ from boxlite_ffi import Outcome
 
 # A second completion of one execution would raise inside a callback and be
 # reported as unraisable: that fails the test.
-pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning"),
+]
 
 ALLOWED = {
     "none": {Outcome.EXITED},
@@ -40,7 +43,7 @@ def test_random_races_give_exactly_one_exit_each(home: Path, rootfs: Path) -> No
             execution = boxes[i % 2].exec(["sh", "-c", script], timeout=timeout)
             plans.append((execution, action, delay))
 
-        def act(execution: boxlite_ffi.Execution, action: str, delay: float) -> None:
+        def act(execution: boxlite_ffi.Execution, action: str, delay: float, closing: bool) -> None:
             time.sleep(delay)
             try:
                 if action == "kill":
@@ -48,12 +51,14 @@ def test_random_races_give_exactly_one_exit_each(home: Path, rootfs: Path) -> No
                 elif action == "close":
                     execution.close()
             except boxlite_ffi.ExecClosedError:
-                pass  # it ended first: the race is allowed to go either way
+                pass  # it ended first: the race may go either way
+            except boxlite_ffi.RuntimeClosedError:
+                assert closing  # only a closing runtime may refuse
 
-        threads = [threading.Thread(target=act, args=plan) for plan in plans]
+        close_runtime = round_ % 3 == 2
+        threads = [threading.Thread(target=act, args=(*plan, close_runtime)) for plan in plans]
         for t in threads:
             t.start()
-        close_runtime = round_ % 3 == 2
         if close_runtime:
             time.sleep(rng.random() * 0.1)
             rt.close()
