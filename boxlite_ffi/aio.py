@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,11 +67,12 @@ class Execution:
     def close_stdin(self) -> None:
         self._inner.close_stdin()
 
-    def signal(self, sig: int) -> None:
-        self._inner.signal(sig)
+    async def signal(self, sig: int) -> None:
+        """Awaits delivery; ``ExecClosedError`` if nobody was left to get it."""
+        await asyncio.wrap_future(self._inner.signal_future(sig))
 
-    def kill(self) -> None:
-        self._inner.kill()
+    async def kill(self) -> None:
+        await self.signal(signal.SIGKILL)
 
     def close(self) -> None:
         """Release it; one still running is killed (``force_closed``)."""

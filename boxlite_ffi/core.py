@@ -267,9 +267,9 @@ class NativeRuntime:
         with self._use() as rt:
             check(lib.boxlite_exec_close_stdin(rt, execution))
 
-    def exec_signal(self, execution: int, sig: int) -> None:
-        with self._use() as rt:
-            check(lib.boxlite_exec_signal(rt, execution, sig))
+    def exec_signal(self, execution: int, sig: int) -> Future[None]:
+        """Completes once delivered; ExecClosedError if nobody was left to get it."""
+        return self._begin(lib.boxlite_exec_signal, execution, sig)
 
     def exec_free(self, execution: int) -> None:
         with self._use() as rt:

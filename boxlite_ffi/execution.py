@@ -232,12 +232,20 @@ class Execution:
         self._sink.exited.result(timeout)
         return self.result()
 
-    def signal(self, sig: int) -> None:
-        """Send signal ``sig`` (1..64) to the execution's process group."""
+    def signal_future(self, sig: int) -> Future[None]:
+        """Start sending ``sig``; completes once it was delivered."""
         if not 1 <= int(sig) <= MAX_SIGNAL:
             raise InvalidArgumentError(f"signal {sig} is not in 1..{MAX_SIGNAL}")
         with self._while_running():
-            self._sink.native.exec_signal(self._sink.handle, int(sig))
+            return self._sink.native.exec_signal(self._sink.handle, int(sig))
+
+    def signal(self, sig: int) -> None:
+        """Send signal ``sig`` (1..64) to the execution's process group.
+
+        Returns once the box delivered it; ``ExecClosedError`` if the
+        execution ended or no process of its group was left to receive it.
+        """
+        self.signal_future(sig).result()
 
     def write_future(self, data: bytes | bytearray | memoryview) -> Future[None]:
         """Start writing ``data`` (at most ``WRITE_MAX`` bytes) to stdin."""

@@ -189,9 +189,12 @@ typedef struct boxlite_exec_callbacks {
  * single Exit arrive through the callbacks. */
 int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box, const boxlite_exec_options *options,
 		       const boxlite_exec_callbacks *callbacks, boxlite_handle *out);
-/* Send signal sig (1..64) to the execution's process group.  EXEC_CLOSED once
- * its Exit has been claimed. */
-int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle exec, int sig);
+/* Send signal sig (1..64) to the execution's process group.  cb gets OK
+ * once the agent has delivered it, EXEC_CLOSED if no process of the group was
+ * left to receive it.  Refused synchronously with EXEC_CLOSED once the
+ * execution's Exit has been claimed. */
+int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle exec, int sig, boxlite_done_cb cb,
+			void *user_data);
 /* Largest len one boxlite_exec_write accepts. */
 enum { BOXLITE_EXEC_WRITE_MAX = 16 << 20 };
 

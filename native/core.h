@@ -91,6 +91,13 @@ struct bl_write {
 	size_t remaining; /* bytes not yet acknowledged */
 };
 
+/* A signal waiting for the agent's SIGNAL_RESULT (reactor). */
+struct bl_signal {
+	struct bl_signal *next;
+	struct bl_op *op;
+	uint32_t token;
+};
+
 struct bl_exec {
 	atomic_int refs;
 	uint64_t id; /* its handle, also its id on the wire */
@@ -99,6 +106,8 @@ struct bl_exec {
 	bool stdin_closed; /* close requested (rt->lock) */
 	bool stdin_gone;   /* the agent said its stdin is gone (reactor) */
 	struct bl_write *writes, *writes_tail; /* in write order (reactor) */
+	struct bl_signal *signals;             /* awaiting results (reactor) */
+	uint32_t last_token;                   /* (reactor) */
 	boxlite_output_cb on_output;
 	void *user_data;
 	struct bl_event *exit_ev; /* preallocated Exit; posted by the claimer */
@@ -157,7 +166,7 @@ struct bl_reactor *bl_reactor_new(boxlite_runtime *rt);
 /* Commands; each takes its own reference on the objects it names. */
 int bl_reactor_attach(struct bl_reactor *r, struct bl_box *box, int pidfd, int conn_fd);
 int bl_reactor_send_exec(struct bl_reactor *r, struct bl_exec *ex, uint8_t *frame, size_t len);
-int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig);
+int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig, struct bl_op *op);
 int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex);
 /* frames: STDIN frames holding len bytes in all (NULL when len is 0). */
 int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op *op, uint8_t *frames,

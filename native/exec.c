@@ -132,11 +132,13 @@ int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_
 	return BOXLITE_OK;
 }
 
-int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig)
+int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig, boxlite_done_cb cb,
+			void *user_data)
 {
-	if (!rt || !h || sig < 1 || sig > MAX_SIGNAL)
+	if (!rt || !h || !cb || sig < 1 || sig > MAX_SIGNAL)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	int rc = BOXLITE_OK;
+	struct bl_op *op = NULL;
 	pthread_mutex_lock(&rt->lock);
 	struct bl_exec *ex = rt->closed ? NULL : bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
 	if (rt->closed)
@@ -145,8 +147,10 @@ int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig)
 		rc = BOXLITE_ERR_INVALID_HANDLE;
 	else if (atomic_load(&ex->exit_claimed))
 		rc = BOXLITE_ERR_EXEC_CLOSED;
-	else
-		rc = bl_reactor_signal_exec(rt->reactor, ex, sig);
+	else if (!(op = bl_op_begin(rt, cb, user_data)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	else if ((rc = bl_reactor_signal_exec(rt->reactor, ex, sig, op)) != BOXLITE_OK)
+		bl_op_abandon_locked(rt, op);
 	pthread_mutex_unlock(&rt->lock);
 	return rc;
 }

@@ -25,7 +25,7 @@
 enum bl_frame_type {
 	/* host -> agent */
 	BL_FRAME_EXEC = 1,        /* id: exec id; payload: bl_exec_request encoding */
-	BL_FRAME_SIGNAL = 2,      /* id: exec id; payload: u32 signal number */
+	BL_FRAME_SIGNAL = 2,      /* id: exec id; payload: u32 signal, u32 token (0: no reply) */
 	BL_FRAME_STDIN = 3,       /* id: exec id; payload: bytes for its stdin */
 	BL_FRAME_STDIN_CLOSE = 4, /* id: exec id; no payload: EOF after what was sent */
 	/* agent -> host */
@@ -37,6 +37,7 @@ enum bl_frame_type {
 	BL_FRAME_STDIN_ACK = 69,  /* id: exec id; payload: u32 stdin bytes now in its pipe */
 	BL_FRAME_STDIN_CLOSED = 70, /* id: exec id; no payload: its stdin is gone, the
 				     * bytes not yet acknowledged were dropped */
+	BL_FRAME_SIGNAL_RESULT = 71, /* id: exec id; payload: u32 token, i32 errno (0: sent) */
 };
 
 struct bl_frame_header {

@@ -68,7 +68,7 @@ struct cmd {
 	uint8_t *frame;
 	size_t len;
 	int sig;
-	struct bl_op *op;   /* CMD_WRITE */
+	struct bl_op *op;   /* CMD_WRITE, CMD_SIGNAL */
 	size_t data_len;    /* CMD_WRITE: stdin bytes inside frame */
 };
 
@@ -161,9 +161,17 @@ int bl_reactor_send_exec(struct bl_reactor *r, struct bl_exec *ex, uint8_t *fram
 	return exec_cmd(r, CMD_EXEC, ex, frame, len, 0);
 }
 
-int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig)
+int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig, struct bl_op *op)
 {
-	return exec_cmd(r, CMD_SIGNAL, ex, NULL, 0, sig);
+	struct cmd *c = cmd_new(CMD_SIGNAL);
+	if (!c)
+		return BOXLITE_ERR_NO_MEMORY;
+	bl_exec_ref(ex);
+	c->ex = ex;
+	c->sig = sig;
+	c->op = op;
+	enqueue(r, c);
+	return BOXLITE_OK;
 }
 
 int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex)
@@ -269,9 +277,35 @@ static void ack_writes(struct bl_exec *ex, size_t n)
 		ex->writes->remaining -= n;
 }
 
+/* Complete the signal whose result this is (0 sent, ESRCH nobody left). */
+static void signal_result(struct bl_exec *ex, uint32_t token, int32_t err)
+{
+	for (struct bl_signal **p = &ex->signals; *p; p = &(*p)->next) {
+		struct bl_signal *s = *p;
+		if (s->token != token)
+			continue;
+		*p = s->next;
+		int rc = err == 0 ? BOXLITE_OK : err == ESRCH ? BOXLITE_ERR_EXEC_CLOSED : BOXLITE_ERR_IO;
+		bl_op_complete(ex->box->rt, s->op, rc, err ? strerror(err) : NULL);
+		free(s);
+		return;
+	}
+}
+
+static void fail_signals(struct bl_exec *ex)
+{
+	while (ex->signals) {
+		struct bl_signal *s = ex->signals;
+		ex->signals = s->next;
+		bl_op_complete(ex->box->rt, s->op, BOXLITE_ERR_EXEC_CLOSED, "the execution has ended");
+		free(s);
+	}
+}
+
 static void unlink_exec(struct bl_attachment *a, struct bl_exec *ex)
 {
 	fail_writes(ex);
+	fail_signals(ex);
 	for (struct bl_exec **p = &a->execs; *p; p = &(*p)->next) {
 		if (*p == ex) {
 			*p = ex->next;
@@ -491,6 +525,15 @@ static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 		if ((ex = find_exec(a, h->id)))
 			fail_writes(ex);
 		break;
+	case BL_FRAME_SIGNAL_RESULT:
+		if (h->len == 8 && (ex = find_exec(a, h->id))) {
+			uint32_t token;
+			int32_t err;
+			memcpy(&token, body, 4);
+			memcpy(&err, body + 4, 4);
+			signal_result(ex, token, err);
+		}
+		break;
 	default: /* STARTED and frames from newer agents: nothing to do */
 		break;
 	}
@@ -531,17 +574,20 @@ static void run_exec(struct bl_reactor *r, struct cmd *c)
 	flush_conn(r, a);
 }
 
-/* Queue a SIGNAL frame; false when it could not be sent. */
-static bool send_signal_frame(struct bl_reactor *r, struct bl_attachment *a, uint64_t id, int sig)
+/* Queue a SIGNAL frame (token 0: no reply wanted); false when it could not
+ * be sent. */
+static bool send_signal_frame(struct bl_reactor *r, struct bl_attachment *a, uint64_t id, int sig,
+			      uint32_t token)
 {
-	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + 4);
+	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + 8);
 	if (!frame)
 		return false;
-	struct bl_frame_header h = {.len = 4, .type = BL_FRAME_SIGNAL, .id = id};
+	struct bl_frame_header h = {.len = 8, .type = BL_FRAME_SIGNAL, .id = id};
 	bl_header_encode(&h, frame);
 	uint32_t s = (uint32_t)sig;
 	memcpy(frame + BL_FRAME_HEADER_SIZE, &s, 4);
-	if (bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE + 4) < 0) {
+	memcpy(frame + BL_FRAME_HEADER_SIZE + 4, &token, 4);
+	if (bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE + 8) < 0) {
 		free(frame);
 		return false;
 	}
@@ -551,9 +597,22 @@ static bool send_signal_frame(struct bl_reactor *r, struct bl_attachment *a, uin
 
 static void run_signal(struct bl_reactor *r, struct cmd *c)
 {
-	struct bl_attachment *a = exec_attachment(c->ex);
-	if (a && find_exec(a, c->ex->id))
-		send_signal_frame(r, a, c->ex->id, c->sig);
+	struct bl_exec *ex = c->ex;
+	struct bl_attachment *a = exec_attachment(ex);
+	if (!a || !find_exec(a, ex->id) || atomic_load(&ex->exit_claimed)) {
+		bl_op_complete(r->rt, c->op, BOXLITE_ERR_EXEC_CLOSED, "the execution has ended");
+		return;
+	}
+	struct bl_signal *s = malloc(sizeof *s);
+	if (++ex->last_token == 0)
+		ex->last_token = 1; /* 0 means "no reply" on the wire */
+	if (!s || !send_signal_frame(r, a, ex->id, c->sig, ex->last_token)) {
+		free(s);
+		bl_op_complete(r->rt, c->op, BOXLITE_ERR_NO_MEMORY, NULL);
+		return;
+	}
+	*s = (struct bl_signal){.next = ex->signals, .op = c->op, .token = ex->last_token};
+	ex->signals = s;
 }
 
 static void run_force_close(struct bl_reactor *r, struct cmd *c)
@@ -565,7 +624,7 @@ static void run_force_close(struct bl_reactor *r, struct cmd *c)
 	bl_exec_post_exit(c->ex, &e);
 	/* The process is killed; the list keeps the exec until the agent's own
 	 * EXIT arrives, so its late output is recognised and dropped. */
-	if (a && find_exec(a, c->ex->id) && !send_signal_frame(r, a, c->ex->id, SIGKILL))
+	if (a && find_exec(a, c->ex->id) && !send_signal_frame(r, a, c->ex->id, SIGKILL, 0))
 		kill_shim(a); /* cannot reach the process: end its box rather than leak it */
 }
 
@@ -611,7 +670,7 @@ static void run_close_stdin(struct bl_reactor *r, struct cmd *c)
 	if (!frame || bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE) < 0) {
 		/* The process would wait for EOF forever: end it instead. */
 		free(frame);
-		send_signal_frame(r, a, c->ex->id, SIGKILL);
+		send_signal_frame(r, a, c->ex->id, SIGKILL, 0);
 		return;
 	}
 	flush_conn(r, a);
@@ -664,6 +723,7 @@ static void run_commands(struct bl_reactor *r)
 			break;
 		case CMD_SIGNAL:
 			run_signal(r, c);
+			c->op = NULL;
 			break;
 		case CMD_FORCE_CLOSE:
 			run_force_close(r, c);

@@ -17,7 +17,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED = 64, 65, 66, 67, 68, 69, 70
+HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED, SIGNAL_RESULT = (
+    64,
+    65,
+    66,
+    67,
+    68,
+    69,
+    70,
+    71,
+)
 EXEC, SIGNAL, STDIN, STDIN_CLOSE = 1, 2, 3, 4
 EXITED, SIGNALED, FAILED, TIMED_OUT = 1, 2, 3, 4
 
@@ -150,8 +159,10 @@ def test_hostile_host_frames(agents: dict[str, Path]) -> None:
     assert exit_of(list(agent.frames_until_exit(3))[-1][1]) == (FAILED, 0, 0, errno.EEXIST)
     agent.send(999, 3, b"future frame type")  # ignored
     agent.send(SIGNAL, 3, b"\x01")  # wrong length: ignored
-    agent.send(SIGNAL, 3, struct.pack("<I", 0))  # out of range: ignored
-    agent.send(SIGNAL, 3, struct.pack("<I", signal.SIGKILL))
+    agent.send(SIGNAL, 3, struct.pack("<II", 0, 5))  # out of range: refused
+    assert agent.recv() == (SIGNAL_RESULT, 3, struct.pack("<Ii", 5, errno.EINVAL))
+    agent.send(SIGNAL, 3, struct.pack("<II", signal.SIGKILL, 6))
+    assert agent.recv() == (SIGNAL_RESULT, 3, struct.pack("<Ii", 6, 0))
     assert exit_of(list(agent.frames_until_exit(3))[-1][1]) == (SIGNALED, 0, signal.SIGKILL, 0)
     agent.finish()
 
@@ -204,7 +215,7 @@ def test_a_host_that_stops_reading_bounds_agent_memory(agents: dict[str, Path]) 
         ).split()[1]
     )
     assert rss_kib < 16 * 1024
-    agent.send(SIGNAL, 1, struct.pack("<I", signal.SIGKILL))
+    agent.send(SIGNAL, 1, struct.pack("<II", signal.SIGKILL, 0))  # no reply wanted
     kinds = [k for k, _ in agent.frames_until_exit(1)]
     assert kinds.count(STDOUT) > 8 and kinds[-1] == EXIT
     agent.finish()
@@ -229,7 +240,7 @@ def test_stdin_frames_are_acknowledged_as_the_pipe_takes_them(agents: dict[str, 
     agent.send(STDIN, 2, b"x")
     assert agent.recv()[:2] == (STARTED, 2)
     assert agent.recv()[:2] == (STDIN_CLOSED, 2)
-    agent.send(SIGNAL, 2, struct.pack("<I", signal.SIGKILL))
+    agent.send(SIGNAL, 2, struct.pack("<II", signal.SIGKILL, 0))
     assert list(agent.frames_until_exit(2))[-1][0] == EXIT
     agent.finish()
 

@@ -52,7 +52,10 @@ def test_null_and_invalid_handles_are_typed_errors(rt: boxlite_ffi.Runtime, root
         )
         assert lib.boxlite_runtime_drain(raw, -1, 0) == -ErrorCode.INVALID_ARGUMENT
     assert lib.boxlite_box_free(ffi.NULL, handle) == ErrorCode.INVALID_ARGUMENT
-    assert lib.boxlite_exec_signal(ffi.NULL, 1, 9) == ErrorCode.INVALID_ARGUMENT
+    assert lib.boxlite_exec_signal(ffi.NULL, 1, 9, DONE, ffi.NULL) == ErrorCode.INVALID_ARGUMENT
+    assert (
+        lib.boxlite_exec_write(ffi.NULL, 1, b"x", 1, DONE, ffi.NULL) == ErrorCode.INVALID_ARGUMENT
+    )
     for bogus in (0xDEAD_0000_0001, handle + 1, handle | (7 << 32)):
         with pytest.raises(boxlite_ffi.InvalidHandleError):
             native.box_free(bogus)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import signal
 import threading
+import time
 
 import pytest
 
@@ -198,3 +199,16 @@ def test_close_force_closes_a_running_execution(box: boxlite_ffi.Box) -> None:
     with pytest.raises(boxlite_ffi.ExecClosedError):
         execution.kill()
     assert box.run(["sh", "-c", "ps -o comm | grep -c sleep || true"]).stdout == b"0\n"
+
+
+def test_a_signal_nobody_receives_is_not_reported_as_sent(home, rootfs) -> None:
+    # The main process has exited; a daemon in another session holds the
+    # pipes, so the execution is still draining, but its group is empty.
+    with boxlite_ffi.Runtime(home, drain_window=5) as rt, rt.create(rootfs=rootfs) as box:
+        execution = box.exec(["sh", "-c", "setsid sleep 3 & echo bye"])
+        assert next(iter(execution.stdout)) == b"bye\n"
+        time.sleep(0.3)  # the shell has exited by now
+        assert not execution.done
+        with pytest.raises(boxlite_ffi.ExecClosedError):
+            execution.signal(signal.SIGTERM)
+        assert execution.wait(timeout=20).ok

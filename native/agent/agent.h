@@ -89,7 +89,8 @@ struct execution {
 void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len);
 /* Report that an execution could not start (errno err). */
 void exec_refuse(struct agent *ag, uint64_t id, int err);
-void exec_signal(struct agent *ag, uint64_t id, int sig);
+/* Signal an execution's process group: 0, or errno (ESRCH: none left). */
+int exec_signal(struct agent *ag, uint64_t id, int sig);
 /* A pipe of an execution became readable (or hung up). */
 void exec_pipe_ready(struct agent *ag, void *pipe_src);
 /* Reap every exited child; finish the executions that are done. */

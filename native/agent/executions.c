@@ -250,12 +250,13 @@ void exec_stdin_close(struct agent *ag, uint64_t id)
 		stdin_request_close(ag, ex);
 }
 
-void exec_signal(struct agent *ag, uint64_t id, int sig)
+int exec_signal(struct agent *ag, uint64_t id, int sig)
 {
 	struct execution *ex = find(ag, id);
-	/* Its session id stays reserved while any member lives: no reuse race. */
-	if (ex)
-		kill(-ex->pid, sig);
+	if (!ex)
+		return ESRCH;
+	/* Its group id stays reserved while any member lives: no reuse race. */
+	return kill(-ex->pid, sig) < 0 ? errno : 0;
 }
 
 /* ---- starting ---- */

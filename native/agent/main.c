@@ -168,6 +168,20 @@ static _Noreturn void abandon(struct agent *ag)
 
 /* ---- the host connection ---- */
 
+/* Signal, and tell the host what happened when it asked (token != 0). */
+static void on_signal_frame(struct agent *ag, uint64_t id, const uint8_t *body)
+{
+	uint32_t sig, token;
+	memcpy(&sig, body, 4);
+	memcpy(&token, body + 4, 4);
+	int32_t err = sig >= 1 && sig <= 64 ? exec_signal(ag, id, (int)sig) : EINVAL;
+	uint8_t reply[8];
+	memcpy(reply, &token, 4);
+	memcpy(reply + 4, &err, 4);
+	if (token && !outbuf_send(&ag->out, BL_FRAME_SIGNAL_RESULT, id, reply, sizeof reply))
+		agent_die("out of memory queueing a signal result");
+}
+
 static void on_frame(struct agent *ag, const struct bl_frame_header *h, uint8_t *body)
 {
 	switch (h->type) {
@@ -184,12 +198,8 @@ static void on_frame(struct agent *ag, const struct bl_frame_header *h, uint8_t 
 		exec_stdin_close(ag, h->id);
 		break;
 	case BL_FRAME_SIGNAL:
-		if (h->len == 4) {
-			uint32_t sig;
-			memcpy(&sig, body, 4);
-			if (sig >= 1 && sig <= 64)
-				exec_signal(ag, h->id, (int)sig);
-		}
+		if (h->len == 8)
+			on_signal_frame(ag, h->id, body);
 		break;
 	default: /* frames from a newer host: ignore */
 		break;

@@ -83,10 +83,11 @@ static void test_null_arguments_are_refused(void)
 	CHECK(boxlite_box_start(rt, 0, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_box_stop(rt, 0, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_box_free(rt, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
-	CHECK(boxlite_exec_signal(rt, 0, 9) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_signal(rt, 0, 9, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_signal(rt, h, 9, NULL, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_exec_free(rt, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
-	CHECK(boxlite_exec_signal(rt, h, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
-	CHECK(boxlite_exec_signal(rt, h, 65) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_signal(rt, h, 0, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_signal(rt, h, 65, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_exec_write(rt, 0, (const uint8_t *)"x", 1, on_done, &r) ==
 	      BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_exec_write(rt, h, NULL, 1, on_done, &r) == BOXLITE_ERR_INVALID_ARGUMENT);
