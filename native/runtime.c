@@ -63,35 +63,40 @@ static void post_done(boxlite_runtime *rt, struct bl_op *op, int status, const c
 	bl_queue_push_terminal(&rt->queue, ev);
 }
 
-void bl_op_complete(boxlite_runtime *rt, struct bl_op *op, int status, const char *message)
+/* Take op off rt->ops (caller holds rt->lock). */
+static void unlink_op(boxlite_runtime *rt, struct bl_op *op)
 {
-	pthread_mutex_lock(&rt->lock);
 	if (op->prev)
 		op->prev->next = op->next;
 	else
 		rt->ops = op->next;
 	if (op->next)
 		op->next->prev = op->prev;
-	bool mine = claim(op);
-	pthread_mutex_unlock(&rt->lock);
-	if (mine)
-		post_done(rt, op, status, message);
-	bl_event_free(op->done_ev); /* NULL unless close posted instead */
+}
+
+/* Free op and its unposted event, and let drain finish without it. */
+static void release_op(boxlite_runtime *rt, struct bl_op *op)
+{
+	bl_event_free(op->done_ev); /* NULL once posted, by us or by close */
 	free(op);
 	bl_queue_release(&rt->queue);
 }
 
+void bl_op_complete(boxlite_runtime *rt, struct bl_op *op, int status, const char *message)
+{
+	pthread_mutex_lock(&rt->lock);
+	unlink_op(rt, op);
+	bool mine = claim(op);
+	pthread_mutex_unlock(&rt->lock);
+	if (mine)
+		post_done(rt, op, status, message);
+	release_op(rt, op);
+}
+
 void bl_op_abandon_locked(boxlite_runtime *rt, struct bl_op *op)
 {
-	if (op->prev)
-		op->prev->next = op->next;
-	else
-		rt->ops = op->next;
-	if (op->next)
-		op->next->prev = op->prev;
-	bl_event_free(op->done_ev);
-	free(op);
-	bl_queue_release(&rt->queue);
+	unlink_op(rt, op);
+	release_op(rt, op);
 }
 
 /* ---- runtime ---- */
