@@ -67,6 +67,9 @@ class Execution:
     def close_stdin(self) -> None:
         self._inner.close_stdin()
 
+    async def resize(self, rows: int, cols: int) -> None:
+        await asyncio.wrap_future(self._inner.resize_future(rows, cols))
+
     async def signal(self, sig: int) -> None:
         """Awaits delivery; ``ExecClosedError`` if nobody was left to get it."""
         await asyncio.wrap_future(self._inner.signal_future(sig))
@@ -125,6 +128,9 @@ class Box:
         stdin: bool = False,
         ordered_output: bool = False,
         timeout: float | None = None,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
     ) -> Execution:
         await self.start()
         inner = self._inner.exec_now(
@@ -136,6 +142,9 @@ class Box:
             stdin=stdin,
             ordered_output=ordered_output,
             timeout=timeout,
+            tty=tty,
+            rows=rows,
+            cols=cols,
         )
         return Execution(inner)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ._native import lib
 from .core import then
 from .errors import ExecClosedError, InvalidArgumentError, InvalidStateError, RuntimeClosedError
-from .execution import ExecResult, Execution, OutputCallback, _ExecSink
+from .execution import ExecResult, Execution, OutputCallback, _ExecSink, check_size
 
 if TYPE_CHECKING:
     from .core import NativeRuntime
@@ -158,11 +158,16 @@ class Box:
         stdin: bool = False,
         ordered_output: bool = False,
         timeout: float | None = None,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
     ) -> Execution:
         """Start an execution in the running box (no implicit start)."""
         args = check_argv(argv)
         environment = env_list(self._env, env)
         timeout_ms = timeout_millis(timeout)
+        if tty:
+            check_size(rows, cols)
         sink = _ExecSink(self._native, on_stdout, on_stderr, ordered_output)
         handle = self._native.exec_start(
             self._handle,
@@ -172,6 +177,7 @@ class Box:
             sink,
             stdin=stdin,
             timeout_ms=timeout_ms,
+            tty=(rows, cols) if tty else None,
         )
         sink.attach(handle)
         return Execution(sink)
@@ -187,6 +193,9 @@ class Box:
         stdin: bool = False,
         ordered_output: bool = False,
         timeout: float | None = None,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
     ) -> Execution:
         """Run ``argv`` in the box, starting the box first if needed.
 
@@ -195,7 +204,9 @@ class Box:
         ``ordered_output=True`` delivers stdout and stderr together through
         ``Execution.output``, numbered in one sequence.  After ``timeout``
         seconds its whole process tree gets SIGTERM, then SIGKILL 2 s later,
-        and the outcome is ``timed_out`` (exit code 124).
+        and the outcome is ``timed_out`` (exit code 124).  ``tty=True`` runs
+        it on a ``rows`` x ``cols`` pseudo-terminal: its output arrives as
+        stdout, ``write_stdin`` types into it, ``resize`` changes its size.
         """
         self.start()
         return self.exec_now(
@@ -207,6 +218,9 @@ class Box:
             stdin=stdin,
             ordered_output=ordered_output,
             timeout=timeout,
+            tty=tty,
+            rows=rows,
+            cols=cols,
         )
 
     def run(

@@ -239,11 +239,14 @@ class NativeRuntime:
         *,
         stdin: bool = False,
         timeout_ms: int = 0,
+        tty: tuple[int, int] | None = None,
     ) -> int:
         keep: list[Any] = []
         opts = ffi.new("boxlite_exec_options *")
-        opts.flags = lib.BOXLITE_EXEC_STDIN if stdin else 0
+        opts.flags = (lib.BOXLITE_EXEC_STDIN if stdin else 0) | (lib.BOXLITE_EXEC_TTY if tty else 0)
         opts.timeout_ms = timeout_ms
+        if tty:
+            opts.rows, opts.cols = tty
         opts.argv = _cstrings(argv, keep)
         opts.env = _cstrings(env, keep)
         if cwd is not None:
@@ -262,6 +265,9 @@ class NativeRuntime:
     def exec_write(self, execution: int, data: bytes | bytearray | memoryview) -> Future[None]:
         """Completes once the process's stdin pipe has taken every byte."""
         return self._begin(lib.boxlite_exec_write, execution, ffi.from_buffer(data), len(data))
+
+    def exec_resize(self, execution: int, rows: int, cols: int) -> Future[None]:
+        return self._begin(lib.boxlite_exec_resize, execution, rows, cols)
 
     def exec_close_stdin(self, execution: int) -> None:
         with self._use() as rt:

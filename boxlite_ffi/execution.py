@@ -162,6 +162,11 @@ class _ExecSink:
         self.exited.set_exception(RuntimeClosedError())
 
 
+def check_size(rows: int, cols: int) -> None:
+    if not (1 <= rows <= 0xFFFF and 1 <= cols <= 0xFFFF):
+        raise InvalidArgumentError(f"terminal size {rows}x{cols} is out of range")
+
+
 class Execution:
     """A process running in a box.
 
@@ -264,6 +269,15 @@ class Execution:
         view = memoryview(data).cast("B")
         for offset in range(0, len(view), WRITE_MAX):
             self.write_future(view[offset : offset + WRITE_MAX]).result(timeout)
+
+    def resize_future(self, rows: int, cols: int) -> Future[None]:
+        check_size(rows, cols)
+        with self._while_running():
+            return self._sink.native.exec_resize(self._sink.handle, rows, cols)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Resize its terminal (``tty=True``); returns once done."""
+        self.resize_future(rows, cols).result()
 
     def close_stdin(self) -> None:
         """End of input (EOF) after everything written; closing twice is harmless."""

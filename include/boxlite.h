@@ -168,6 +168,8 @@ int boxlite_box_free(boxlite_runtime *rt, boxlite_handle box);
 /* Execution flags (boxlite_exec_options.flags). */
 enum {
 	BOXLITE_EXEC_STDIN = 1, /* stdin is a pipe fed by boxlite_exec_write; else /dev/null */
+	BOXLITE_EXEC_TTY = 2,   /* one pseudo-terminal for stdin, stdout and stderr; its
+				 * output arrives as stdout, writes go to its input */
 };
 
 typedef struct boxlite_exec_options {
@@ -177,6 +179,7 @@ typedef struct boxlite_exec_options {
 	uint32_t flags;          /* BOXLITE_EXEC_* */
 	uint32_t timeout_ms;     /* 0: none; else its whole process tree is ended after this */
 	uint32_t kill_grace_ms;  /* after a timeout, SIGTERM..SIGKILL; 0 means 2000 */
+	uint16_t rows, cols;     /* terminal size with BOXLITE_EXEC_TTY; 0 means 24 x 80 */
 } boxlite_exec_options;
 
 typedef struct boxlite_exec_callbacks {
@@ -195,6 +198,12 @@ int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box, const boxlite_ex
  * execution's Exit has been claimed. */
 int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle exec, int sig, boxlite_done_cb cb,
 			void *user_data);
+/* Resize the terminal of an execution started with BOXLITE_EXEC_TTY.  cb
+ * gets OK once done, EXEC_CLOSED if its terminal is gone, INVALID_STATE if
+ * it never had one. */
+int boxlite_exec_resize(boxlite_runtime *rt, boxlite_handle exec, uint16_t rows, uint16_t cols,
+			boxlite_done_cb cb, void *user_data);
+
 /* Largest len one boxlite_exec_write accepts. */
 enum { BOXLITE_EXEC_WRITE_MAX = 16 << 20 };
 

@@ -91,9 +91,9 @@ struct bl_write {
 	size_t remaining; /* bytes not yet acknowledged */
 };
 
-/* A signal waiting for the agent's SIGNAL_RESULT (reactor). */
-struct bl_signal {
-	struct bl_signal *next;
+/* A SIGNAL or RESIZE waiting for the agent's RESULT (reactor). */
+struct bl_control {
+	struct bl_control *next;
 	struct bl_op *op;
 	uint32_t token;
 };
@@ -103,10 +103,11 @@ struct bl_exec {
 	uint64_t id; /* its handle, also its id on the wire */
 	struct bl_box *box;
 	bool has_stdin;    /* immutable */
+	bool has_tty;      /* immutable */
 	bool stdin_closed; /* close requested (rt->lock) */
 	bool stdin_gone;   /* the agent said its stdin is gone (reactor) */
 	struct bl_write *writes, *writes_tail; /* in write order (reactor) */
-	struct bl_signal *signals;             /* awaiting results (reactor) */
+	struct bl_control *controls;           /* awaiting results (reactor) */
 	uint32_t last_token;                   /* (reactor) */
 	boxlite_output_cb on_output;
 	void *user_data;
@@ -167,6 +168,8 @@ struct bl_reactor *bl_reactor_new(boxlite_runtime *rt);
 int bl_reactor_attach(struct bl_reactor *r, struct bl_box *box, int pidfd, int conn_fd);
 int bl_reactor_send_exec(struct bl_reactor *r, struct bl_exec *ex, uint8_t *frame, size_t len);
 int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig, struct bl_op *op);
+int bl_reactor_resize_exec(struct bl_reactor *r, struct bl_exec *ex, uint16_t rows, uint16_t cols,
+			   struct bl_op *op);
 int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex);
 /* frames: STDIN frames holding len bytes in all (NULL when len is 0). */
 int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op *op, uint8_t *frames,

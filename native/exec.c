@@ -55,7 +55,9 @@ static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks
 	}
 	atomic_init(&ex->refs, 1);
 	atomic_init(&ex->exit_claimed, false);
-	ex->has_stdin = flags & BOXLITE_EXEC_STDIN;
+	/* A terminal's input is writable like a stdin pipe. */
+	ex->has_stdin = flags & (BOXLITE_EXEC_STDIN | BOXLITE_EXEC_TTY);
+	ex->has_tty = flags & BOXLITE_EXEC_TTY;
 	ex->on_output = cbs->on_output;
 	ex->user_data = cbs->user_data;
 	ex->box = box;
@@ -72,9 +74,12 @@ static uint8_t *encode_exec(const boxlite_exec_options *o, size_t *len)
 	if (!frame)
 		return NULL;
 	struct bl_exec_params params = {
-		.flags = o->flags & BOXLITE_EXEC_STDIN ? BL_EXEC_STDIN : 0,
+		.flags = (o->flags & BOXLITE_EXEC_STDIN ? BL_EXEC_STDIN : 0) |
+			 (o->flags & BOXLITE_EXEC_TTY ? BL_EXEC_TTY : 0),
 		.timeout_ms = o->timeout_ms,
 		.kill_grace_ms = o->kill_grace_ms ? o->kill_grace_ms : DEFAULT_KILL_GRACE_MS,
+		.rows = o->rows,
+		.cols = o->cols,
 	};
 	bl_exec_encode(o->argv, o->env, o->cwd, &params, frame + BL_FRAME_HEADER_SIZE);
 	*len = BL_FRAME_HEADER_SIZE + payload;
@@ -84,7 +89,7 @@ static uint8_t *encode_exec(const boxlite_exec_options *o, size_t *len)
 static bool valid_options(const boxlite_exec_options *o, const boxlite_exec_callbacks *cbs)
 {
 	return o && cbs && cbs->on_output && cbs->on_exit && o->argv && o->argv[0] &&
-	       (o->flags & ~(uint32_t)BOXLITE_EXEC_STDIN) == 0;
+	       (o->flags & ~(uint32_t)(BOXLITE_EXEC_STDIN | BOXLITE_EXEC_TTY)) == 0;
 }
 
 int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_exec_options *options,
@@ -150,6 +155,31 @@ int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig, boxlite_
 	else if (!(op = bl_op_begin(rt, cb, user_data)))
 		rc = BOXLITE_ERR_NO_MEMORY;
 	else if ((rc = bl_reactor_signal_exec(rt->reactor, ex, sig, op)) != BOXLITE_OK)
+		bl_op_abandon_locked(rt, op);
+	pthread_mutex_unlock(&rt->lock);
+	return rc;
+}
+
+int boxlite_exec_resize(boxlite_runtime *rt, boxlite_handle h, uint16_t rows, uint16_t cols,
+			boxlite_done_cb cb, void *user_data)
+{
+	if (!rt || !h || !cb || !rows || !cols)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc = BOXLITE_OK;
+	struct bl_op *op = NULL;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = rt->closed ? NULL : bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
+	if (rt->closed)
+		rc = BOXLITE_ERR_RUNTIME_CLOSED;
+	else if (!ex)
+		rc = BOXLITE_ERR_INVALID_HANDLE;
+	else if (!ex->has_tty)
+		rc = BOXLITE_ERR_INVALID_STATE;
+	else if (atomic_load(&ex->exit_claimed))
+		rc = BOXLITE_ERR_EXEC_CLOSED;
+	else if (!(op = bl_op_begin(rt, cb, user_data)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	else if ((rc = bl_reactor_resize_exec(rt->reactor, ex, rows, cols, op)) != BOXLITE_OK)
 		bl_op_abandon_locked(rt, op);
 	pthread_mutex_unlock(&rt->lock);
 	return rc;

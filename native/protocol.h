@@ -28,6 +28,7 @@ enum bl_frame_type {
 	BL_FRAME_SIGNAL = 2,      /* id: exec id; payload: u32 signal, u32 token (0: no reply) */
 	BL_FRAME_STDIN = 3,       /* id: exec id; payload: bytes for its stdin */
 	BL_FRAME_STDIN_CLOSE = 4, /* id: exec id; no payload: EOF after what was sent */
+	BL_FRAME_RESIZE = 5,      /* id: exec id; payload: u16 rows, u16 cols, u32 token */
 	/* agent -> host */
 	BL_FRAME_HELLO = 64,      /* id: 0; payload: u32 protocol version */
 	BL_FRAME_STARTED = 65,    /* id: exec id; payload: u32 pid (in the box) */
@@ -37,7 +38,8 @@ enum bl_frame_type {
 	BL_FRAME_STDIN_ACK = 69,  /* id: exec id; payload: u32 stdin bytes now in its pipe */
 	BL_FRAME_STDIN_CLOSED = 70, /* id: exec id; no payload: its stdin is gone, the
 				     * bytes not yet acknowledged were dropped */
-	BL_FRAME_SIGNAL_RESULT = 71, /* id: exec id; payload: u32 token, i32 errno (0: sent) */
+	BL_FRAME_RESULT = 71,     /* id: exec id; payload: u32 token, i32 errno (0: done);
+				   * answers a SIGNAL or RESIZE that carried a token */
 };
 
 struct bl_frame_header {
@@ -67,18 +69,21 @@ struct bl_exit_payload {
  * EXEC payload encoding:
  *   u32 argc, u32 envc, u32 flags (BL_EXEC_*), u32 timeout_ms (0: none),
  *   u32 kill_grace_ms (SIGTERM..SIGKILL after a timeout),
+ *   u16 rows, u16 cols (the terminal's size with BL_EXEC_TTY),
  *   then argc NUL-terminated strings, envc NUL-terminated "K=V" strings,
  *   then one NUL-terminated working directory ("" means "/").
  * argc >= 1.  The agent resolves argv[0] through PATH from the given env.
  */
 /* EXEC flags. */
 #define BL_EXEC_STDIN 1u /* stdin is a pipe fed by STDIN frames (else /dev/null) */
+#define BL_EXEC_TTY 2u   /* stdin, stdout and stderr are one pseudo-terminal */
 
 /* The fixed-size part of an EXEC request. */
 struct bl_exec_params {
 	uint32_t flags;
 	uint32_t timeout_ms;
 	uint32_t kill_grace_ms;
+	uint16_t rows, cols;
 };
 
 struct bl_exec_request {

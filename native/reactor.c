@@ -56,6 +56,7 @@ enum cmd_kind {
 	CMD_FORCE_CLOSE,
 	CMD_WRITE,
 	CMD_CLOSE_STDIN,
+	CMD_RESIZE,
 	CMD_CLOSE,
 	CMD_QUIT,
 };
@@ -68,7 +69,8 @@ struct cmd {
 	uint8_t *frame;
 	size_t len;
 	int sig;
-	struct bl_op *op;   /* CMD_WRITE, CMD_SIGNAL */
+	struct bl_op *op;   /* CMD_WRITE, CMD_SIGNAL, CMD_RESIZE */
+	uint16_t rows, cols; /* CMD_RESIZE */
 	size_t data_len;    /* CMD_WRITE: stdin bytes inside frame */
 };
 
@@ -195,6 +197,21 @@ int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op
 	return BOXLITE_OK;
 }
 
+int bl_reactor_resize_exec(struct bl_reactor *r, struct bl_exec *ex, uint16_t rows, uint16_t cols,
+			   struct bl_op *op)
+{
+	struct cmd *c = cmd_new(CMD_RESIZE);
+	if (!c)
+		return BOXLITE_ERR_NO_MEMORY;
+	bl_exec_ref(ex);
+	c->ex = ex;
+	c->rows = rows;
+	c->cols = cols;
+	c->op = op;
+	enqueue(r, c);
+	return BOXLITE_OK;
+}
+
 int bl_reactor_close_stdin(struct bl_reactor *r, struct bl_exec *ex)
 {
 	return exec_cmd(r, CMD_CLOSE_STDIN, ex, NULL, 0, 0);
@@ -278,10 +295,10 @@ static void ack_writes(struct bl_exec *ex, size_t n)
 }
 
 /* Complete the signal whose result this is (0 sent, ESRCH nobody left). */
-static void signal_result(struct bl_exec *ex, uint32_t token, int32_t err)
+static void control_result(struct bl_exec *ex, uint32_t token, int32_t err)
 {
-	for (struct bl_signal **p = &ex->signals; *p; p = &(*p)->next) {
-		struct bl_signal *s = *p;
+	for (struct bl_control **p = &ex->controls; *p; p = &(*p)->next) {
+		struct bl_control *s = *p;
 		if (s->token != token)
 			continue;
 		*p = s->next;
@@ -292,11 +309,11 @@ static void signal_result(struct bl_exec *ex, uint32_t token, int32_t err)
 	}
 }
 
-static void fail_signals(struct bl_exec *ex)
+static void fail_controls(struct bl_exec *ex)
 {
-	while (ex->signals) {
-		struct bl_signal *s = ex->signals;
-		ex->signals = s->next;
+	while (ex->controls) {
+		struct bl_control *s = ex->controls;
+		ex->controls = s->next;
 		bl_op_complete(ex->box->rt, s->op, BOXLITE_ERR_EXEC_CLOSED, "the execution has ended");
 		free(s);
 	}
@@ -305,7 +322,7 @@ static void fail_signals(struct bl_exec *ex)
 static void unlink_exec(struct bl_attachment *a, struct bl_exec *ex)
 {
 	fail_writes(ex);
-	fail_signals(ex);
+	fail_controls(ex);
 	for (struct bl_exec **p = &a->execs; *p; p = &(*p)->next) {
 		if (*p == ex) {
 			*p = ex->next;
@@ -525,13 +542,13 @@ static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 		if ((ex = find_exec(a, h->id)))
 			fail_writes(ex);
 		break;
-	case BL_FRAME_SIGNAL_RESULT:
+	case BL_FRAME_RESULT:
 		if (h->len == 8 && (ex = find_exec(a, h->id))) {
 			uint32_t token;
 			int32_t err;
 			memcpy(&token, body, 4);
 			memcpy(&err, body + 4, 4);
-			signal_result(ex, token, err);
+			control_result(ex, token, err);
 		}
 		break;
 	default: /* STARTED and frames from newer agents: nothing to do */
@@ -574,18 +591,17 @@ static void run_exec(struct bl_reactor *r, struct cmd *c)
 	flush_conn(r, a);
 }
 
-/* Queue a SIGNAL frame (token 0: no reply wanted); false when it could not
- * be sent. */
-static bool send_signal_frame(struct bl_reactor *r, struct bl_attachment *a, uint64_t id, int sig,
-			      uint32_t token)
+/* Queue a SIGNAL or RESIZE frame: 4 bytes of argument, then the token (0: no
+ * reply wanted).  False when it could not be sent. */
+static bool send_control_frame(struct bl_reactor *r, struct bl_attachment *a, uint16_t type,
+			       uint64_t id, const uint8_t arg[4], uint32_t token)
 {
 	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + 8);
 	if (!frame)
 		return false;
-	struct bl_frame_header h = {.len = 8, .type = BL_FRAME_SIGNAL, .id = id};
+	struct bl_frame_header h = {.len = 8, .type = type, .id = id};
 	bl_header_encode(&h, frame);
-	uint32_t s = (uint32_t)sig;
-	memcpy(frame + BL_FRAME_HEADER_SIZE, &s, 4);
+	memcpy(frame + BL_FRAME_HEADER_SIZE, arg, 4);
 	memcpy(frame + BL_FRAME_HEADER_SIZE + 4, &token, 4);
 	if (bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE + 8) < 0) {
 		free(frame);
@@ -595,7 +611,17 @@ static bool send_signal_frame(struct bl_reactor *r, struct bl_attachment *a, uin
 	return true;
 }
 
-static void run_signal(struct bl_reactor *r, struct cmd *c)
+static bool send_signal_frame(struct bl_reactor *r, struct bl_attachment *a, uint64_t id, int sig,
+			      uint32_t token)
+{
+	uint8_t arg[4];
+	uint32_t s = (uint32_t)sig;
+	memcpy(arg, &s, 4);
+	return send_control_frame(r, a, BL_FRAME_SIGNAL, id, arg, token);
+}
+
+/* Send a SIGNAL or RESIZE whose RESULT completes c->op. */
+static void run_control(struct bl_reactor *r, struct cmd *c, uint16_t type, const uint8_t arg[4])
 {
 	struct bl_exec *ex = c->ex;
 	struct bl_attachment *a = exec_attachment(ex);
@@ -603,16 +629,32 @@ static void run_signal(struct bl_reactor *r, struct cmd *c)
 		bl_op_complete(r->rt, c->op, BOXLITE_ERR_EXEC_CLOSED, "the execution has ended");
 		return;
 	}
-	struct bl_signal *s = malloc(sizeof *s);
+	struct bl_control *s = malloc(sizeof *s);
 	if (++ex->last_token == 0)
 		ex->last_token = 1; /* 0 means "no reply" on the wire */
-	if (!s || !send_signal_frame(r, a, ex->id, c->sig, ex->last_token)) {
+	if (!s || !send_control_frame(r, a, type, ex->id, arg, ex->last_token)) {
 		free(s);
 		bl_op_complete(r->rt, c->op, BOXLITE_ERR_NO_MEMORY, NULL);
 		return;
 	}
-	*s = (struct bl_signal){.next = ex->signals, .op = c->op, .token = ex->last_token};
-	ex->signals = s;
+	*s = (struct bl_control){.next = ex->controls, .op = c->op, .token = ex->last_token};
+	ex->controls = s;
+}
+
+static void run_signal(struct bl_reactor *r, struct cmd *c)
+{
+	uint8_t arg[4];
+	uint32_t s = (uint32_t)c->sig;
+	memcpy(arg, &s, 4);
+	run_control(r, c, BL_FRAME_SIGNAL, arg);
+}
+
+static void run_resize(struct bl_reactor *r, struct cmd *c)
+{
+	uint8_t arg[4];
+	memcpy(arg, &c->rows, 2);
+	memcpy(arg + 2, &c->cols, 2);
+	run_control(r, c, BL_FRAME_RESIZE, arg);
 }
 
 static void run_force_close(struct bl_reactor *r, struct cmd *c)
@@ -734,6 +776,10 @@ static void run_commands(struct bl_reactor *r)
 			break;
 		case CMD_CLOSE_STDIN:
 			run_close_stdin(r, c);
+			break;
+		case CMD_RESIZE:
+			run_resize(r, c);
+			c->op = NULL;
 			break;
 		case CMD_CLOSE:
 			run_close(r);

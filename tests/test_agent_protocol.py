@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED, SIGNAL_RESULT = (
+HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED, RESULT = (
     64,
     65,
     66,
@@ -27,7 +27,7 @@ HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED, SIGNAL_RESULT = (
     70,
     71,
 )
-EXEC, SIGNAL, STDIN, STDIN_CLOSE = 1, 2, 3, 4
+EXEC, SIGNAL, STDIN, STDIN_CLOSE, RESIZE = 1, 2, 3, 4, 5
 EXITED, SIGNALED, FAILED, TIMED_OUT = 1, 2, 3, 4
 
 
@@ -69,8 +69,12 @@ def exec_payload(
     flags: int = 0,
     timeout_ms: int = 0,
     kill_grace_ms: int = 2000,
+    rows: int = 24,
+    cols: int = 80,
 ) -> bytes:
-    body = struct.pack("<IIIII", len(argv), len(env), flags, timeout_ms, kill_grace_ms)
+    body = struct.pack(
+        "<IIIIII", len(argv), len(env), flags, timeout_ms, kill_grace_ms, rows << 16 | cols
+    )
     for s in [*argv, *env, cwd]:
         body += s.encode() + b"\0"
     return body
@@ -160,9 +164,9 @@ def test_hostile_host_frames(agents: dict[str, Path]) -> None:
     agent.send(999, 3, b"future frame type")  # ignored
     agent.send(SIGNAL, 3, b"\x01")  # wrong length: ignored
     agent.send(SIGNAL, 3, struct.pack("<II", 0, 5))  # out of range: refused
-    assert agent.recv() == (SIGNAL_RESULT, 3, struct.pack("<Ii", 5, errno.EINVAL))
+    assert agent.recv() == (RESULT, 3, struct.pack("<Ii", 5, errno.EINVAL))
     agent.send(SIGNAL, 3, struct.pack("<II", signal.SIGKILL, 6))
-    assert agent.recv() == (SIGNAL_RESULT, 3, struct.pack("<Ii", 6, 0))
+    assert agent.recv() == (RESULT, 3, struct.pack("<Ii", 6, 0))
     assert exit_of(list(agent.frames_until_exit(3))[-1][1]) == (SIGNALED, 0, signal.SIGKILL, 0)
     agent.finish()
 
@@ -253,4 +257,20 @@ def test_timeout_frames(agents: dict[str, Path]) -> None:
     frames = list(agent.frames_until_exit(1))
     assert b"".join(p for k, p in frames if k == STDOUT) == b"hi\n"
     assert exit_of(frames[-1][1]) == (TIMED_OUT, 0, signal.SIGTERM, 0)
+    agent.finish()
+
+
+def test_resize_results(agents: dict[str, Path]) -> None:
+    agent = Agent(agents["asan"])
+    agent.send(EXEC, 1, exec_payload(["sleep", "30"], flags=2, rows=10, cols=20))  # BL_EXEC_TTY
+    assert agent.recv()[:2] == (STARTED, 1)
+    agent.send(RESIZE, 1, struct.pack("<HHI", 40, 120, 9))
+    assert agent.recv() == (RESULT, 1, struct.pack("<Ii", 9, 0))
+    agent.send(EXEC, 2, exec_payload(["sleep", "30"]))  # no terminal
+    assert agent.recv()[:2] == (STARTED, 2)
+    agent.send(RESIZE, 2, struct.pack("<HHI", 40, 120, 10))
+    assert agent.recv() == (RESULT, 2, struct.pack("<Ii", 10, errno.ENOTTY))
+    for ident in (1, 2):
+        agent.send(SIGNAL, ident, struct.pack("<II", signal.SIGKILL, 0))
+        assert list(agent.frames_until_exit(ident))[-1][0] == EXIT
     agent.finish()

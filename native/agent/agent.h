@@ -62,7 +62,8 @@ struct in_chunk;
 struct stdin_feed {
 	enum src_kind kind; /* SRC_STDIN */
 	struct execution *ex;
-	int fd; /* -1: never a pipe, closed, or broken */
+	int fd;   /* -1: never a pipe, closed, or broken */
+	bool tty; /* fd is the terminal: EOF is the VEOF character, not a close */
 	struct in_chunk *head, *tail;
 	bool close_requested;
 	bool watching; /* EPOLLOUT armed */
@@ -83,6 +84,7 @@ struct execution {
 	uint32_t kill_grace_ms;
 	bool timed_out;
 	int last_signal;
+	bool tty; /* out.fd is the terminal's master side */
 };
 
 /* Start the execution an EXEC frame asks for (payload is modified). */
@@ -91,6 +93,14 @@ void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len);
 void exec_refuse(struct agent *ag, uint64_t id, int err);
 /* Signal an execution's process group: 0, or errno (ESRCH: none left). */
 int exec_signal(struct agent *ag, uint64_t id, int sig);
+/* Resize an execution's terminal: 0, or errno (ENOTTY: it has none). */
+int exec_resize(struct agent *ag, uint64_t id, uint16_t rows, uint16_t cols);
+
+/* ---- pty.c ---- */
+
+/* A master (non-blocking, CLOEXEC) and its slave's path, sized rows x cols. */
+int pty_open(uint16_t rows, uint16_t cols, int *master, char *slave, size_t cap);
+int pty_resize(int master, uint16_t rows, uint16_t cols);
 /* A pipe of an execution became readable (or hung up). */
 void exec_pipe_ready(struct agent *ag, void *pipe_src);
 /* Reap every exited child; finish the executions that are done. */
@@ -114,8 +124,9 @@ void process_tree_signal(pid_t pgid, const char *marker, int sig);
 
 /* ---- stdin_feed.c: host bytes into a process's stdin, acknowledged ---- */
 
-/* Take over fd (non-blocking write end); -1 means the process has no pipe. */
-void stdin_open(struct agent *ag, struct execution *ex, int fd);
+/* Take over fd (non-blocking write end, or a dup of a terminal's master);
+ * -1 means the process has no stdin to feed. */
+void stdin_open(struct agent *ag, struct execution *ex, int fd, bool tty);
 void stdin_data(struct agent *ag, struct execution *ex, const uint8_t *data, size_t len);
 void stdin_request_close(struct agent *ag, struct execution *ex);
 /* The pipe became writable, or its reader went away. */

@@ -250,6 +250,14 @@ void exec_stdin_close(struct agent *ag, uint64_t id)
 		stdin_request_close(ag, ex);
 }
 
+int exec_resize(struct agent *ag, uint64_t id, uint16_t rows, uint16_t cols)
+{
+	struct execution *ex = find(ag, id);
+	if (!ex || (ex->tty && ex->out.fd < 0))
+		return ESRCH; /* gone, or its terminal already hung up */
+	return ex->tty ? pty_resize(ex->out.fd, rows, cols) : ENOTTY;
+}
+
 int exec_signal(struct agent *ag, uint64_t id, int sig)
 {
 	struct execution *ex = find(ag, id);
@@ -306,9 +314,11 @@ static int spawn_attrs(posix_spawnattr_t *attr)
 	return rc;
 }
 
-/* The three pipes of an execution: [0] read end, [1] write end. */
+/* The three pipes of an execution: [0] read end, [1] write end.  With a
+ * terminal: out[0] is its master, in[1] a dup of it, slave its path. */
 struct stdio_pipes {
 	int in[2], out[2], err[2];
+	char slave[64];
 };
 
 static void close_fd(int *fd)
@@ -325,9 +335,26 @@ static void close_pipes(struct stdio_pipes *p)
 		close_fd(fds[i]);
 }
 
-/* Output pipes always; a stdin pipe (write end non-blocking) if asked. */
-static int open_pipes(struct stdio_pipes *p, bool with_stdin)
+static int open_tty(struct stdio_pipes *p, const struct bl_exec_params *params)
 {
+	p->in[0] = p->in[1] = p->out[1] = p->err[0] = p->err[1] = -1;
+	int err = pty_open(params->rows, params->cols, &p->out[0], p->slave, sizeof p->slave);
+	if (err)
+		return err;
+	if ((p->in[1] = fcntl(p->out[0], F_DUPFD_CLOEXEC, 0)) < 0) {
+		err = errno;
+		close_fd(&p->out[0]);
+	}
+	return err;
+}
+
+/* A terminal; or output pipes, and a stdin pipe (write end non-blocking) if asked. */
+static int open_pipes(struct stdio_pipes *p, const struct bl_exec_params *params)
+{
+	p->slave[0] = '\0';
+	if (params->flags & BL_EXEC_TTY)
+		return open_tty(p, params);
+	bool with_stdin = params->flags & BL_EXEC_STDIN;
 	p->in[0] = p->in[1] = -1;
 	if (make_pipe(p->out) < 0)
 		return errno;
@@ -352,6 +379,16 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd,
 	int rc = posix_spawn_file_actions_init(fa);
 	if (rc)
 		return rc;
+	if (p->slave[0]) {
+		/* Opened after setsid and without O_NOCTTY: it becomes the
+		 * session's controlling terminal, so Ctrl-C and job control work. */
+		if ((rc = posix_spawn_file_actions_addopen(fa, 0, p->slave, O_RDWR, 0)) ||
+		    (rc = posix_spawn_file_actions_adddup2(fa, 0, 1)) ||
+		    (rc = posix_spawn_file_actions_adddup2(fa, 0, 2)) ||
+		    (rc = posix_spawn_file_actions_addchdir_np(fa, cwd)))
+			posix_spawn_file_actions_destroy(fa);
+		return rc;
+	}
 	if ((rc = p->in[0] >= 0 ? posix_spawn_file_actions_adddup2(fa, p->in[0], 0)
 				: posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0)) ||
 	    (rc = posix_spawn_file_actions_adddup2(fa, p->out[1], 1)) ||
@@ -399,7 +436,7 @@ static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_ex
 	struct stdio_pipes p;
 	pid_t pid = 0;
 	process_tree_marker(id, ex->marker, sizeof ex->marker);
-	*err = open_pipes(&p, req->params.flags & BL_EXEC_STDIN);
+	*err = open_pipes(&p, &req->params);
 	if (!*err)
 		*err = spawn_process(req, &p, ex->marker, &pid);
 	/* The child's ends are the child's alone now. */
@@ -419,7 +456,8 @@ static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_ex
 	}
 	ex->out = (struct pipe_src){SRC_PIPE, ex, p.out[0], BL_FRAME_STDOUT};
 	ex->err = (struct pipe_src){SRC_PIPE, ex, p.err[0], BL_FRAME_STDERR};
-	stdin_open(ag, ex, p.in[1]);
+	ex->tty = p.slave[0] != '\0';
+	stdin_open(ag, ex, p.in[1], ex->tty);
 	return ex;
 }
 
@@ -440,7 +478,7 @@ void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len)
 	}
 	uint32_t events = ag->paused ? 0 : EPOLLIN;
 	if (agent_watch(ag, EPOLL_CTL_ADD, ex->out.fd, events, &ex->out) < 0 ||
-	    agent_watch(ag, EPOLL_CTL_ADD, ex->err.fd, events, &ex->err) < 0)
+	    (ex->err.fd >= 0 && agent_watch(ag, EPOLL_CTL_ADD, ex->err.fd, events, &ex->err) < 0))
 		agent_die("epoll_ctl on a new pipe");
 	ex->next = ag->execs;
 	ag->execs = ex;

@@ -168,18 +168,32 @@ static _Noreturn void abandon(struct agent *ag)
 
 /* ---- the host connection ---- */
 
+static void reply_result(struct agent *ag, uint64_t id, uint32_t token, int32_t err)
+{
+	uint8_t reply[8];
+	memcpy(reply, &token, 4);
+	memcpy(reply + 4, &err, 4);
+	if (token && !outbuf_send(&ag->out, BL_FRAME_RESULT, id, reply, sizeof reply))
+		agent_die("out of memory queueing a result");
+}
+
 /* Signal, and tell the host what happened when it asked (token != 0). */
 static void on_signal_frame(struct agent *ag, uint64_t id, const uint8_t *body)
 {
 	uint32_t sig, token;
 	memcpy(&sig, body, 4);
 	memcpy(&token, body + 4, 4);
-	int32_t err = sig >= 1 && sig <= 64 ? exec_signal(ag, id, (int)sig) : EINVAL;
-	uint8_t reply[8];
-	memcpy(reply, &token, 4);
-	memcpy(reply + 4, &err, 4);
-	if (token && !outbuf_send(&ag->out, BL_FRAME_SIGNAL_RESULT, id, reply, sizeof reply))
-		agent_die("out of memory queueing a signal result");
+	reply_result(ag, id, token, sig >= 1 && sig <= 64 ? exec_signal(ag, id, (int)sig) : EINVAL);
+}
+
+static void on_resize_frame(struct agent *ag, uint64_t id, const uint8_t *body)
+{
+	uint16_t rows, cols;
+	uint32_t token;
+	memcpy(&rows, body, 2);
+	memcpy(&cols, body + 2, 2);
+	memcpy(&token, body + 4, 4);
+	reply_result(ag, id, token, exec_resize(ag, id, rows, cols));
 }
 
 static void on_frame(struct agent *ag, const struct bl_frame_header *h, uint8_t *body)
@@ -200,6 +214,10 @@ static void on_frame(struct agent *ag, const struct bl_frame_header *h, uint8_t 
 	case BL_FRAME_SIGNAL:
 		if (h->len == 8)
 			on_signal_frame(ag, h->id, body);
+		break;
+	case BL_FRAME_RESIZE:
+		if (h->len == 8)
+			on_resize_frame(ag, h->id, body);
 		break;
 	default: /* frames from a newer host: ignore */
 		break;

@@ -97,9 +97,9 @@ static void pump(struct agent *ag, struct execution *ex)
 		watch_writable(ag, in, in->head != NULL);
 }
 
-void stdin_open(struct agent *ag, struct execution *ex, int fd)
+void stdin_open(struct agent *ag, struct execution *ex, int fd, bool tty)
 {
-	ex->in = (struct stdin_feed){.kind = SRC_STDIN, .ex = ex, .fd = fd};
+	ex->in = (struct stdin_feed){.kind = SRC_STDIN, .ex = ex, .fd = fd, .tty = tty};
 	/* Registered idle: an error (the reader closing) is reported anyway. */
 	if (fd >= 0 && agent_watch(ag, EPOLL_CTL_ADD, fd, 0, &ex->in) < 0)
 		agent_die("epoll_ctl on a new stdin pipe");
@@ -131,8 +131,13 @@ void stdin_data(struct agent *ag, struct execution *ex, const uint8_t *data, siz
 
 void stdin_request_close(struct agent *ag, struct execution *ex)
 {
-	if (ex->in.fd < 0)
+	if (ex->in.fd < 0 || ex->in.close_requested)
 		return;
+	if (ex->in.tty) {
+		/* A terminal has no end: its reader takes VEOF (^D) as one. */
+		static const uint8_t veof = 4;
+		stdin_data(ag, ex, &veof, 1);
+	}
 	ex->in.close_requested = true;
 	pump(ag, ex);
 }
