@@ -137,27 +137,56 @@ int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_
 	return BOXLITE_OK;
 }
 
+/* Under rt->lock: the execution behind h if its Exit is not claimed yet,
+ * else NULL with *rc saying why. */
+static struct bl_exec *live_exec_locked(boxlite_runtime *rt, boxlite_handle h, int *rc)
+{
+	struct bl_exec *ex = rt->closed ? NULL : bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
+	if (rt->closed)
+		*rc = BOXLITE_ERR_RUNTIME_CLOSED;
+	else if (!ex)
+		*rc = BOXLITE_ERR_INVALID_HANDLE;
+	else if (atomic_load(&ex->exit_claimed))
+		*rc = BOXLITE_ERR_EXEC_CLOSED;
+	else
+		*rc = BOXLITE_OK;
+	return *rc == BOXLITE_OK ? ex : NULL;
+}
+
+/* What a SIGNAL or RESIZE operation carries to the reactor. */
+struct control {
+	int sig;
+	uint16_t rows, cols;
+};
+
+static int control_exec(boxlite_runtime *rt, boxlite_handle h, const struct control *ctl,
+			boxlite_done_cb cb, void *user_data)
+{
+	int rc;
+	struct bl_op *op = NULL;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = live_exec_locked(rt, h, &rc);
+	if (ex && !ctl->sig && !ex->has_tty)
+		rc = BOXLITE_ERR_INVALID_STATE;
+	else if (ex && !(op = bl_op_begin(rt, cb, user_data)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	if (op) {
+		rc = ctl->sig ? bl_reactor_signal_exec(rt->reactor, ex, ctl->sig, op)
+			      : bl_reactor_resize_exec(rt->reactor, ex, ctl->rows, ctl->cols, op);
+		if (rc != BOXLITE_OK)
+			bl_op_abandon_locked(rt, op);
+	}
+	pthread_mutex_unlock(&rt->lock);
+	return rc;
+}
+
 int boxlite_exec_signal(boxlite_runtime *rt, boxlite_handle h, int sig, boxlite_done_cb cb,
 			void *user_data)
 {
 	if (!rt || !h || !cb || sig < 1 || sig > MAX_SIGNAL)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
-	int rc = BOXLITE_OK;
-	struct bl_op *op = NULL;
-	pthread_mutex_lock(&rt->lock);
-	struct bl_exec *ex = rt->closed ? NULL : bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
-	if (rt->closed)
-		rc = BOXLITE_ERR_RUNTIME_CLOSED;
-	else if (!ex)
-		rc = BOXLITE_ERR_INVALID_HANDLE;
-	else if (atomic_load(&ex->exit_claimed))
-		rc = BOXLITE_ERR_EXEC_CLOSED;
-	else if (!(op = bl_op_begin(rt, cb, user_data)))
-		rc = BOXLITE_ERR_NO_MEMORY;
-	else if ((rc = bl_reactor_signal_exec(rt->reactor, ex, sig, op)) != BOXLITE_OK)
-		bl_op_abandon_locked(rt, op);
-	pthread_mutex_unlock(&rt->lock);
-	return rc;
+	struct control ctl = {.sig = sig};
+	return control_exec(rt, h, &ctl, cb, user_data);
 }
 
 int boxlite_exec_resize(boxlite_runtime *rt, boxlite_handle h, uint16_t rows, uint16_t cols,
@@ -165,24 +194,8 @@ int boxlite_exec_resize(boxlite_runtime *rt, boxlite_handle h, uint16_t rows, ui
 {
 	if (!rt || !h || !cb || !rows || !cols)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
-	int rc = BOXLITE_OK;
-	struct bl_op *op = NULL;
-	pthread_mutex_lock(&rt->lock);
-	struct bl_exec *ex = rt->closed ? NULL : bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
-	if (rt->closed)
-		rc = BOXLITE_ERR_RUNTIME_CLOSED;
-	else if (!ex)
-		rc = BOXLITE_ERR_INVALID_HANDLE;
-	else if (!ex->has_tty)
-		rc = BOXLITE_ERR_INVALID_STATE;
-	else if (atomic_load(&ex->exit_claimed))
-		rc = BOXLITE_ERR_EXEC_CLOSED;
-	else if (!(op = bl_op_begin(rt, cb, user_data)))
-		rc = BOXLITE_ERR_NO_MEMORY;
-	else if ((rc = bl_reactor_resize_exec(rt->reactor, ex, rows, cols, op)) != BOXLITE_OK)
-		bl_op_abandon_locked(rt, op);
-	pthread_mutex_unlock(&rt->lock);
-	return rc;
+	struct control ctl = {.rows = rows, .cols = cols};
+	return control_exec(rt, h, &ctl, cb, user_data);
 }
 
 /* STDIN frames for data, each at most BL_FRAME_DATA_CHUNK bytes. */
@@ -207,18 +220,12 @@ static uint8_t *encode_stdin(uint64_t id, const uint8_t *data, size_t len, size_
 /* Under rt->lock: the execution if its stdin can take more, else NULL + rc. */
 static struct bl_exec *stdin_target_locked(boxlite_runtime *rt, boxlite_handle h, int *rc)
 {
-	struct bl_exec *ex = rt->closed ? NULL : bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
-	if (rt->closed)
-		*rc = BOXLITE_ERR_RUNTIME_CLOSED;
-	else if (!ex)
-		*rc = BOXLITE_ERR_INVALID_HANDLE;
-	else if (!ex->has_stdin)
+	struct bl_exec *ex = live_exec_locked(rt, h, rc);
+	if (ex && !ex->has_stdin) {
 		*rc = BOXLITE_ERR_INVALID_STATE;
-	else if (atomic_load(&ex->exit_claimed))
-		*rc = BOXLITE_ERR_EXEC_CLOSED;
-	else
-		*rc = BOXLITE_OK;
-	return *rc == BOXLITE_OK ? ex : NULL;
+		return NULL;
+	}
+	return ex;
 }
 
 int boxlite_exec_write(boxlite_runtime *rt, boxlite_handle h, const uint8_t *data, size_t len,

@@ -36,10 +36,9 @@ def test_write_then_close_gives_eof(box: boxlite_ffi.Box) -> None:
 
 def test_without_stdin_the_process_reads_dev_null(box: boxlite_ffi.Box) -> None:
     assert box.run(["cat"]).stdout == b""  # returns at once: EOF
-    execution = box.exec(["true"])
-    with pytest.raises(boxlite_ffi.InvalidStateError):
+    # Still running, so the refusal is about stdin, not about the end.
+    with box.exec(["sleep", "5"]) as execution, pytest.raises(boxlite_ffi.InvalidStateError):
         execution.write_stdin(b"x")
-    execution.wait()
 
 
 def test_writes_after_close_or_exit_are_refused(box: boxlite_ffi.Box) -> None:
