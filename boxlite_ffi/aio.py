@@ -55,7 +55,8 @@ class Execution:
         return self._inner.done
 
     async def wait(self) -> ExecResult:
-        await asyncio.wrap_future(self._inner.exited)
+        """Output of streams nobody iterates is collected meanwhile (see the sync API)."""
+        await asyncio.wrap_future(self._inner._collect())
         return self._inner.result()
 
     async def write_stdin(self, data: bytes | bytearray | memoryview) -> None:
@@ -131,6 +132,7 @@ class Box:
         tty: bool = False,
         rows: int = 24,
         cols: int = 80,
+        output_window: int | None = None,
     ) -> Execution:
         await self.start()
         inner = self._inner.exec_now(
@@ -145,6 +147,7 @@ class Box:
             tty=tty,
             rows=rows,
             cols=cols,
+            output_window=output_window,
         )
         return Execution(inner)
 
@@ -161,6 +164,7 @@ class Box:
             argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout
         )
         if input is not None:
+            execution._inner._collect()  # output must not wait for the input to go in
             with contextlib.suppress(ExecClosedError):
                 await execution.write_stdin(input)
                 execution.close_stdin()

@@ -46,6 +46,15 @@ def timeout_millis(timeout: float | None) -> int:
     return ms
 
 
+def check_window(window: int | None) -> int:
+    """An output window in bytes as the native value (0: the default)."""
+    if window is None:
+        return 0
+    if not 1 <= window < 0xFFFFFFFF:
+        raise InvalidArgumentError(f"output_window must be between 1 byte and 4 GiB, not {window!r}")
+    return window
+
+
 def check_argv(argv: Sequence[str]) -> list[str]:
     if isinstance(argv, str | bytes):
         raise InvalidArgumentError("argv must be a sequence of strings, not a string")
@@ -161,6 +170,7 @@ class Box:
         tty: bool = False,
         rows: int = 24,
         cols: int = 80,
+        output_window: int | None = None,
     ) -> Execution:
         """Start an execution in the running box (no implicit start)."""
         args = check_argv(argv)
@@ -168,6 +178,7 @@ class Box:
         timeout_ms = timeout_millis(timeout)
         if tty:
             check_size(rows, cols)
+        window = check_window(output_window)
         sink = _ExecSink(self._native, on_stdout, on_stderr, ordered_output)
         handle = self._native.exec_start(
             self._handle,
@@ -178,6 +189,7 @@ class Box:
             stdin=stdin,
             timeout_ms=timeout_ms,
             tty=(rows, cols) if tty else None,
+            window=window,
         )
         sink.attach(handle)
         return Execution(sink)
@@ -196,6 +208,7 @@ class Box:
         tty: bool = False,
         rows: int = 24,
         cols: int = 80,
+        output_window: int | None = None,
     ) -> Execution:
         """Run ``argv`` in the box, starting the box first if needed.
 
@@ -207,6 +220,9 @@ class Box:
         and the outcome is ``timed_out`` (exit code 124).  ``tty=True`` runs
         it on a ``rows`` x ``cols`` pseudo-terminal: its output arrives as
         stdout, ``write_stdin`` types into it, ``resize`` changes its size.
+        ``output_window`` bounds the bytes of each stream held for a reader
+        (default 2 MiB): a stream nobody reads stops its writers after that
+        much, and only them; ``wait()`` collects instead.
         """
         self.start()
         return self.exec_now(
@@ -221,6 +237,7 @@ class Box:
             tty=tty,
             rows=rows,
             cols=cols,
+            output_window=output_window,
         )
 
     def run(
@@ -240,6 +257,7 @@ class Box:
         """
         execution = self.exec(argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout)
         if input is not None:
+            execution._collect()  # output must not wait for the input to go in
             feed_input(execution, input)
         return execution.wait()
 

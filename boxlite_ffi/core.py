@@ -240,11 +240,18 @@ class NativeRuntime:
         stdin: bool = False,
         timeout_ms: int = 0,
         tty: tuple[int, int] | None = None,
+        window: int = 0,
     ) -> int:
         keep: list[Any] = []
         opts = ffi.new("boxlite_exec_options *")
-        opts.flags = (lib.BOXLITE_EXEC_STDIN if stdin else 0) | (lib.BOXLITE_EXEC_TTY if tty else 0)
+        # Python acknowledges output when a reader takes it (streams.py).
+        opts.flags = (
+            lib.BOXLITE_EXEC_ACK_OUTPUT
+            | (lib.BOXLITE_EXEC_STDIN if stdin else 0)
+            | (lib.BOXLITE_EXEC_TTY if tty else 0)
+        )
         opts.timeout_ms = timeout_ms
+        opts.window = window
         if tty:
             opts.rows, opts.cols = tty
         opts.argv = _cstrings(argv, keep)
@@ -276,6 +283,11 @@ class NativeRuntime:
     def exec_signal(self, execution: int, sig: int) -> Future[None]:
         """Completes once delivered; ExecClosedError if nobody was left to get it."""
         return self._begin(lib.boxlite_exec_signal, execution, sig)
+
+    def exec_ack(self, execution: int, stream: int, n: int) -> None:
+        """The reader took n bytes of stream: reopen its window."""
+        with self._use() as rt:
+            check(lib.boxlite_exec_ack(rt, execution, stream, n))
 
     def exec_free(self, execution: int) -> None:
         with self._use() as rt:

@@ -17,6 +17,7 @@ from .errors import (
     ErrorCode,
     ExecClosedError,
     InvalidArgumentError,
+    InvalidHandleError,
     InvalidStateError,
     RuntimeClosedError,
     error_for,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 STDOUT = 1
 STDERR = 2
+_STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
 MAX_SIGNAL = 64
 
 OutputCallback = Callable[[bytes], None]
@@ -99,10 +101,15 @@ class _ExecSink:
         self._lock = threading.Lock()
         self._ended = False
         self._released = False
-        self.stdout = OutputStream("stdout")
-        self.stderr = OutputStream("stderr")
+        self._unsent_acks = {STDOUT: 0, STDERR: 0}  # taken before the handle was known
+        self.stdout = OutputStream("stdout", lambda data: self.ack(STDOUT, len(data)))
+        self.stderr = OutputStream("stderr", lambda data: self.ack(STDERR, len(data)))
         self.exited: Future[_Exit] = Future()
-        self.output: ChunkStream[OutputChunk] | None = ChunkStream("output") if ordered else None
+        self.output: ChunkStream[OutputChunk] | None = None
+        if ordered:
+            self.output = ChunkStream(
+                "output", lambda c: self.ack(_STREAM_IDS[c.stream], len(c.data))
+            )
         self._seq = 0
         self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
         self._streams = {STDOUT: self.stdout, STDERR: self.stderr}
@@ -122,6 +129,7 @@ class _ExecSink:
         callback = self._callbacks.get(stream)
         if callback is not None:
             callback(data)
+            self.ack(stream, len(data))
         elif self.output is not None:
             self.output._push(OutputChunk(seq, self._streams[stream].name, data))
         else:
@@ -132,8 +140,29 @@ class _ExecSink:
         with self._lock:
             self.handle = handle
             ended = self._ended
+            unsent, self._unsent_acks = self._unsent_acks, {}
+        for stream, n in unsent.items():
+            self.ack(stream, n)
         if ended:
             self.release()
+
+    def ack(self, stream: int, n: int) -> None:
+        """A reader took n bytes of stream: let the process write more."""
+        with self._lock:
+            if not self.handle:  # output can arrive before exec_start returns
+                self._unsent_acks[stream] += n
+                return
+            if self._released or not n:
+                return
+        # The execution may end and be released meanwhile: nothing to reopen.
+        with contextlib.suppress(InvalidHandleError, RuntimeClosedError):
+            self.native.exec_ack(self.handle, stream, n)
+
+    def collect(self) -> None:
+        """Buffer the output of every stream nobody reads (see ``wait``)."""
+        for stream in (self.stdout, self.stderr, self.output):
+            if stream is not None:
+                stream.collect()
 
     def release(self) -> None:
         """Free the native handle, once, whoever asks first (Exit or close)."""
@@ -233,9 +262,19 @@ class Execution:
             return self._result
 
     def wait(self, timeout: float | None = None) -> ExecResult:
-        """Block until the execution ends; ``TimeoutError`` if it outlives timeout."""
-        self._sink.exited.result(timeout)
+        """Block until the execution ends; ``TimeoutError`` if it outlives timeout.
+
+        Output of streams nobody iterates is collected meanwhile, so the
+        process is not held up by it (like ``Popen.communicate``), and lands
+        in the result.  A stream being iterated keeps its flow control.
+        """
+        self._collect().result(timeout)
         return self.result()
+
+    def _collect(self) -> Future[_Exit]:
+        """Collect what nobody reads from now on; the Exit to wait for."""
+        self._sink.collect()
+        return self._sink.exited
 
     def signal_future(self, sig: int) -> Future[None]:
         """Start sending ``sig``; completes once it was delivered."""

@@ -7,6 +7,13 @@ no re-splitting (invariant 3).  Text is an opt-in view: ``text()`` and
 ``lines()`` decode with an incremental decoder, so a character split across
 chunks arrives whole.  ``OutputChunk`` items carry one sequence number across
 both streams, for executions started with ``ordered_output=True``.
+
+Flow control: every item pushed is owed to the native core until a reader
+takes it, and only then acknowledged (``ack``), which reopens its stream's
+output window.  A stream nobody reads therefore stops its
+process after a window's worth, and nothing else.  ``collect()`` (what
+``wait()`` does) lifts that for a stream without a reader: its output is
+buffered in full, as ``subprocess.run`` would.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import asyncio
 import codecs
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -39,12 +46,17 @@ def _wake(fut: asyncio.Future[None]) -> None:
 class ChunkStream(Generic[T]):
     """Items pushed by the drain thread, read until the stream is closed."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, ack: Callable[[T], None] | None = None) -> None:
         self.name = name
+        self._ack = ack
         self._cond = threading.Condition()
         self._chunks: deque[T] = deque()
         self._closed = False
         self._has_reader = False
+        self._collect = False
+        # The first _settled items were acknowledged when collected; the
+        # rest are acknowledged as a reader takes them.
+        self._settled = 0
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def __repr__(self) -> str:
@@ -63,7 +75,34 @@ class ChunkStream(Generic[T]):
     def _push(self, item: T) -> None:
         with self._cond:
             self._chunks.append(item)
+            collected = self._collect and not self._has_reader
+            if collected:
+                self._settled += 1
             self._notify()
+        if collected:
+            self._settle([item])
+
+    def _settle(self, items: list[T]) -> None:
+        """Acknowledge items (outside the lock: it calls into the core)."""
+        if self._ack is not None:
+            for item in items:
+                self._ack(item)
+
+    def _take_locked(self, count: int) -> list[T]:
+        """Pop count items; return those still to acknowledge."""
+        taken = [self._chunks.popleft() for _ in range(count)]
+        settled = min(count, self._settled)
+        self._settled -= settled
+        return taken[settled:]
+
+    def collect(self) -> None:
+        """Buffer everything from now on unless someone reads this stream, so
+        a process whose output nobody reads still runs to its end."""
+        with self._cond:
+            self._collect = True
+            owed = [] if self._has_reader else list(self._chunks)[self._settled :]
+            self._settled += len(owed)
+        self._settle(owed)
 
     def _close(self) -> None:
         with self._cond:
@@ -76,7 +115,8 @@ class ChunkStream(Generic[T]):
             if self._has_reader:
                 return []
             items = list(self._chunks)
-            self._chunks.clear()
+            owed = self._take_locked(len(items))
+        self._settle(owed)
         return items
 
     # ---- consumer side --------------------------------------------------
@@ -85,7 +125,12 @@ class ChunkStream(Generic[T]):
         with self._cond:
             self._has_reader = True
             self._cond.wait_for(lambda: self._chunks or self._closed, timeout)
-            return self._chunks.popleft() if self._chunks else None
+            if not self._chunks:
+                return None
+            chunk = self._chunks[0]
+            owed = self._take_locked(1)
+        self._settle(owed)
+        return chunk
 
     def __iter__(self) -> Iterator[T]:
         """Items as they arrive, until the stream ends."""
@@ -97,8 +142,10 @@ class ChunkStream(Generic[T]):
         while True:
             with self._cond:
                 self._has_reader = True
+                owed: list[T] = []
                 if self._chunks:
-                    chunk: T | None = self._chunks.popleft()
+                    chunk: T | None = self._chunks[0]
+                    owed = self._take_locked(1)
                 elif self._closed:
                     return
                 else:
@@ -108,6 +155,7 @@ class ChunkStream(Generic[T]):
             if chunk is None:
                 await fut
             else:
+                self._settle(owed)
                 yield chunk
 
 

@@ -170,7 +170,13 @@ enum {
 	BOXLITE_EXEC_STDIN = 1, /* stdin is a pipe fed by boxlite_exec_write; else /dev/null */
 	BOXLITE_EXEC_TTY = 2,   /* one pseudo-terminal for stdin, stdout and stderr; its
 				 * output arrives as stdout, writes go to its input */
+	BOXLITE_EXEC_ACK_OUTPUT = 4, /* output counts against the window until the consumer
+				      * calls boxlite_exec_ack; without this flag each chunk
+				      * is acknowledged when its on_output callback returns */
 };
+
+/* Output window of an execution when boxlite_exec_options.window is 0. */
+enum { BOXLITE_EXEC_WINDOW_DEFAULT = 2 << 20 };
 
 typedef struct boxlite_exec_options {
 	const char *const *argv; /* required, NULL-terminated, at least one element */
@@ -180,6 +186,11 @@ typedef struct boxlite_exec_options {
 	uint32_t timeout_ms;     /* 0: none; else its whole process tree is ended after this */
 	uint32_t kill_grace_ms;  /* after a timeout, SIGTERM..SIGKILL; 0 means 2000 */
 	uint16_t rows, cols;     /* terminal size with BOXLITE_EXEC_TTY; 0 means 24 x 80 */
+	uint32_t window;         /* flow control, per stream: bytes delivered but not yet
+				  * acknowledged, at most; when a stream reaches it, the box
+				  * stops reading that stream and its writers block in
+				  * write().  Other streams and executions go on.
+				  * 0 means BOXLITE_EXEC_WINDOW_DEFAULT. */
 } boxlite_exec_options;
 
 typedef struct boxlite_exec_callbacks {
@@ -220,6 +231,14 @@ int boxlite_exec_write(boxlite_runtime *rt, boxlite_handle exec, const uint8_t *
 /* End of input, after every write made before it.  Closing twice succeeds;
  * EXEC_CLOSED once the Exit has been claimed. */
 int boxlite_exec_close_stdin(boxlite_runtime *rt, boxlite_handle exec);
+
+/*
+ * The consumer is done with n more bytes of one stream (BOXLITE_STDOUT or
+ * BOXLITE_STDERR) of this execution's output (with BOXLITE_EXEC_ACK_OUTPUT):
+ * that stream's window reopens by as much.  Acknowledging after the Exit is
+ * harmless.  Synchronous.
+ */
+int boxlite_exec_ack(boxlite_runtime *rt, boxlite_handle exec, int stream, size_t n);
 
 /* Release the handle.  A running execution is killed and its Exit reports
  * FORCE_CLOSED. */

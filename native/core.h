@@ -104,6 +104,10 @@ struct bl_exec {
 	struct bl_box *box;
 	bool has_stdin;    /* immutable */
 	bool has_tty;      /* immutable */
+	bool manual_ack;   /* immutable: BOXLITE_EXEC_ACK_OUTPUT */
+	uint32_t window;   /* immutable: bytes in flight per stream, at most */
+	uint64_t acked[2]; /* stdout, stderr bytes acknowledged and not yet
+			    * returned to the agent (rt->lock) */
 	bool stdin_closed; /* close requested (rt->lock) */
 	bool stdin_gone;   /* the agent said its stdin is gone (reactor) */
 	struct bl_write *writes, *writes_tail; /* in write order (reactor) */
@@ -175,6 +179,8 @@ int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex);
 int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op *op, uint8_t *frames,
 			  size_t frames_len, size_t len);
 int bl_reactor_close_stdin(struct bl_reactor *r, struct bl_exec *ex);
+/* Return stdout and stderr bytes of output window to the agent. */
+int bl_reactor_credit_exec(struct bl_reactor *r, struct bl_exec *ex, uint32_t out, uint32_t err);
 /* Runtime close: kill every box, end every execution.  Never fails. */
 void bl_reactor_close(struct bl_reactor *r);
 /* Wait until every attached box is reaped, then join and free. */

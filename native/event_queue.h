@@ -38,6 +38,7 @@ struct bl_event {
 			boxlite_output_cb cb;
 			int stream;
 			size_t len;
+			boxlite_handle ack; /* acknowledge len bytes once cb returns (0: no) */
 		} output;
 		struct {
 			boxlite_exit_cb cb;

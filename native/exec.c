@@ -42,8 +42,9 @@ void bl_exec_end(struct bl_exec *ex, int outcome, int error)
 }
 
 static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks *cbs,
-				uint32_t flags)
+				const boxlite_exec_options *o)
 {
+	uint32_t flags = o->flags;
 	struct bl_exec *ex = calloc(1, sizeof *ex);
 	if (!ex)
 		return NULL;
@@ -58,6 +59,8 @@ static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks
 	/* A terminal's input is writable like a stdin pipe. */
 	ex->has_stdin = flags & (BOXLITE_EXEC_STDIN | BOXLITE_EXEC_TTY);
 	ex->has_tty = flags & BOXLITE_EXEC_TTY;
+	ex->manual_ack = flags & BOXLITE_EXEC_ACK_OUTPUT;
+	ex->window = o->window ? o->window : BOXLITE_EXEC_WINDOW_DEFAULT;
 	ex->on_output = cbs->on_output;
 	ex->user_data = cbs->user_data;
 	ex->box = box;
@@ -80,6 +83,7 @@ static uint8_t *encode_exec(const boxlite_exec_options *o, size_t *len)
 		.kill_grace_ms = o->kill_grace_ms ? o->kill_grace_ms : DEFAULT_KILL_GRACE_MS,
 		.rows = o->rows,
 		.cols = o->cols,
+		.window = o->window ? o->window : BOXLITE_EXEC_WINDOW_DEFAULT,
 	};
 	bl_exec_encode(o->argv, o->env, o->cwd, &params, frame + BL_FRAME_HEADER_SIZE);
 	*len = BL_FRAME_HEADER_SIZE + payload;
@@ -89,7 +93,9 @@ static uint8_t *encode_exec(const boxlite_exec_options *o, size_t *len)
 static bool valid_options(const boxlite_exec_options *o, const boxlite_exec_callbacks *cbs)
 {
 	return o && cbs && cbs->on_output && cbs->on_exit && o->argv && o->argv[0] &&
-	       (o->flags & ~(uint32_t)(BOXLITE_EXEC_STDIN | BOXLITE_EXEC_TTY)) == 0;
+	       o->window != BL_CREDIT_UNLIMITED &&
+	       (o->flags & ~(uint32_t)(BOXLITE_EXEC_STDIN | BOXLITE_EXEC_TTY |
+				       BOXLITE_EXEC_ACK_OUTPUT)) == 0;
 }
 
 int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_exec_options *options,
@@ -113,7 +119,7 @@ int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_
 		rc = BOXLITE_ERR_INVALID_HANDLE;
 	else if (box->state != BL_BOX_RUNNING)
 		rc = BOXLITE_ERR_INVALID_STATE;
-	else if (!(ex = exec_new(box, callbacks, options->flags)))
+	else if (!(ex = exec_new(box, callbacks, options)))
 		rc = BOXLITE_ERR_NO_MEMORY;
 	else if (!(ex->id = bl_handles_add(&rt->handles, BL_HANDLE_EXEC, ex)))
 		rc = BOXLITE_ERR_NO_MEMORY;
@@ -268,6 +274,39 @@ int boxlite_exec_close_stdin(boxlite_runtime *rt, boxlite_handle h)
 	if (ex && !ex->stdin_closed) {
 		rc = bl_reactor_close_stdin(rt->reactor, ex);
 		ex->stdin_closed = rc == BOXLITE_OK;
+	}
+	pthread_mutex_unlock(&rt->lock);
+	return rc;
+}
+
+/* Whole quarter windows go back at once: few frames, and the agent still
+ * has three quarters to go on while one travels. */
+static uint32_t credit_due(uint64_t acked, uint32_t window)
+{
+	if (acked < window / 4)
+		return 0;
+	return acked > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)acked;
+}
+
+int boxlite_exec_ack(boxlite_runtime *rt, boxlite_handle h, int stream, size_t n)
+{
+	if (!rt || !h || (stream != BOXLITE_STDOUT && stream != BOXLITE_STDERR))
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = live_exec_locked(rt, h, &rc);
+	if (rc == BOXLITE_ERR_EXEC_CLOSED)
+		rc = BOXLITE_OK; /* its output is no longer flow-controlled */
+	if (ex) {
+		uint64_t *acked = &ex->acked[stream == BOXLITE_STDERR];
+		*acked += n;
+		uint32_t give = credit_due(*acked, ex->window);
+		if (give) {
+			rc = bl_reactor_credit_exec(rt->reactor, ex, stream == BOXLITE_STDOUT ? give : 0,
+						    stream == BOXLITE_STDERR ? give : 0);
+			if (rc == BOXLITE_OK)
+				*acked -= give;
+		}
 	}
 	pthread_mutex_unlock(&rt->lock);
 	return rc;

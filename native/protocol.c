@@ -6,7 +6,7 @@
 #include <string.h>
 
 /* argc, envc, flags, timeout_ms, kill_grace_ms, rows|cols */
-#define EXEC_FIXED 24u
+#define EXEC_FIXED 28u
 
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
 static uint32_t get_u32(const uint8_t *p)
@@ -74,6 +74,7 @@ void bl_exec_encode(const char *const *argv, const char *const *envp, const char
 	put_u32(out + 12, params->timeout_ms);
 	put_u32(out + 16, params->kill_grace_ms);
 	put_u32(out + 20, (uint32_t)params->rows << 16 | params->cols);
+	put_u32(out + 24, params->window);
 	uint8_t *p = put_strv(out + EXEC_FIXED, argv);
 	p = put_strv(p, envp);
 	size_t n = (cwd ? strlen(cwd) : 0);
@@ -128,6 +129,7 @@ int bl_exec_decode(uint8_t *payload, size_t len, struct bl_exec_request *req)
 	uint32_t winsize = get_u32(payload + 20);
 	req->params.rows = (uint16_t)(winsize >> 16);
 	req->params.cols = (uint16_t)winsize;
+	req->params.window = get_u32(payload + 24);
 	req->cwd = cwd[0][0] ? cwd[0] : "/";
 	return 0;
 }

@@ -29,6 +29,8 @@ enum bl_frame_type {
 	BL_FRAME_STDIN = 3,       /* id: exec id; payload: bytes for its stdin */
 	BL_FRAME_STDIN_CLOSE = 4, /* id: exec id; no payload: EOF after what was sent */
 	BL_FRAME_RESIZE = 5,      /* id: exec id; payload: u16 rows, u16 cols, u32 token */
+	BL_FRAME_CREDIT = 6,      /* id: exec id; payload: u32 more stdout bytes it may send,
+				   * u32 more stderr bytes (BL_CREDIT_UNLIMITED: stop counting) */
 	/* agent -> host */
 	BL_FRAME_HELLO = 64,      /* id: 0; payload: u32 protocol version */
 	BL_FRAME_STARTED = 65,    /* id: exec id; payload: u32 pid (in the box) */
@@ -57,6 +59,15 @@ enum bl_wire_outcome {
 	BL_WIRE_TIMED_OUT = 4,       /* its timeout ended it; signal = the last one sent */
 };
 
+/*
+ * Output flow control, per stream: each of an execution's stdout and stderr
+ * starts with a window of bytes the agent may send; the host returns bytes
+ * with CREDIT frames as its consumer takes them.  With no credit left the
+ * agent stops reading that pipe, so its writers block in write(), like a
+ * pipe nobody reads, and nothing else is held up.
+ */
+#define BL_CREDIT_UNLIMITED UINT32_MAX
+
 /* EXIT payload: four u32/i32 fields, 16 bytes. */
 struct bl_exit_payload {
 	uint32_t outcome; /* enum bl_wire_outcome */
@@ -70,6 +81,8 @@ struct bl_exit_payload {
  *   u32 argc, u32 envc, u32 flags (BL_EXEC_*), u32 timeout_ms (0: none),
  *   u32 kill_grace_ms (SIGTERM..SIGKILL after a timeout),
  *   u16 rows, u16 cols (the terminal's size with BL_EXEC_TTY),
+ *   u32 window (bytes of each stream it may send before the host's CREDIT;
+ *       0 or BL_CREDIT_UNLIMITED: no flow control),
  *   then argc NUL-terminated strings, envc NUL-terminated "K=V" strings,
  *   then one NUL-terminated working directory ("" means "/").
  * argc >= 1.  The agent resolves argv[0] through PATH from the given env.
@@ -84,6 +97,7 @@ struct bl_exec_params {
 	uint32_t timeout_ms;
 	uint32_t kill_grace_ms;
 	uint16_t rows, cols;
+	uint32_t window;
 };
 
 struct bl_exec_request {

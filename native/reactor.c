@@ -57,6 +57,7 @@ enum cmd_kind {
 	CMD_WRITE,
 	CMD_CLOSE_STDIN,
 	CMD_RESIZE,
+	CMD_CREDIT,
 	CMD_CLOSE,
 	CMD_QUIT,
 };
@@ -71,6 +72,7 @@ struct cmd {
 	int sig;
 	struct bl_op *op;   /* CMD_WRITE, CMD_SIGNAL, CMD_RESIZE */
 	uint16_t rows, cols; /* CMD_RESIZE */
+	uint32_t credit[2];  /* CMD_CREDIT: stdout, stderr */
 	size_t data_len;    /* CMD_WRITE: stdin bytes inside frame */
 };
 
@@ -208,6 +210,19 @@ int bl_reactor_resize_exec(struct bl_reactor *r, struct bl_exec *ex, uint16_t ro
 	c->rows = rows;
 	c->cols = cols;
 	c->op = op;
+	enqueue(r, c);
+	return BOXLITE_OK;
+}
+
+int bl_reactor_credit_exec(struct bl_reactor *r, struct bl_exec *ex, uint32_t out, uint32_t err)
+{
+	struct cmd *c = cmd_new(CMD_CREDIT);
+	if (!c)
+		return BOXLITE_ERR_NO_MEMORY;
+	bl_exec_ref(ex);
+	c->ex = ex;
+	c->credit[0] = out;
+	c->credit[1] = err;
 	enqueue(r, c);
 	return BOXLITE_OK;
 }
@@ -446,6 +461,7 @@ static uint8_t *body_dest(void *ctx, const struct bl_frame_header *h)
 	a->pending = bl_event_output(ex->on_output, ex->user_data, stream, h->len);
 	if (!a->pending)
 		return NULL; /* cannot happen quietly: see on_output below */
+	a->pending->output.ack = ex->manual_ack ? 0 : ex->id;
 	bl_exec_ref(ex);
 	a->pending_ex = ex;
 	return a->pending->data;
@@ -591,24 +607,40 @@ static void run_exec(struct bl_reactor *r, struct cmd *c)
 	flush_conn(r, a);
 }
 
-/* Queue a SIGNAL or RESIZE frame: 4 bytes of argument, then the token (0: no
- * reply wanted).  False when it could not be sent. */
-static bool send_control_frame(struct bl_reactor *r, struct bl_attachment *a, uint16_t type,
-			       uint64_t id, const uint8_t arg[4], uint32_t token)
+/* Queue a small frame for the agent.  False when it could not be sent. */
+static bool send_frame(struct bl_reactor *r, struct bl_attachment *a, uint16_t type, uint64_t id,
+		       const void *payload, uint32_t len)
 {
-	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + 8);
+	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE + len);
 	if (!frame)
 		return false;
-	struct bl_frame_header h = {.len = 8, .type = type, .id = id};
+	struct bl_frame_header h = {.len = len, .type = type, .id = id};
 	bl_header_encode(&h, frame);
-	memcpy(frame + BL_FRAME_HEADER_SIZE, arg, 4);
-	memcpy(frame + BL_FRAME_HEADER_SIZE + 4, &token, 4);
-	if (bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE + 8) < 0) {
+	if (len)
+		memcpy(frame + BL_FRAME_HEADER_SIZE, payload, len);
+	if (bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE + len) < 0) {
 		free(frame);
 		return false;
 	}
 	flush_conn(r, a);
 	return true;
+}
+
+/* A SIGNAL or RESIZE frame: 4 bytes of argument, then the token (0: no
+ * reply wanted). */
+static bool send_control_frame(struct bl_reactor *r, struct bl_attachment *a, uint16_t type,
+			       uint64_t id, const uint8_t arg[4], uint32_t token)
+{
+	uint8_t payload[8];
+	memcpy(payload, arg, 4);
+	memcpy(payload + 4, &token, 4);
+	return send_frame(r, a, type, id, payload, sizeof payload);
+}
+
+static bool send_credit_frame(struct bl_reactor *r, struct bl_attachment *a, uint64_t id,
+			      const uint32_t credit[2])
+{
+	return send_frame(r, a, BL_FRAME_CREDIT, id, credit, 2 * sizeof *credit);
 }
 
 static bool send_signal_frame(struct bl_reactor *r, struct bl_attachment *a, uint64_t id, int sig,
@@ -666,8 +698,26 @@ static void run_force_close(struct bl_reactor *r, struct cmd *c)
 	bl_exec_post_exit(c->ex, &e);
 	/* The process is killed; the list keeps the exec until the agent's own
 	 * EXIT arrives, so its late output is recognised and dropped. */
-	if (a && find_exec(a, c->ex->id) && !send_signal_frame(r, a, c->ex->id, SIGKILL, 0))
+	if (!a || !find_exec(a, c->ex->id))
+		return;
+	/* Nobody reads it any more: let its last output flow, to be dropped. */
+	static const uint32_t unlimited[2] = {BL_CREDIT_UNLIMITED, BL_CREDIT_UNLIMITED};
+	if (!send_signal_frame(r, a, c->ex->id, SIGKILL, 0) ||
+	    !send_credit_frame(r, a, c->ex->id, unlimited))
 		kill_shim(a); /* cannot reach the process: end its box rather than leak it */
+}
+
+static void run_credit(struct bl_reactor *r, struct cmd *c)
+{
+	struct bl_attachment *a = exec_attachment(c->ex);
+	struct bl_exec *ex = c->ex;
+	if (!a || !find_exec(a, ex->id) || atomic_load(&ex->exit_claimed) ||
+	    send_credit_frame(r, a, ex->id, c->credit))
+		return;
+	/* Its output would stall for good: end it rather than hang its reader. */
+	bl_exec_end(ex, BOXLITE_OUTCOME_LOST, BOXLITE_ERR_NO_MEMORY);
+	if (!send_signal_frame(r, a, ex->id, SIGKILL, 0))
+		kill_shim(a);
 }
 
 static void run_write(struct bl_reactor *r, struct cmd *c)
@@ -780,6 +830,9 @@ static void run_commands(struct bl_reactor *r)
 		case CMD_RESIZE:
 			run_resize(r, c);
 			c->op = NULL;
+			break;
+		case CMD_CREDIT:
+			run_credit(r, c);
 			break;
 		case CMD_CLOSE:
 			run_close(r);

@@ -184,7 +184,7 @@ int boxlite_runtime_new(const boxlite_runtime_options *options, boxlite_runtime 
 	return BOXLITE_OK;
 }
 
-static void dispatch(struct bl_event *ev)
+static void dispatch(boxlite_runtime *rt, struct bl_event *ev)
 {
 	switch (ev->kind) {
 	case BL_EV_DONE:
@@ -192,6 +192,9 @@ static void dispatch(struct bl_event *ev)
 		break;
 	case BL_EV_OUTPUT:
 		ev->output.cb(ev->user_data, ev->output.stream, ev->data, ev->output.len);
+		if (ev->output.ack) /* fails only once the exec or runtime is gone */
+			(void)boxlite_exec_ack(rt, ev->output.ack, ev->output.stream,
+					       ev->output.len);
 		break;
 	case BL_EV_EXIT:
 		ev->exit.cb(ev->user_data, &ev->exit.exit);
@@ -213,7 +216,7 @@ int boxlite_runtime_drain(boxlite_runtime *rt, int max_events, int timeout_ms)
 				return -BOXLITE_ERR_RUNTIME_CLOSED;
 			break;
 		}
-		dispatch(ev);
+		dispatch(rt, ev);
 		bl_event_free(ev);
 		n++;
 	}

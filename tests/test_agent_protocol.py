@@ -71,9 +71,17 @@ def exec_payload(
     kill_grace_ms: int = 2000,
     rows: int = 24,
     cols: int = 80,
+    window: int = 0xFFFFFFFF,
 ) -> bytes:
     body = struct.pack(
-        "<IIIIII", len(argv), len(env), flags, timeout_ms, kill_grace_ms, rows << 16 | cols
+        "<IIIIIII",
+        len(argv),
+        len(env),
+        flags,
+        timeout_ms,
+        kill_grace_ms,
+        rows << 16 | cols,
+        window,
     )
     for s in [*argv, *env, cwd]:
         body += s.encode() + b"\0"

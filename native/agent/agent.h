@@ -54,6 +54,12 @@ struct pipe_src {
 	struct execution *ex;
 	int fd;              /* read end, -1 once closed */
 	uint16_t frame_type; /* BL_FRAME_STDOUT or BL_FRAME_STDERR */
+	bool watched;        /* registered with epoll (reading) */
+	size_t final_left;   /* after the drain window: bytes it may still yield */
+	/* Output bytes the host lets it send; with none left the pipe is not
+	 * read, so only the writers of this pipe block. */
+	uint64_t credit;
+	bool unlimited;
 };
 
 struct in_chunk;
@@ -79,6 +85,7 @@ struct execution {
 	bool reaped;
 	int status;
 	int64_t drain_deadline_ms;
+	bool drain_over; /* the window passed: take what the pipes hold, then end */
 	/* Timeout: SIGTERM to its tree at timeout_at, SIGKILL at kill_at. */
 	int64_t timeout_at_ms, kill_at_ms; /* 0: none / not pending */
 	uint32_t kill_grace_ms;
@@ -107,8 +114,10 @@ void exec_pipe_ready(struct agent *ag, void *pipe_src);
 void exec_reap(struct agent *ag);
 /* Timeouts and drain windows that are due; re-arms the timer. */
 void exec_on_timer(struct agent *ag);
-/* Stop or resume reading every pipe (backpressure). */
-void exec_pause_all(struct agent *ag, bool paused);
+/* Start or stop reading pipes after ag->paused changed (backpressure). */
+void exec_rewatch_all(struct agent *ag);
+/* A CREDIT frame: more output bytes for an execution's stdout and stderr. */
+void exec_credit(struct agent *ag, uint64_t id, uint32_t out, uint32_t err);
 /* Signal every execution's process group (when not PID 1). */
 void exec_kill_all(struct agent *ag, int sig);
 bool exec_none_left(const struct agent *ag);

@@ -39,9 +39,11 @@ static void close_pipe(struct agent *ag, struct pipe_src *p)
 {
 	if (p->fd < 0)
 		return;
-	epoll_ctl(ag->epfd, EPOLL_CTL_DEL, p->fd, NULL); /* close would too; be explicit */
+	if (p->watched)
+		epoll_ctl(ag->epfd, EPOLL_CTL_DEL, p->fd, NULL); /* close would too; be explicit */
 	close(p->fd);
 	p->fd = -1;
+	p->watched = false;
 }
 
 static void send_exit(struct agent *ag, uint64_t id, uint32_t outcome, int code, int sig, int err)
@@ -96,15 +98,44 @@ void exec_refuse(struct agent *ag, uint64_t id, int err)
 
 /* ---- output ---- */
 
-/* Read one chunk straight into a new frame: 1 data, 0 EOF, -1 nothing now. */
-static int read_chunk(struct agent *ag, struct pipe_src *p)
+static bool has_credit(const struct pipe_src *p) { return p->unlimited || p->credit > 0; }
+
+/* Watch a pipe while it may be read, and only then: a pipe left registered
+ * with no interest would still report its hang-up, again and again. */
+static void rewatch(struct agent *ag, struct pipe_src *p)
 {
-	struct frame *f = frame_new(BL_FRAME_DATA_CHUNK);
+	bool want = p->fd >= 0 && !ag->paused && has_credit(p) && !p->ex->drain_over;
+	if (want == p->watched)
+		return;
+	if (agent_watch(ag, want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, p->fd, EPOLLIN, p) < 0)
+		agent_die("epoll_ctl on a pipe");
+	p->watched = want;
+}
+
+static void rewatch_exec(struct agent *ag, struct execution *ex)
+{
+	rewatch(ag, &ex->out);
+	rewatch(ag, &ex->err);
+}
+
+void exec_rewatch_all(struct agent *ag)
+{
+	for (struct execution *ex = ag->execs; ex; ex = ex->next)
+		rewatch_exec(ag, ex);
+}
+
+/* Read one chunk (within the credit) straight into a new frame: the bytes
+ * read, 0 at EOF, -1 when nothing is there now. */
+static ssize_t read_chunk(struct agent *ag, struct pipe_src *p)
+{
+	size_t want = BL_FRAME_DATA_CHUNK;
+	if (!p->unlimited && p->credit < want)
+		want = (size_t)p->credit;
+	struct frame *f = frame_new(want);
 	if (!f)
 		agent_die("out of memory reading output");
 	ssize_t n;
-	while ((n = read(p->fd, f->data + BL_FRAME_HEADER_SIZE, BL_FRAME_DATA_CHUNK)) < 0 &&
-	       errno == EINTR)
+	while ((n = read(p->fd, f->data + BL_FRAME_HEADER_SIZE, want)) < 0 && errno == EINTR)
 		;
 	if (n <= 0) {
 		bool again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -113,46 +144,73 @@ static int read_chunk(struct agent *ag, struct pipe_src *p)
 		return again ? -1 : 0;
 	}
 	/* Give back what a short read left unused. */
-	if ((size_t)n < BL_FRAME_DATA_CHUNK / 2) {
+	if ((size_t)n < want / 2) {
 		struct frame *small = realloc(f, sizeof *f + BL_FRAME_HEADER_SIZE + (size_t)n);
 		if (small)
 			f = small;
 	}
 	frame_seal(f, p->frame_type, p->ex->id, (size_t)n);
 	outbuf_push(&ag->out, f);
-	return 1;
+	if (!p->unlimited)
+		p->credit -= (uint64_t)n;
+	return n;
+}
+
+/* After the drain window: take what the pipe holds now (bounded against a
+ * grandchild that keeps writing), then close it.  Stops early, pipe still
+ * open, when the credit runs out: the rest follows the next CREDIT. */
+static void final_read(struct agent *ag, struct pipe_src *p)
+{
+	while (p->fd >= 0 && has_credit(p)) {
+		ssize_t n = p->final_left ? read_chunk(ag, p) : 0;
+		if (n <= 0)
+			close_pipe(ag, p);
+		else
+			p->final_left -= (size_t)n < p->final_left ? (size_t)n : p->final_left;
+	}
+}
+
+static void finish_drain(struct agent *ag, struct execution *ex)
+{
+	final_read(ag, &ex->out);
+	final_read(ag, &ex->err);
+	rewatch_exec(ag, ex);
+	maybe_finish(ag, ex);
 }
 
 void exec_pipe_ready(struct agent *ag, void *src)
 {
 	struct pipe_src *p = src;
-	if (p->fd < 0)
-		return; /* closed earlier in this epoll batch */
-	int r = read_chunk(ag, p);
+	if (p->fd < 0 || !p->watched)
+		return; /* closed or unwatched earlier in this epoll batch */
+	ssize_t r = read_chunk(ag, p);
 	if (r == 0) {
 		close_pipe(ag, p);
 		maybe_finish(ag, p->ex);
+	} else if (!has_credit(p)) {
+		rewatch(ag, p);
 	}
 }
 
-/* The drain window is over: take what the pipe holds now, then close it. */
-static void final_read(struct agent *ag, struct pipe_src *p)
+static void add_credit(struct pipe_src *p, uint32_t n)
 {
-	size_t before = ag->out.bytes;
-	while (p->fd >= 0 && ag->out.bytes - before < FINAL_READ_MAX && read_chunk(ag, p) > 0)
-		;
-	close_pipe(ag, p);
+	if (n == BL_CREDIT_UNLIMITED)
+		p->unlimited = true;
+	else if (p->credit < UINT64_MAX - n)
+		p->credit += n;
 }
 
-void exec_pause_all(struct agent *ag, bool paused)
+void exec_credit(struct agent *ag, uint64_t id, uint32_t out, uint32_t err)
 {
-	for (struct execution *ex = ag->execs; ex; ex = ex->next) {
-		struct pipe_src *ps[2] = {&ex->out, &ex->err};
-		for (int i = 0; i < 2; i++)
-			if (ps[i]->fd >= 0 &&
-			    agent_watch(ag, EPOLL_CTL_MOD, ps[i]->fd, paused ? 0 : EPOLLIN, ps[i]) < 0)
-				agent_die("epoll_ctl on a pipe");
-	}
+	struct execution *ex = find(ag, id);
+	if (!ex)
+		return; /* ended already: nothing left to send */
+	add_credit(&ex->out, out);
+	add_credit(&ex->err, err);
+	if (ex->drain_over)
+		finish_drain(ag, ex);
+	else
+		rewatch_exec(ag, ex);
 }
 
 /* ---- reaping and the drain window ---- */
@@ -167,7 +225,7 @@ static void arm_timer(struct agent *ag)
 {
 	int64_t next = 0;
 	for (struct execution *ex = ag->execs; ex; ex = ex->next) {
-		if (ex->reaped)
+		if (ex->reaped && !ex->drain_over)
 			next = earliest(next, ex->drain_deadline_ms);
 		if (!ex->timed_out)
 			next = earliest(next, ex->timeout_at_ms);
@@ -218,10 +276,10 @@ void exec_on_timer(struct agent *ag)
 			time_out(ex, SIGTERM, now + ex->kill_grace_ms);
 		else if (ex->kill_at_ms && now >= ex->kill_at_ms)
 			time_out(ex, SIGKILL, 0);
-		if (ex->reaped && ex->drain_deadline_ms <= now) {
-			final_read(ag, &ex->out);
-			final_read(ag, &ex->err);
-			maybe_finish(ag, ex);
+		if (ex->reaped && !ex->drain_over && ex->drain_deadline_ms <= now) {
+			ex->drain_over = true;
+			ex->out.final_left = ex->err.final_left = FINAL_READ_MAX;
+			finish_drain(ag, ex);
 		}
 		ex = next;
 	}
@@ -454,9 +512,14 @@ static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_ex
 		ex->timeout_at_ms = agent_now_ms() + req->params.timeout_ms;
 		ex->kill_grace_ms = req->params.kill_grace_ms;
 	}
-	ex->out = (struct pipe_src){SRC_PIPE, ex, p.out[0], BL_FRAME_STDOUT};
-	ex->err = (struct pipe_src){SRC_PIPE, ex, p.err[0], BL_FRAME_STDERR};
+	ex->out = (struct pipe_src){.kind = SRC_PIPE, .ex = ex, .fd = p.out[0],
+				    .frame_type = BL_FRAME_STDOUT};
+	ex->err = (struct pipe_src){.kind = SRC_PIPE, .ex = ex, .fd = p.err[0],
+				    .frame_type = BL_FRAME_STDERR};
 	ex->tty = p.slave[0] != '\0';
+	bool unlimited = req->params.window == 0 || req->params.window == BL_CREDIT_UNLIMITED;
+	ex->out.credit = ex->err.credit = req->params.window;
+	ex->out.unlimited = ex->err.unlimited = unlimited;
 	stdin_open(ag, ex, p.in[1], ex->tty);
 	return ex;
 }
@@ -476,10 +539,7 @@ void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len)
 		exec_refuse(ag, id, err ? err : EEXIST);
 		return;
 	}
-	uint32_t events = ag->paused ? 0 : EPOLLIN;
-	if (agent_watch(ag, EPOLL_CTL_ADD, ex->out.fd, events, &ex->out) < 0 ||
-	    (ex->err.fd >= 0 && agent_watch(ag, EPOLL_CTL_ADD, ex->err.fd, events, &ex->err) < 0))
-		agent_die("epoll_ctl on a new pipe");
+	rewatch_exec(ag, ex);
 	ex->next = ag->execs;
 	ag->execs = ex;
 	uint32_t pid = (uint32_t)ex->pid;

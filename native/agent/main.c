@@ -219,6 +219,14 @@ static void on_frame(struct agent *ag, const struct bl_frame_header *h, uint8_t 
 		if (h->len == 8)
 			on_resize_frame(ag, h->id, body);
 		break;
+	case BL_FRAME_CREDIT:
+		if (h->len == 8) {
+			uint32_t out, err;
+			memcpy(&out, body, 4);
+			memcpy(&err, body + 4, 4);
+			exec_credit(ag, h->id, out, err);
+		}
+		break;
 	default: /* frames from a newer host: ignore */
 		break;
 	}
@@ -280,7 +288,7 @@ static void flush(struct agent *ag)
 	bool pause = ag->out.bytes > OUT_HIGH || (ag->paused && ag->out.bytes > OUT_LOW);
 	if (pause != ag->paused) {
 		ag->paused = pause;
-		exec_pause_all(ag, pause);
+		exec_rewatch_all(ag);
 	}
 }
 

@@ -26,13 +26,13 @@ static void test_exec_roundtrip(void)
 	uint8_t *buf = malloc(n);
 	CHECK(buf);
 	struct bl_exec_params params = {.flags = BL_EXEC_STDIN, .timeout_ms = 1500, .kill_grace_ms = 7,
-					.rows = 50, .cols = 132};
+					.rows = 50, .cols = 132, .window = 65536};
 	bl_exec_encode(argv, envp, "/tmp", &params, buf);
 	struct bl_exec_request req;
 	CHECK(bl_exec_decode(buf, n, &req) == 0);
 	CHECK(req.argc == 3 && req.envc == 2 && req.params.flags == BL_EXEC_STDIN);
 	CHECK(req.params.timeout_ms == 1500 && req.params.kill_grace_ms == 7);
-	CHECK(req.params.rows == 50 && req.params.cols == 132);
+	CHECK(req.params.rows == 50 && req.params.cols == 132 && req.params.window == 65536);
 	CHECK(strcmp(req.argv[1], "a\tb") == 0 && strcmp(req.argv[2], "") == 0 && !req.argv[3]);
 	CHECK(strcmp(req.envp[1], "EMPTY=") == 0 && !req.envp[2]);
 	CHECK(strcmp(req.cwd, "/tmp") == 0);
@@ -70,16 +70,16 @@ static void test_exec_too_large_is_refused(void)
 static void test_malformed_exec_payloads(void)
 {
 	struct bl_exec_request req;
-	uint8_t zero_argc[28] = {0};
+	uint8_t zero_argc[32] = {0};
 	CHECK(bl_exec_decode(zero_argc, sizeof zero_argc, &req) == -EINVAL);
 	/* argc 1 but no NUL-terminated string follows. */
-	uint8_t unterminated[28] = {1, 0, 0, 0, [24] = 'a', 'b', 'c', 'd'};
+	uint8_t unterminated[32] = {1, 0, 0, 0, [28] = 'a', 'b', 'c', 'd'};
 	CHECK(bl_exec_decode(unterminated, sizeof unterminated, &req) == -EINVAL);
 	/* Trailing bytes after the cwd. */
-	uint8_t trailing[29] = {1, 0, 0, 0, [24] = 'a', 0, 0, 'x', 0};
+	uint8_t trailing[33] = {1, 0, 0, 0, [28] = 'a', 0, 0, 'x', 0};
 	CHECK(bl_exec_decode(trailing, sizeof trailing, &req) == -EINVAL);
 	/* Counts far beyond the payload. */
-	uint8_t huge_counts[28] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	uint8_t huge_counts[32] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 	CHECK(bl_exec_decode(huge_counts, sizeof huge_counts, &req) == -EINVAL);
 	CHECK(bl_exec_decode(zero_argc, 3, &req) == -EINVAL);
 }
