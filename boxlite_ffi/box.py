@@ -51,7 +51,7 @@ def check_window(window: int | None) -> int:
     if window is None:
         return 0
     if not 1 <= window < 0xFFFFFFFF:
-        raise InvalidArgumentError(f"output_window must be between 1 byte and 4 GiB, not {window!r}")
+        raise InvalidArgumentError(f"output_window must be 1 byte to 4 GiB, not {window!r}")
     return window
 
 
@@ -191,7 +191,7 @@ class Box:
             tty=(rows, cols) if tty else None,
             window=window,
         )
-        sink.attach(handle)
+        sink.handle.attach(handle)
         return Execution(sink)
 
     def exec(

@@ -241,12 +241,14 @@ class NativeRuntime:
         timeout_ms: int = 0,
         tty: tuple[int, int] | None = None,
         window: int = 0,
+        ack_output: bool = True,
     ) -> int:
+        """With ack_output, the sink acknowledges output (exec_ack) as its
+        reader takes it; otherwise the core does once on_output returns."""
         keep: list[Any] = []
         opts = ffi.new("boxlite_exec_options *")
-        # Python acknowledges output when a reader takes it (streams.py).
         opts.flags = (
-            lib.BOXLITE_EXEC_ACK_OUTPUT
+            (lib.BOXLITE_EXEC_ACK_OUTPUT if ack_output else 0)
             | (lib.BOXLITE_EXEC_STDIN if stdin else 0)
             | (lib.BOXLITE_EXEC_TTY if tty else 0)
         )

@@ -86,6 +86,70 @@ class _Exit:
     os_error: int | None
 
 
+class _ExecHandle:
+    """The native handle of one execution: acknowledgements, and its release.
+
+    Apart from the sink so the streams can call back into it without a
+    reference cycle: a finished execution's buffers go with its last user.
+    """
+
+    def __init__(self, native: NativeRuntime) -> None:
+        self.native = native
+        self.value = 0
+        self._lock = threading.Lock()
+        self._ended = False
+        self._released = False
+        self._unsent = {STDOUT: 0, STDERR: 0}  # taken before the handle was known
+
+    def attach(self, value: int) -> None:
+        """Record the handle; free it now if the Exit came first."""
+        with self._lock:
+            self.value = value
+            ended = self._ended
+            unsent, self._unsent = self._unsent, {}
+        for stream, n in unsent.items():
+            self.ack(stream, n)
+        if ended:
+            self.release()
+
+    def ack(self, stream: int, n: int) -> None:
+        """A reader took n bytes of stream: let the process write more."""
+        with self._lock:
+            if not self.value:  # output can arrive before exec_start returns
+                self._unsent[stream] += n
+                return
+            if self._released or not n:
+                return
+        # The execution may end and be released meanwhile: nothing to reopen.
+        with contextlib.suppress(InvalidHandleError, RuntimeClosedError):
+            self.native.exec_ack(self.value, stream, n)
+
+    def ack_stdout(self, data: bytes) -> None:
+        self.ack(STDOUT, len(data))
+
+    def ack_stderr(self, data: bytes) -> None:
+        self.ack(STDERR, len(data))
+
+    def ack_chunk(self, chunk: OutputChunk) -> None:
+        self.ack(_STREAM_IDS[chunk.stream], len(chunk.data))
+
+    def end(self) -> None:
+        """The Exit arrived: release the handle (now, or once attached)."""
+        with self._lock:
+            self._ended = True
+        self.release()
+
+    def release(self) -> None:
+        """Free the native handle, once, whoever asks first (Exit or close)."""
+        with self._lock:
+            if self._released or not self.value:
+                return
+            self._released = True
+        # Closing the runtime releases every handle itself.
+        with contextlib.suppress(RuntimeClosedError):
+            self.native.exec_free(self.value)
+
+
 class _ExecSink:
     """Receives the native events of one execution on the drain thread."""
 
@@ -97,19 +161,13 @@ class _ExecSink:
         ordered: bool = False,
     ) -> None:
         self.native = native
-        self.handle = 0
-        self._lock = threading.Lock()
-        self._ended = False
-        self._released = False
-        self._unsent_acks = {STDOUT: 0, STDERR: 0}  # taken before the handle was known
-        self.stdout = OutputStream("stdout", lambda data: self.ack(STDOUT, len(data)))
-        self.stderr = OutputStream("stderr", lambda data: self.ack(STDERR, len(data)))
+        self.handle = _ExecHandle(native)
+        self.stdout = OutputStream("stdout", self.handle.ack_stdout)
+        self.stderr = OutputStream("stderr", self.handle.ack_stderr)
         self.exited: Future[_Exit] = Future()
         self.output: ChunkStream[OutputChunk] | None = None
         if ordered:
-            self.output = ChunkStream(
-                "output", lambda c: self.ack(_STREAM_IDS[c.stream], len(c.data))
-            )
+            self.output = ChunkStream("output", self.handle.ack_chunk)
         self._seq = 0
         self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
         self._streams = {STDOUT: self.stdout, STDERR: self.stderr}
@@ -129,34 +187,11 @@ class _ExecSink:
         callback = self._callbacks.get(stream)
         if callback is not None:
             callback(data)
-            self.ack(stream, len(data))
+            self.handle.ack(stream, len(data))
         elif self.output is not None:
             self.output._push(OutputChunk(seq, self._streams[stream].name, data))
         else:
             self._streams[stream]._push(data)
-
-    def attach(self, handle: int) -> None:
-        """Record the native handle; free it now if the Exit came first."""
-        with self._lock:
-            self.handle = handle
-            ended = self._ended
-            unsent, self._unsent_acks = self._unsent_acks, {}
-        for stream, n in unsent.items():
-            self.ack(stream, n)
-        if ended:
-            self.release()
-
-    def ack(self, stream: int, n: int) -> None:
-        """A reader took n bytes of stream: let the process write more."""
-        with self._lock:
-            if not self.handle:  # output can arrive before exec_start returns
-                self._unsent_acks[stream] += n
-                return
-            if self._released or not n:
-                return
-        # The execution may end and be released meanwhile: nothing to reopen.
-        with contextlib.suppress(InvalidHandleError, RuntimeClosedError):
-            self.native.exec_ack(self.handle, stream, n)
 
     def collect(self) -> None:
         """Buffer the output of every stream nobody reads (see ``wait``)."""
@@ -164,21 +199,9 @@ class _ExecSink:
             if stream is not None:
                 stream.collect()
 
-    def release(self) -> None:
-        """Free the native handle, once, whoever asks first (Exit or close)."""
-        with self._lock:
-            if self._released or not self.handle:
-                return
-            self._released = True
-        # Closing the runtime releases every handle itself.
-        with contextlib.suppress(RuntimeClosedError):
-            self.native.exec_free(self.handle)
-
     def on_exit(self, outcome: int, code: int, signal: int, error: int, os_error: int) -> None:
         self._close_streams()
-        with self._lock:
-            self._ended = True
-        self.release()
+        self.handle.end()
         if error == ErrorCode.RUNTIME_CLOSED:
             self.exited.set_exception(RuntimeClosedError("the runtime closed during the execution"))
             return
@@ -214,7 +237,7 @@ class Execution:
 
     @property
     def id(self) -> str:
-        return f"{self._sink.handle:016x}"
+        return f"{self._sink.handle.value:016x}"
 
     @property
     def stdout(self) -> OutputStream:
@@ -281,7 +304,7 @@ class Execution:
         if not 1 <= int(sig) <= MAX_SIGNAL:
             raise InvalidArgumentError(f"signal {sig} is not in 1..{MAX_SIGNAL}")
         with self._while_running():
-            return self._sink.native.exec_signal(self._sink.handle, int(sig))
+            return self._sink.native.exec_signal(self._sink.handle.value, int(sig))
 
     def signal(self, sig: int) -> None:
         """Send signal ``sig`` (1..64) to the execution's process group.
@@ -294,7 +317,7 @@ class Execution:
     def write_future(self, data: bytes | bytearray | memoryview) -> Future[None]:
         """Start writing ``data`` (at most ``WRITE_MAX`` bytes) to stdin."""
         with self._while_running():
-            return self._sink.native.exec_write(self._sink.handle, data)
+            return self._sink.native.exec_write(self._sink.handle.value, data)
 
     def write_stdin(
         self, data: bytes | bytearray | memoryview, timeout: float | None = None
@@ -312,7 +335,7 @@ class Execution:
     def resize_future(self, rows: int, cols: int) -> Future[None]:
         check_size(rows, cols)
         with self._while_running():
-            return self._sink.native.exec_resize(self._sink.handle, rows, cols)
+            return self._sink.native.exec_resize(self._sink.handle.value, rows, cols)
 
     def resize(self, rows: int, cols: int) -> None:
         """Resize its terminal (``tty=True``); returns once done."""
@@ -321,7 +344,7 @@ class Execution:
     def close_stdin(self) -> None:
         """End of input (EOF) after everything written; closing twice is harmless."""
         with self._while_running():
-            self._sink.native.exec_close_stdin(self._sink.handle)
+            self._sink.native.exec_close_stdin(self._sink.handle.value)
 
     @contextlib.contextmanager
     def _while_running(self) -> Iterator[None]:
@@ -342,7 +365,7 @@ class Execution:
     def close(self) -> None:
         """Release the execution; one still running is killed and its result
         says ``force_closed``.  Closing twice, or after the end, is harmless."""
-        self._sink.release()
+        self._sink.handle.release()
 
     def __enter__(self) -> Execution:
         return self

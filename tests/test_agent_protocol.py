@@ -27,7 +27,8 @@ HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED, RESULT = (
     70,
     71,
 )
-EXEC, SIGNAL, STDIN, STDIN_CLOSE, RESIZE = 1, 2, 3, 4, 5
+EXEC, SIGNAL, STDIN, STDIN_CLOSE, RESIZE, CREDIT = 1, 2, 3, 4, 5, 6
+UNLIMITED = 0xFFFFFFFF
 EXITED, SIGNALED, FAILED, TIMED_OUT = 1, 2, 3, 4
 
 
@@ -281,4 +282,31 @@ def test_resize_results(agents: dict[str, Path]) -> None:
     for ident in (1, 2):
         agent.send(SIGNAL, ident, struct.pack("<II", signal.SIGKILL, 0))
         assert list(agent.frames_until_exit(ident))[-1][0] == EXIT
+    agent.finish()
+
+
+def test_output_stops_at_the_window_and_resumes_with_credit(agents: dict[str, Path]) -> None:
+    agent = Agent(agents["asan"])
+    # More than the window plus the agent's 1 MiB pipe: head must block.
+    script = "head -c 3000000 /dev/zero; head -c 5000 /dev/zero >&2"
+    agent.send(EXEC, 1, exec_payload(["sh", "-c", script], window=100_000))
+    agent.sock.settimeout(0.5)
+    got = {STDOUT: 0, STDERR: 0}
+    try:
+        while True:
+            kind, _, body = agent.recv()
+            got[kind] = got.get(kind, 0) + len(body)
+    except TimeoutError:
+        pass
+    assert got[STDOUT] == 100_000 and got[STDERR] == 0  # the writer is blocked
+    agent.sock.settimeout(30)
+    agent.send(CREDIT, 1, struct.pack("<II", 150_000, 0))
+    agent.send(CREDIT, 1, struct.pack("<I", 1))  # malformed: ignored
+    agent.send(CREDIT, 99, struct.pack("<II", 1, 1))  # unknown execution: ignored
+    agent.send(CREDIT, 1, struct.pack("<II", UNLIMITED, 1000))  # stderr stays bounded
+    for kind, body in agent.frames_until_exit(1):
+        got[kind] = got.get(kind, 0) + len(body)
+        if kind == STDERR and got[STDERR] == 1000:
+            agent.send(CREDIT, 1, struct.pack("<II", 0, 4000))
+    assert got[STDOUT] == 3_000_000 and got[STDERR] == 5000
     agent.finish()
