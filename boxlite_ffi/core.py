@@ -113,7 +113,9 @@ class NativeRuntime:
         out = ffi.new("boxlite_runtime **")
         check(lib.boxlite_runtime_new(opts, out), f"cannot start the runtime (libexec {libexec})")
         self._rt: Any = out[0]
-        self._lock = threading.Lock()
+        # Reentrant: a finalizer (a dropped Execution) may run, and call in,
+        # while this thread is between the native calls of a `_use` block.
+        self._lock = threading.RLock()
         self._closing = False
         self._freed = threading.Event()
         self._thread = threading.Thread(target=self._drain_loop, name="boxlite-drain", daemon=True)

@@ -7,10 +7,11 @@ import enum
 import os
 import signal as signal_module
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .core import WRITE_MAX
 from .errors import (
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 STDOUT = 1
 STDERR = 2
 _STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
+_STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 MAX_SIGNAL = 64
 
 OutputCallback = Callable[[bytes], None]
@@ -150,6 +152,14 @@ class _ExecHandle:
             self.native.exec_free(self.value)
 
 
+Streams = tuple[OutputStream, OutputStream, "ChunkStream[OutputChunk] | None"]
+
+
+class _Alive:
+    """Referenced by an Execution and its streams; its finalizer kills a
+    running execution once none of them is left."""
+
+
 class _ExecSink:
     """Receives the native events of one execution on the drain thread."""
 
@@ -162,21 +172,31 @@ class _ExecSink:
     ) -> None:
         self.native = native
         self.handle = _ExecHandle(native)
-        self.stdout = OutputStream("stdout", self.handle.ack_stdout)
-        self.stderr = OutputStream("stderr", self.handle.ack_stderr)
         self.exited: Future[_Exit] = Future()
-        self.output: ChunkStream[OutputChunk] | None = None
-        if ordered:
-            self.output = ChunkStream("output", self.handle.ack_chunk)
+        stdout = OutputStream("stdout", self.handle.ack_stdout)
+        stderr = OutputStream("stderr", self.handle.ack_stderr)
+        output = ChunkStream[OutputChunk]("output", self.handle.ack_chunk) if ordered else None
+        # Held here until the Execution takes them, weakly after: the
+        # execution lives as long as its user holds it or one of its streams.
+        self._held: Streams | None = (stdout, stderr, output)
+        self._streams = {STDOUT: weakref.ref(stdout), STDERR: weakref.ref(stderr)}
+        self._output = weakref.ref(output) if output is not None else None
         self._seq = 0
         self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
-        self._streams = {STDOUT: self.stdout, STDERR: self.stderr}
+
+    def hand_over(self) -> Streams:
+        """The streams, for the Execution that now owns them."""
+        held, self._held = self._held, None
+        assert held is not None, "an execution's streams are handed over once"
+        return held
+
+    def _live_streams(self) -> list[ChunkStream[Any]]:
+        refs = [*self._streams.values(), self._output]
+        return [s for ref in refs if ref is not None and (s := ref()) is not None]
 
     def _close_streams(self) -> None:
-        self.stdout._close()
-        self.stderr._close()
-        if self.output is not None:
-            self.output._close()
+        for stream in self._live_streams():
+            stream._close()
 
     def on_output(self, stream: int, data: bytes) -> None:
         # One numbering across both streams: the order the agent read them,
@@ -188,16 +208,17 @@ class _ExecSink:
         if callback is not None:
             callback(data)
             self.handle.ack(stream, len(data))
-        elif self.output is not None:
-            self.output._push(OutputChunk(seq, self._streams[stream].name, data))
-        else:
-            self._streams[stream]._push(data)
+        elif self._output is not None:
+            if (output := self._output()) is not None:
+                output._push(OutputChunk(seq, _STREAM_NAMES[stream], data))
+        elif (target := self._streams[stream]()) is not None:
+            target._push(data)
+        # else: dropped with its execution, which is being killed.
 
     def collect(self) -> None:
         """Buffer the output of every stream nobody reads (see ``wait``)."""
-        for stream in (self.stdout, self.stderr, self.output):
-            if stream is not None:
-                stream.collect()
+        for stream in self._live_streams():
+            stream.collect()
 
     def on_exit(self, outcome: int, code: int, signal: int, error: int, os_error: int) -> None:
         self._close_streams()
@@ -225,12 +246,23 @@ class Execution:
     Iterate ``stdout``/``stderr`` for bytes chunks as they arrive, or pass
     ``on_stdout``/``on_stderr`` to ``Box.exec`` to receive them in a callback
     (on the runtime's drain thread).  ``wait()`` returns the ``ExecResult``.
+    Dropping it while it runs (no reference left to it or any of its
+    streams) kills it, as ``close()`` does.
     """
 
     def __init__(self, sink: _ExecSink) -> None:
         self._sink = sink
         self._lock = threading.Lock()
         self._result: ExecResult | None = None
+        self._stdout, self._stderr, self._output = sink.hand_over()
+        # Dropped by its user (this object and every stream of it gone):
+        # a running execution is killed, and reports force_closed.
+        self._alive = _Alive()
+        finalizer = weakref.finalize(self._alive, sink.handle.release)
+        finalizer.atexit = False  # Runtime.close ends whatever is left
+        for stream in (self._stdout, self._stderr, self._output):
+            if stream is not None:
+                stream._keepalive = self._alive
 
     def __repr__(self) -> str:
         return f"<Execution {self.id} done={self.done}>"
@@ -241,18 +273,18 @@ class Execution:
 
     @property
     def stdout(self) -> OutputStream:
-        return self._sink.stdout
+        return self._stdout
 
     @property
     def stderr(self) -> OutputStream:
-        return self._sink.stderr
+        return self._stderr
 
     @property
     def output(self) -> ChunkStream[OutputChunk]:
         """Both streams in one order, each chunk numbered (``ordered_output=True``)."""
-        if self._sink.output is None:
+        if self._output is None:
             raise InvalidStateError("start the execution with ordered_output=True")
-        return self._sink.output
+        return self._output
 
     @property
     def done(self) -> bool:

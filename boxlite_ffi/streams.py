@@ -57,6 +57,8 @@ class ChunkStream(Generic[T]):
         # The first _settled items were acknowledged when collected; the
         # rest are acknowledged as a reader takes them.
         self._settled = 0
+        # What keeps the execution alive while anyone holds this stream.
+        self._keepalive: object | None = None
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@ runtime closes in the middle; and byte-exactness over random bytes."""
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -83,3 +84,32 @@ def test_close_racing_executions_completes_each_once(home: Path, rootfs: Path) -
         closer.join(timeout=30)
         assert not closer.is_alive()
         assert all(e.done for e in executions)
+
+
+def test_dropping_a_running_execution_kills_it(box: boxlite_ffi.Box) -> None:
+    execution = box.exec(["sleep", "100"])
+    exited = execution.exited  # watching the end keeps nothing alive
+    del execution
+    gc.collect()
+    end = exited.result(timeout=10)
+    assert end.outcome is boxlite_ffi.Outcome.FORCE_CLOSED
+    assert b"sleep 100" not in box.run(["ps", "-o", "args"]).stdout
+
+
+def test_a_stream_keeps_its_execution_alive(box: boxlite_ffi.Box) -> None:
+    stop = threading.Event()
+
+    def collect_garbage() -> None:
+        while not stop.is_set():
+            gc.collect()
+            time.sleep(0.01)
+
+    collector = threading.Thread(target=collect_garbage)
+    collector.start()
+    try:
+        # The Execution object is gone after `.stdout`; its stream is not.
+        out = box.exec(["sh", "-c", "sleep 0.3; echo still here"]).stdout.read()
+    finally:
+        stop.set()
+        collector.join()
+    assert out == b"still here\n"
