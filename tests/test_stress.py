@@ -72,3 +72,96 @@ def test_random_races_give_exactly_one_exit_each(home: Path, rootfs: Path) -> No
                 continue
             assert result.outcome in ALLOWED[action], (action, result)
         rt.close()
+
+
+def test_fifty_executions_in_five_boxes_with_random_endings(
+    rt: boxlite_ffi.Runtime, rootfs: Path
+) -> None:
+    """Random kills, timeouts, frees, stdin and slow readers at once; every
+    byte checked against what the process wrote, no process left behind."""
+    boxes = [rt.create(rootfs=rootfs) for _ in range(5)]
+    for b in boxes:
+        b.start()
+    allowed = {
+        "none": {Outcome.EXITED},
+        "kill": {Outcome.EXITED, Outcome.SIGNALED},
+        "free": {Outcome.EXITED, Outcome.FORCE_CLOSED},
+        "timeout": {Outcome.EXITED, Outcome.TIMED_OUT},
+    }
+    failures: list[str] = []
+    seen: list[Outcome] = []
+
+    def one(i: int) -> None:
+        rng = random.Random(1123 + i)
+        box, action = boxes[i % 5], rng.choice(list(allowed))
+        size, pause = rng.randrange(0, 500_000), rng.choice(["0", "0.02", "0.1"])
+        window = rng.choice([16 << 10, 256 << 10, 2 << 20])
+        with_stdin = rng.random() < 0.5
+        data = rng.randbytes(size) if with_stdin else b""
+        script = (
+            f"sleep {pause}; cat"
+            if with_stdin
+            else f"head -c {size} /dev/urandom > /tmp/o{i}; sleep {pause}; cat /tmp/o{i}"
+        )
+        execution = box.exec(
+            ["sh", "-c", script],
+            stdin=with_stdin,
+            timeout=rng.choice([0.02, 0.1]) if action == "timeout" else None,
+            output_window=window,
+        )
+        if with_stdin:
+            threading.Thread(target=feed, args=(execution, data, rng.randrange(1, 100_000))).start()
+        ender = threading.Timer(rng.random() * 0.1, end, args=(execution, action))
+        ender.start()
+        received = bytearray()
+        for chunk in execution.stdout:  # a reader that dawdles now and then
+            received += chunk
+            if rng.random() < 0.05:
+                time.sleep(0.005)
+        result = execution.wait(timeout=60)
+        ender.join()
+        written = data if with_stdin else box.run(["cat", f"/tmp/o{i}"]).stdout
+        complete = result.outcome is Outcome.EXITED
+        seen.append(result.outcome)
+        if result.outcome not in allowed[action]:
+            failures.append(f"{i}: {action} ended {result.outcome}")
+        elif complete and (result.exit_code != 0 or bytes(received) != written):
+            failures.append(f"{i}: {action} exited {result.exit_code}, output differs")
+        elif not written.startswith(received):
+            failures.append(f"{i}: {action} delivered bytes the process never wrote")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+    assert len(seen) == 50
+    assert set(seen) >= set(allowed["kill"] | allowed["free"] | allowed["timeout"])
+    for b in boxes:
+        assert processes_besides_the_agent(b) == []
+
+
+def processes_besides_the_agent(box: boxlite_ffi.Box) -> list[str]:
+    lines = box.run(["ps", "-o", "pid,args"]).stdout.decode().splitlines()[1:]
+    return [line for line in lines if line.split()[0] != "1" and "ps -o" not in line]
+
+
+def feed(execution: boxlite_ffi.Execution, data: bytes, piece: int) -> None:
+    """Write data in pieces, then EOF, until the execution stops taking it."""
+    try:
+        for offset in range(0, len(data), piece):
+            execution.write_stdin(data[offset : offset + piece])
+        execution.close_stdin()
+    except boxlite_ffi.ExecClosedError:
+        pass  # killed, timed out or freed meanwhile
+
+
+def end(execution: boxlite_ffi.Execution, action: str) -> None:
+    try:
+        if action == "kill":
+            execution.kill()
+        elif action == "free":
+            execution.close()
+    except boxlite_ffi.ExecClosedError:
+        pass  # it ended first
