@@ -25,6 +25,7 @@ from .errors import (
     ProtocolError,
     RuntimeClosedError,
     SystemCallError,
+    UnsafePathError,
 )
 from .execution import ExecResult, Execution, Outcome
 from .runtime import Runtime
@@ -57,4 +58,5 @@ __all__ = [
     "Runtime",
     "RuntimeClosedError",
     "SystemCallError",
+    "UnsafePathError",
 ]

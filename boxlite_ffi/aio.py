@@ -151,6 +151,12 @@ class Box:
         )
         return Execution(inner)
 
+    async def copy_in(self, src: str | os.PathLike[str], dest: str) -> None:
+        await asyncio.to_thread(self._inner.copy_in, src, dest)
+
+    async def copy_out(self, src: str, dest: str | os.PathLike[str]) -> None:
+        await asyncio.to_thread(self._inner.copy_out, src, dest)
+
     async def run(
         self,
         argv: Sequence[str],

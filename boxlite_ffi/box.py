@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -11,6 +12,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import file_copy
 from ._native import lib
 from .core import then
 from .errors import ExecClosedError, InvalidArgumentError, InvalidStateError, RuntimeClosedError
@@ -239,6 +241,19 @@ class Box:
             cols=cols,
             output_window=output_window,
         )
+
+    # ---- files ---------------------------------------------------------------
+
+    def copy_in(self, src: str | os.PathLike[str], dest: str) -> None:
+        """Copy a host file or directory into the box directory ``dest``
+        (created if missing) as ``dest/<name>``, keeping modes and mtimes."""
+        file_copy.copy_in(self, src, dest)
+
+    def copy_out(self, src: str, dest: str | os.PathLike[str]) -> None:
+        """Copy a file or directory of the box into the host directory
+        ``dest`` (created if missing) as ``dest/<name>``, keeping modes and
+        mtimes.  ``UnsafePathError`` for an entry that would land outside."""
+        file_copy.copy_out(self, src, dest)
 
     def run(
         self,

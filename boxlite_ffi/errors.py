@@ -23,6 +23,7 @@ class ErrorCode(IntEnum):
     PROTOCOL = 12
     TIMEOUT = 13
     INTERNAL = 14
+    UNSAFE_PATH = 15
 
 
 class BoxliteError(Exception):
@@ -93,6 +94,13 @@ class InternalError(BoxliteError):
     code = ErrorCode.INTERNAL
 
 
+class UnsafePathError(BoxliteError):
+    """A copied path or archive entry would land outside its destination
+    (``..``, an absolute name, a link pointing out, a special file)."""
+
+    code = ErrorCode.UNSAFE_PATH
+
+
 _BY_CODE: dict[int, type[BoxliteError]] = {
     cls.code: cls
     for cls in (
@@ -110,6 +118,7 @@ _BY_CODE: dict[int, type[BoxliteError]] = {
         ProtocolError,
         BoxliteTimeoutError,
         InternalError,
+        UnsafePathError,
     )
 }
 

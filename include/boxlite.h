@@ -49,6 +49,8 @@ enum {
 	BOXLITE_ERR_PROTOCOL = 12,        /* the agent broke the protocol */
 	BOXLITE_ERR_TIMEOUT = 13,
 	BOXLITE_ERR_INTERNAL = 14,
+	BOXLITE_ERR_UNSAFE_PATH = 15,     /* a path or archive entry would land outside
+					   * its destination */
 };
 
 /* How an execution ended (boxlite_exit.outcome). */

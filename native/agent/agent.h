@@ -145,6 +145,10 @@ void stdin_release(struct agent *ag, struct execution *ex);
 /* Free the executions finished during the last epoll batch. */
 void exec_free_dead(struct agent *ag);
 
+/* ---- copy.c: `boxlite-agent copy-in DIR` / `copy-out PATH` (tar on stdio) ---- */
+
+int copy_main(int argc, char **argv);
+
 /* ---- main.c: the agent's shared state ---- */
 
 struct agent {

@@ -1,0 +1,135 @@
+"""Copying files between the host and a box, as tar streams.
+
+Each copy is an ordinary execution of the agent's own copy helper
+(``/proc/1/exe copy-in DIR`` / ``copy-out PATH``, native/agent/copy.c), so it
+has flow control, one Exit and clean ending like any execution, and needs
+nothing from the box's image.  The host side is stdlib ``tarfile``: writing
+the archive for copy-in, reading it for copy-out with every entry checked by
+``tarfile.data_filter`` (nothing lands outside the destination) while modes
+and mtimes are kept as archived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import (
+    ExecClosedError,
+    NotFoundError,
+    ProtocolError,
+    SystemCallError,
+    UnsafePathError,
+)
+
+if TYPE_CHECKING:
+    from .box import Box
+    from .execution import ExecResult, Execution
+    from .streams import OutputStream
+
+AGENT = "/proc/1/exe"  # PID 1 of every box is the agent
+BUFFER = 1 << 20
+# The helper's exit statuses (native/agent/copy.c).
+_IO, _MALFORMED, _UNSAFE = 1, 2, 3
+
+
+def copy_in(box: Box, src: str | os.PathLike[str], dest: str) -> None:
+    """Copy the host file or directory ``src`` into the box directory ``dest``
+    (created if missing), as ``dest/<name of src>``."""
+    source = Path(src)
+    if not source.exists() and not source.is_symlink():
+        raise NotFoundError(f"{source} does not exist")
+    with box.exec([AGENT, "copy-in", dest], stdin=True) as execution:
+        # The helper may stop reading early (it refused an entry): its
+        # result says why, so a closed stdin is not the error to report.
+        with contextlib.suppress(ExecClosedError):
+            writer = _StdinWriter(execution)
+            with tarfile.open(
+                fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT, bufsize=BUFFER
+            ) as archive:
+                archive.add(source, arcname=source.name)
+            execution.close_stdin()
+        _check(execution.wait(), f"copying {source} into {dest}")
+
+
+def copy_out(box: Box, src: str, dest: str | os.PathLike[str]) -> None:
+    """Copy the box's file or directory ``src`` into the host directory
+    ``dest`` (created if missing), as ``dest/<name of src>``.
+
+    An entry that would land outside ``dest`` raises ``UnsafePathError``;
+    entries extracted before it stay.
+    """
+    target = Path(dest)
+    target.mkdir(parents=True, exist_ok=True)
+    with box.exec([AGENT, "copy-out", src]) as execution:
+        try:
+            with tarfile.open(
+                fileobj=_ChunkReader(execution.stdout), mode="r|", bufsize=BUFFER
+            ) as archive:
+                archive.extractall(target, filter=_inside)
+        except tarfile.ReadError as exc:
+            result = execution.wait()
+            _check(result, f"copying {src} out of the box")
+            raise ProtocolError(f"the box sent a malformed archive: {exc}") from None
+        _check(execution.wait(), f"copying {src} out of the box")
+
+
+def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """Refuse what data_filter refuses; keep the archived mode and mtime."""
+    try:
+        tarfile.data_filter(member, dest)
+    except tarfile.FilterError as exc:
+        raise UnsafePathError(str(exc)) from None
+    return member
+
+
+def _check(result: ExecResult, what: str) -> None:
+    if result.ok:
+        return
+    message = f"{what}: {result.stderr.decode(errors='replace').strip() or result.outcome.value}"
+    if result.exit_code == _UNSAFE:
+        raise UnsafePathError(message)
+    if result.exit_code == _MALFORMED:
+        raise ProtocolError(message)
+    raise SystemCallError(message)
+
+
+class _StdinWriter(io.RawIOBase):
+    """A write-only file whose bytes go to an execution's stdin."""
+
+    def __init__(self, execution: Execution) -> None:
+        self._execution = execution
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._execution.write_stdin(data)
+        return len(data)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file over an output stream's chunks."""
+
+    def __init__(self, stream: OutputStream) -> None:
+        self._chunks: Iterator[bytes] = iter(stream)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
