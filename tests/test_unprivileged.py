@@ -30,6 +30,9 @@ SCRIPT = textwrap.dedent(
     with boxlite_ffi.Runtime({home!r}) as rt, rt.create(rootfs={rootfs!r}) as box:
         r = box.run(["sh", "-c", "id -u; cat /proc/1/comm; echo data > /root/f; cat /root/f"])
         sys.stdout.write(r.stdout.decode())
+        box.copy_out("/root/f", {home!r} + "/out")  # files travel both ways too
+        box.copy_in({home!r} + "/out/f", "/copied")
+        sys.stdout.write(box.run(["cat", "/copied/f"]).stdout.decode())
         sys.exit(r.exit_code)
     """
 )
@@ -55,7 +58,7 @@ def test_unprivileged_user_runs_a_box(tmp_path_factory: pytest.TempPathFactory) 
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 0, (proc.stdout, proc.stderr)
-        assert proc.stdout == "0\nboxlite-agent\ndata\n"
+        assert proc.stdout == "0\nboxlite-agent\ndata\ndata\n"
         assert list((home / "boxes").iterdir()) == []
         # The box's writable layer never reached the image.
         assert not (rootfs / "root" / "f").exists()
