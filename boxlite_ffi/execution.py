@@ -102,6 +102,7 @@ class _ExecHandle:
         self._ended = False
         self._released = False
         self._unsent = {STDOUT: 0, STDERR: 0}  # taken before the handle was known
+        self._owed = {STDOUT: 0, STDERR: 0}  # delivered, not yet acknowledged
 
     def attach(self, value: int) -> None:
         """Record the handle; free it now if the Exit came first."""
@@ -114,9 +115,25 @@ class _ExecHandle:
         if ended:
             self.release()
 
+    def owe(self, stream: int, n: int) -> None:
+        """n bytes of stream were delivered (drain thread)."""
+        with self._lock:
+            self._owed[stream] += n
+
+    def forgive(self, stream: int) -> None:
+        """Whoever would have read stream is gone: acknowledge all it owes."""
+        with self._lock:
+            n = self._owed[stream]
+        self.ack(stream, n)
+
+    def forgive_all(self) -> None:
+        self.forgive(STDOUT)
+        self.forgive(STDERR)
+
     def ack(self, stream: int, n: int) -> None:
         """A reader took n bytes of stream: let the process write more."""
         with self._lock:
+            self._owed[stream] -= n
             if not self.value:  # output can arrive before exec_start returns
                 self._unsent[stream] += n
                 return
@@ -179,8 +196,15 @@ class _ExecSink:
         # Held here until the Execution takes them, weakly after: the
         # execution lives as long as its user holds it or one of its streams.
         self._held: Streams | None = (stdout, stderr, output)
-        self._streams = {STDOUT: weakref.ref(stdout), STDERR: weakref.ref(stderr)}
-        self._output = weakref.ref(output) if output is not None else None
+        # A stream dropped unread must not hold its writers back.
+        handle = self.handle
+        self._streams = {
+            STDOUT: weakref.ref(stdout, lambda _: handle.forgive(STDOUT)),
+            STDERR: weakref.ref(stderr, lambda _: handle.forgive(STDERR)),
+        }
+        self._output = None
+        if output is not None:
+            self._output = weakref.ref(output, lambda _: handle.forgive_all())
         self._seq = 0
         self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
 
@@ -204,6 +228,7 @@ class _ExecSink:
         # than the agent drains its pipes.
         seq = self._seq
         self._seq += 1
+        self.handle.owe(stream, len(data))
         callback = self._callbacks.get(stream)
         if callback is not None:
             callback(data)
@@ -211,9 +236,12 @@ class _ExecSink:
         elif self._output is not None:
             if (output := self._output()) is not None:
                 output._push(OutputChunk(seq, _STREAM_NAMES[stream], data))
+            else:
+                self.handle.forgive(stream)
         elif (target := self._streams[stream]()) is not None:
             target._push(data)
-        # else: dropped with its execution, which is being killed.
+        else:  # nobody can read it any more
+            self.handle.forgive(stream)
 
     def collect(self) -> None:
         """Buffer the output of every stream nobody reads (see ``wait``)."""

@@ -181,3 +181,10 @@ def test_the_core_acknowledges_when_the_callback_returns(box: boxlite_ffi.Box) -
     assert sink.ended.wait(20)
     native.exec_free(handle)
     assert sink.exit == (1, 0) and sink.bytes == 10_000_000
+
+
+def test_a_stream_dropped_unread_holds_nothing_back(box: boxlite_ffi.Box) -> None:
+    # Only stdout is kept: stderr goes with the Execution object, unread.
+    script = "head -c 3000000 /dev/zero >&2; echo done"
+    stdout = box.exec(["sh", "-c", script], output_window=WINDOW).stdout
+    assert stdout.read() == b"done\n"
