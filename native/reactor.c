@@ -145,91 +145,56 @@ int bl_reactor_attach(struct bl_reactor *r, struct bl_box *box, int pidfd, int c
 	return BOXLITE_OK;
 }
 
-static int exec_cmd(struct bl_reactor *r, enum cmd_kind kind, struct bl_exec *ex, uint8_t *frame,
-		    size_t len, int sig)
+/* Queue a command about one execution: a copy of fields, holding its own
+ * reference on fields->ex. */
+static int exec_cmd(struct bl_reactor *r, const struct cmd *fields)
 {
-	struct cmd *c = cmd_new(kind);
+	struct cmd *c = malloc(sizeof *c);
 	if (!c)
 		return BOXLITE_ERR_NO_MEMORY;
-	bl_exec_ref(ex);
-	c->ex = ex;
-	c->frame = frame;
-	c->len = len;
-	c->sig = sig;
+	*c = *fields;
+	bl_exec_ref(c->ex);
 	enqueue(r, c);
 	return BOXLITE_OK;
 }
 
 int bl_reactor_send_exec(struct bl_reactor *r, struct bl_exec *ex, uint8_t *frame, size_t len)
 {
-	return exec_cmd(r, CMD_EXEC, ex, frame, len, 0);
+	return exec_cmd(r, &(struct cmd){.kind = CMD_EXEC, .ex = ex, .frame = frame, .len = len});
 }
 
 int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig, struct bl_op *op)
 {
-	struct cmd *c = cmd_new(CMD_SIGNAL);
-	if (!c)
-		return BOXLITE_ERR_NO_MEMORY;
-	bl_exec_ref(ex);
-	c->ex = ex;
-	c->sig = sig;
-	c->op = op;
-	enqueue(r, c);
-	return BOXLITE_OK;
+	return exec_cmd(r, &(struct cmd){.kind = CMD_SIGNAL, .ex = ex, .sig = sig, .op = op});
 }
 
 int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex)
 {
-	return exec_cmd(r, CMD_FORCE_CLOSE, ex, NULL, 0, 0);
+	return exec_cmd(r, &(struct cmd){.kind = CMD_FORCE_CLOSE, .ex = ex});
 }
 
 int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op *op, uint8_t *frames,
 			  size_t frames_len, size_t len)
 {
-	struct cmd *c = cmd_new(CMD_WRITE);
-	if (!c)
-		return BOXLITE_ERR_NO_MEMORY;
-	bl_exec_ref(ex);
-	c->ex = ex;
-	c->frame = frames;
-	c->len = frames_len;
-	c->op = op;
-	c->data_len = len;
-	enqueue(r, c);
-	return BOXLITE_OK;
+	return exec_cmd(r, &(struct cmd){.kind = CMD_WRITE, .ex = ex, .frame = frames,
+					 .len = frames_len, .op = op, .data_len = len});
 }
 
 int bl_reactor_resize_exec(struct bl_reactor *r, struct bl_exec *ex, uint16_t rows, uint16_t cols,
 			   struct bl_op *op)
 {
-	struct cmd *c = cmd_new(CMD_RESIZE);
-	if (!c)
-		return BOXLITE_ERR_NO_MEMORY;
-	bl_exec_ref(ex);
-	c->ex = ex;
-	c->rows = rows;
-	c->cols = cols;
-	c->op = op;
-	enqueue(r, c);
-	return BOXLITE_OK;
+	return exec_cmd(r, &(struct cmd){.kind = CMD_RESIZE, .ex = ex, .rows = rows, .cols = cols,
+					 .op = op});
 }
 
 int bl_reactor_credit_exec(struct bl_reactor *r, struct bl_exec *ex, uint32_t out, uint32_t err)
 {
-	struct cmd *c = cmd_new(CMD_CREDIT);
-	if (!c)
-		return BOXLITE_ERR_NO_MEMORY;
-	bl_exec_ref(ex);
-	c->ex = ex;
-	c->credit[0] = out;
-	c->credit[1] = err;
-	enqueue(r, c);
-	return BOXLITE_OK;
+	return exec_cmd(r, &(struct cmd){.kind = CMD_CREDIT, .ex = ex, .credit = {out, err}});
 }
 
 int bl_reactor_close_stdin(struct bl_reactor *r, struct bl_exec *ex)
 {
-	return exec_cmd(r, CMD_CLOSE_STDIN, ex, NULL, 0, 0);
+	return exec_cmd(r, &(struct cmd){.kind = CMD_CLOSE_STDIN, .ex = ex});
 }
 
 void bl_reactor_close(struct bl_reactor *r)
