@@ -208,7 +208,7 @@ struct dir_fixup {
 	struct dir_fixup *next;
 	char *name;
 	mode_t mode;
-	struct timespec mtime;
+	time_t mtime;
 };
 
 static int skip_data(uint64_t size)
@@ -299,6 +299,15 @@ static int write_body(int fd, uint64_t size, const char *name)
 	return COPY_OK;
 }
 
+/* Set an extracted file's or directory's mode and mtime (atime untouched). */
+static int set_mode_and_mtime(int fd, mode_t mode, time_t mtime, const char *name)
+{
+	struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = mtime}};
+	if (fchmod(fd, mode) < 0 || futimens(fd, times) < 0)
+		return fail(COPY_IO, "setting the mode or time of %s: %s", name, strerror(errno));
+	return COPY_OK;
+}
+
 static int extract_file(int parent, const char *base, struct entry *e)
 {
 	if (unlinkat(parent, base, 0) < 0 && errno != ENOENT)
@@ -307,10 +316,8 @@ static int extract_file(int parent, const char *base, struct entry *e)
 	if (fd < 0)
 		return fail(COPY_IO, "creating %s: %s", e->name, strerror(errno));
 	int status = write_body(fd, e->size, e->name);
-	struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = (time_t)e->mtime}};
-	if (status == COPY_OK &&
-	    (fchmod(fd, (mode_t)(e->mode & 07777)) < 0 || futimens(fd, times) < 0))
-		status = fail(COPY_IO, "setting the mode or time of %s: %s", e->name, strerror(errno));
+	if (status == COPY_OK)
+		status = set_mode_and_mtime(fd, (mode_t)(e->mode & 07777), (time_t)e->mtime, e->name);
 	if (close(fd) < 0 && status == COPY_OK)
 		status = fail(COPY_IO, "writing %s: %s", e->name, strerror(errno));
 	return status;
@@ -326,7 +333,7 @@ static int extract_dir(int parent, const char *base, struct entry *e, struct dir
 		return fail(COPY_IO, "out of memory");
 	}
 	f->mode = (mode_t)(e->mode & 07777);
-	f->mtime = (struct timespec){.tv_sec = (time_t)e->mtime};
+	f->mtime = (time_t)e->mtime;
 	f->next = *fixups;
 	*fixups = f;
 	return COPY_OK;
@@ -408,12 +415,10 @@ static int fix_dirs(int root, struct dir_fixup *f, int status)
 		int fd = status == COPY_OK ? open_beneath(root, f->name, O_RDONLY | O_DIRECTORY) : -1;
 		if (status == COPY_OK && fd < 0)
 			status = fail(COPY_IO, "%s: %s", f->name, strerror(errno));
-		struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, f->mtime};
-		if (fd >= 0 && (fchmod(fd, f->mode) < 0 || futimens(fd, times) < 0))
-			status = fail(COPY_IO, "setting the mode or time of %s: %s", f->name,
-				      strerror(errno));
-		if (fd >= 0)
+		if (fd >= 0) {
+			status = set_mode_and_mtime(fd, f->mode, f->mtime, f->name);
 			close(fd);
+		}
 		free(f->name);
 		free(f);
 		f = next;
@@ -466,31 +471,42 @@ static int emit(const void *buf, size_t len)
 					   : COPY_OK;
 }
 
-/* A GNU long-name entry ('L' or 'K') carrying text. */
-static int emit_long(char type, const char *text)
+/* Zeros after size bytes of data, up to the next block. */
+static int emit_padding(uint64_t size)
+{
+	static const char zeros[BLOCK];
+	size_t tail = (size_t)(size % BLOCK);
+	return tail ? emit(zeros, BLOCK - tail) : COPY_OK;
+}
+
+/* One header block; name and link cut to their fields (see emit_header). */
+static int emit_block_header(const char *name, const char *link, char type, uint64_t mode,
+			     uint64_t size, uint64_t mtime)
 {
 	struct tar_header h;
 	memset(&h, 0, sizeof h);
-	size_t len = strlen(text) + 1;
-	strcpy(h.name, "././@LongLink");
-	put_number(h.mode, sizeof h.mode, 0);
+	put_string(h.name, sizeof h.name, name);
+	if (link)
+		put_string(h.linkname, sizeof h.linkname, link);
+	put_number(h.mode, sizeof h.mode, mode);
 	put_number(h.uid, sizeof h.uid, 0);
 	put_number(h.gid, sizeof h.gid, 0);
-	put_number(h.size, sizeof h.size, len);
-	put_number(h.mtime, sizeof h.mtime, 0);
+	put_number(h.size, sizeof h.size, size);
+	put_number(h.mtime, sizeof h.mtime, mtime);
 	h.typeflag = type;
 	memcpy(h.magic, "ustar ", 6);
 	memcpy(h.version, " ", 2);
 	put_number(h.chksum, 7, checksum(&h));
-	int status = emit(&h, BLOCK);
-	char pad[BLOCK] = {0};
-	for (size_t off = 0; status == COPY_OK && off < len; off += BLOCK) {
-		size_t n = len - off < BLOCK ? len - off : BLOCK;
-		memcpy(pad, text + off, n);
-		memset(pad + n, 0, BLOCK - n);
-		status = emit(pad, BLOCK);
-	}
-	return status;
+	return emit(&h, BLOCK);
+}
+
+/* A GNU long-name entry ('L' or 'K') carrying text. */
+static int emit_long(char type, const char *text)
+{
+	size_t len = strlen(text) + 1;
+	if (emit_block_header("././@LongLink", NULL, type, 0, len, 0) || emit(text, len))
+		return COPY_IO;
+	return emit_padding(len);
 }
 
 static int emit_header(const char *name, const struct stat *st, char type, const char *link,
@@ -501,21 +517,8 @@ static int emit_header(const char *name, const struct stat *st, char type, const
 	if (link && strlen(link) >= sizeof((struct tar_header *)0)->linkname &&
 	    emit_long('K', link))
 		return COPY_IO;
-	struct tar_header h;
-	memset(&h, 0, sizeof h);
-	put_string(h.name, sizeof h.name, name);
-	if (link)
-		put_string(h.linkname, sizeof h.linkname, link);
-	put_number(h.mode, sizeof h.mode, st->st_mode & 07777);
-	put_number(h.uid, sizeof h.uid, 0);
-	put_number(h.gid, sizeof h.gid, 0);
-	put_number(h.size, sizeof h.size, size);
-	put_number(h.mtime, sizeof h.mtime, st->st_mtime > 0 ? (uint64_t)st->st_mtime : 0);
-	h.typeflag = type;
-	memcpy(h.magic, "ustar ", 6);
-	memcpy(h.version, " ", 2);
-	put_number(h.chksum, 7, checksum(&h));
-	return emit(&h, BLOCK);
+	return emit_block_header(name, link, type, st->st_mode & 07777, size,
+				 st->st_mtime > 0 ? (uint64_t)st->st_mtime : 0);
 }
 
 /* The file's bytes as its header announced: padded if it shrank meanwhile,
@@ -539,9 +542,7 @@ static int emit_file_body(int fd, uint64_t size, const char *name)
 			return COPY_IO;
 		left -= (uint64_t)n;
 	}
-	char pad[BLOCK] = {0};
-	size_t tail = (size_t)(size % BLOCK);
-	return tail ? emit(pad, BLOCK - tail) : COPY_OK;
+	return emit_padding(size);
 }
 
 static int archive(int dirfd, const char *base, const char *name);
