@@ -181,6 +181,11 @@ class NativeRuntime:
             REGISTRY.claim(token)
             check(status)
 
+    def _call(self, call: Any, *args: Any) -> None:
+        """A synchronous native call; its status raised as a typed error."""
+        with self._use() as rt:
+            check(call(rt, *args))
+
     def _begin(self, call: Any, *args: Any) -> Future[None]:
         """Start an asynchronous native operation; its Future completes once."""
         future: Future[None] = Future()
@@ -209,8 +214,7 @@ class NativeRuntime:
         opts.drain_ms = drain_ms
         opts.owner_pid = owner_pid
         out = ffi.new("boxlite_handle *")
-        with self._use() as rt:
-            check(lib.boxlite_box_new(rt, opts, out))
+        self._call(lib.boxlite_box_new, opts, out)
         return int(out[0])
 
     def box_start(self, box: int) -> Future[None]:
@@ -221,13 +225,11 @@ class NativeRuntime:
 
     def box_state(self, box: int) -> int:
         out = ffi.new("int *")
-        with self._use() as rt:
-            check(lib.boxlite_box_state(rt, box, out))
+        self._call(lib.boxlite_box_state, box, out)
         return int(out[0])
 
     def box_free(self, box: int) -> None:
-        with self._use() as rt:
-            check(lib.boxlite_box_free(rt, box))
+        self._call(lib.boxlite_box_free, box)
 
     # ---- executions ----------------------------------------------------
 
@@ -281,8 +283,7 @@ class NativeRuntime:
         return self._begin(lib.boxlite_exec_resize, execution, rows, cols)
 
     def exec_close_stdin(self, execution: int) -> None:
-        with self._use() as rt:
-            check(lib.boxlite_exec_close_stdin(rt, execution))
+        self._call(lib.boxlite_exec_close_stdin, execution)
 
     def exec_signal(self, execution: int, sig: int) -> Future[None]:
         """Completes once delivered; ExecClosedError if nobody was left to get it."""
@@ -290,9 +291,7 @@ class NativeRuntime:
 
     def exec_ack(self, execution: int, stream: int, n: int) -> None:
         """The reader took n bytes of stream: reopen its window."""
-        with self._use() as rt:
-            check(lib.boxlite_exec_ack(rt, execution, stream, n))
+        self._call(lib.boxlite_exec_ack, execution, stream, n)
 
     def exec_free(self, execution: int) -> None:
-        with self._use() as rt:
-            check(lib.boxlite_exec_free(rt, execution))
+        self._call(lib.boxlite_exec_free, execution)
