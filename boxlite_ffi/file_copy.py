@@ -67,16 +67,17 @@ def copy_out(box: Box, src: str, dest: str | os.PathLike[str]) -> None:
     target = Path(dest)
     target.mkdir(parents=True, exist_ok=True)
     with box.exec([AGENT, "copy-out", src]) as execution:
+        malformed = None
         try:
             with tarfile.open(
                 fileobj=_ChunkReader(execution.stdout), mode="r|", bufsize=BUFFER
             ) as archive:
                 archive.extractall(target, filter=_inside)
         except tarfile.ReadError as exc:
-            result = execution.wait()
-            _check(result, f"copying {src} out of the box")
-            raise ProtocolError(f"the box sent a malformed archive: {exc}") from None
+            malformed = exc  # the helper's own failure, if any, says more
         _check(execution.wait(), f"copying {src} out of the box")
+        if malformed is not None:
+            raise ProtocolError(f"the box sent a malformed archive: {malformed}")
 
 
 def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
