@@ -157,3 +157,35 @@ void bl_exit_decode(const uint8_t in[16], struct bl_exit_payload *e)
 	memcpy(&e->signal, in + 8, 4);
 	memcpy(&e->error, in + 12, 4);
 }
+
+void bl_attach_encode(const struct bl_attach_request *a, uint8_t out[BL_ATTACH_SIZE])
+{
+	memcpy(out, &a->from[0], 8);
+	memcpy(out + 8, &a->from[1], 8);
+	memcpy(out + 16, &a->window, 4);
+	memcpy(out + 20, &a->reserved, 4);
+}
+
+void bl_attach_decode(const uint8_t in[BL_ATTACH_SIZE], struct bl_attach_request *a)
+{
+	memcpy(&a->from[0], in, 8);
+	memcpy(&a->from[1], in + 8, 8);
+	memcpy(&a->window, in + 16, 4);
+	memcpy(&a->reserved, in + 20, 4);
+}
+
+void bl_attached_encode(const struct bl_attached_reply *a, uint8_t out[BL_ATTACHED_SIZE])
+{
+	memcpy(out, &a->error, 4);
+	memcpy(out + 4, &a->flags, 4);
+	memcpy(out + 8, &a->start[0], 8);
+	memcpy(out + 16, &a->start[1], 8);
+}
+
+void bl_attached_decode(const uint8_t in[BL_ATTACHED_SIZE], struct bl_attached_reply *a)
+{
+	memcpy(&a->error, in, 4);
+	memcpy(&a->flags, in + 4, 4);
+	memcpy(&a->start[0], in + 8, 8);
+	memcpy(&a->start[1], in + 16, 8);
+}

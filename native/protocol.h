@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BL_PROTO_VERSION 1u
+#define BL_PROTO_VERSION 2u
 #define BL_FRAME_HEADER_SIZE 16u
 /* Upper bound on one frame's payload; a peer announcing more is broken. */
 #define BL_FRAME_MAX_PAYLOAD (1u << 20)
@@ -31,6 +31,8 @@ enum bl_frame_type {
 	BL_FRAME_RESIZE = 5,      /* id: exec id; payload: u16 rows, u16 cols, u32 token */
 	BL_FRAME_CREDIT = 6,      /* id: exec id; payload: u32 more stdout bytes it may send,
 				   * u32 more stderr bytes (BL_CREDIT_UNLIMITED: stop counting) */
+	BL_FRAME_ATTACH = 7,      /* id: exec id; payload: bl_attach_request: become the
+				   * host of a running or recently ended execution */
 	/* agent -> host */
 	BL_FRAME_HELLO = 64,      /* id: 0; payload: u32 protocol version */
 	BL_FRAME_STARTED = 65,    /* id: exec id; payload: u32 pid (in the box) */
@@ -42,6 +44,8 @@ enum bl_frame_type {
 				     * bytes not yet acknowledged were dropped */
 	BL_FRAME_RESULT = 71,     /* id: exec id; payload: u32 token, i32 errno (0: done);
 				   * answers a SIGNAL or RESIZE that carried a token */
+	BL_FRAME_ATTACHED = 72,   /* id: exec id; payload: bl_attached_reply, then the
+				   * replayed output, then (if it ended) its EXIT */
 };
 
 struct bl_frame_header {
@@ -67,6 +71,35 @@ enum bl_wire_outcome {
  * pipe nobody reads, and nothing else is held up.
  */
 #define BL_CREDIT_UNLIMITED UINT32_MAX
+
+/*
+ * Reattaching.  Executions belong to the box, not to a connection: any
+ * connection may ATTACH to one that has no host (its host's connection
+ * ended), or that ended recently.  The agent keeps the last
+ * BL_REPLAY_MAX bytes of each stream, so the new host receives the output
+ * from the offset it asks for (its cursor: bytes of that stream it already
+ * has), or from the oldest byte still kept, then live output.
+ */
+#define BL_REPLAY_MAX (1u << 20)
+#define BL_ATTACH_SIZE 24u
+#define BL_ATTACHED_SIZE 24u
+
+struct bl_attach_request {
+	uint64_t from[2]; /* stdout, stderr offsets to replay from */
+	uint32_t window;  /* as in EXEC: replayed bytes count against it */
+	uint32_t reserved;
+};
+
+/* ATTACHED flags: what the execution has, whether it already ended. */
+#define BL_ATTACHED_STDIN 1u
+#define BL_ATTACHED_TTY 2u
+#define BL_ATTACHED_ENDED 4u
+
+struct bl_attached_reply {
+	int32_t error;     /* 0; ENOENT no such execution (or forgotten); EBUSY it has a host */
+	uint32_t flags;    /* BL_ATTACHED_* */
+	uint64_t start[2]; /* stdout, stderr offsets where the replay starts */
+};
 
 /* EXIT payload: four u32/i32 fields, 16 bytes. */
 struct bl_exit_payload {
@@ -130,6 +163,10 @@ int bl_exec_decode(uint8_t *payload, size_t len, struct bl_exec_request *req);
 void bl_exec_request_release(struct bl_exec_request *req);
 
 void bl_exit_encode(const struct bl_exit_payload *e, uint8_t out[16]);
+void bl_attach_encode(const struct bl_attach_request *a, uint8_t out[BL_ATTACH_SIZE]);
+void bl_attach_decode(const uint8_t in[BL_ATTACH_SIZE], struct bl_attach_request *a);
+void bl_attached_encode(const struct bl_attached_reply *a, uint8_t out[BL_ATTACHED_SIZE]);
+void bl_attached_decode(const uint8_t in[BL_ATTACHED_SIZE], struct bl_attached_reply *a);
 void bl_exit_decode(const uint8_t in[16], struct bl_exit_payload *e);
 
 #endif

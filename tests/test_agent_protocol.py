@@ -5,6 +5,7 @@ backpressure, stop and abandonment."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 import socket
@@ -17,17 +18,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED, RESULT = (
-    64,
-    65,
-    66,
-    67,
-    68,
-    69,
-    70,
-    71,
-)
-EXEC, SIGNAL, STDIN, STDIN_CLOSE, RESIZE, CREDIT = 1, 2, 3, 4, 5, 6
+HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED, RESULT, ATTACHED = range(64, 73)
+EXEC, SIGNAL, STDIN, STDIN_CLOSE, RESIZE, CREDIT, ATTACH = range(1, 8)
+ATTACHED_STDIN, ATTACHED_TTY, ATTACHED_ENDED = 1, 2, 4
+REPLAY_MAX = 1 << 20
 UNLIMITED = 0xFFFFFFFF
 EXITED, SIGNALED, FAILED, TIMED_OUT = 1, 2, 3, 4
 
@@ -93,19 +87,11 @@ def frame(kind: int, ident: int, payload: bytes) -> bytes:
     return struct.pack("<IHHQ", len(payload), kind, 0, ident) + payload
 
 
-class Agent:
-    def __init__(self, binary: Path, *args: str) -> None:
-        ours, theirs = socket.socketpair()
-        self.sock = ours
-        fd = theirs.fileno()
-        self.proc = subprocess.Popen(
-            [str(binary), *args],
-            pass_fds=[3, fd],
-            preexec_fn=lambda: os.dup2(fd, 3),
-            stderr=subprocess.PIPE,
-            env={"ASAN_OPTIONS": "detect_leaks=1:exitcode=99", "UBSAN_OPTIONS": "halt_on_error=1"},
-        )
-        theirs.close()
+class Conn:
+    """One host connection to the agent."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.sock.settimeout(30)  # a missing frame fails the test, never hangs it
         self.buf = b""
         assert self.recv()[0] == HELLO
@@ -133,6 +119,50 @@ class Agent:
                 if kind == EXIT:
                     return
 
+
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_outlives_its_test() -> Iterator[None]:
+    yield
+    while _SPAWNED:  # a failed test must not leave a detached agent running
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+class Agent(Conn):
+    """The agent as a process; the object itself is the creator's connection
+    (fd 3).  With listen=, fd 4 is a listening socket at that path."""
+
+    def __init__(self, binary: Path, *args: str, listen: Path | None = None) -> None:
+        ours, theirs = socket.socketpair()
+        # Sources above any target, so no dup2 below clobbers another source.
+        fds = {3: fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD_CLOEXEC, 100)}
+        extra: list[str] = []
+        if listen is not None:
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(listen))
+            server.listen()
+            fds[4] = fcntl.fcntl(server.fileno(), fcntl.F_DUPFD_CLOEXEC, 100)
+            extra = ["--listen-fd", "4"]
+        self.proc = subprocess.Popen(
+            [str(binary), *args, *extra],
+            pass_fds=[*fds, *fds.values()],
+            preexec_fn=lambda: [os.dup2(src, dst) for dst, src in fds.items()] and None,
+            stderr=subprocess.PIPE,
+            env={"ASAN_OPTIONS": "detect_leaks=1:exitcode=99", "UBSAN_OPTIONS": "halt_on_error=1"},
+        )
+        _SPAWNED.append(self.proc)
+        theirs.close()
+        if listen is not None:
+            server.close()
+        for fd in fds.values():
+            os.close(fd)
+        super().__init__(ours)
+
     def finish(self) -> str:
         self.sock.close()
         _, err = self.proc.communicate(timeout=30)
@@ -144,6 +174,32 @@ class Agent:
 
 def exit_of(payload: bytes) -> tuple[int, int, int, int]:
     return struct.unpack("<Iiii", payload)
+
+
+def connect(path: Path) -> Conn:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    return Conn(sock)
+
+
+def attach(
+    conn: Conn, ident: int, out_from: int = 0, err_from: int = 0, window: int = UNLIMITED
+) -> tuple[int, int, int, int]:
+    """(errno, flags, stdout start, stderr start) of an ATTACH."""
+    conn.send(ATTACH, ident, struct.pack("<QQII", out_from, err_from, window, 0))
+    kind, fid, body = conn.recv()
+    assert (kind, fid) == (ATTACHED, ident)
+    return struct.unpack("<iIQQ", body)
+
+
+def outputs_until_exit(conn: Conn, ident: int) -> tuple[bytes, bytes, tuple[int, int, int, int]]:
+    got = {STDOUT: b"", STDERR: b""}
+    for kind, body in conn.frames_until_exit(ident):
+        if kind in got:
+            got[kind] += body
+        elif kind == EXIT:
+            return got[STDOUT], got[STDERR], exit_of(body)
+    raise AssertionError("no EXIT")
 
 
 def test_output_then_exactly_one_exit(agents: dict[str, Path]) -> None:
@@ -310,3 +366,71 @@ def test_output_stops_at_the_window_and_resumes_with_credit(agents: dict[str, Pa
             agent.send(CREDIT, 1, struct.pack("<II", 0, 4000))
     assert got[STDOUT] == 3_000_000 and got[STDERR] == 5000
     agent.finish()
+
+
+def test_reattach_after_the_host_left_replays_then_goes_live(
+    agents: dict[str, Path], tmp_path: Path
+) -> None:
+    sock_path = tmp_path / "agent.sock"
+    agent = Agent(agents["asan"], "--detached", listen=sock_path)
+    script = 'echo one; read x; echo "got $x"; echo err >&2; exit 3'
+    agent.send(EXEC, 7, exec_payload(["sh", "-c", script], flags=1))
+    assert agent.recv()[0] == STARTED
+    assert agent.recv() == (STDOUT, 7, b"one\n")
+    agent.sock.close()  # the creator goes; a detached box runs on
+
+    second = connect(sock_path)
+    assert attach(second, 8) == (errno.ENOENT, 0, 0, 0)
+    assert attach(second, 7) == (0, ATTACHED_STDIN, 0, 0)
+    assert second.recv() == (STDOUT, 7, b"one\n")  # the replay
+    assert attach(connect(sock_path), 7)[0] == errno.EBUSY  # one host at a time
+    second.send(STDIN, 7, b"hi\n")
+    out, err, code = outputs_until_exit(second, 7)
+    assert (out, err, code) == (b"got hi\n", b"err\n", (EXITED, 3, 0, 0))
+
+    # Ended: still there for a while, replayed from a cursor, with its EXIT.
+    third = connect(sock_path)
+    assert attach(third, 7, out_from=4) == (0, ATTACHED_STDIN | ATTACHED_ENDED, 4, 0)
+    assert outputs_until_exit(third, 7) == (b"got hi\n", b"err\n", (EXITED, 3, 0, 0))
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(timeout=10) == 0
+
+
+def test_output_without_a_host_keeps_the_newest_replay_bytes(
+    agents: dict[str, Path], tmp_path: Path
+) -> None:
+    sock_path = tmp_path / "agent.sock"
+    agent = Agent(agents["asan"], "--detached", listen=sock_path)
+    total = 3 * REPLAY_MAX + 12345
+    done = tmp_path / "written"
+    script = f"head -c {total} /dev/zero | tr '\\0' x; echo; touch {done}; read x || exit 5"
+    agent.send(EXEC, 9, exec_payload(["sh", "-c", script], flags=1, window=1000))
+    assert agent.recv()[0] == STARTED
+    assert agent.recv()[0] == STDOUT
+    agent.sock.close()
+    # Nobody reads: the process must still get to its `read` (not blocked on
+    # a window), and the newest REPLAY_MAX bytes must be kept.
+    deadline = time.monotonic() + 20
+    while not done.exists():
+        assert time.monotonic() < deadline, "the writer blocked without a host"
+        time.sleep(0.01)
+    conn = connect(sock_path)
+    rc, _, start, _ = attach(conn, 9, window=64 << 10)
+    assert rc == 0 and start == total + 1 - REPLAY_MAX
+    replayed = 0
+    conn.sock.settimeout(0.5)
+    try:
+        while True:
+            kind, _, body = conn.recv()
+            assert kind == STDOUT
+            replayed += len(body)
+    except TimeoutError:
+        pass
+    assert replayed == 64 << 10  # the replay counts against the new window
+    conn.sock.settimeout(30)
+    conn.send(CREDIT, 9, struct.pack("<II", UNLIMITED, UNLIMITED))
+    conn.send(STDIN_CLOSE, 9, b"")
+    out, _, code = outputs_until_exit(conn, 9)
+    assert replayed + len(out) == REPLAY_MAX and code == (EXITED, 5, 0, 0)
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(timeout=10) == 0

@@ -1,11 +1,15 @@
 /*
  * agent.h - boxlite-agent, PID 1 inside a box.
  *
- * One thread, one epoll loop.  The host connection (fd 3) carries EXEC and
+ * One thread, one epoll loop.  Host connections (fd 3 from the box's
+ * creator, more accepted on an optional listening socket) carry EXEC and
  * SIGNAL frames in; HELLO, STARTED, STDOUT, STDERR and EXIT frames out.  Each
  * execution is a forked process in its own session with separate stdout and
- * stderr pipes.  Output frames queue in one FIFO (outbuf), so an execution's
- * EXIT, queued after its pipes are done, always follows its last output.
+ * stderr pipes, and has at most one host: the connection that started it or
+ * last attached to it.  Its frames queue in that connection's FIFO (outbuf),
+ * so its EXIT, queued after its pipes are done, always follows its last
+ * output.  An execution whose host went away runs on; its output is kept in
+ * a bounded replay buffer for the next host that attaches.
  */
 #ifndef BOXLITE_AGENT_H
 #define BOXLITE_AGENT_H
@@ -18,7 +22,7 @@
 #include "protocol.h"
 
 /* What an epoll event's data.ptr points at: every source starts with one. */
-enum src_kind { SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_PIPE, SRC_STDIN };
+enum src_kind { SRC_CONN, SRC_LISTEN, SRC_SIGNAL, SRC_TIMER, SRC_PIPE, SRC_STDIN };
 
 /* ---- outbuf.c: the FIFO of frames for the host ---- */
 
@@ -43,10 +47,50 @@ int outbuf_flush(struct outbuf *o, int fd);
 /* Queue a frame with a small payload; false when out of memory. */
 bool outbuf_send(struct outbuf *o, uint16_t type, uint64_t id, const void *payload, size_t len);
 
-/* ---- executions.c ---- */
+/* ---- replay.c: the recent output of one stream ---- */
+
+struct replay {
+	uint8_t *buf;
+	size_t cap;
+	uint64_t start, end; /* stream offsets held: [start, end) */
+};
+
+void replay_append(struct replay *r, const uint8_t *d, size_t n);
+/* Copy up to max bytes from stream offset from; 0 when none are held. */
+size_t replay_copy(const struct replay *r, uint64_t from, uint8_t *dst, size_t max);
+void replay_free(struct replay *r);
+
+/* ---- client.c: host connections ---- */
 
 struct agent;
 struct execution;
+
+struct client {
+	enum src_kind kind; /* SRC_CONN */
+	struct client *next;
+	int fd;
+	bool primary; /* fd 3: its end abandons the box unless it is detached */
+	bool writing; /* EPOLLOUT armed */
+	bool paused;  /* its executions' pipes are not read: outbuf over its high mark */
+	bool gone;    /* closed; freed after the epoll batch */
+	struct outbuf out;
+	size_t in_have;
+	uint8_t *in; /* a header and up to BL_FRAME_MAX_PAYLOAD bytes */
+};
+
+/* Take fd over as a host connection and greet it (HELLO). */
+void client_add(struct agent *ag, int fd, bool primary);
+void client_accept(struct agent *ag);
+void client_ready(struct agent *ag, struct client *c, uint32_t events);
+/* Send what every connection takes; pause or resume reading pipes. */
+void client_flush_all(struct agent *ag);
+/* Every connection has sent everything, or cannot any more. */
+bool client_all_flushed(const struct agent *ag);
+void client_free_gone(struct agent *ag);
+/* Queue a small frame for c; dies when out of memory. */
+void client_send(struct client *c, uint16_t type, uint64_t id, const void *payload, size_t len);
+
+/* ---- executions.c ---- */
 
 /* One output pipe of an execution, as an epoll source. */
 struct pipe_src {
@@ -60,6 +104,8 @@ struct pipe_src {
 	 * read, so only the writers of this pipe block. */
 	uint64_t credit;
 	bool unlimited;
+	struct replay replay; /* what it read lately, for a host that reattaches */
+	uint64_t sent;        /* stream offset its host has been sent up to */
 };
 
 struct in_chunk;
@@ -78,6 +124,7 @@ struct stdin_feed {
 struct execution {
 	struct execution *next;
 	uint64_t id;
+	struct client *host; /* NULL while nobody is attached */
 	pid_t pid;
 	char marker[32]; /* BOXLITE_EXEC=<id>, in its processes' environment */
 	struct pipe_src out, err;
@@ -91,17 +138,26 @@ struct execution {
 	uint32_t kill_grace_ms;
 	bool timed_out;
 	int last_signal;
-	bool tty; /* out.fd is the terminal's master side */
+	bool tty;        /* out.fd is the terminal's master side */
+	bool with_stdin; /* started with a stdin pipe or a terminal */
+	/* Once ended: its EXIT, kept with its replay for a while. */
+	uint8_t exit_payload[16];
+	int64_t ended_ms;
 };
 
-/* Start the execution an EXEC frame asks for (payload is modified). */
-void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len);
-/* Report that an execution could not start (errno err). */
-void exec_refuse(struct agent *ag, uint64_t id, int err);
+/* Frames from host c about execution id. */
+void exec_start(struct agent *ag, struct client *c, uint64_t id, uint8_t *payload, size_t len);
+/* Report to c that an execution could not start (errno err). */
+void exec_refuse(struct client *c, uint64_t id, int err);
+void exec_attach(struct agent *ag, struct client *c, uint64_t id, const uint8_t *payload);
 /* Signal an execution's process group: 0, or errno (ESRCH: none left). */
-int exec_signal(struct agent *ag, uint64_t id, int sig);
+int exec_signal(struct agent *ag, struct client *c, uint64_t id, int sig);
 /* Resize an execution's terminal: 0, or errno (ENOTTY: it has none). */
-int exec_resize(struct agent *ag, uint64_t id, uint16_t rows, uint16_t cols);
+int exec_resize(struct agent *ag, struct client *c, uint64_t id, uint16_t rows, uint16_t cols);
+/* Host c is gone: its executions run on without one. */
+void exec_orphan(struct agent *ag, struct client *c);
+/* Queue a small frame for ex's host, if it has one. */
+void exec_send(struct execution *ex, uint16_t type, const void *payload, size_t len);
 
 /* ---- pty.c ---- */
 
@@ -114,16 +170,16 @@ void exec_pipe_ready(struct agent *ag, void *pipe_src);
 void exec_reap(struct agent *ag);
 /* Timeouts and drain windows that are due; re-arms the timer. */
 void exec_on_timer(struct agent *ag);
-/* Start or stop reading pipes after ag->paused changed (backpressure). */
+/* Start or stop reading pipes after a host's paused changed (backpressure). */
 void exec_rewatch_all(struct agent *ag);
 /* A CREDIT frame: more output bytes for an execution's stdout and stderr. */
-void exec_credit(struct agent *ag, uint64_t id, uint32_t out, uint32_t err);
+void exec_credit(struct agent *ag, struct client *c, uint64_t id, uint32_t out, uint32_t err);
 /* Signal every execution's process group (when not PID 1). */
 void exec_kill_all(struct agent *ag, int sig);
 bool exec_none_left(const struct agent *ag);
 /* STDIN and STDIN_CLOSE frames for an execution. */
-void exec_stdin(struct agent *ag, uint64_t id, const uint8_t *data, size_t len);
-void exec_stdin_close(struct agent *ag, uint64_t id);
+void exec_stdin(struct agent *ag, struct client *c, uint64_t id, const uint8_t *data, size_t len);
+void exec_stdin_close(struct agent *ag, struct client *c, uint64_t id);
 
 /* ---- process_tree.c: every process of one execution ---- */
 
@@ -142,8 +198,13 @@ void stdin_request_close(struct agent *ag, struct execution *ex);
 void stdin_ready(struct agent *ag, void *src);
 /* The execution is over: drop what is pending, close the pipe. */
 void stdin_release(struct agent *ag, struct execution *ex);
-/* Free the executions finished during the last epoll batch. */
+/* Its host is gone: drop the bytes it sent that the pipe has not taken
+ * (their writes never completed), keep the pipe for the next host. */
+void stdin_forget(struct agent *ag, struct execution *ex);
+/* Free the executions forgotten during the last epoll batch. */
 void exec_free_dead(struct agent *ag);
+/* Forget every ended execution (the agent is exiting). */
+void exec_forget_ended(struct agent *ag);
 
 /* ---- copy.c: `boxlite-agent copy-in DIR` / `copy-out PATH` (tar on stdio) ---- */
 
@@ -152,18 +213,21 @@ int copy_main(int argc, char **argv);
 /* ---- main.c: the agent's shared state ---- */
 
 struct agent {
-	int epfd, conn, sigfd, timerfd;
+	int epfd, sigfd, timerfd;
+	int listen_fd; /* -1: only the creator's connection */
 	bool pid1;
-	bool conn_broken;
-	bool paused;   /* pipes are not read while outbuf is over its high mark */
-	bool writing;  /* EPOLLOUT armed on conn */
+	bool detached; /* the box outlives its creator's connection */
 	bool stopping; /* SIGTERM received */
 	uint32_t drain_ms, grace_ms;
 	int64_t kill_at_ms; /* when stopping: SIGKILL everything at this time */
-	struct outbuf out;
+	struct client *clients;
 	struct execution *execs;
-	struct execution *dead; /* finished, freed after the epoll batch */
+	struct execution *ended; /* newest first, kept for reattaching hosts */
+	struct execution *dead;  /* forgotten, freed after the epoll batch */
 };
+
+/* Stop the box at once: kill everything, exit. */
+_Noreturn void agent_abandon(struct agent *ag);
 
 int64_t agent_now_ms(void);
 /* Register fd with epoll for src; events 0 means registered but idle. */

@@ -6,6 +6,12 @@
  * reached EOF - or when the drain window after the reap has passed (a
  * background grandchild may hold the pipes open forever): then whatever is
  * already in the pipes is read and the pipes are closed.
+ *
+ * An execution belongs to the box, not to the connection that started it:
+ * when its host goes, it runs on, its pipes read freely into the replay
+ * buffers, until another host attaches.  An ended execution is kept (its
+ * EXIT and replay buffers) for ENDED_KEEP_MS, at most MAX_ENDED of them, so
+ * its outcome can still be asked for.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,15 +30,50 @@
  * a full pipe, bounded against a grandchild that keeps writing. */
 #define FINAL_READ_MAX (2u * PIPE_SIZE)
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MAX_ENDED 64
+#define ENDED_KEEP_MS (10 * 60 * 1000)
 
 /* ---- lookup and teardown ---- */
 
-static struct execution *find(struct agent *ag, uint64_t id)
+static struct execution *find_in(struct execution *list, uint64_t id)
 {
-	for (struct execution *ex = ag->execs; ex; ex = ex->next)
+	for (struct execution *ex = list; ex; ex = ex->next)
 		if (ex->id == id)
 			return ex;
 	return NULL;
+}
+
+static struct execution *find(struct agent *ag, uint64_t id) { return find_in(ag->execs, id); }
+
+/* A running execution that host c may drive. */
+static struct execution *find_hosted(struct agent *ag, struct client *c, uint64_t id)
+{
+	struct execution *ex = find(ag, id);
+	return ex && ex->host == c ? ex : NULL;
+}
+
+void exec_send(struct execution *ex, uint16_t type, const void *payload, size_t len)
+{
+	if (ex->host)
+		client_send(ex->host, type, ex->id, payload, len);
+}
+
+/* Forget ended executions beyond the limits; the newest are first. */
+static void trim_ended(struct agent *ag)
+{
+	int64_t too_old = agent_now_ms() - ENDED_KEEP_MS;
+	size_t kept = 0;
+	for (struct execution **p = &ag->ended; *p;) {
+		struct execution *ex = *p;
+		if (++kept <= MAX_ENDED && ex->ended_ms > too_old) {
+			p = &ex->next;
+			continue;
+		}
+		*p = ex->next;
+		/* Events of the current epoll batch may still name it. */
+		ex->next = ag->dead;
+		ag->dead = ex;
+	}
 }
 
 static void close_pipe(struct agent *ag, struct pipe_src *p)
@@ -46,40 +87,59 @@ static void close_pipe(struct agent *ag, struct pipe_src *p)
 	p->watched = false;
 }
 
-static void send_exit(struct agent *ag, uint64_t id, uint32_t outcome, int code, int sig, int err)
+static struct bl_exit_payload exit_of(struct execution *ex)
 {
-	struct bl_exit_payload e = {.outcome = outcome, .code = code, .signal = sig, .error = err};
-	uint8_t payload[16];
-	bl_exit_encode(&e, payload);
-	if (!outbuf_send(&ag->out, BL_FRAME_EXIT, id, payload, sizeof payload))
-		agent_die("out of memory queueing an EXIT");
-}
-
-/* Report and forget ex if it is done. */
-static void maybe_finish(struct agent *ag, struct execution *ex)
-{
-	if (!ex->reaped || ex->out.fd >= 0 || ex->err.fd >= 0)
-		return;
-	stdin_release(ag, ex);
 	if (ex->timed_out) {
 		/* Nothing of a timed-out execution may outlive its report. */
 		if (ex->kill_at_ms)
 			process_tree_signal(ex->pid, ex->marker, SIGKILL);
 		int sig = WIFSIGNALED(ex->status) ? WTERMSIG(ex->status) : ex->last_signal;
-		send_exit(ag, ex->id, BL_WIRE_TIMED_OUT, 0, sig, 0);
-	} else if (WIFSIGNALED(ex->status))
-		send_exit(ag, ex->id, BL_WIRE_SIGNALED, 0, WTERMSIG(ex->status), 0);
-	else
-		send_exit(ag, ex->id, BL_WIRE_EXITED, WEXITSTATUS(ex->status), 0, 0);
+		return (struct bl_exit_payload){.outcome = BL_WIRE_TIMED_OUT, .signal = sig};
+	}
+	if (WIFSIGNALED(ex->status))
+		return (struct bl_exit_payload){.outcome = BL_WIRE_SIGNALED,
+						.signal = WTERMSIG(ex->status)};
+	return (struct bl_exit_payload){.outcome = BL_WIRE_EXITED, .code = WEXITSTATUS(ex->status)};
+}
+
+static bool caught_up(const struct pipe_src *p) { return p->sent == p->replay.end; }
+
+/* Its host (if any) has been sent every byte read so far. */
+static bool delivered(const struct execution *ex)
+{
+	return !ex->host || (caught_up(&ex->out) && caught_up(&ex->err));
+}
+
+/* Report ex if it is done, and keep it among the ended. */
+static void maybe_finish(struct agent *ag, struct execution *ex)
+{
+	if (!ex->reaped || ex->out.fd >= 0 || ex->err.fd >= 0 || !delivered(ex))
+		return;
+	stdin_release(ag, ex);
+	struct bl_exit_payload e = exit_of(ex);
+	bl_exit_encode(&e, ex->exit_payload);
+	exec_send(ex, BL_FRAME_EXIT, ex->exit_payload, sizeof ex->exit_payload);
 	for (struct execution **p = &ag->execs; *p; p = &(*p)->next) {
 		if (*p == ex) {
 			*p = ex->next;
 			break;
 		}
 	}
-	/* Events of the current epoll batch may still name it. */
-	ex->next = ag->dead;
-	ag->dead = ex;
+	ex->host = NULL;
+	ex->ended_ms = agent_now_ms();
+	ex->next = ag->ended;
+	ag->ended = ex;
+	trim_ended(ag);
+}
+
+void exec_forget_ended(struct agent *ag)
+{
+	while (ag->ended) {
+		struct execution *ex = ag->ended;
+		ag->ended = ex->next;
+		ex->next = ag->dead;
+		ag->dead = ex;
+	}
 }
 
 void exec_free_dead(struct agent *ag)
@@ -87,24 +147,54 @@ void exec_free_dead(struct agent *ag)
 	while (ag->dead) {
 		struct execution *ex = ag->dead;
 		ag->dead = ex->next;
+		replay_free(&ex->out.replay);
+		replay_free(&ex->err.replay);
 		free(ex);
 	}
 }
 
-void exec_refuse(struct agent *ag, uint64_t id, int err)
+void exec_refuse(struct client *c, uint64_t id, int err)
 {
-	send_exit(ag, id, BL_WIRE_FAILED_TO_START, 0, 0, err);
+	struct bl_exit_payload e = {.outcome = BL_WIRE_FAILED_TO_START, .error = err};
+	uint8_t payload[16];
+	bl_exit_encode(&e, payload);
+	client_send(c, BL_FRAME_EXIT, id, payload, sizeof payload);
 }
 
 /* ---- output ---- */
 
-static bool has_credit(const struct pipe_src *p) { return p->unlimited || p->credit > 0; }
+static bool may_send(const struct pipe_src *p) { return p->unlimited || p->credit > 0; }
+
+/* Without a host, output only goes to the replay buffer: no limit.  With
+ * one, a pipe is read only once the host has been sent everything before
+ * (replayed bytes first) and has credit. */
+static bool may_read(const struct pipe_src *p)
+{
+	return !p->ex->host || (caught_up(p) && may_send(p));
+}
+
+/* Bytes the host may still be sent now, at most one frame's worth. */
+static size_t sendable(const struct pipe_src *p)
+{
+	return p->unlimited || p->credit > BL_FRAME_DATA_CHUNK ? BL_FRAME_DATA_CHUNK
+							       : (size_t)p->credit;
+}
+
+static void sent(struct pipe_src *p, struct frame *f, size_t n)
+{
+	frame_seal(f, p->frame_type, p->ex->id, n);
+	outbuf_push(&p->ex->host->out, f);
+	p->sent += n;
+	if (!p->unlimited)
+		p->credit -= n;
+}
 
 /* Watch a pipe while it may be read, and only then: a pipe left registered
  * with no interest would still report its hang-up, again and again. */
 static void rewatch(struct agent *ag, struct pipe_src *p)
 {
-	bool want = p->fd >= 0 && !ag->paused && has_credit(p) && !p->ex->drain_over;
+	const struct client *host = p->ex->host;
+	bool want = p->fd >= 0 && !(host && host->paused) && may_read(p) && !p->ex->drain_over;
 	if (want == p->watched)
 		return;
 	if (agent_watch(ag, want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, p->fd, EPOLLIN, p) < 0)
@@ -126,11 +216,9 @@ void exec_rewatch_all(struct agent *ag)
 
 /* Read one chunk (within the credit) straight into a new frame: the bytes
  * read, 0 at EOF, -1 when nothing is there now. */
-static ssize_t read_chunk(struct agent *ag, struct pipe_src *p)
+static ssize_t read_chunk(struct pipe_src *p)
 {
-	size_t want = BL_FRAME_DATA_CHUNK;
-	if (!p->unlimited && p->credit < want)
-		want = (size_t)p->credit;
+	size_t want = p->ex->host ? sendable(p) : BL_FRAME_DATA_CHUNK;
 	struct frame *f = frame_new(want);
 	if (!f)
 		agent_die("out of memory reading output");
@@ -149,11 +237,30 @@ static ssize_t read_chunk(struct agent *ag, struct pipe_src *p)
 		if (small)
 			f = small;
 	}
-	frame_seal(f, p->frame_type, p->ex->id, (size_t)n);
-	outbuf_push(&ag->out, f);
-	if (!p->unlimited)
-		p->credit -= (uint64_t)n;
+	replay_append(&p->replay, f->data + BL_FRAME_HEADER_SIZE, (size_t)n);
+	if (p->ex->host)
+		sent(p, f, (size_t)n);
+	else
+		free(f);
 	return n;
+}
+
+/* Send the host what the replay holds past what it was sent, within the
+ * credit: the replay after an ATTACH. */
+static void send_backlog(struct pipe_src *p)
+{
+	while (p->ex->host && !caught_up(p) && may_send(p)) {
+		size_t want = sendable(p);
+		struct frame *f = frame_new(want);
+		if (!f)
+			agent_die("out of memory replaying output");
+		size_t n = replay_copy(&p->replay, p->sent, f->data + BL_FRAME_HEADER_SIZE, want);
+		if (n == 0) { /* cannot happen: reading waits for the host */
+			free(f);
+			return;
+		}
+		sent(p, f, n);
+	}
 }
 
 /* After the drain window: take what the pipe holds now (bounded against a
@@ -161,8 +268,8 @@ static ssize_t read_chunk(struct agent *ag, struct pipe_src *p)
  * open, when the credit runs out: the rest follows the next CREDIT. */
 static void final_read(struct agent *ag, struct pipe_src *p)
 {
-	while (p->fd >= 0 && has_credit(p)) {
-		ssize_t n = p->final_left ? read_chunk(ag, p) : 0;
+	while (p->fd >= 0 && may_read(p)) {
+		ssize_t n = p->final_left ? read_chunk(p) : 0;
 		if (n <= 0)
 			close_pipe(ag, p);
 		else
@@ -183,12 +290,30 @@ void exec_pipe_ready(struct agent *ag, void *src)
 	struct pipe_src *p = src;
 	if (p->fd < 0 || !p->watched)
 		return; /* closed or unwatched earlier in this epoll batch */
-	ssize_t r = read_chunk(ag, p);
+	ssize_t r = read_chunk(p);
 	if (r == 0) {
 		close_pipe(ag, p);
 		maybe_finish(ag, p->ex);
-	} else if (!has_credit(p)) {
+	} else if (!may_read(p)) {
 		rewatch(ag, p);
+	}
+}
+
+/* Move ex's output along after its host or its credit changed. */
+static void deliver(struct agent *ag, struct execution *ex)
+{
+	send_backlog(&ex->out);
+	send_backlog(&ex->err);
+	if (ex->ended_ms) { /* replaying an ended one: its EXIT comes last */
+		if (ex->host && delivered(ex)) {
+			exec_send(ex, BL_FRAME_EXIT, ex->exit_payload, sizeof ex->exit_payload);
+			ex->host = NULL;
+		}
+	} else if (ex->drain_over) {
+		finish_drain(ag, ex);
+	} else {
+		rewatch_exec(ag, ex);
+		maybe_finish(ag, ex);
 	}
 }
 
@@ -200,17 +325,16 @@ static void add_credit(struct pipe_src *p, uint32_t n)
 		p->credit += n;
 }
 
-void exec_credit(struct agent *ag, uint64_t id, uint32_t out, uint32_t err)
+void exec_credit(struct agent *ag, struct client *c, uint64_t id, uint32_t out, uint32_t err)
 {
-	struct execution *ex = find(ag, id);
+	struct execution *ex = find_hosted(ag, c, id);
+	if (!ex && (ex = find_in(ag->ended, id)) && ex->host != c)
+		ex = NULL;
 	if (!ex)
-		return; /* ended already: nothing left to send */
+		return; /* over, and everything sent: nothing left to send */
 	add_credit(&ex->out, out);
 	add_credit(&ex->err, err);
-	if (ex->drain_over)
-		finish_drain(ag, ex);
-	else
-		rewatch_exec(ag, ex);
+	deliver(ag, ex);
 }
 
 /* ---- reaping and the drain window ---- */
@@ -294,31 +418,31 @@ void exec_kill_all(struct agent *ag, int sig)
 		kill(-ex->pid, sig);
 }
 
-void exec_stdin(struct agent *ag, uint64_t id, const uint8_t *data, size_t len)
+void exec_stdin(struct agent *ag, struct client *c, uint64_t id, const uint8_t *data, size_t len)
 {
-	struct execution *ex = find(ag, id);
+	struct execution *ex = find_hosted(ag, c, id);
 	if (ex) /* an execution already reported ended: its writes already failed */
 		stdin_data(ag, ex, data, len);
 }
 
-void exec_stdin_close(struct agent *ag, uint64_t id)
+void exec_stdin_close(struct agent *ag, struct client *c, uint64_t id)
 {
-	struct execution *ex = find(ag, id);
+	struct execution *ex = find_hosted(ag, c, id);
 	if (ex)
 		stdin_request_close(ag, ex);
 }
 
-int exec_resize(struct agent *ag, uint64_t id, uint16_t rows, uint16_t cols)
+int exec_resize(struct agent *ag, struct client *c, uint64_t id, uint16_t rows, uint16_t cols)
 {
-	struct execution *ex = find(ag, id);
+	struct execution *ex = find_hosted(ag, c, id);
 	if (!ex || (ex->tty && ex->out.fd < 0))
 		return ESRCH; /* gone, or its terminal already hung up */
 	return ex->tty ? pty_resize(ex->out.fd, rows, cols) : ENOTTY;
 }
 
-int exec_signal(struct agent *ag, uint64_t id, int sig)
+int exec_signal(struct agent *ag, struct client *c, uint64_t id, int sig)
 {
-	struct execution *ex = find(ag, id);
+	struct execution *ex = find_hosted(ag, c, id);
 	if (!ex)
 		return ESRCH;
 	/* Its group id stays reserved while any member lives: no reuse race. */
@@ -520,31 +644,89 @@ static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_ex
 	bool unlimited = req->params.window == 0 || req->params.window == BL_CREDIT_UNLIMITED;
 	ex->out.credit = ex->err.credit = req->params.window;
 	ex->out.unlimited = ex->err.unlimited = unlimited;
+	ex->with_stdin = p.in[1] >= 0;
 	stdin_open(ag, ex, p.in[1], ex->tty);
 	return ex;
 }
 
-void exec_start(struct agent *ag, uint64_t id, uint8_t *payload, size_t len)
+void exec_start(struct agent *ag, struct client *c, uint64_t id, uint8_t *payload, size_t len)
 {
 	struct bl_exec_request req;
 	int rc = bl_exec_decode(payload, len, &req);
 	if (rc < 0) {
-		exec_refuse(ag, id, -rc);
+		exec_refuse(c, id, -rc);
 		return;
 	}
 	int err = 0;
-	struct execution *ex = find(ag, id) ? NULL : spawn(ag, id, &req, &err);
+	bool taken = find(ag, id) || find_in(ag->ended, id);
+	struct execution *ex = taken ? NULL : spawn(ag, id, &req, &err);
 	bl_exec_request_release(&req);
 	if (!ex) {
-		exec_refuse(ag, id, err ? err : EEXIST);
+		exec_refuse(c, id, err ? err : EEXIST);
 		return;
 	}
+	ex->host = c;
 	rewatch_exec(ag, ex);
 	ex->next = ag->execs;
 	ag->execs = ex;
 	uint32_t pid = (uint32_t)ex->pid;
-	if (!outbuf_send(&ag->out, BL_FRAME_STARTED, id, &pid, sizeof pid))
-		agent_die("out of memory queueing STARTED");
+	exec_send(ex, BL_FRAME_STARTED, &pid, sizeof pid);
 	if (ex->timeout_at_ms)
 		arm_timer(ag);
+}
+
+/* ---- hosts coming and going ---- */
+
+void exec_orphan(struct agent *ag, struct client *c)
+{
+	for (struct execution *ex = ag->ended; ex; ex = ex->next)
+		if (ex->host == c)
+			ex->host = NULL;
+	for (struct execution *ex = ag->execs; ex; ex = ex->next) {
+		if (ex->host != c)
+			continue;
+		ex->host = NULL;
+		stdin_forget(ag, ex);
+		deliver(ag, ex);
+	}
+}
+
+/* Where a replay from offset from can start: the oldest byte still held
+ * when from is older, the end when from is past it. */
+static uint64_t replay_start(const struct replay *r, uint64_t from)
+{
+	return from < r->start ? r->start : from > r->end ? r->end : from;
+}
+
+static void host_pipe(struct pipe_src *p, uint64_t from, uint32_t window)
+{
+	p->sent = replay_start(&p->replay, from);
+	p->unlimited = window == 0 || window == BL_CREDIT_UNLIMITED;
+	p->credit = window;
+}
+
+void exec_attach(struct agent *ag, struct client *c, uint64_t id, const uint8_t *payload)
+{
+	struct bl_attach_request req;
+	bl_attach_decode(payload, &req);
+	trim_ended(ag);
+	struct execution *ex = find(ag, id);
+	if (!ex)
+		ex = find_in(ag->ended, id);
+	struct bl_attached_reply reply = {.error = !ex ? ENOENT : ex->host ? EBUSY : 0};
+	if (reply.error == 0) {
+		host_pipe(&ex->out, req.from[0], req.window);
+		host_pipe(&ex->err, req.from[1], req.window);
+		reply.flags = (ex->with_stdin ? BL_ATTACHED_STDIN : 0) |
+			      (ex->tty ? BL_ATTACHED_TTY : 0) | (ex->ended_ms ? BL_ATTACHED_ENDED : 0);
+		reply.start[0] = ex->out.sent;
+		reply.start[1] = ex->err.sent;
+	}
+	uint8_t body[BL_ATTACHED_SIZE];
+	bl_attached_encode(&reply, body);
+	client_send(c, BL_FRAME_ATTACHED, id, body, sizeof body);
+	if (reply.error == 0) {
+		ex->host = c;
+		deliver(ag, ex);
+	}
 }

@@ -1,12 +1,14 @@
 /*
  * main.c - boxlite-agent: set-up, the host connection, and the event loop.
  *
- *   boxlite-agent [--drain-ms N] [--grace-ms N]      (fd 3: the host connection)
+ *   boxlite-agent [--drain-ms N] [--grace-ms N] [--listen-fd N] [--detached]
  *
- * SIGTERM means "stop the box": every process gets SIGTERM, then SIGKILL
- * after the grace period; the agent exits once every EXIT is flushed.  The
- * host closing the connection means the box is abandoned: kill everything
- * and exit at once.
+ * fd 3 is the creator's connection; --listen-fd a listening socket where
+ * more hosts connect.  SIGTERM means "stop the box": every process gets
+ * SIGTERM, then SIGKILL after the grace period; the agent exits once every
+ * EXIT is flushed.  The creator closing its connection means the box is
+ * abandoned (kill everything, exit at once) unless the box is --detached:
+ * then its executions run on, for a host to attach to later.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,17 +26,11 @@
 #include "agent.h"
 
 #define CONN_FD 3
-#define OUT_HIGH (2u << 20) /* stop reading pipes above this much unsent */
-#define OUT_LOW (512u << 10) /* and resume below this */
 #define MAX_EVENTS 64
 #define DEFAULT_DRAIN_MS 100
 #define DEFAULT_GRACE_MS 10000
 
-static enum src_kind conn_src = SRC_CONN, signal_src = SRC_SIGNAL, timer_src = SRC_TIMER;
-
-/* Frames from the host: a header and up to BL_FRAME_MAX_PAYLOAD bytes. */
-static uint8_t inbuf[BL_FRAME_HEADER_SIZE + BL_FRAME_MAX_PAYLOAD];
-static size_t in_have;
+static enum src_kind listen_src = SRC_LISTEN, signal_src = SRC_SIGNAL, timer_src = SRC_TIMER;
 
 _Noreturn void agent_die(const char *what)
 {
@@ -73,13 +69,13 @@ void agent_arm_timer(struct agent *ag, int64_t deadline_ms)
 
 /* ---- set-up ---- */
 
-static uint32_t parse_ms(const char *s)
+static uint32_t parse_number(const char *s, unsigned long max)
 {
 	char *end;
 	errno = 0;
 	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v > 86400000ul) {
-		fprintf(stderr, "boxlite-agent: bad milliseconds '%s'\n", s);
+	if (errno || end == s || *end || v > max) {
+		fprintf(stderr, "boxlite-agent: bad number '%s'\n", s);
 		exit(2);
 	}
 	return (uint32_t)v;
@@ -89,27 +85,38 @@ static void parse_args(struct agent *ag, int argc, char **argv)
 {
 	ag->drain_ms = DEFAULT_DRAIN_MS;
 	ag->grace_ms = DEFAULT_GRACE_MS;
+	ag->listen_fd = -1;
 	for (int i = 1; i < argc; i++) {
 		if (i + 1 < argc && strcmp(argv[i], "--drain-ms") == 0)
-			ag->drain_ms = parse_ms(argv[++i]);
+			ag->drain_ms = parse_number(argv[++i], 86400000ul);
 		else if (i + 1 < argc && strcmp(argv[i], "--grace-ms") == 0)
-			ag->grace_ms = parse_ms(argv[++i]);
+			ag->grace_ms = parse_number(argv[++i], 86400000ul);
+		else if (i + 1 < argc && strcmp(argv[i], "--listen-fd") == 0)
+			ag->listen_fd = (int)parse_number(argv[++i], 65535);
+		else if (strcmp(argv[i], "--detached") == 0)
+			ag->detached = true;
 		else {
-			fprintf(stderr, "usage: boxlite-agent [--drain-ms N] [--grace-ms N]\n");
+			fprintf(stderr, "usage: boxlite-agent [--drain-ms N] [--grace-ms N] "
+					"[--listen-fd N] [--detached]\n");
 			exit(2);
 		}
 	}
 }
 
+/* An inherited fd: ours alone (CLOEXEC), non-blocking. */
+static void take_fd(int fd, const char *what)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		agent_die(what);
+}
+
 static void setup(struct agent *ag)
 {
-	/* The connection must never leak into the box's processes. */
-	if (fcntl(CONN_FD, F_SETFD, FD_CLOEXEC) < 0)
-		agent_die("fd 3 (the host connection)");
-	int fl = fcntl(CONN_FD, F_GETFL);
-	if (fl < 0 || fcntl(CONN_FD, F_SETFL, fl | O_NONBLOCK) < 0)
-		agent_die("fcntl on the host connection");
-	ag->conn = CONN_FD;
+	/* The connections must never leak into the box's processes. */
+	take_fd(CONN_FD, "fd 3 (the host connection)");
+	if (ag->listen_fd >= 0)
+		take_fd(ag->listen_fd, "the listening socket");
 	if (prctl(PR_SET_NAME, "boxlite-agent", 0, 0, 0) < 0)
 		agent_die("prctl(PR_SET_NAME)");
 	/* A process closing its stdin is an EPIPE to handle, not our death. */
@@ -131,13 +138,12 @@ static void setup(struct agent *ag)
 	ag->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (ag->sigfd < 0 || ag->timerfd < 0 || ag->epfd < 0)
 		agent_die("signalfd/timerfd/epoll");
-	if (agent_watch(ag, EPOLL_CTL_ADD, ag->conn, EPOLLIN, &conn_src) < 0 ||
-	    agent_watch(ag, EPOLL_CTL_ADD, ag->sigfd, EPOLLIN, &signal_src) < 0 ||
-	    agent_watch(ag, EPOLL_CTL_ADD, ag->timerfd, EPOLLIN, &timer_src) < 0)
+	if (agent_watch(ag, EPOLL_CTL_ADD, ag->sigfd, EPOLLIN, &signal_src) < 0 ||
+	    agent_watch(ag, EPOLL_CTL_ADD, ag->timerfd, EPOLLIN, &timer_src) < 0 ||
+	    (ag->listen_fd >= 0 &&
+	     agent_watch(ag, EPOLL_CTL_ADD, ag->listen_fd, EPOLLIN, &listen_src) < 0))
 		agent_die("epoll_ctl");
-	uint32_t version = BL_PROTO_VERSION;
-	if (!outbuf_send(&ag->out, BL_FRAME_HELLO, 0, &version, sizeof version))
-		agent_die("out of memory");
+	client_add(ag, CONN_FD, true);
 }
 
 /* ---- stopping ---- */
@@ -160,136 +166,10 @@ static void begin_stop(struct agent *ag)
 	agent_arm_timer(ag, 0);
 }
 
-static _Noreturn void abandon(struct agent *ag)
+_Noreturn void agent_abandon(struct agent *ag)
 {
 	kill_everything(ag, SIGKILL);
 	exit(0);
-}
-
-/* ---- the host connection ---- */
-
-static void reply_result(struct agent *ag, uint64_t id, uint32_t token, int32_t err)
-{
-	uint8_t reply[8];
-	memcpy(reply, &token, 4);
-	memcpy(reply + 4, &err, 4);
-	if (token && !outbuf_send(&ag->out, BL_FRAME_RESULT, id, reply, sizeof reply))
-		agent_die("out of memory queueing a result");
-}
-
-/* Signal, and tell the host what happened when it asked (token != 0). */
-static void on_signal_frame(struct agent *ag, uint64_t id, const uint8_t *body)
-{
-	uint32_t sig, token;
-	memcpy(&sig, body, 4);
-	memcpy(&token, body + 4, 4);
-	reply_result(ag, id, token, sig >= 1 && sig <= 64 ? exec_signal(ag, id, (int)sig) : EINVAL);
-}
-
-static void on_resize_frame(struct agent *ag, uint64_t id, const uint8_t *body)
-{
-	uint16_t rows, cols;
-	uint32_t token;
-	memcpy(&rows, body, 2);
-	memcpy(&cols, body + 2, 2);
-	memcpy(&token, body + 4, 4);
-	reply_result(ag, id, token, exec_resize(ag, id, rows, cols));
-}
-
-static void on_frame(struct agent *ag, const struct bl_frame_header *h, uint8_t *body)
-{
-	switch (h->type) {
-	case BL_FRAME_EXEC:
-		if (ag->stopping) /* the box is going away: refuse new work */
-			exec_refuse(ag, h->id, ESHUTDOWN);
-		else
-			exec_start(ag, h->id, body, h->len);
-		break;
-	case BL_FRAME_STDIN:
-		exec_stdin(ag, h->id, body, h->len);
-		break;
-	case BL_FRAME_STDIN_CLOSE:
-		exec_stdin_close(ag, h->id);
-		break;
-	case BL_FRAME_SIGNAL:
-		if (h->len == 8)
-			on_signal_frame(ag, h->id, body);
-		break;
-	case BL_FRAME_RESIZE:
-		if (h->len == 8)
-			on_resize_frame(ag, h->id, body);
-		break;
-	case BL_FRAME_CREDIT:
-		if (h->len == 8) {
-			uint32_t out, err;
-			memcpy(&out, body, 4);
-			memcpy(&err, body + 4, 4);
-			exec_credit(ag, h->id, out, err);
-		}
-		break;
-	default: /* frames from a newer host: ignore */
-		break;
-	}
-}
-
-/* Parse every complete frame in inbuf; false on a protocol violation. */
-static bool parse_frames(struct agent *ag)
-{
-	size_t pos = 0;
-	while (in_have - pos >= BL_FRAME_HEADER_SIZE) {
-		struct bl_frame_header h;
-		bl_header_decode(inbuf + pos, &h);
-		if (h.len > BL_FRAME_MAX_PAYLOAD)
-			return false;
-		if (in_have - pos < BL_FRAME_HEADER_SIZE + h.len)
-			break;
-		on_frame(ag, &h, inbuf + pos + BL_FRAME_HEADER_SIZE);
-		pos += BL_FRAME_HEADER_SIZE + h.len;
-	}
-	memmove(inbuf, inbuf + pos, in_have - pos);
-	in_have -= pos;
-	return true;
-}
-
-static void conn_readable(struct agent *ag)
-{
-	ssize_t n;
-	while ((n = read(ag->conn, inbuf + in_have, sizeof inbuf - in_have)) < 0 && errno == EINTR)
-		;
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-		return;
-	if (n <= 0)
-		abandon(ag); /* the host is gone: nobody will ever read this box */
-	in_have += (size_t)n;
-	if (!parse_frames(ag)) {
-		fprintf(stderr, "boxlite-agent: protocol violation from the host\n");
-		abandon(ag);
-	}
-}
-
-static void flush(struct agent *ag)
-{
-	if (ag->conn_broken)
-		return;
-	int rc = outbuf_flush(&ag->out, ag->conn);
-	if (rc < 0) {
-		ag->conn_broken = true;
-		return;
-	}
-	bool want = rc == 1;
-	if (want != ag->writing) {
-		ag->writing = want;
-		if (agent_watch(ag, EPOLL_CTL_MOD, ag->conn, EPOLLIN | (want ? EPOLLOUT : 0u),
-				&conn_src) < 0)
-			agent_die("epoll_ctl on the host connection");
-	}
-	/* Backpressure: a host that reads slowly stops us reading the pipes,
-	 * and the processes block in write(). */
-	bool pause = ag->out.bytes > OUT_HIGH || (ag->paused && ag->out.bytes > OUT_LOW);
-	if (pause != ag->paused) {
-		ag->paused = pause;
-		exec_rewatch_all(ag);
-	}
 }
 
 /* ---- the loop ---- */
@@ -319,10 +199,10 @@ static void dispatch(struct agent *ag, const struct epoll_event *ev)
 	enum src_kind kind = *(enum src_kind *)ev->data.ptr;
 	switch (kind) {
 	case SRC_CONN:
-		if (ev->events & EPOLLOUT)
-			flush(ag);
-		if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-			conn_readable(ag);
+		client_ready(ag, ev->data.ptr, ev->events);
+		break;
+	case SRC_LISTEN:
+		client_accept(ag);
 		break;
 	case SRC_SIGNAL:
 		on_signals(ag);
@@ -341,7 +221,7 @@ static void dispatch(struct agent *ag, const struct epoll_event *ev)
 
 static bool finished(const struct agent *ag)
 {
-	return ag->stopping && exec_none_left(ag) && (ag->out.head == NULL || ag->conn_broken);
+	return ag->stopping && exec_none_left(ag) && client_all_flushed(ag);
 }
 
 int main(int argc, char **argv)
@@ -354,7 +234,7 @@ int main(int argc, char **argv)
 	setup(&ag);
 	struct epoll_event evs[MAX_EVENTS];
 	for (;;) {
-		flush(&ag);
+		client_flush_all(&ag);
 		if (finished(&ag))
 			break;
 		int n = epoll_wait(ag.epfd, evs, MAX_EVENTS, -1);
@@ -365,8 +245,14 @@ int main(int argc, char **argv)
 		for (int i = 0; i < n; i++)
 			dispatch(&ag, &evs[i]);
 		exec_free_dead(&ag);
+		client_free_gone(&ag);
 	}
 	/* Orphans may outlive every execution: take them down with the box. */
 	kill_everything(&ag, SIGKILL);
+	exec_forget_ended(&ag);
+	exec_free_dead(&ag);
+	for (struct client *c = ag.clients; c; c = c->next)
+		c->gone = true;
+	client_free_gone(&ag);
 	return 0;
 }

@@ -41,16 +41,10 @@ static void close_feed(struct agent *ag, struct stdin_feed *in)
 	drop_pending(in);
 }
 
-static void send_frame(struct agent *ag, uint16_t type, uint64_t id, const void *p, size_t len)
-{
-	if (!outbuf_send(&ag->out, type, id, p, len))
-		agent_die("out of memory queueing a stdin frame");
-}
-
 static void broken(struct agent *ag, struct execution *ex)
 {
 	close_feed(ag, &ex->in);
-	send_frame(ag, BL_FRAME_STDIN_CLOSED, ex->id, NULL, 0);
+	exec_send(ex, BL_FRAME_STDIN_CLOSED, NULL, 0);
 }
 
 static void watch_writable(struct agent *ag, struct stdin_feed *in, bool want)
@@ -76,7 +70,7 @@ static void pump(struct agent *ag, struct execution *ex)
 			break;
 		if (n < 0) { /* EPIPE: the reader is gone (SIGPIPE is ignored) */
 			if (taken)
-				send_frame(ag, BL_FRAME_STDIN_ACK, ex->id, &taken, sizeof taken);
+				exec_send(ex, BL_FRAME_STDIN_ACK, &taken, sizeof taken);
 			broken(ag, ex);
 			return;
 		}
@@ -90,7 +84,7 @@ static void pump(struct agent *ag, struct execution *ex)
 		}
 	}
 	if (taken)
-		send_frame(ag, BL_FRAME_STDIN_ACK, ex->id, &taken, sizeof taken);
+		exec_send(ex, BL_FRAME_STDIN_ACK, &taken, sizeof taken);
 	if (!in->head && in->close_requested)
 		close_feed(ag, in);
 	else
@@ -109,7 +103,7 @@ void stdin_data(struct agent *ag, struct execution *ex, const uint8_t *data, siz
 {
 	struct stdin_feed *in = &ex->in;
 	if (in->fd < 0 || in->close_requested) {
-		send_frame(ag, BL_FRAME_STDIN_CLOSED, ex->id, NULL, 0);
+		exec_send(ex, BL_FRAME_STDIN_CLOSED, NULL, 0);
 		return;
 	}
 	if (len == 0)
@@ -152,4 +146,15 @@ void stdin_ready(struct agent *ag, void *src)
 void stdin_release(struct agent *ag, struct execution *ex)
 {
 	close_feed(ag, &ex->in);
+}
+
+void stdin_forget(struct agent *ag, struct execution *ex)
+{
+	drop_pending(&ex->in);
+	if (ex->in.fd < 0)
+		return;
+	if (ex->in.close_requested)
+		close_feed(ag, &ex->in); /* the EOF its host asked for still happens */
+	else
+		watch_writable(ag, &ex->in, false);
 }
