@@ -62,6 +62,9 @@ enum {
 	BOXLITE_OUTCOME_FORCE_CLOSED = 5,    /* freed while running, or runtime closed */
 	BOXLITE_OUTCOME_LOST = 6,            /* the box went away before reporting it */
 	BOXLITE_OUTCOME_FAILED_TO_START = 7, /* os_error says why; exit_code 126/127 */
+	BOXLITE_OUTCOME_DETACHED = 8,        /* this handle let go (boxlite_exec_detach, or a
+					      * kept box released): the execution runs on in
+					      * its box, and boxlite_exec_attach finds it */
 };
 
 /* Output streams (boxlite_output_cb.stream). */
@@ -142,7 +145,15 @@ typedef struct boxlite_box_options {
 	uint32_t stop_grace_ms;            /* SIGTERM..SIGKILL grace on stop; 0 means 10000 */
 	uint32_t drain_ms;                 /* output drained after a process exits; 0 means 100 */
 	int32_t owner_pid;                 /* the box dies with this process; 0 means none */
+	uint32_t flags;                    /* BOXLITE_BOX_DETACHED */
 } boxlite_box_options;
+
+/* Box flags (boxlite_box_options.flags). */
+enum {
+	BOXLITE_BOX_DETACHED = 1, /* the box outlives this runtime: freeing the handle or
+				   * closing the runtime lets go of it (its executions
+				   * run on) instead of killing it */
+};
 
 /* Box states (boxlite_box_state). */
 enum {
@@ -162,8 +173,22 @@ int boxlite_box_start(boxlite_runtime *rt, boxlite_handle box, boxlite_done_cb c
 int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle box, boxlite_done_cb cb, void *user_data);
 /* The box's current state (BOXLITE_BOX_*) into *state. */
 int boxlite_box_state(boxlite_runtime *rt, boxlite_handle box, int *state);
-/* Release the handle; a running box is killed at once. */
+/* Release the handle.  A running box is killed at once, unless it is kept:
+ * detached, or connected to with boxlite_box_connect. */
 int boxlite_box_free(boxlite_runtime *rt, boxlite_handle box);
+
+/*
+ * A handle on a box that is already running, started by another runtime
+ * (another process, or this program before a restart): options describe it
+ * as it was created; shim_pid and shim_start_ticks (field 22 of
+ * /proc/<pid>/stat) name its shim, so a reused pid is never mistaken for
+ * it.  The box is RUNNING and kept: freeing the handle or closing the
+ * runtime lets go of it.  NOT_FOUND when that shim is gone.  Synchronous.
+ */
+int boxlite_box_connect(boxlite_runtime *rt, const boxlite_box_options *options, int32_t shim_pid,
+			uint64_t shim_start_ticks, boxlite_handle *out);
+/* The pid of a running box's shim (what boxlite_box_connect takes). */
+int boxlite_box_pid(boxlite_runtime *rt, boxlite_handle box, int32_t *pid);
 
 /* ---- executions --------------------------------------------------------- */
 
@@ -205,6 +230,43 @@ typedef struct boxlite_exec_callbacks {
  * single Exit arrive through the callbacks. */
 int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box, const boxlite_exec_options *options,
 		       const boxlite_exec_callbacks *callbacks, boxlite_handle *out);
+
+/* An execution's id: random, unique in its box, valid across processes and
+ * restarts (what boxlite_exec_attach takes).  Never 0. */
+int boxlite_exec_id(boxlite_runtime *rt, boxlite_handle exec, uint64_t *id);
+
+typedef struct boxlite_attach_options {
+	uint64_t stdout_from, stderr_from; /* cursors: bytes of each stream already seen */
+	uint32_t flags;                    /* BOXLITE_EXEC_ACK_OUTPUT only */
+	uint32_t window;                   /* as in boxlite_exec_options */
+} boxlite_attach_options;
+
+/* What boxlite_exec_attach learned (boxlite_exec_attach_info). */
+typedef struct boxlite_attach_info {
+	uint64_t stdout_start, stderr_start; /* where the replay began: more than the
+					      * cursor when older bytes were no longer kept */
+	int has_stdin, has_tty, ended;
+} boxlite_attach_info;
+
+/*
+ * Become the host of execution id in a running box: its output from the
+ * cursors on (the box keeps the last 1 MiB of each stream), then live
+ * output, then its single Exit - also when it already ended (outcomes are
+ * kept for ten minutes).  *out is an execution handle like exec_start's;
+ * cb reports whether the box accepted: OK (boxlite_exec_attach_info is
+ * then valid), NOT_FOUND (no such execution, or forgotten), INVALID_STATE
+ * (another host holds it).  When it did not, the Exit follows with outcome
+ * LOST and that status as its error.
+ */
+int boxlite_exec_attach(boxlite_runtime *rt, boxlite_handle box, uint64_t id,
+			const boxlite_attach_options *options, const boxlite_exec_callbacks *callbacks,
+			boxlite_done_cb cb, void *user_data, boxlite_handle *out);
+int boxlite_exec_attach_info(boxlite_runtime *rt, boxlite_handle exec, boxlite_attach_info *info);
+
+/* Let go of a running execution without ending it: its Exit reports
+ * DETACHED at once, and it runs on in its box for a later attach.
+ * EXEC_CLOSED once the Exit has been claimed. */
+int boxlite_exec_detach(boxlite_runtime *rt, boxlite_handle exec);
 /* Send signal sig (1..64) to the execution's process group.  cb gets OK
  * once the agent has delivered it, EXEC_CLOSED if no process of the group was
  * left to receive it.  Refused synchronously with EXEC_CLOSED once the

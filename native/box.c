@@ -1,10 +1,13 @@
 /* box.c - box handles and lifecycle: new, start, stop, free. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -60,7 +63,8 @@ static int copy_lowers(struct bl_box *box, const char *const *lowers)
 
 static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 {
-	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs || o->owner_pid < 0)
+	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs || o->owner_pid < 0 ||
+	    (o->flags & ~(uint32_t)BOXLITE_BOX_DETACHED))
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	const char *host = o->hostname ? o->hostname : "box";
 	if (!host[0] || strlen(host) > 64)
@@ -75,13 +79,13 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	box->grace_ms = o->stop_grace_ms ? o->stop_grace_ms : DEFAULT_GRACE_MS;
 	box->drain_ms = o->drain_ms ? o->drain_ms : DEFAULT_DRAIN_MS;
 	box->owner_pid = o->owner_pid;
+	box->detached = o->flags & BOXLITE_BOX_DETACHED;
+	box->kept = box->detached;
 	return BOXLITE_OK;
 }
 
-int boxlite_box_new(boxlite_runtime *rt, const boxlite_box_options *options, boxlite_handle *out)
+static int box_alloc(const boxlite_box_options *options, boxlite_runtime *rt, struct bl_box **out)
 {
-	if (!rt || !options || !out)
-		return BOXLITE_ERR_INVALID_ARGUMENT;
 	struct bl_box *box = calloc(1, sizeof *box);
 	if (!box)
 		return BOXLITE_ERR_NO_MEMORY;
@@ -89,10 +93,21 @@ int boxlite_box_new(boxlite_runtime *rt, const boxlite_box_options *options, box
 	box->rt = rt;
 	box->pidfd = -1;
 	int rc = box_configure(box, options);
-	if (rc) {
+	if (rc)
 		box_destroy(box);
+	else
+		*out = box;
+	return rc;
+}
+
+int boxlite_box_new(boxlite_runtime *rt, const boxlite_box_options *options, boxlite_handle *out)
+{
+	if (!rt || !options || !out)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	struct bl_box *box;
+	int rc = box_alloc(options, rt, &box);
+	if (rc)
 		return rc;
-	}
 	pthread_mutex_lock(&rt->lock);
 	uint64_t h = rt->closed ? 0 : bl_handles_add(&rt->handles, BL_HANDLE_BOX, box);
 	rc = rt->closed ? BOXLITE_ERR_RUNTIME_CLOSED : (h ? BOXLITE_OK : BOXLITE_ERR_NO_MEMORY);
@@ -139,8 +154,10 @@ static void start_job_run(void *arg)
 			rc = BOXLITE_ERR_RUNTIME_CLOSED;
 		else if (box->freed)
 			rc = BOXLITE_ERR_INVALID_HANDLE;
-		else if ((rc = bl_reactor_attach(rt->reactor, box, sp.pidfd, sp.conn_fd)) == BOXLITE_OK)
+		else if ((rc = bl_reactor_attach(rt->reactor, box, sp.pidfd, sp.conn_fd)) == BOXLITE_OK) {
 			box->pidfd = sp.pidfd;
+			box->shim_pid = sp.pid;
+		}
 	}
 	box->state = rc == BOXLITE_OK ? BL_BOX_RUNNING : BL_BOX_NEW;
 	pthread_mutex_unlock(&rt->lock);
@@ -241,7 +258,10 @@ int boxlite_box_free(boxlite_runtime *rt, boxlite_handle h)
 	struct bl_box *box = bl_handles_remove(&rt->handles, h, BL_HANDLE_BOX);
 	if (box) {
 		box->freed = true;
-		if (box->pidfd >= 0 && (box->state == BL_BOX_RUNNING || box->state == BL_BOX_STOPPING))
+		bool live = box->state == BL_BOX_RUNNING || box->state == BL_BOX_STOPPING;
+		if (live && box->kept && !rt->closed)
+			bl_reactor_release(rt->reactor, box); /* on failure, runtime close still will */
+		else if (live && !box->kept && box->pidfd >= 0)
 			send_signal(box->pidfd, SIGKILL);
 	}
 	pthread_mutex_unlock(&rt->lock);
@@ -264,4 +284,104 @@ void bl_box_finished(struct bl_box *box)
 		bl_op_complete(rt, waiters, BOXLITE_OK, NULL);
 		waiters = next;
 	}
+}
+
+int boxlite_box_pid(boxlite_runtime *rt, boxlite_handle h, int32_t *pid)
+{
+	if (!rt || !h || !pid)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_box *box = lookup_locked(rt, h, &rc);
+	if (box && box->state != BL_BOX_RUNNING)
+		rc = BOXLITE_ERR_INVALID_STATE;
+	else if (box)
+		*pid = box->shim_pid;
+	pthread_mutex_unlock(&rt->lock);
+	return rc;
+}
+
+/* Field 22 of /proc/<pid>/stat: when the process started, in clock ticks
+ * since boot.  0 when it cannot be read. */
+static uint64_t start_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* A pidfd on the shim the caller named, or -1: gone, or the pid reused. */
+static int open_shim(pid_t pid, uint64_t ticks)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	/* Checked after the pidfd is held: the pid cannot be reused now. */
+	if (pidfd >= 0 && start_ticks(pid) != ticks) {
+		close(pidfd);
+		pidfd = -1;
+	}
+	return pidfd;
+}
+
+static int connect_agent(const char *box_dir)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/agent.sock", box_dir) >=
+	    (int)sizeof addr.sun_path)
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+int boxlite_box_connect(boxlite_runtime *rt, const boxlite_box_options *options, int32_t shim_pid,
+			uint64_t shim_start_ticks, boxlite_handle *out)
+{
+	if (!rt || !options || !out || shim_pid <= 0 || !shim_start_ticks)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	struct bl_box *box;
+	int rc = box_alloc(options, rt, &box);
+	if (rc)
+		return rc;
+	box->kept = true;
+	int pidfd = open_shim(shim_pid, shim_start_ticks);
+	int conn = pidfd >= 0 ? connect_agent(box->dir) : -1;
+	if (conn < 0) {
+		if (pidfd >= 0)
+			close(pidfd);
+		box_destroy(box);
+		return BOXLITE_ERR_NOT_FOUND;
+	}
+	pthread_mutex_lock(&rt->lock);
+	uint64_t h = rt->closed ? 0 : bl_handles_add(&rt->handles, BL_HANDLE_BOX, box);
+	rc = rt->closed ? BOXLITE_ERR_RUNTIME_CLOSED : (h ? BOXLITE_OK : BOXLITE_ERR_NO_MEMORY);
+	if (rc == BOXLITE_OK && (rc = bl_reactor_attach(rt->reactor, box, pidfd, conn)) == BOXLITE_OK) {
+		box->pidfd = pidfd;
+		box->shim_pid = shim_pid;
+		box->state = BL_BOX_RUNNING;
+	} else if (h) {
+		bl_handles_remove(&rt->handles, h, BL_HANDLE_BOX);
+	}
+	pthread_mutex_unlock(&rt->lock);
+	if (rc) {
+		close(conn);
+		close(pidfd);
+		box_destroy(box);
+		return rc;
+	}
+	*out = h;
+	return BOXLITE_OK;
 }

@@ -76,10 +76,13 @@ struct bl_box {
 	char *hostname;
 	uint32_t grace_ms, drain_ms;
 	int32_t owner_pid;
+	bool detached; /* BOXLITE_BOX_DETACHED */
+	bool kept;     /* detached or connected: let go of, never killed, on free and close */
 	/* (rt->lock) */
 	enum bl_box_state state;
 	bool freed;               /* the handle is gone: kill on sight */
 	int pidfd;                /* the shim's; closed only when the box is destroyed */
+	pid_t shim_pid;
 	struct bl_op *stop_waiters;
 	struct bl_attachment *att; /* reactor-owned while the box runs */
 };
@@ -100,10 +103,11 @@ struct bl_control {
 
 struct bl_exec {
 	atomic_int refs;
-	uint64_t id; /* its handle, also its id on the wire */
+	uint64_t id;      /* its handle */
+	uint64_t wire_id; /* its id in the box: random, durable, immutable */
 	struct bl_box *box;
-	bool has_stdin;    /* immutable */
-	bool has_tty;      /* immutable */
+	bool has_stdin;    /* immutable; for an attach, set before attach_op completes */
+	bool has_tty;      /* likewise */
 	bool manual_ack;   /* immutable: BOXLITE_EXEC_ACK_OUTPUT */
 	uint32_t window;   /* immutable: bytes in flight per stream, at most */
 	uint64_t acked[2]; /* stdout, stderr bytes acknowledged and not yet
@@ -115,6 +119,8 @@ struct bl_exec {
 	uint32_t last_token;                   /* (reactor) */
 	boxlite_output_cb on_output;
 	void *user_data;
+	struct bl_op *attach_op;  /* boxlite_exec_attach awaiting ATTACHED (reactor) */
+	boxlite_attach_info attach_info; /* (rt->lock) */
 	struct bl_event *exit_ev; /* preallocated Exit; posted by the claimer */
 	atomic_bool exit_claimed; /* exactly one Exit: whoever flips this posts it */
 	struct bl_exec *next;     /* its attachment's executions (reactor) */
@@ -175,6 +181,11 @@ int bl_reactor_signal_exec(struct bl_reactor *r, struct bl_exec *ex, int sig, st
 int bl_reactor_resize_exec(struct bl_reactor *r, struct bl_exec *ex, uint16_t rows, uint16_t cols,
 			   struct bl_op *op);
 int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex);
+/* Stop being ex's host, leaving it running; its Exit says DETACHED. */
+int bl_reactor_detach_exec(struct bl_reactor *r, struct bl_exec *ex);
+/* Let go of a kept box: end its executions here (DETACHED), close the
+ * connection, stop watching its shim.  The box runs on. */
+int bl_reactor_release(struct bl_reactor *r, struct bl_box *box);
 /* frames: STDIN frames holding len bytes in all (NULL when len is 0). */
 int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op *op, uint8_t *frames,
 			  size_t frames_len, size_t len);

@@ -99,7 +99,7 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
 		n_lowers++;
-	char **argv = calloc(16 + 2 * n_lowers, sizeof(char *));
+	char **argv = calloc(18 + 2 * n_lowers, sizeof(char *));
 	if (!argv)
 		return NULL;
 	size_t i = 0;
@@ -115,6 +115,8 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	snprintf(nums[0], 16, "%u", box->grace_ms);
 	snprintf(nums[1], 16, "%u", box->drain_ms);
 	snprintf(nums[2], 16, "%d", (int)box->owner_pid);
+	if (box->detached)
+		argv[i++] = "--detached";
 	argv[i++] = "--hostname";
 	argv[i++] = box->hostname;
 	argv[i++] = "--grace-ms";
@@ -242,14 +244,17 @@ static int read_status(int fd, int closing_fd, char *line, size_t cap, char *err
 	return (int)got;
 }
 
-/* "ok <pid>" -> 0; "error <errno> <message>" -> -1 with the message. */
-static int parse_status(char *line, char *err, size_t errlen)
+/* "ok <shim pid>" -> 0; "error <errno> <message>" -> -1 with the message. */
+static int parse_status(char *line, pid_t *shim, char *err, size_t errlen)
 {
 	char *nl = strchr(line, '\n');
 	if (nl)
 		*nl = '\0';
-	if (strncmp(line, "ok ", 3) == 0)
+	int pid;
+	if (sscanf(line, "ok %d", &pid) == 1 && pid > 0) {
+		*shim = pid;
 		return 0;
+	}
 	int e;
 	int off = 0;
 	if (sscanf(line, "error %d %n", &e, &off) == 1 && off > 0)
@@ -264,8 +269,32 @@ static void kill_and_reap(int pidfd)
 	if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
 		return; /* cannot signal: do not wait forever either */
 	siginfo_t info;
-	while (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0 && errno == EINTR)
+	int rc;
+	while ((rc = waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED)) < 0 && errno == EINTR)
 		;
+	if (rc < 0 && errno == ECHILD) { /* a detached shim: wait for its exit all the same */
+		struct pollfd p = {.fd = pidfd, .events = POLLIN};
+		while (poll(&p, 1, -1) < 0 && errno == EINTR)
+			;
+	}
+}
+
+/* A detached shim left the process we spawned, which exits now: reap that
+ * one, and watch the shim itself (not our child: its exit is seen through
+ * the pidfd, and someone else reaps it). */
+static int follow_detached(int *pidfd, pid_t shim, char *err, size_t errlen)
+{
+	int shim_fd = (int)syscall(SYS_pidfd_open, shim, 0);
+	if (shim_fd < 0) {
+		set_err(err, errlen, "pidfd_open (detached shim)", errno);
+		return -1;
+	}
+	siginfo_t info;
+	while (waitid(P_PIDFD, (id_t)*pidfd, &info, WEXITED) < 0 && errno == EINTR)
+		;
+	close(*pidfd);
+	*pidfd = shim_fd;
+	return 0;
 }
 
 int bl_engine_ns_spawn(const boxlite_runtime *rt, const struct bl_box *box, struct bl_spawned *out,
@@ -291,15 +320,17 @@ int bl_engine_ns_spawn(const boxlite_runtime *rt, const struct bl_box *box, stru
 		return BOXLITE_ERR_ENGINE;
 	}
 	char line[STATUS_MAX];
+	pid_t shim = 0;
 	if (read_status(f.status[0], rt->closing_fd, line, sizeof line, err, errlen) < 0 ||
-	    parse_status(line, err, errlen) < 0) {
+	    parse_status(line, &shim, err, errlen) < 0 ||
+	    (shim != pid && follow_detached(&pidfd, shim, err, errlen) < 0)) {
 		kill_and_reap(pidfd);
 		close(pidfd);
 		close_fds(&f);
 		return BOXLITE_ERR_ENGINE;
 	}
 	close_fd(&f.status[0]);
-	out->pid = pid;
+	out->pid = shim;
 	out->pidfd = pidfd;
 	out->conn_fd = f.conn[0];
 	return BOXLITE_OK;

@@ -1,6 +1,7 @@
 /* exec.c - execution handles and the claim-once Exit. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "core.h"
 #include "protocol.h"
@@ -68,6 +69,39 @@ static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks
 	return ex;
 }
 
+/* A durable id: random, so ids from many processes and restarts never meet. */
+static int new_wire_id(uint64_t *id)
+{
+	do {
+		if (getrandom(id, sizeof *id, 0) != (ssize_t)sizeof *id)
+			return BOXLITE_ERR_IO;
+	} while (*id == 0);
+	return BOXLITE_OK;
+}
+
+/* Register ex and queue its first frame (EXEC or ATTACH), under rt->lock:
+ * runtime close cannot slip in between the state check and the command, so
+ * its CLOSE is ordered after us. */
+static int send_first_frame_locked(boxlite_runtime *rt, struct bl_box *box, struct bl_exec *ex,
+				   uint16_t type, uint8_t *frame, size_t len)
+{
+	if (rt->closed)
+		return BOXLITE_ERR_RUNTIME_CLOSED;
+	if (!box)
+		return BOXLITE_ERR_INVALID_HANDLE;
+	if (box->state != BL_BOX_RUNNING)
+		return BOXLITE_ERR_INVALID_STATE;
+	if (!(ex->id = bl_handles_add(&rt->handles, BL_HANDLE_EXEC, ex)))
+		return BOXLITE_ERR_NO_MEMORY;
+	struct bl_frame_header h = {.len = (uint32_t)(len - BL_FRAME_HEADER_SIZE), .type = type,
+				    .id = ex->wire_id};
+	bl_header_encode(&h, frame);
+	int rc = bl_reactor_send_exec(rt->reactor, ex, frame, len);
+	if (rc != BOXLITE_OK)
+		bl_handles_remove(&rt->handles, ex->id, BL_HANDLE_EXEC);
+	return rc;
+}
+
 static uint8_t *encode_exec(const boxlite_exec_options *o, size_t *len)
 {
 	size_t payload = bl_exec_encoded_size(o->argv, o->env, o->cwd);
@@ -109,29 +143,17 @@ int boxlite_exec_start(boxlite_runtime *rt, boxlite_handle box_h, const boxlite_
 		return bl_exec_encoded_size(options->argv, options->env, options->cwd)
 			       ? BOXLITE_ERR_NO_MEMORY
 			       : BOXLITE_ERR_INVALID_ARGUMENT;
-	int rc = BOXLITE_OK;
+	uint64_t wire_id;
+	int rc = new_wire_id(&wire_id);
 	struct bl_exec *ex = NULL;
 	pthread_mutex_lock(&rt->lock);
 	struct bl_box *box = rt->closed ? NULL : bl_handles_get(&rt->handles, box_h, BL_HANDLE_BOX);
-	if (rt->closed)
-		rc = BOXLITE_ERR_RUNTIME_CLOSED;
-	else if (!box)
-		rc = BOXLITE_ERR_INVALID_HANDLE;
-	else if (box->state != BL_BOX_RUNNING)
-		rc = BOXLITE_ERR_INVALID_STATE;
-	else if (!(ex = exec_new(box, callbacks, options)))
-		rc = BOXLITE_ERR_NO_MEMORY;
-	else if (!(ex->id = bl_handles_add(&rt->handles, BL_HANDLE_EXEC, ex)))
+	if (rc == BOXLITE_OK && box && !(ex = exec_new(box, callbacks, options)))
 		rc = BOXLITE_ERR_NO_MEMORY;
 	if (rc == BOXLITE_OK) {
-		struct bl_frame_header h = {.len = (uint32_t)(len - BL_FRAME_HEADER_SIZE),
-					    .type = BL_FRAME_EXEC, .id = ex->id};
-		bl_header_encode(&h, frame);
-		/* Under the lock, so runtime close cannot slip in between the
-		 * state check and the command: its CLOSE is ordered after us. */
-		rc = bl_reactor_send_exec(rt->reactor, ex, frame, len);
-		if (rc != BOXLITE_OK)
-			bl_handles_remove(&rt->handles, ex->id, BL_HANDLE_EXEC);
+		if (ex)
+			ex->wire_id = wire_id;
+		rc = send_first_frame_locked(rt, box, ex, BL_FRAME_EXEC, frame, len);
 	}
 	pthread_mutex_unlock(&rt->lock);
 	if (rc != BOXLITE_OK) {
@@ -204,8 +226,9 @@ int boxlite_exec_resize(boxlite_runtime *rt, boxlite_handle h, uint16_t rows, ui
 	return control_exec(rt, h, &ctl, cb, user_data);
 }
 
-/* STDIN frames for data, each at most BL_FRAME_DATA_CHUNK bytes. */
-static uint8_t *encode_stdin(uint64_t id, const uint8_t *data, size_t len, size_t *frames_len)
+/* STDIN frames for data, each at most BL_FRAME_DATA_CHUNK bytes; their ids
+ * are filled in by address_stdin once the execution is known. */
+static uint8_t *encode_stdin(const uint8_t *data, size_t len, size_t *frames_len)
 {
 	size_t n_frames = (len + BL_FRAME_DATA_CHUNK - 1) / BL_FRAME_DATA_CHUNK;
 	*frames_len = len + n_frames * BL_FRAME_HEADER_SIZE;
@@ -215,12 +238,23 @@ static uint8_t *encode_stdin(uint64_t id, const uint8_t *data, size_t len, size_
 	uint8_t *p = frames;
 	for (size_t off = 0; off < len; off += BL_FRAME_DATA_CHUNK) {
 		size_t n = len - off < BL_FRAME_DATA_CHUNK ? len - off : BL_FRAME_DATA_CHUNK;
-		struct bl_frame_header h = {.len = (uint32_t)n, .type = BL_FRAME_STDIN, .id = id};
+		struct bl_frame_header h = {.len = (uint32_t)n, .type = BL_FRAME_STDIN};
 		bl_header_encode(&h, p);
 		memcpy(p + BL_FRAME_HEADER_SIZE, data + off, n);
 		p += BL_FRAME_HEADER_SIZE + n;
 	}
 	return frames;
+}
+
+static void address_stdin(uint8_t *frames, size_t frames_len, uint64_t id)
+{
+	for (size_t off = 0; off < frames_len;) {
+		struct bl_frame_header h;
+		bl_header_decode(frames + off, &h);
+		h.id = id;
+		bl_header_encode(&h, frames + off);
+		off += BL_FRAME_HEADER_SIZE + h.len;
+	}
 }
 
 /* Under rt->lock: the execution if its stdin can take more, else NULL + rc. */
@@ -240,7 +274,7 @@ int boxlite_exec_write(boxlite_runtime *rt, boxlite_handle h, const uint8_t *dat
 	if (!rt || !h || !cb || (len && !data) || len > BOXLITE_EXEC_WRITE_MAX)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	size_t frames_len;
-	uint8_t *frames = encode_stdin(h, data, len, &frames_len);
+	uint8_t *frames = encode_stdin(data, len, &frames_len);
 	if (!frames)
 		return BOXLITE_ERR_NO_MEMORY;
 	int rc;
@@ -252,6 +286,7 @@ int boxlite_exec_write(boxlite_runtime *rt, boxlite_handle h, const uint8_t *dat
 	if (rc == BOXLITE_OK && !(op = bl_op_begin(rt, cb, user_data)))
 		rc = BOXLITE_ERR_NO_MEMORY;
 	if (rc == BOXLITE_OK) {
+		address_stdin(frames, frames_len, ex->wire_id);
 		/* Under the lock, so the frames are ordered with close_stdin. */
 		rc = bl_reactor_write_exec(rt->reactor, ex, op, frames, frames_len, len);
 		if (rc == BOXLITE_OK)
@@ -328,5 +363,100 @@ int boxlite_exec_free(boxlite_runtime *rt, boxlite_handle h)
 	pthread_mutex_unlock(&rt->lock);
 	if (rc == BOXLITE_OK)
 		bl_exec_unref(ex);
+	return rc;
+}
+
+int boxlite_exec_id(boxlite_runtime *rt, boxlite_handle h, uint64_t *id)
+{
+	if (!rt || !h || !id)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
+	if (ex)
+		*id = ex->wire_id;
+	pthread_mutex_unlock(&rt->lock);
+	return ex ? BOXLITE_OK : BOXLITE_ERR_INVALID_HANDLE;
+}
+
+static uint8_t *encode_attach(const boxlite_attach_options *o, size_t *len)
+{
+	*len = BL_FRAME_HEADER_SIZE + BL_ATTACH_SIZE;
+	uint8_t *frame = malloc(*len);
+	if (!frame)
+		return NULL;
+	struct bl_attach_request a = {
+		.from = {o->stdout_from, o->stderr_from},
+		.window = o->window ? o->window : BOXLITE_EXEC_WINDOW_DEFAULT,
+	};
+	bl_attach_encode(&a, frame + BL_FRAME_HEADER_SIZE);
+	return frame;
+}
+
+int boxlite_exec_attach(boxlite_runtime *rt, boxlite_handle box_h, uint64_t id,
+			const boxlite_attach_options *options, const boxlite_exec_callbacks *callbacks,
+			boxlite_done_cb cb, void *user_data, boxlite_handle *out)
+{
+	static const char *const no_argv[] = {"", NULL};
+	if (!rt || !box_h || !id || !options || !cb || !out ||
+	    (options->flags & ~(uint32_t)BOXLITE_EXEC_ACK_OUTPUT))
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	/* What exec_new needs of an execution it did not start. */
+	boxlite_exec_options like = {.argv = no_argv, .flags = options->flags,
+				     .window = options->window};
+	if (!valid_options(&like, callbacks))
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	size_t len;
+	uint8_t *frame = encode_attach(options, &len);
+	if (!frame)
+		return BOXLITE_ERR_NO_MEMORY;
+	int rc = BOXLITE_OK;
+	struct bl_exec *ex = NULL;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_box *box = rt->closed ? NULL : bl_handles_get(&rt->handles, box_h, BL_HANDLE_BOX);
+	if (box && !(ex = exec_new(box, callbacks, &like)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	else if (ex && !(ex->attach_op = bl_op_begin(rt, cb, user_data)))
+		rc = BOXLITE_ERR_NO_MEMORY;
+	if (rc == BOXLITE_OK) {
+		if (ex) {
+			ex->wire_id = id;
+			ex->has_stdin = ex->has_tty = false; /* until the box says */
+		}
+		rc = send_first_frame_locked(rt, box, ex, BL_FRAME_ATTACH, frame, len);
+	}
+	if (rc != BOXLITE_OK && ex && ex->attach_op)
+		bl_op_abandon_locked(rt, ex->attach_op);
+	pthread_mutex_unlock(&rt->lock);
+	if (rc != BOXLITE_OK) {
+		free(frame);
+		bl_exec_unref(ex);
+		return rc;
+	}
+	*out = ex->id;
+	return BOXLITE_OK;
+}
+
+int boxlite_exec_attach_info(boxlite_runtime *rt, boxlite_handle h, boxlite_attach_info *info)
+{
+	if (!rt || !h || !info)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = bl_handles_get(&rt->handles, h, BL_HANDLE_EXEC);
+	if (ex)
+		*info = ex->attach_info;
+	pthread_mutex_unlock(&rt->lock);
+	return ex ? BOXLITE_OK : BOXLITE_ERR_INVALID_HANDLE;
+}
+
+int boxlite_exec_detach(boxlite_runtime *rt, boxlite_handle h)
+{
+	if (!rt || !h)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	int rc;
+	pthread_mutex_lock(&rt->lock);
+	struct bl_exec *ex = live_exec_locked(rt, h, &rc);
+	if (ex)
+		rc = bl_reactor_detach_exec(rt->reactor, ex);
+	pthread_mutex_unlock(&rt->lock);
 	return rc;
 }

@@ -33,6 +33,8 @@ enum bl_frame_type {
 				   * u32 more stderr bytes (BL_CREDIT_UNLIMITED: stop counting) */
 	BL_FRAME_ATTACH = 7,      /* id: exec id; payload: bl_attach_request: become the
 				   * host of a running or recently ended execution */
+	BL_FRAME_DETACH = 8,      /* id: exec id; no payload: stop being its host (it runs
+				   * on, its output goes to the replay buffer only) */
 	/* agent -> host */
 	BL_FRAME_HELLO = 64,      /* id: 0; payload: u32 protocol version */
 	BL_FRAME_STARTED = 65,    /* id: exec id; payload: u32 pid (in the box) */

@@ -54,6 +54,8 @@ enum cmd_kind {
 	CMD_EXEC,
 	CMD_SIGNAL,
 	CMD_FORCE_CLOSE,
+	CMD_DETACH,
+	CMD_RELEASE,
 	CMD_WRITE,
 	CMD_CLOSE_STDIN,
 	CMD_RESIZE,
@@ -67,6 +69,7 @@ struct cmd {
 	enum cmd_kind kind;
 	struct bl_attachment *att;
 	struct bl_exec *ex;
+	struct bl_box *box; /* CMD_RELEASE */
 	uint8_t *frame;
 	size_t len;
 	int sig;
@@ -173,6 +176,22 @@ int bl_reactor_force_close_exec(struct bl_reactor *r, struct bl_exec *ex)
 	return exec_cmd(r, &(struct cmd){.kind = CMD_FORCE_CLOSE, .ex = ex});
 }
 
+int bl_reactor_detach_exec(struct bl_reactor *r, struct bl_exec *ex)
+{
+	return exec_cmd(r, &(struct cmd){.kind = CMD_DETACH, .ex = ex});
+}
+
+int bl_reactor_release(struct bl_reactor *r, struct bl_box *box)
+{
+	struct cmd *c = cmd_new(CMD_RELEASE);
+	if (!c)
+		return BOXLITE_ERR_NO_MEMORY;
+	bl_box_ref(box);
+	c->box = box;
+	enqueue(r, c);
+	return BOXLITE_OK;
+}
+
 int bl_reactor_write_exec(struct bl_reactor *r, struct bl_exec *ex, struct bl_op *op, uint8_t *frames,
 			  size_t frames_len, size_t len)
 {
@@ -230,6 +249,8 @@ static void reap_blocking(struct bl_attachment *a)
 	a->shim_reaped = true;
 }
 
+static void release(struct bl_reactor *r, struct bl_attachment *a);
+
 static void attach(struct bl_reactor *r, struct bl_attachment *a)
 {
 	a->box->att = a;
@@ -237,6 +258,10 @@ static void attach(struct bl_reactor *r, struct bl_attachment *a)
 	r->atts = a;
 	if (epoll_set(r, EPOLL_CTL_ADD, bl_conn_fd(a->conn), EPOLLIN, &a->conn_src) < 0)
 		a->conn_done = true; /* unsupervisable: end the box now */
+	if (r->closing && a->box->kept) {
+		release(r, a);
+		return;
+	}
 	if (r->closing || a->conn_done)
 		kill_shim(a);
 	if (epoll_set(r, EPOLL_CTL_ADD, a->pidfd, EPOLLIN, &a->pid_src) < 0) {
@@ -299,10 +324,19 @@ static void fail_controls(struct bl_exec *ex)
 	}
 }
 
+/* An attach that the box never answered: the execution is gone with it. */
+static void fail_attach(struct bl_exec *ex, int status)
+{
+	if (ex->attach_op)
+		bl_op_complete(ex->box->rt, ex->attach_op, status, NULL);
+	ex->attach_op = NULL;
+}
+
 static void unlink_exec(struct bl_attachment *a, struct bl_exec *ex)
 {
 	fail_writes(ex);
 	fail_controls(ex);
+	fail_attach(ex, BOXLITE_ERR_EXEC_CLOSED);
 	for (struct bl_exec **p = &a->execs; *p; p = &(*p)->next) {
 		if (*p == ex) {
 			*p = ex->next;
@@ -316,7 +350,7 @@ static void unlink_exec(struct bl_attachment *a, struct bl_exec *ex)
 static struct bl_exec *find_exec(struct bl_attachment *a, uint64_t id)
 {
 	for (struct bl_exec *ex = a->execs; ex; ex = ex->next)
-		if (ex->id == id)
+		if (ex->wire_id == id)
 			return ex;
 	return NULL;
 }
@@ -497,6 +531,38 @@ static void on_exit_frame(struct bl_attachment *a, const struct bl_frame_header 
 	unlink_exec(a, ex);
 }
 
+static int attach_status(int32_t err)
+{
+	return err == 0 ? BOXLITE_OK : err == ENOENT ? BOXLITE_ERR_NOT_FOUND
+	       : err == EBUSY			 ? BOXLITE_ERR_INVALID_STATE
+						 : BOXLITE_ERR_PROTOCOL;
+}
+
+static void on_attached(struct bl_attachment *a, const struct bl_frame_header *h, const uint8_t *body)
+{
+	struct bl_exec *ex = find_exec(a, h->id);
+	if (!ex || !ex->attach_op || h->len != BL_ATTACHED_SIZE)
+		return;
+	struct bl_attached_reply w;
+	bl_attached_decode(body, &w);
+	boxlite_runtime *rt = a->box->rt;
+	pthread_mutex_lock(&rt->lock);
+	ex->has_stdin = w.flags & BL_ATTACHED_STDIN;
+	ex->has_tty = w.flags & BL_ATTACHED_TTY;
+	ex->attach_info = (boxlite_attach_info){.stdout_start = w.start[0],
+						.stderr_start = w.start[1],
+						.has_stdin = ex->has_stdin,
+						.has_tty = ex->has_tty,
+						.ended = (w.flags & BL_ATTACHED_ENDED) != 0};
+	pthread_mutex_unlock(&rt->lock);
+	int status = attach_status(w.error);
+	fail_attach(ex, status); /* OK completes it */
+	if (status != BOXLITE_OK) {
+		bl_exec_end(ex, BOXLITE_OUTCOME_LOST, status);
+		unlink_exec(a, ex);
+	}
+}
+
 static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 {
 	struct bl_attachment *a = ctx;
@@ -511,6 +577,9 @@ static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 		break;
 	case BL_FRAME_EXIT:
 		on_exit_frame(a, h, body);
+		break;
+	case BL_FRAME_ATTACHED:
+		on_attached(a, h, body);
 		break;
 	case BL_FRAME_STDIN_ACK:
 		if (h->len == 4 && (ex = find_exec(a, h->id))) {
@@ -560,9 +629,13 @@ static void run_exec(struct bl_reactor *r, struct cmd *c)
 	struct bl_attachment *a = exec_attachment(c->ex);
 	if (!a || r->closing || bl_conn_send(a->conn, c->frame, c->len) < 0) {
 		free(c->frame);
-		bl_exec_end(c->ex, BOXLITE_OUTCOME_FAILED_TO_START,
-			    r->closing ? BOXLITE_ERR_RUNTIME_CLOSED : a ? BOXLITE_ERR_NO_MEMORY
-									: BOXLITE_ERR_INVALID_STATE);
+		int status = r->closing ? BOXLITE_ERR_RUNTIME_CLOSED
+			     : a	? BOXLITE_ERR_NO_MEMORY
+					: BOXLITE_ERR_INVALID_STATE;
+		bool attaching = c->ex->attach_op != NULL;
+		fail_attach(c->ex, status);
+		bl_exec_end(c->ex, attaching ? BOXLITE_OUTCOME_LOST : BOXLITE_OUTCOME_FAILED_TO_START,
+			    status);
 		return;
 	}
 	c->frame = NULL;
@@ -622,14 +695,14 @@ static void run_control(struct bl_reactor *r, struct cmd *c, uint16_t type, cons
 {
 	struct bl_exec *ex = c->ex;
 	struct bl_attachment *a = exec_attachment(ex);
-	if (!a || !find_exec(a, ex->id) || atomic_load(&ex->exit_claimed)) {
+	if (!a || !find_exec(a, ex->wire_id) || atomic_load(&ex->exit_claimed)) {
 		bl_op_complete(r->rt, c->op, BOXLITE_ERR_EXEC_CLOSED, "the execution has ended");
 		return;
 	}
 	struct bl_control *s = malloc(sizeof *s);
 	if (++ex->last_token == 0)
 		ex->last_token = 1; /* 0 means "no reply" on the wire */
-	if (!s || !send_control_frame(r, a, type, ex->id, arg, ex->last_token)) {
+	if (!s || !send_control_frame(r, a, type, ex->wire_id, arg, ex->last_token)) {
 		free(s);
 		bl_op_complete(r->rt, c->op, BOXLITE_ERR_NO_MEMORY, NULL);
 		return;
@@ -663,25 +736,64 @@ static void run_force_close(struct bl_reactor *r, struct cmd *c)
 	bl_exec_post_exit(c->ex, &e);
 	/* The process is killed; the list keeps the exec until the agent's own
 	 * EXIT arrives, so its late output is recognised and dropped. */
-	if (!a || !find_exec(a, c->ex->id))
+	if (!a || !find_exec(a, c->ex->wire_id))
 		return;
 	/* Nobody reads it any more: let its last output flow, to be dropped. */
 	static const uint32_t unlimited[2] = {BL_CREDIT_UNLIMITED, BL_CREDIT_UNLIMITED};
-	if (!send_signal_frame(r, a, c->ex->id, SIGKILL, 0) ||
-	    !send_credit_frame(r, a, c->ex->id, unlimited))
+	if (!send_signal_frame(r, a, c->ex->wire_id, SIGKILL, 0) ||
+	    !send_credit_frame(r, a, c->ex->wire_id, unlimited))
 		kill_shim(a); /* cannot reach the process: end its box rather than leak it */
+}
+
+static void run_detach(struct bl_reactor *r, struct cmd *c)
+{
+	struct bl_attachment *a = exec_attachment(c->ex);
+	if (!bl_exec_claim_exit(c->ex))
+		return; /* it ended first: that Exit stands */
+	boxlite_exit e = {.outcome = BOXLITE_OUTCOME_DETACHED, .exit_code = -1};
+	bl_exec_post_exit(c->ex, &e);
+	if (!a || !find_exec(a, c->ex->wire_id))
+		return;
+	/* Unrouted at once: whatever is still in flight for it is dropped. */
+	if (!send_frame(r, a, BL_FRAME_DETACH, c->ex->wire_id, NULL, 0))
+		kill_shim(a); /* the box would keep waiting on a host that is gone */
+	unlink_exec(a, c->ex);
+}
+
+/* Let go of a kept box: its executions run on, its shim is not ours. */
+static void release(struct bl_reactor *r, struct bl_attachment *a)
+{
+	if (a->conn_done && a->shim_reaped)
+		return;
+	end_execs(a, BOXLITE_OUTCOME_DETACHED, 0);
+	if (!a->conn_done) {
+		a->conn_done = true;
+		epoll_ctl(r->epfd, EPOLL_CTL_DEL, bl_conn_fd(a->conn), NULL);
+	}
+	if (!a->shim_reaped) {
+		a->shim_reaped = true;
+		epoll_ctl(r->epfd, EPOLL_CTL_DEL, a->pidfd, NULL);
+	}
+	detach_if_finished(r, a);
+}
+
+static void run_release(struct bl_reactor *r, struct cmd *c)
+{
+	struct bl_attachment *a = c->box->att;
+	if (a)
+		release(r, a);
 }
 
 static void run_credit(struct bl_reactor *r, struct cmd *c)
 {
 	struct bl_attachment *a = exec_attachment(c->ex);
 	struct bl_exec *ex = c->ex;
-	if (!a || !find_exec(a, ex->id) || atomic_load(&ex->exit_claimed) ||
-	    send_credit_frame(r, a, ex->id, c->credit))
+	if (!a || !find_exec(a, ex->wire_id) || atomic_load(&ex->exit_claimed) ||
+	    send_credit_frame(r, a, ex->wire_id, c->credit))
 		return;
 	/* Its output would stall for good: end it rather than hang its reader. */
 	bl_exec_end(ex, BOXLITE_OUTCOME_LOST, BOXLITE_ERR_NO_MEMORY);
-	if (!send_signal_frame(r, a, ex->id, SIGKILL, 0))
+	if (!send_signal_frame(r, a, ex->wire_id, SIGKILL, 0))
 		kill_shim(a);
 }
 
@@ -690,7 +802,7 @@ static void run_write(struct bl_reactor *r, struct cmd *c)
 	struct bl_exec *ex = c->ex;
 	struct bl_attachment *a = exec_attachment(ex);
 	struct bl_write *w = NULL;
-	bool alive = a && find_exec(a, ex->id) && !ex->stdin_gone && !atomic_load(&ex->exit_claimed);
+	bool alive = a && find_exec(a, ex->wire_id) && !ex->stdin_gone && !atomic_load(&ex->exit_claimed);
 	if (!alive || (c->data_len && !(w = malloc(sizeof *w)))) {
 		bl_op_complete(r->rt, c->op, alive ? BOXLITE_ERR_NO_MEMORY : BOXLITE_ERR_EXEC_CLOSED,
 			       NULL);
@@ -718,16 +830,16 @@ static void run_write(struct bl_reactor *r, struct cmd *c)
 static void run_close_stdin(struct bl_reactor *r, struct cmd *c)
 {
 	struct bl_attachment *a = exec_attachment(c->ex);
-	if (!a || !find_exec(a, c->ex->id))
+	if (!a || !find_exec(a, c->ex->wire_id))
 		return;
 	uint8_t *frame = malloc(BL_FRAME_HEADER_SIZE);
-	struct bl_frame_header h = {.type = BL_FRAME_STDIN_CLOSE, .id = c->ex->id};
+	struct bl_frame_header h = {.type = BL_FRAME_STDIN_CLOSE, .id = c->ex->wire_id};
 	if (frame)
 		bl_header_encode(&h, frame);
 	if (!frame || bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE) < 0) {
 		/* The process would wait for EOF forever: end it instead. */
 		free(frame);
-		send_signal_frame(r, a, c->ex->id, SIGKILL, 0);
+		send_signal_frame(r, a, c->ex->wire_id, SIGKILL, 0);
 		return;
 	}
 	flush_conn(r, a);
@@ -736,7 +848,12 @@ static void run_close_stdin(struct bl_reactor *r, struct cmd *c)
 static void run_close(struct bl_reactor *r)
 {
 	r->closing = true;
-	for (struct bl_attachment *a = r->atts; a; a = a->next) {
+	for (struct bl_attachment *a = r->atts, *next; a; a = next) {
+		next = a->next;
+		if (a->box->kept) {
+			release(r, a);
+			continue;
+		}
 		end_execs(a, BOXLITE_OUTCOME_FORCE_CLOSED, BOXLITE_ERR_RUNTIME_CLOSED);
 		kill_shim(a);
 	}
@@ -756,6 +873,7 @@ static void free_cmd(struct bl_reactor *r, struct cmd *c)
 	}
 	if (c->ex)
 		bl_exec_unref(c->ex);
+	bl_box_unref(c->box);
 	free(c);
 }
 
@@ -784,6 +902,12 @@ static void run_commands(struct bl_reactor *r)
 			break;
 		case CMD_FORCE_CLOSE:
 			run_force_close(r, c);
+			break;
+		case CMD_DETACH:
+			run_detach(r, c);
+			break;
+		case CMD_RELEASE:
+			run_release(r, c);
 			break;
 		case CMD_WRITE:
 			run_write(r, c);

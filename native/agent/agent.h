@@ -156,6 +156,8 @@ int exec_signal(struct agent *ag, struct client *c, uint64_t id, int sig);
 int exec_resize(struct agent *ag, struct client *c, uint64_t id, uint16_t rows, uint16_t cols);
 /* Host c is gone: its executions run on without one. */
 void exec_orphan(struct agent *ag, struct client *c);
+/* Host c lets go of one execution (DETACH). */
+void exec_detach(struct agent *ag, struct client *c, uint64_t id);
 /* Queue a small frame for ex's host, if it has one. */
 void exec_send(struct execution *ex, uint16_t type, const void *payload, size_t len);
 

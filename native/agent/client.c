@@ -92,6 +92,9 @@ static void on_frame(struct agent *ag, struct client *c, const struct bl_frame_h
 		if (h->len == BL_ATTACH_SIZE)
 			exec_attach(ag, c, h->id, body);
 		break;
+	case BL_FRAME_DETACH:
+		exec_detach(ag, c, h->id);
+		break;
 	case BL_FRAME_STDIN:
 		exec_stdin(ag, c, h->id, body, h->len);
 		break;

@@ -677,18 +677,28 @@ void exec_start(struct agent *ag, struct client *c, uint64_t id, uint8_t *payloa
 
 /* ---- hosts coming and going ---- */
 
+static void unhost(struct agent *ag, struct execution *ex)
+{
+	ex->host = NULL;
+	stdin_forget(ag, ex);
+	deliver(ag, ex);
+}
+
 void exec_orphan(struct agent *ag, struct client *c)
 {
 	for (struct execution *ex = ag->ended; ex; ex = ex->next)
 		if (ex->host == c)
 			ex->host = NULL;
-	for (struct execution *ex = ag->execs; ex; ex = ex->next) {
-		if (ex->host != c)
-			continue;
-		ex->host = NULL;
-		stdin_forget(ag, ex);
-		deliver(ag, ex);
-	}
+	for (struct execution *ex = ag->execs; ex; ex = ex->next)
+		if (ex->host == c)
+			unhost(ag, ex);
+}
+
+void exec_detach(struct agent *ag, struct client *c, uint64_t id)
+{
+	struct execution *ex = find_hosted(ag, c, id);
+	if (ex)
+		unhost(ag, ex);
 }
 
 /* Where a replay from offset from can start: the oldest byte still held

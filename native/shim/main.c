@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -81,6 +83,11 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 	cfg->drain_ms = 100;
 	for (int i = 1; i < argc; i += 2) {
 		const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(flag, "--detached") == 0) {
+			cfg->detached = true;
+			i--; /* a flag without a value */
+			continue;
+		}
 		if (!val)
 			die(2, EINVAL, "%s needs a value", flag);
 		if (strcmp(flag, "--box-dir") == 0)
@@ -148,6 +155,47 @@ static void write_id_maps(pid_t child)
 	write_file(child, "gid_map", map);
 }
 
+/* DIR/agent.sock, listening, CLOEXEC (the child dup2s it for the agent). */
+static int listen_socket(const struct shim_config *cfg)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/agent.sock", cfg->box_dir) >=
+	    (int)sizeof addr.sun_path)
+		die(1, ENAMETOOLONG, "the box directory is too long for a unix socket path");
+	if (unlink(addr.sun_path) < 0 && errno != ENOENT) /* left by an earlier run */
+		die(1, errno, "unlink %s", addr.sun_path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die(1, errno, "socket");
+	if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 64) < 0)
+		die(1, errno, "listen on %s", addr.sun_path);
+	return fd;
+}
+
+/* --detached: continue in a child that the spawner never has to reap.  The
+ * parent stays until the status line is written (release_fd closes), so a
+ * spawner that kills it during set-up takes the set-up down with it. */
+static int detach_from_spawner(void)
+{
+	int release[2];
+	if (pipe2(release, O_CLOEXEC) < 0)
+		die(1, errno, "pipe2");
+	pid_t pid = fork();
+	if (pid < 0)
+		die(1, errno, "fork");
+	if (pid > 0) {
+		close(release[1]);
+		char c;
+		while (read(release[0], &c, 1) < 0 && errno == EINTR)
+			;
+		_exit(0);
+	}
+	close(release[0]);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() == 1)
+		die(1, errno, "follow the spawner");
+	return release[1];
+}
+
 static pid_t clone_box(int *pidfd)
 {
 	struct clone_args args;
@@ -185,9 +233,11 @@ int main(int argc, char **argv)
 	if (fcntl(SHIM_STATUS_FD, F_SETFD, FD_CLOEXEC) < 0)
 		return 2;
 	parse_args(&cfg, argc, argv);
+	int release_fd = cfg.detached ? detach_from_spawner() : -1;
 	if (prctl(PR_SET_NAME, "boxlite-shim", 0, 0, 0) < 0)
 		die(1, errno, "prctl(PR_SET_NAME)");
 	make_box_dirs(&cfg);
+	cfg.listen_fd = listen_socket(&cfg);
 	int agent_fd = open(cfg.agent, O_PATH | O_CLOEXEC);
 	if (agent_fd < 0)
 		die(1, errno, "open agent %s", cfg.agent);
@@ -221,6 +271,7 @@ int main(int argc, char **argv)
 	close(sync_pipe[0]);
 	close(err_pipe[1]);
 	close(agent_fd);
+	close(cfg.listen_fd);
 	close(SHIM_CONN_FD); /* the agent holds it now; its end is the box's end */
 	write_id_maps(child); /* a failure exits; the child then dies of PDEATHSIG */
 	if (write(sync_pipe[1], "g", 1) != 1)
@@ -237,7 +288,13 @@ int main(int argc, char **argv)
 		die(1, e.err, "%s", e.step);
 	}
 	char line[32];
-	snprintf(line, sizeof line, "ok %d\n", (int)child);
+	snprintf(line, sizeof line, "ok %d\n", (int)getpid());
 	status_line(line);
+	if (release_fd >= 0) {
+		/* Set up: no longer tied to the spawner, which may now go. */
+		if (prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0)
+			die(1, errno, "prctl(PR_SET_PDEATHSIG)");
+		close(release_fd);
+	}
 	return supervise(&cfg, pidfd, owner_pidfd);
 }

@@ -248,7 +248,17 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 	char drain[16], grace[16];
 	snprintf(drain, sizeof drain, "%u", cfg->drain_ms);
 	snprintf(grace, sizeof grace, "%u", cfg->grace_ms);
-	char *argv[] = {"boxlite-agent", "--drain-ms", drain, "--grace-ms", grace, NULL};
+	char listen[16];
+	snprintf(listen, sizeof listen, "%d", cfg->listen_fd);
+	char *argv[] = {"boxlite-agent", "--drain-ms", drain,	 "--grace-ms",
+			grace,		 "--listen-fd", listen, NULL, NULL};
+	if (cfg->detached)
+		argv[7] = "--detached";
+	/* The listening socket is the agent's to keep. */
+	if (fcntl(cfg->listen_fd, F_SETFD, 0) < 0) {
+		fail(e, errno, "pass the listening socket");
+		return;
+	}
 	char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	sigset_t none;
 	sigemptyset(&none);

@@ -3,9 +3,16 @@
  *
  *   boxlite-shim --box-dir DIR --agent PATH --lower DIR [--lower DIR ...]
  *                [--hostname NAME] [--grace-ms N] [--drain-ms N] [--owner-pid PID]
+ *                [--detached]
  *
  * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
- * one line, "ok <agent pid>" or "error <errno> <step>: <reason>".
+ * one line, "ok <shim pid>" or "error <errno> <step>: <reason>".  The agent
+ * also listens on DIR/agent.sock, where other host processes connect.
+ *
+ * --detached: the box outlives the connection on fd 3, and the shim leaves
+ * the process that spawned it (a fork whose parent exits once the status
+ * line is written), so that process never has to reap it; the pid in the
+ * status line is then the one to watch.
  *
  * main.c builds the box (sandbox.c runs in the cloned child, which becomes
  * the agent) and then supervises it (supervise.c) until the agent is gone.
@@ -13,6 +20,7 @@
 #ifndef BOXLITE_SHIM_H
 #define BOXLITE_SHIM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -28,6 +36,8 @@ struct shim_config {
 	const char *hostname;
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
+	bool detached;
+	int listen_fd; /* DIR/agent.sock; the agent inherits it */
 };
 
 /* What the child reports through the error pipe when a step fails. */
