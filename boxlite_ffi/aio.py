@@ -37,6 +37,17 @@ class Execution:
         return self._inner.id
 
     @property
+    def cursor(self) -> tuple[int, int]:
+        return self._inner.cursor
+
+    @property
+    def replay_start(self) -> tuple[int, int]:
+        return self._inner.replay_start
+
+    async def detach(self) -> None:
+        self._inner.detach()
+
+    @property
     def stdout(self) -> OutputStream:
         """``async for chunk in execution.stdout``."""
         return self._inner.stdout
@@ -151,6 +162,26 @@ class Box:
         )
         return Execution(inner)
 
+    async def execution(
+        self,
+        exec_id: str,
+        *,
+        cursor: tuple[int, int] = (0, 0),
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        output_window: int | None = None,
+    ) -> Execution:
+        """Attach to a running or recently ended execution (see the sync API)."""
+        inner, answered = self._inner.execution_future(
+            exec_id,
+            cursor=cursor,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            output_window=output_window,
+        )
+        await asyncio.wrap_future(answered)
+        return Execution(inner)
+
     async def copy_in(self, src: str | os.PathLike[str], dest: str) -> None:
         await asyncio.to_thread(self._inner.copy_in, src, dest)
 
@@ -200,8 +231,11 @@ class Runtime:
     async def create(self, image: str | os.PathLike[str] | None = None, **options: Any) -> Box:
         return Box(await asyncio.to_thread(self._inner.create, image, **options))
 
-    def get(self, id_or_name: str) -> Box:
-        return Box(self._inner.get(id_or_name))
+    async def get(self, id_or_name: str) -> Box:
+        return Box(await asyncio.to_thread(self._inner.get, id_or_name))
+
+    async def remove(self, id_or_name: str) -> None:
+        await asyncio.to_thread(self._inner.remove, id_or_name)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._inner.close)

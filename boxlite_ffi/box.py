@@ -16,7 +16,15 @@ from . import file_copy
 from ._native import lib
 from .core import then
 from .errors import ExecClosedError, InvalidArgumentError, InvalidStateError, RuntimeClosedError
-from .execution import ExecResult, Execution, OutputCallback, _ExecSink, check_size
+from .execution import (
+    STDERR,
+    STDOUT,
+    ExecResult,
+    Execution,
+    OutputCallback,
+    _ExecSink,
+    check_size,
+)
 
 if TYPE_CHECKING:
     from .core import NativeRuntime
@@ -79,11 +87,15 @@ class Box:
         directory: Path,
         env: Mapping[str, str] | None,
         workdir: str | None,
+        kept: bool,
         on_close: Callable[[Box], None],
+        on_started: Callable[[Box], None] | None = None,
     ) -> None:
         self._native = native
         self._on_close = on_close
+        self._on_started = on_started
         self._handle = handle
+        self.kept = kept  # detached, or found running: closing lets go of it
         self.id = box_id
         self.name = name
         self.directory = directory
@@ -112,7 +124,22 @@ class Box:
             started = self._started
             if started is None or (started.done() and not self._still_running(started)):
                 started = self._started = self._native.box_start(self._handle)
+                if self._on_started is not None:
+                    on_started = self._on_started
+                    started.add_done_callback(lambda f: f.exception() or on_started(self))
         return started
+
+    @property
+    def shim_pid(self) -> int:
+        """The pid of the running box's supervisor process (boxlite-shim)."""
+        return self._native.box_pid(self._handle)
+
+    def _mark_running(self) -> None:
+        """Found running (connected to): there is nothing to start."""
+        running: Future[None] = Future()
+        running.set_result(None)
+        with self._lock:
+            self._started = running
 
     def _still_running(self, started: Future[None]) -> bool:
         """Did that start succeed, and has the box not ended on its own since?"""
@@ -142,7 +169,11 @@ class Box:
         self.stop_future().result()
 
     def close(self) -> None:
-        """Kill the box if it runs, release it and delete its directory."""
+        """Kill the box if it runs, release it and delete its directory.
+
+        A kept box (``detach=True``, or found running by ``Runtime.get``) is
+        only let go of: it runs on, with its executions.
+        """
         with self._lock:
             if self._closed:
                 return
@@ -150,11 +181,15 @@ class Box:
             starting, self._started = self._started, None
         self._on_close(self)
         try:
-            self._stop_after(starting).result()
+            if starting is not None and self.kept:
+                starting.exception()  # let a start finish, so there is something to keep
+            elif not self.kept:
+                self._stop_after(starting).result()
             self._native.box_free(self._handle)
         except RuntimeClosedError:
-            pass  # closing the runtime killed and released it
-        remove_tree(self.directory)
+            pass  # closing the runtime killed (or let go of) and released it
+        if not self.kept:
+            remove_tree(self.directory)
 
     # ---- executions -------------------------------------------------------
 
@@ -193,8 +228,75 @@ class Box:
             tty=(rows, cols) if tty else None,
             window=window,
         )
+        sink.handle.wire_id = self._native.exec_id(handle)
         sink.handle.attach(handle)
         return Execution(sink)
+
+    def execution_future(
+        self,
+        exec_id: str,
+        *,
+        cursor: tuple[int, int] = (0, 0),
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        output_window: int | None = None,
+    ) -> tuple[Execution, Future[None]]:
+        """Attach (see ``execution``); the Future settles with the box's answer."""
+        wire_id = parse_exec_id(exec_id)
+        if len(cursor) != 2 or not all(isinstance(c, int) and c >= 0 for c in cursor):
+            raise InvalidArgumentError(f"a cursor is two offsets >= 0, not {cursor!r}")
+        window = check_window(output_window)
+        sink = _ExecSink(self._native, on_stdout, on_stderr)
+        handle, answered = self._native.exec_attach(
+            self._handle, wire_id, cursor, sink, window=window
+        )
+        sink.handle.wire_id = wire_id
+        sink.handle.attach(handle)
+        execution = Execution(sink)
+        ready: Future[None] = Future()
+
+        def learn_start(_: Future[None]) -> None:
+            # Before anyone waiting for the answer sees it: its cursor is right.
+            exc = answered.exception()
+            if exc is None:
+                info = self._native.exec_attach_info(handle)
+                sink.start = {STDOUT: info.stdout_start, STDERR: info.stderr_start}
+                ready.set_result(None)
+            else:
+                ready.set_exception(exc)
+
+        answered.add_done_callback(learn_start)
+        return execution, ready
+
+    def execution(
+        self,
+        exec_id: str,
+        *,
+        cursor: tuple[int, int] = (0, 0),
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        output_window: int | None = None,
+    ) -> Execution:
+        """Attach to execution ``exec_id`` of this running box (``Execution.id``,
+        from this or another process, before or after a restart).
+
+        Its output arrives from ``cursor`` (bytes of stdout and stderr already
+        seen; ``Execution.cursor`` of an earlier handle) - the box keeps the
+        last 1 MiB of each stream, ``replay_start`` says where it began -
+        then live; stdin, signals and ``wait`` work as for ``exec``.  An
+        execution that ended in the last ten minutes still gives its output
+        and result.  ``NotFoundError`` for an unknown or forgotten id;
+        ``InvalidStateError`` while another handle holds it.
+        """
+        execution, answered = self.execution_future(
+            exec_id,
+            cursor=cursor,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            output_window=output_window,
+        )
+        answered.result()
+        return execution
 
     def exec(
         self,
@@ -275,6 +377,16 @@ class Box:
             execution._collect()  # output must not wait for the input to go in
             feed_input(execution, input)
         return execution.wait()
+
+
+def parse_exec_id(exec_id: str) -> int:
+    try:
+        value = int(exec_id, 16) if isinstance(exec_id, str) and len(exec_id) == 16 else 0
+    except ValueError:
+        value = 0
+    if not value:
+        raise InvalidArgumentError(f"{exec_id!r} is not an execution id (16 hex digits)")
+    return value
 
 
 def feed_input(execution: Execution, data: bytes) -> None:

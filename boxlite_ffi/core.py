@@ -17,6 +17,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -101,6 +102,30 @@ def _cstrings(values: Sequence[str], keep: list[Any]) -> Any:
 
 def _token_ptr(token: int) -> Any:
     return ffi.cast("void *", token)
+
+
+@dataclass(frozen=True)
+class BoxConfig:
+    """What the native core needs to describe a box (also what is stored)."""
+
+    directory: Path
+    lowers: tuple[Path, ...]
+    hostname: str
+    stop_grace_ms: int
+    drain_ms: int
+    detached: bool
+
+
+def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
+    opts = ffi.new("boxlite_box_options *")
+    opts.box_dir = _cstring(str(config.directory), keep)
+    opts.hostname = _cstring(config.hostname, keep)
+    opts.lower_dirs = _cstrings([str(p) for p in config.lowers], keep)
+    opts.stop_grace_ms = config.stop_grace_ms
+    opts.drain_ms = config.drain_ms
+    opts.owner_pid = owner_pid
+    opts.flags = lib.BOXLITE_BOX_DETACHED if config.detached else 0
+    return opts
 
 
 class NativeRuntime:
@@ -195,26 +220,24 @@ class NativeRuntime:
 
     # ---- boxes -------------------------------------------------------
 
-    def box_new(
-        self,
-        box_dir: Path,
-        lowers: Sequence[Path],
-        *,
-        hostname: str,
-        stop_grace_ms: int,
-        drain_ms: int,
-        owner_pid: int,
-    ) -> int:
+    def box_new(self, config: BoxConfig, *, owner_pid: int) -> int:
+        """A box described by config; it dies with owner_pid (0: none)."""
         keep: list[Any] = []
-        opts = ffi.new("boxlite_box_options *")
-        opts.box_dir = _cstring(str(box_dir), keep)
-        opts.hostname = _cstring(hostname, keep)
-        opts.lower_dirs = _cstrings([str(p) for p in lowers], keep)
-        opts.stop_grace_ms = stop_grace_ms
-        opts.drain_ms = drain_ms
-        opts.owner_pid = owner_pid
         out = ffi.new("boxlite_handle *")
-        self._call(lib.boxlite_box_new, opts, out)
+        self._call(lib.boxlite_box_new, _box_options(config, owner_pid, keep), out)
+        return int(out[0])
+
+    def box_connect(self, config: BoxConfig, shim_pid: int, shim_start_ticks: int) -> int:
+        """The running box that shim runs (started by another runtime)."""
+        keep: list[Any] = []
+        out = ffi.new("boxlite_handle *")
+        opts = _box_options(config, 0, keep)
+        self._call(lib.boxlite_box_connect, opts, shim_pid, shim_start_ticks, out)
+        return int(out[0])
+
+    def box_pid(self, box: int) -> int:
+        out = ffi.new("int32_t *")
+        self._call(lib.boxlite_box_pid, box, out)
         return int(out[0])
 
     def box_start(self, box: int) -> Future[None]:
@@ -274,6 +297,55 @@ class NativeRuntime:
             token, lambda rt: lib.boxlite_exec_start(rt, box, opts, callbacks, out)
         )
         return int(out[0])
+
+    def exec_attach(
+        self, box: int, exec_id: int, cursor: tuple[int, int], sink: ExecSink, *, window: int = 0
+    ) -> tuple[int, Future[None]]:
+        """A handle on execution exec_id of a running box, and the Future
+        of the box's answer (NotFoundError, InvalidStateError if held)."""
+        opts = ffi.new("boxlite_attach_options *")
+        opts.stdout_from, opts.stderr_from = cursor
+        opts.flags = lib.BOXLITE_EXEC_ACK_OUTPUT
+        opts.window = window
+        callbacks = ffi.new("boxlite_exec_callbacks *")
+        callbacks.on_output = _callbacks.OUTPUT
+        callbacks.on_exit = _callbacks.EXIT
+        token = REGISTRY.register(self, sink)
+        callbacks.user_data = _token_ptr(token)
+        answered: Future[None] = Future()
+        answer_token = REGISTRY.register(self, _DoneSink(answered))
+        out = ffi.new("boxlite_handle *")
+        try:
+            self._call_registered(
+                token,
+                lambda rt: lib.boxlite_exec_attach(
+                    rt,
+                    box,
+                    exec_id,
+                    opts,
+                    callbacks,
+                    _callbacks.DONE,
+                    _token_ptr(answer_token),
+                    out,
+                ),
+            )
+        except BaseException:
+            REGISTRY.claim(answer_token)
+            raise
+        return int(out[0]), answered
+
+    def exec_attach_info(self, execution: int) -> Any:
+        info = ffi.new("boxlite_attach_info *")
+        self._call(lib.boxlite_exec_attach_info, execution, info)
+        return info
+
+    def exec_id(self, execution: int) -> int:
+        out = ffi.new("uint64_t *")
+        self._call(lib.boxlite_exec_id, execution, out)
+        return int(out[0])
+
+    def exec_detach(self, execution: int) -> None:
+        self._call(lib.boxlite_exec_detach, execution)
 
     def exec_write(self, execution: int, data: bytes | bytearray | memoryview) -> Future[None]:
         """Completes once the process's stdin pipe has taken every byte."""

@@ -47,6 +47,7 @@ class Outcome(enum.Enum):
     FORCE_CLOSED = "force_closed"
     LOST = "lost"
     FAILED_TO_START = "failed_to_start"
+    DETACHED = "detached"  # let go of (Execution.detach): it runs on in its box
 
 
 _OUTCOMES = {i: o for i, o in enumerate(Outcome, start=1)}
@@ -98,6 +99,7 @@ class _ExecHandle:
     def __init__(self, native: NativeRuntime) -> None:
         self.native = native
         self.value = 0
+        self.wire_id = 0  # durable: what Box.execution() takes
         self._lock = threading.Lock()
         self._ended = False
         self._released = False
@@ -207,6 +209,10 @@ class _ExecSink:
             self._output = weakref.ref(output, lambda _: handle.forgive_all())
         self._seq = 0
         self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
+        # Stream offsets: where this handle's output began (later than 0
+        # when attached), plus what it received since.
+        self.start = {STDOUT: 0, STDERR: 0}
+        self.received = {STDOUT: 0, STDERR: 0}
 
     def hand_over(self) -> Streams:
         """The streams, for the Execution that now owns them."""
@@ -228,6 +234,7 @@ class _ExecSink:
         # than the agent drains its pipes.
         seq = self._seq
         self._seq += 1
+        self.received[stream] += len(data)
         self.handle.owe(stream, len(data))
         callback = self._callbacks.get(stream)
         if callback is not None:
@@ -297,7 +304,23 @@ class Execution:
 
     @property
     def id(self) -> str:
-        return f"{self._sink.handle.value:016x}"
+        """Durable: valid in other processes and after a restart
+        (``Box.execution(id)``)."""
+        return f"{self._sink.handle.wire_id:016x}"
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        """(stdout, stderr) offsets of the output received so far: pass
+        them to ``Box.execution`` to resume exactly after it."""
+        sink = self._sink
+        return tuple(sink.start[s] + sink.received[s] for s in (STDOUT, STDERR))  # type: ignore[return-value]
+
+    @property
+    def replay_start(self) -> tuple[int, int]:
+        """(stdout, stderr) offsets where this handle's output began: 0 for
+        an execution it started; after an attach, later than the cursor
+        asked for when the box no longer kept the bytes in between."""
+        return self._sink.start[STDOUT], self._sink.start[STDERR]
 
     @property
     def stdout(self) -> OutputStream:
@@ -421,6 +444,13 @@ class Execution:
 
     def kill(self) -> None:
         self.signal(signal_module.SIGKILL)
+
+    def detach(self) -> None:
+        """Let go of the execution without ending it: it runs on in its box,
+        keeping its recent output, for ``Box.execution(self.id)`` from this
+        or another process.  Its result here says ``detached``."""
+        with self._while_running():
+            self._sink.native.exec_detach(self._sink.handle.value)
 
     def close(self) -> None:
         """Release the execution; one still running is killed and its result

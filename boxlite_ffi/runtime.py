@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import secrets
@@ -10,12 +11,14 @@ import threading
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from . import oci_layout
 from .box import Box, env_list, remove_tree
-from .core import NativeRuntime
-from .errors import AlreadyExistsError, ImageError, InvalidArgumentError, NotFoundError
+from .core import BoxConfig, NativeRuntime
+from .errors import ImageError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
+from .store import BoxRecord, Shim, Store
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_STOP_GRACE_MS = 10_000
@@ -53,6 +56,7 @@ class Runtime:
         self.home = resolve_home(home)
         self._grace_ms = _millis(stop_grace, "stop_grace")
         self._drain_ms = _millis(drain_window, "drain_window")
+        self._store = Store(self.home / "boxlite.db")
         self._native = NativeRuntime(libexec_dir(), queue_capacity=queue_capacity, workers=workers)
         self._lock = threading.Lock()
         self._boxes: dict[str, Box] = {}
@@ -81,11 +85,15 @@ class Runtime:
         name: str | None = None,
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
+        detach: bool = False,
     ) -> Box:
         """Describe a new box (started by ``start()`` or the first exec).
 
         ``image`` is an OCI image layout directory; ``rootfs`` a root
         filesystem directory used read-only.  Exactly one is required.
+        A box dies with this program, unless ``detach=True``: then closing
+        it or the runtime lets go of it, and ``Runtime.get`` finds it again
+        by id or name, from any process, with its executions.
         """
         lower = self._lower_dir(image, rootfs)
         if name is not None and not NAME_RE.fullmatch(name):
@@ -94,46 +102,107 @@ class Runtime:
             raise InvalidArgumentError("workdir must be an absolute path")
         env_list(env)  # refuse a bad environment now, not at the first exec
         box_id = secrets.token_hex(6)
-        with self._lock:
-            if name is not None and any(b.name == name for b in self._boxes.values()):
-                raise AlreadyExistsError(f"a box named {name!r} exists")
-            directory = self.home / "boxes" / box_id
+        directory = self.home / "boxes" / box_id
+        config = BoxConfig(
+            directory, (lower,), name or box_id, self._grace_ms, self._drain_ms, detach
+        )
+        record = {
+            "lowers": [str(lower)],
+            "hostname": config.hostname,
+            "env": dict(env or {}),
+            "workdir": workdir,
+            "stop_grace_ms": self._grace_ms,
+            "drain_ms": self._drain_ms,
+        }
+        self._store.add(box_id, name, record, detach)
+        try:
             directory.mkdir(mode=0o700)
-            try:
-                handle = self._native.box_new(
-                    directory,
-                    [lower],
-                    hostname=name or box_id,
-                    stop_grace_ms=self._grace_ms,
-                    drain_ms=self._drain_ms,
-                    owner_pid=os.getpid(),
-                )
-            except BaseException:
-                remove_tree(directory)
-                raise
-            box = Box(
-                self._native,
-                handle,
-                box_id=box_id,
-                name=name,
-                directory=directory,
-                env=env,
-                workdir=workdir,
-                on_close=self._forget,
-            )
+            handle = self._native.box_new(config, owner_pid=0 if detach else os.getpid())
+        except BaseException:
+            self._store.remove(box_id)
+            remove_tree(directory)
+            raise
+        return self._track(handle, box_id, name, config.directory, record, kept=detach)
+
+    def _track(
+        self,
+        handle: int,
+        box_id: str,
+        name: str | None,
+        directory: Path,
+        record: dict[str, Any],
+        *,
+        kept: bool,
+    ) -> Box:
+        box = Box(
+            self._native,
+            handle,
+            box_id=box_id,
+            name=name,
+            directory=directory,
+            env=record["env"],
+            workdir=record["workdir"],
+            kept=kept,
+            on_close=self._forget,
+            on_started=self._started if kept else None,
+        )
+        with self._lock:
             self._boxes[box_id] = box
         return box
+
+    def _started(self, box: Box) -> None:
+        shim = Shim.of(box.shim_pid)
+        if shim is not None:
+            self._store.set_shim(box.id, shim)
 
     def _forget(self, box: Box) -> None:
         with self._lock:
             self._boxes.pop(box.id, None)
+        if not box.kept:
+            self._store.remove(box.id)
 
     def get(self, id_or_name: str) -> Box:
+        """A box by name, id or unique id prefix: one of this runtime's, or
+        a running one that another runtime left (``detach=True``), connected
+        to.  ``NotFoundError`` when there is none, or it no longer runs."""
         with self._lock:
             for box in self._boxes.values():
                 if id_or_name in (box.id, box.name):
                     return box
-        raise NotFoundError(f"no box {id_or_name!r}")
+        record = self._store.find(id_or_name)
+        with self._lock:
+            if record.id in self._boxes:
+                return self._boxes[record.id]
+        return self._connect(record)
+
+    def _connect(self, record: BoxRecord) -> Box:
+        shim = record.shim
+        if shim is None or not shim.alive():
+            raise NotFoundError(f"box {record.id} is not running")
+        config = record.config
+        directory = self.home / "boxes" / record.id
+        native_config = BoxConfig(
+            directory,
+            tuple(Path(p) for p in config["lowers"]),
+            config["hostname"],
+            config["stop_grace_ms"],
+            config["drain_ms"],
+            record.detached,
+        )
+        handle = self._native.box_connect(native_config, shim.pid, shim.start_ticks)
+        box = self._track(handle, record.id, record.name, directory, config, kept=True)
+        box._mark_running()
+        return box
+
+    def remove(self, id_or_name: str) -> None:
+        """Stop a box (of this runtime or found by ``get``) and delete it:
+        its processes, directory and record."""
+        box = self.get(id_or_name)
+        box.stop()
+        box.close()
+        with contextlib.suppress(FileNotFoundError):
+            remove_tree(box.directory)
+        self._store.remove(box.id)
 
     def _lower_dir(
         self, image: str | os.PathLike[str] | None, rootfs: str | os.PathLike[str] | None
@@ -156,7 +225,10 @@ class Runtime:
         with self._lock:
             boxes, self._boxes = list(self._boxes.values()), {}
         for box in boxes:
-            remove_tree(box.directory)
+            if not box.kept:
+                remove_tree(box.directory)
+                self._store.remove(box.id)
+        self._store.close()
         _LIVE.discard(self)
 
 

@@ -37,7 +37,7 @@ def test_async_exec_on_an_unstarted_box_and_stop(home: Path, rootfs: Path) -> No
     async def main() -> None:
         async with aio.Runtime(home) as rt:
             box = await rt.create(rootfs=rootfs, name="async-box")
-            assert rt.get("async-box").id == box.id
+            assert (await rt.get("async-box")).id == box.id
             assert (await box.run(["hostname"])).stdout == b"async-box\n"
             await box.stop()
             await box.start()
