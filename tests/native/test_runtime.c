@@ -99,6 +99,33 @@ static void test_null_arguments_are_refused(void)
 	      BOXLITE_ERR_INVALID_HANDLE); /* a box handle */
 	CHECK(boxlite_exec_close_stdin(rt, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
 	CHECK(boxlite_exec_close_stdin(rt, h) == BOXLITE_ERR_INVALID_HANDLE);
+	/* Durable ids, attach, detach, connect: the same refusals. */
+	uint64_t id;
+	boxlite_handle e;
+	boxlite_attach_options ao = {0};
+	boxlite_attach_info info;
+	boxlite_exec_callbacks cbs = {.on_output = NULL};
+	CHECK(boxlite_exec_id(rt, h, &id) == BOXLITE_ERR_INVALID_HANDLE);
+	CHECK(boxlite_exec_id(rt, h, NULL) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_attach_info(rt, h, &info) == BOXLITE_ERR_INVALID_HANDLE);
+	CHECK(boxlite_exec_detach(rt, 0) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_exec_detach(rt, h) == BOXLITE_ERR_INVALID_HANDLE);
+	CHECK(boxlite_exec_attach(rt, h, 0, &ao, &cbs, on_done, &r, &e) ==
+	      BOXLITE_ERR_INVALID_ARGUMENT); /* id 0 */
+	CHECK(boxlite_exec_attach(rt, h, 7, &ao, &cbs, on_done, &r, &e) ==
+	      BOXLITE_ERR_INVALID_ARGUMENT); /* no callbacks */
+	ao.flags = BOXLITE_EXEC_TTY;
+	CHECK(boxlite_exec_attach(rt, h, 7, &ao, &cbs, on_done, &r, &e) ==
+	      BOXLITE_ERR_INVALID_ARGUMENT); /* only ACK_OUTPUT is a flag of attach */
+	CHECK(boxlite_box_connect(rt, &bo, 0, 1, &e) == BOXLITE_ERR_INVALID_ARGUMENT);
+	CHECK(boxlite_box_connect(rt, &bo, getpid(), 0, &e) == BOXLITE_ERR_INVALID_ARGUMENT);
+	/* A live pid whose start time does not match is not the shim. */
+	CHECK(boxlite_box_connect(rt, &bo, getpid(), 1, &e) == BOXLITE_ERR_NOT_FOUND);
+	int32_t pid;
+	CHECK(boxlite_box_pid(rt, h, &pid) == BOXLITE_ERR_INVALID_STATE); /* never started */
+	bo.flags = 1u << 7;
+	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_ERR_INVALID_ARGUMENT); /* unknown flag */
+	bo.flags = 0;
 	/* A box handle is not an exec handle; a forged one finds nothing. */
 	CHECK(boxlite_exec_free(rt, h) == BOXLITE_ERR_INVALID_HANDLE);
 	CHECK(boxlite_box_free(rt, h ^ (1ull << 40)) == BOXLITE_ERR_INVALID_HANDLE);
