@@ -153,10 +153,12 @@ def test_attach_refusals(detached_home: Path, rootfs: Path) -> None:
                 box.execution(bad)
         with pytest.raises(boxlite_ffi.InvalidArgumentError):
             box.execution(held.id, cursor=(-1, 0))
-        held.kill()
-        assert held.wait().outcome is Outcome.SIGNALED
+        held.detach()
         with pytest.raises(boxlite_ffi.ExecClosedError):
-            held.detach()
+            held.detach()  # let go of already
+        again = box.execution(held.id)  # signals reach it through the new handle
+        again.kill()
+        assert again.wait().outcome is Outcome.SIGNALED
         rt.remove(box.id)
 
 
