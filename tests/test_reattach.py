@@ -154,6 +154,7 @@ def test_attach_refusals(detached_home: Path, rootfs: Path) -> None:
         with pytest.raises(boxlite_ffi.InvalidArgumentError):
             box.execution(held.id, cursor=(-1, 0))
         held.detach()
+        assert held.wait().outcome is Outcome.DETACHED
         with pytest.raises(boxlite_ffi.ExecClosedError):
             held.detach()  # let go of already
         again = box.execution(held.id)  # signals reach it through the new handle
