@@ -103,17 +103,15 @@ class Runtime:
         env_list(env)  # refuse a bad environment now, not at the first exec
         box_id = secrets.token_hex(6)
         directory = self.home / "boxes" / box_id
-        config = BoxConfig(
-            directory, (lower,), name or box_id, self._grace_ms, self._drain_ms, detach
-        )
         record = {
             "lowers": [str(lower)],
-            "hostname": config.hostname,
+            "hostname": name or box_id,
             "env": dict(env or {}),
             "workdir": workdir,
             "stop_grace_ms": self._grace_ms,
             "drain_ms": self._drain_ms,
         }
+        config = _native_config(directory, record, detach)
         self._store.add(box_id, name, record, detach)
         try:
             directory.mkdir(mode=0o700)
@@ -179,18 +177,10 @@ class Runtime:
         shim = record.shim
         if shim is None or not shim.alive():
             raise NotFoundError(f"box {record.id} is not running")
-        config = record.config
         directory = self.home / "boxes" / record.id
-        native_config = BoxConfig(
-            directory,
-            tuple(Path(p) for p in config["lowers"]),
-            config["hostname"],
-            config["stop_grace_ms"],
-            config["drain_ms"],
-            record.detached,
-        )
-        handle = self._native.box_connect(native_config, shim.pid, shim.start_ticks)
-        box = self._track(handle, record.id, record.name, directory, config, kept=True)
+        config = _native_config(directory, record.config, record.detached)
+        handle = self._native.box_connect(config, shim.pid, shim.start_ticks)
+        box = self._track(handle, record.id, record.name, directory, record.config, kept=True)
         box._mark_running()
         return box
 
@@ -230,6 +220,18 @@ class Runtime:
                 self._store.remove(box.id)
         self._store.close()
         _LIVE.discard(self)
+
+
+def _native_config(directory: Path, record: dict[str, Any], detached: bool) -> BoxConfig:
+    """What the native core needs, from a box's stored configuration."""
+    return BoxConfig(
+        directory,
+        tuple(Path(p) for p in record["lowers"]),
+        record["hostname"],
+        record["stop_grace_ms"],
+        record["drain_ms"],
+        detached,
+    )
 
 
 def _millis(seconds: float, what: str) -> int:
