@@ -7,7 +7,7 @@
 ``boxlite_ffi.aio`` offers the same API for asyncio.
 """
 
-from .box import Box
+from .box import Box, BoxLogs
 from .errors import (
     AlreadyExistsError,
     BoxliteError,
@@ -24,10 +24,12 @@ from .errors import (
     OutOfMemoryError,
     ProtocolError,
     RuntimeClosedError,
+    StateReason,
     SystemCallError,
     UnsafePathError,
 )
 from .execution import ExecResult, Execution, Outcome
+from .lifecycle import BoxExit, BoxInfo, BoxStatus
 from .runtime import Runtime
 from .streams import ChunkStream, OutputChunk, OutputStream
 
@@ -36,6 +38,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExistsError",
     "Box",
+    "BoxExit",
+    "BoxInfo",
+    "BoxLogs",
+    "BoxStatus",
     "BoxliteError",
     "BoxliteTimeoutError",
     "ChunkStream",
@@ -57,6 +63,7 @@ __all__ = [
     "ProtocolError",
     "Runtime",
     "RuntimeClosedError",
+    "StateReason",
     "SystemCallError",
     "UnsafePathError",
 ]

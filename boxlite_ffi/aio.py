@@ -19,9 +19,11 @@ from typing import Any
 from . import box as _box
 from . import execution as _execution
 from . import runtime as _runtime
+from .box import BoxLogs
 from .core import WRITE_MAX
 from .errors import ExecClosedError
 from .execution import ExecResult, OutputCallback
+from .lifecycle import BoxExit, BoxInfo
 from .streams import ChunkStream, OutputChunk, OutputStream
 
 
@@ -125,6 +127,23 @@ class Box:
 
     async def stop(self) -> None:
         await asyncio.wrap_future(self._inner.stop_future())
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def wait(self) -> BoxExit:
+        """How the box's run ended (see the sync API)."""
+        return await asyncio.wrap_future(self._inner.wait_future())
+
+    async def info(self) -> BoxInfo:
+        return await asyncio.to_thread(self._inner.info)
+
+    async def logs(self) -> BoxLogs:
+        return await asyncio.to_thread(self._inner.logs)
+
+    async def remove(self, *, force: bool = False) -> None:
+        await asyncio.to_thread(self._inner.remove, force=force)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._inner.close)
@@ -234,8 +253,11 @@ class Runtime:
     async def get(self, id_or_name: str) -> Box:
         return Box(await asyncio.to_thread(self._inner.get, id_or_name))
 
-    async def remove(self, id_or_name: str) -> None:
-        await asyncio.to_thread(self._inner.remove, id_or_name)
+    async def list(self, status: Any = None) -> list[BoxInfo]:
+        return await asyncio.to_thread(self._inner.list, status)
+
+    async def remove(self, id_or_name: str, *, force: bool = False) -> None:
+        await asyncio.to_thread(self._inner.remove, id_or_name, force=force)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._inner.close)

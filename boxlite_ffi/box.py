@@ -1,21 +1,33 @@
-"""Boxes: an isolated environment started from a root filesystem."""
+"""Boxes: an isolated environment started from a root filesystem, and its
+life (start, stop, wait, remove) kept in the runtime home's store."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
 import os
-import shutil
+import signal
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import file_copy
 from ._native import lib
-from .core import then
-from .errors import ExecClosedError, InvalidArgumentError, InvalidStateError, RuntimeClosedError
+from .core import BoxConfig, then
+from .errors import (
+    BoxliteTimeoutError,
+    ExecClosedError,
+    InvalidArgumentError,
+    InvalidStateError,
+    NotFoundError,
+    RuntimeClosedError,
+    StateReason,
+)
 from .execution import (
     STDERR,
     STDOUT,
@@ -25,12 +37,28 @@ from .execution import (
     _ExecSink,
     check_size,
 )
+from .lifecycle import (
+    LIVE,
+    BoxExit,
+    BoxInfo,
+    BoxStatus,
+    log_paths,
+    reconcile,
+    remove_tree,
+    settle,
+    shim_pid,
+)
+from .store import DELETE, BoxRecord, Change, Proc, start_ticks
 
 if TYPE_CHECKING:
     from .core import NativeRuntime
+    from .monitor import Monitor
+    from .store import Store
 
+BOX_NEW = lib.BOXLITE_BOX_NEW
 BOX_RUNNING = lib.BOXLITE_BOX_RUNNING
 BOX_STOPPING = lib.BOXLITE_BOX_STOPPING
+BOX_STOPPED = lib.BOXLITE_BOX_STOPPED
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -74,35 +102,37 @@ def check_argv(argv: Sequence[str]) -> list[str]:
     return args
 
 
-class Box:
-    """An isolated Linux environment.  Created by ``Runtime.create``."""
+@dataclass(frozen=True)
+class BoxServices:
+    """What every box of one runtime shares."""
 
-    def __init__(
-        self,
-        native: NativeRuntime,
-        handle: int,
-        *,
-        box_id: str,
-        name: str | None,
-        directory: Path,
-        env: Mapping[str, str] | None,
-        workdir: str | None,
-        kept: bool,
-        on_close: Callable[[Box], None],
-        on_started: Callable[[Box], None] | None = None,
-    ) -> None:
-        self._native = native
-        self._on_close = on_close
-        self._on_started = on_started
-        self._handle = handle
-        self.kept = kept  # detached, or found running: closing lets go of it
-        self.id = box_id
-        self.name = name
+    native: NativeRuntime
+    store: Store
+    monitor: Monitor
+
+
+@dataclass(frozen=True)
+class BoxLogs:
+    """What a box's main command wrote, each stream as it wrote it."""
+
+    stdout: bytes
+    stderr: bytes
+
+
+class Box:
+    """An isolated Linux environment.  Created by ``Runtime.create``, found
+    by ``Runtime.get``."""
+
+    def __init__(self, services: BoxServices, record: BoxRecord, directory: Path) -> None:
+        self._svc = services
+        self.id = record.id
+        self.name = record.name
         self.directory = directory
-        self._env = dict(env or {})
-        self._workdir = workdir
-        self._lock = threading.Lock()
-        self._started: Future[None] | None = None
+        self._config = record.config
+        self.detached = record.detached
+        self._handle: int | None = None
+        self._lock = threading.RLock()
+        self._starting: Future[None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -114,82 +144,328 @@ class Box:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- lifecycle (futures shared by the sync and asyncio surfaces) ----
+    # ---- state ----------------------------------------------------------
 
-    def start_future(self) -> Future[None]:
-        """Start the box once; every caller shares the same start."""
-        with self._lock:
-            if self._closed:
-                raise InvalidStateError(f"box {self.id} was closed")
-            started = self._started
-            if started is None or (started.done() and not self._still_running(started)):
-                started = self._started = self._native.box_start(self._handle)
-                if self._on_started is not None:
-                    on_started = self._on_started
-                    started.add_done_callback(lambda f: f.exception() or on_started(self))
-        return started
+    def info(self) -> BoxInfo:
+        """The box's record, brought in line with reality first."""
+        return BoxInfo.of(self._reconcile())
+
+    @property
+    def status(self) -> BoxStatus:
+        return self.info().status
 
     @property
     def shim_pid(self) -> int:
         """The pid of the running box's supervisor process (boxlite-shim)."""
-        return self._native.box_pid(self._handle)
+        pid = shim_pid(self.directory)
+        if pid is None:
+            raise InvalidStateError(f"box {self.id} is not running", StateReason.NOT_RUNNING)
+        return pid
 
-    def _mark_running(self) -> None:
-        """Found running (connected to): there is nothing to start."""
-        running: Future[None] = Future()
-        running.set_result(None)
-        with self._lock:
-            self._started = running
+    def _reconcile(self) -> BoxRecord:
+        return reconcile(self._svc.store, self.id, self.directory)
 
-    def _still_running(self, started: Future[None]) -> bool:
-        """Did that start succeed, and has the box not ended on its own since?"""
-        if started.exception() is not None:
+    def _native_live(self) -> bool:
+        if self._handle is None:
             return False
-        return self._native.box_state(self._handle) in (BOX_RUNNING, BOX_STOPPING)
+        return self._svc.native.box_state(self._handle) in (BOX_RUNNING, BOX_STOPPING)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidStateError(f"box {self.id} was closed", StateReason.BOX_CLOSED)
+
+    # ---- starting -------------------------------------------------------
+
+    def start_future(self) -> Future[None]:
+        """Start the box (a no-op when it runs); every caller shares one start."""
+        with self._lock:
+            self._check_open()
+            if self._starting is not None and not self._starting.done():
+                return self._starting
+            if self._native_live():
+                return _done()
+            me = Proc.me()
+            record = self._svc.store.change(self.id, lambda r: self._claim_start(r, me))
+            if record.actor != me:  # it runs already: this is a connection
+                self._connect(record)
+                return _done()
+            started = self._svc.native.box_start(self._native_handle())
+            result: Future[None] = Future()
+            self._starting = result
+        started.add_done_callback(lambda f: self._later(lambda: self._started(f, result), result))
+        return result
+
+    def _claim_start(self, record: BoxRecord, me: Proc) -> Change:
+        change = self._settled(record)
+        status = change.get("status", record.status)
+        if status == BoxStatus.RUNNING:
+            return change
+        if status in (BoxStatus.STARTING, BoxStatus.STOPPING):
+            raise _state_error(self.id, BoxStatus(status))
+        return change | {
+            "status": BoxStatus.STARTING,
+            "actor": me,
+            "owner": None if self.detached else me,
+            "reason": None,
+            "exit_code": None,
+            "exit_signal": None,
+            "finished": None,
+        }
+
+    def _settled(self, record: BoxRecord) -> Change:
+        if record.removed:
+            raise NotFoundError(f"box {self.id} was removed")
+        return settle(record, self.directory) or {}
+
+    def _native_handle(self) -> int:
+        """A handle that can start: ours, or a new one for a new run."""
+        if self._handle is not None and self._svc.native.box_state(self._handle) in (
+            BOX_NEW,
+            BOX_STOPPED,
+        ):
+            return self._handle
+        self._release_handle()
+        config = native_config(self.directory, self._config, self.detached)
+        self._handle = self._svc.native.box_new(
+            config, owner_pid=0 if self.detached else os.getpid()
+        )
+        return self._handle
+
+    def _started(self, started: Future[None], result: Future[None]) -> None:
+        """On the monitor thread: record how the start went."""
+        exc = started.exception()
+        if exc is not None:
+            reason = str(exc)
+            self._svc.store.change(
+                self.id,
+                lambda r: (
+                    {"status": BoxStatus.FAILED, "reason": reason, "actor": None}
+                    | {"finished": time.time()}
+                ),
+            )
+            result.set_exception(exc)
+            return
+        pid = self._svc.native.box_pid(self._handle)  # type: ignore[arg-type]
+        shim, started_at = Proc.of(pid), time.time()
+        self._svc.store.change(
+            self.id,
+            lambda r: (
+                {"status": BoxStatus.RUNNING, "shim": shim, "actor": None} | {"started": started_at}
+            ),
+        )
+        self._watch(pid)
+        result.set_result(None)
+
+    def _later(self, job: Callable[[], None], result: Future[Any]) -> None:
+        """Run job on the monitor thread (store writes stay off the drain thread)."""
+        try:
+            self._svc.monitor.submit(job)
+        except RuntimeClosedError as exc:
+            result.set_exception(exc)
+
+    def _watch(self, pid: int | None) -> None:
+        self._svc.monitor.watch(self.id, pid, lambda: shim_pid(self.directory) == pid)
+
+    def _connect(self, record: BoxRecord) -> None:
+        """Take a handle on the run another process started (or we lost)."""
+        pid = shim_pid(self.directory)
+        if pid is None:
+            raise NotFoundError(f"box {self.id} is no longer running")
+        self._release_handle()
+        config = native_config(self.directory, record.config, record.detached)
+        self._handle = self._svc.native.box_connect(config, pid, start_ticks(pid))
+        if not self._svc.monitor.watching(self.id):
+            self._watch(pid)
+
+    def _live_handle(self) -> int:
+        if self._handle is None:
+            raise InvalidStateError(f"box {self.id} is not running", StateReason.NOT_RUNNING)
+        return self._handle
+
+    def _ensure_running(self, *, start: bool = True) -> None:
+        """For an exec: start a configured box, connect to a running one."""
+        starting = self._starting
+        if starting is not None:
+            starting.result()
+        if self._native_live():
+            return
+        record = self._reconcile()
+        if record.status == BoxStatus.CONFIGURED and start:
+            self.start()
+        elif record.status == BoxStatus.RUNNING:
+            with self._lock:
+                self._check_open()
+                if not self._native_live():
+                    self._connect(record)
+        else:
+            raise _state_error(self.id, BoxStatus(record.status))
+
+    # ---- stopping and waiting -------------------------------------------
 
     def stop_future(self) -> Future[None]:
+        """Stop (see ``stop``); settles once the run is over and recorded."""
         with self._lock:
-            if self._closed:
-                raise InvalidStateError(f"box {self.id} was closed")
-            starting, self._started = self._started, None
-        return self._stop_after(starting)
+            self._check_open()
+            starting = self._starting
+        if starting is not None and not starting.done():
+            # The native core refuses to stop a box that is still starting.
+            return then(starting, self.stop_future)
+        ended = self._svc.monitor.ended(self.id)
+        record = self._svc.store.change(self.id, self._claim_stop)
+        if record.status != BoxStatus.STOPPING:
+            self._svc.monitor.discard(self.id, ended)
+            return _done()
+        self._signal_shim(signal.SIGTERM)
+        return then(ended, _done)
 
-    def _stop_after(self, starting: Future[None] | None) -> Future[None]:
-        if starting is None:
-            return self._native.box_stop(self._handle)
-        # The native core refuses to stop a box that is still starting.
-        return then(starting, lambda: self._native.box_stop(self._handle))
+    def _claim_stop(self, record: BoxRecord) -> Change:
+        change = self._settled(record)
+        status = change.get("status", record.status)
+        if status == BoxStatus.STARTING:
+            raise _state_error(self.id, BoxStatus.STARTING)
+        if status == BoxStatus.RUNNING:
+            return change | {"status": BoxStatus.STOPPING}
+        return change
+
+    def _signal_shim(self, sig: int) -> None:
+        """Through our handle when we have it (the native core reaps its
+        children), else through a pidfd on the shim.  Watches it either way."""
+        if sig == signal.SIGTERM and self._native_live():
+            self._svc.native.box_stop(self._handle)  # type: ignore[arg-type]
+            if self._svc.monitor.watching(self.id):
+                return
+        pid = shim_pid(self.directory)
+        if pid is None:
+            self._watch(None)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            pidfd = os.pidfd_open(pid)
+            try:
+                if shim_pid(self.directory) == pid:
+                    signal.pidfd_send_signal(pidfd, sig)
+            finally:
+                os.close(pidfd)
+        if not self._svc.monitor.watching(self.id):
+            self._watch(pid)
+
+    def wait_future(self) -> Future[BoxExit]:
+        """``wait`` as a Future."""
+        ended = self._svc.monitor.ended(self.id)
+        record = self._reconcile()
+        if record.status in LIVE:
+            if not self._svc.monitor.watching(self.id):
+                self._watch(shim_pid(self.directory))
+            return ended
+        self._svc.monitor.discard(self.id, ended)
+        if record.status == BoxStatus.CONFIGURED:
+            raise _state_error(self.id, BoxStatus.CONFIGURED)
+        done: Future[BoxExit] = Future()
+        done.set_result(BoxExit.of(record))
+        return done
 
     def start(self) -> None:
-        """Start the box (a no-op when it is running)."""
+        """Start the box (a no-op when it is running).  A stopped, exited or
+        failed box starts again with its writable layer as it was."""
         self.start_future().result()
 
     def stop(self) -> None:
-        """SIGTERM every process, SIGKILL after the grace period; wait until none is left."""
+        """SIGTERM every process, SIGKILL after the grace period; return once
+        none is left and the box's record says so (a no-op when not running)."""
         self.stop_future().result()
 
-    def close(self) -> None:
-        """Kill the box if it runs, release it and delete its directory.
+    def restart(self) -> None:
+        """Stop, then start again: the writable layer stays."""
+        self.stop()
+        self.start()
 
-        A kept box (``detach=True``, or found running by ``Runtime.get``) is
-        only let go of: it runs on, with its executions.
+    def wait(self, timeout: float | None = None) -> BoxExit:
+        """Wait until the box's run is over (its main command ended, or it
+        was stopped) and say how; at once for a run that is already over,
+        also one that ended while nobody watched, from any process."""
+        try:
+            return self.wait_future().result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise BoxliteTimeoutError(f"box {self.id} still runs after {timeout} s") from None
+
+    def logs(self) -> BoxLogs:
+        """What the main command wrote so far, over every run."""
+        out, err = (p.read_bytes() if p.exists() else b"" for p in log_paths(self.directory))
+        return BoxLogs(out, err)
+
+    # ---- letting go -----------------------------------------------------
+
+    def remove(self, *, force: bool = False) -> None:
+        """Delete the box: its record and directory.  A running box needs
+        ``force=True`` (it is killed, not stopped)."""
+        with self._lock:
+            self._check_open()
+            starting = self._starting
+        if starting is not None:
+            starting.exception()
+        ended = self._svc.monitor.ended(self.id)
+        record = self._svc.store.change(self.id, lambda r: self._claim_remove(r, force))
+        if record.status in LIVE:
+            self._signal_shim(signal.SIGKILL)
+            ended.result()
+        else:
+            self._svc.monitor.discard(self.id, ended)
+        remove_tree(self.directory)
+        self._let_go()
+
+    def _claim_remove(self, record: BoxRecord, force: bool) -> Change:
+        change = self._settled(record)
+        status = change.get("status", record.status)
+        if status in LIVE and not force:
+            raise InvalidStateError(
+                f"box {self.id} is {status}: stop it first, or remove with force",
+                StateReason.BOX_RUNNING,
+            )
+        return DELETE
+
+    def close(self) -> None:
+        """Let go of the box.  A box this program created or started
+        without ``detach=True`` goes with it: killed if it runs, its record
+        and directory deleted.  Any other box is only let go of: it runs on.
         """
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            starting, self._started = self._started, None
-        self._on_close(self)
-        try:
-            if starting is not None and self.kept:
-                starting.exception()  # let a start finish, so there is something to keep
-            elif not self.kept:
-                self._stop_after(starting).result()
-            self._native.box_free(self._handle)
-        except RuntimeClosedError:
-            pass  # closing the runtime killed (or let go of) and released it
-        if not self.kept:
+            starting = self._starting
+        if starting is not None:
+            starting.exception()  # let a start finish: there is then something to stop
+        owned = self._owned()
+        if owned:
+            with contextlib.suppress(RuntimeClosedError, InvalidStateError, NotFoundError):
+                self.stop()
+        self._let_go()
+        if owned:
+            with contextlib.suppress(RuntimeClosedError, NotFoundError):
+                self._svc.store.change(self.id, lambda r: DELETE)
             remove_tree(self.directory)
+
+    def _owned(self) -> bool:
+        if self.detached:
+            return False
+        try:
+            owner = self._svc.store.get(self.id).owner
+        except (RuntimeClosedError, NotFoundError):
+            return False
+        return owner is not None and owner.pid == os.getpid() and owner == Proc.me()
+
+    def _let_go(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._release_handle()
+        self._on_close(self)
+
+    def _release_handle(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(RuntimeClosedError):
+                self._svc.native.box_free(handle)
+
+    def _on_close(self, box: Box) -> None:
+        """Replaced by the runtime that tracks this box."""
 
     # ---- executions -------------------------------------------------------
 
@@ -211,24 +487,24 @@ class Box:
     ) -> Execution:
         """Start an execution in the running box (no implicit start)."""
         args = check_argv(argv)
-        environment = env_list(self._env, env)
+        environment = env_list(self._config["env"], env)
         timeout_ms = timeout_millis(timeout)
         if tty:
             check_size(rows, cols)
         window = check_window(output_window)
-        sink = _ExecSink(self._native, on_stdout, on_stderr, ordered_output)
-        handle = self._native.exec_start(
-            self._handle,
+        sink = _ExecSink(self._svc.native, on_stdout, on_stderr, ordered_output)
+        handle = self._svc.native.exec_start(
+            self._live_handle(),
             args,
             environment,
-            cwd or self._workdir,
+            cwd or self._config["workdir"],
             sink,
             stdin=stdin,
             timeout_ms=timeout_ms,
             tty=(rows, cols) if tty else None,
             window=window,
         )
-        sink.handle.wire_id = self._native.exec_id(handle)
+        sink.handle.wire_id = self._svc.native.exec_id(handle)
         sink.handle.attach(handle)
         return Execution(sink)
 
@@ -246,9 +522,10 @@ class Box:
         if len(cursor) != 2 or not all(isinstance(c, int) and c >= 0 for c in cursor):
             raise InvalidArgumentError(f"a cursor is two offsets >= 0, not {cursor!r}")
         window = check_window(output_window)
-        sink = _ExecSink(self._native, on_stdout, on_stderr)
-        handle, answered = self._native.exec_attach(
-            self._handle, wire_id, cursor, sink, window=window
+        self._ensure_running(start=False)
+        sink = _ExecSink(self._svc.native, on_stdout, on_stderr)
+        handle, answered = self._svc.native.exec_attach(
+            self._live_handle(), wire_id, cursor, sink, window=window
         )
         sink.handle.wire_id = wire_id
         sink.handle.attach(handle)
@@ -259,7 +536,7 @@ class Box:
             # Before anyone waiting for the answer sees it: its cursor is right.
             exc = answered.exception()
             if exc is None:
-                info = self._native.exec_attach_info(handle)
+                info = self._svc.native.exec_attach_info(handle)
                 sink.start = {STDOUT: info.stdout_start, STDERR: info.stderr_start}
                 ready.set_result(None)
             else:
@@ -328,7 +605,7 @@ class Box:
         (default 2 MiB): a stream nobody reads stops its writers after that
         much, and only them; ``wait()`` collects instead.
         """
-        self.start()
+        self._ensure_running()
         return self.exec_now(
             argv,
             env=env,
@@ -379,6 +656,42 @@ class Box:
         return execution.wait()
 
 
+def native_config(directory: Path, config: dict[str, Any], detached: bool) -> BoxConfig:
+    """What the native core needs, from a box's stored configuration."""
+    main = config.get("main")
+    return BoxConfig(
+        directory,
+        tuple(Path(p) for p in config["lowers"]),
+        config["hostname"],
+        config["stop_grace_ms"],
+        config["drain_ms"],
+        detached,
+        tuple(main) if main else None,
+        tuple(env_list(config["env"])),
+        config["workdir"],
+    )
+
+
+def _done() -> Future[Any]:
+    done: Future[Any] = Future()
+    done.set_result(None)
+    return done
+
+
+_STATE_REASONS = {
+    BoxStatus.CONFIGURED: StateReason.NOT_RUNNING,
+    BoxStatus.STOPPED: StateReason.NOT_RUNNING,
+    BoxStatus.EXITED: StateReason.BOX_EXITED,
+    BoxStatus.FAILED: StateReason.BOX_FAILED,
+    BoxStatus.STARTING: StateReason.BOX_STARTING,
+    BoxStatus.STOPPING: StateReason.BOX_STOPPING,
+}
+
+
+def _state_error(box_id: str, status: BoxStatus) -> InvalidStateError:
+    return InvalidStateError(f"box {box_id} is {status}", _STATE_REASONS[status])
+
+
 def parse_exec_id(exec_id: str) -> int:
     try:
         value = int(exec_id, 16) if isinstance(exec_id, str) and len(exec_id) == 16 else 0
@@ -394,18 +707,3 @@ def feed_input(execution: Execution, data: bytes) -> None:
     with contextlib.suppress(ExecClosedError):
         execution.write_stdin(data)
         execution.close_stdin()
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a box directory, including directories nobody may list: the
-    mode-000 ones overlayfs leaves in work/, and any a box made in upper/."""
-
-    def unlock(directory: Path) -> None:
-        directory.chmod(0o700)
-        for child in directory.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                unlock(child)
-
-    if path.exists():
-        unlock(path)
-        shutil.rmtree(path)

@@ -114,6 +114,10 @@ class BoxConfig:
     stop_grace_ms: int
     drain_ms: int
     detached: bool
+    # The main command: argv, "K=V" environment and working directory.
+    main_argv: tuple[str, ...] | None = None
+    main_env: tuple[str, ...] = ()
+    main_cwd: str | None = None
 
 
 def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
@@ -125,6 +129,10 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
     opts.drain_ms = config.drain_ms
     opts.owner_pid = owner_pid
     opts.flags = lib.BOXLITE_BOX_DETACHED if config.detached else 0
+    if config.main_argv is not None:
+        opts.main_argv = _cstrings(config.main_argv, keep)
+        opts.main_env = _cstrings(config.main_env, keep)
+        opts.main_cwd = _cstring(config.main_cwd or "/", keep)
     return opts
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 
 class ErrorCode(IntEnum):
@@ -54,8 +54,39 @@ class AlreadyExistsError(BoxliteError):
     code = ErrorCode.ALREADY_EXISTS
 
 
+class Code(str, Enum):
+    """A stable text code: compares equal to, and prints as, its value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class StateReason(Code):
+    """Why an operation does not fit the state it found (stable codes)."""
+
+    INVALID_STATE = "invalid_state"  # no more specific reason (e.g. from the native core)
+    NOT_RUNNING = "not_running"  # configured or stopped: start it first
+    BOX_RUNNING = "box_running"  # remove without force
+    BOX_EXITED = "box_exited"  # its main command finished
+    BOX_FAILED = "box_failed"  # it could not start
+    BOX_STARTING = "box_starting"  # another process is starting it
+    BOX_STOPPING = "box_stopping"
+    BOX_CLOSED = "box_closed"  # this handle was closed
+    EXEC_RUNNING = "exec_running"  # the execution has not ended
+    EXEC_BUSY = "exec_busy"  # another handle holds the execution
+
+
 class InvalidStateError(BoxliteError):
+    """The operation does not fit the current state; ``reason`` says why."""
+
     code = ErrorCode.INVALID_STATE
+
+    def __init__(self, message: str | None = None, reason: StateReason | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or StateReason.INVALID_STATE
 
 
 class RuntimeClosedError(BoxliteError):

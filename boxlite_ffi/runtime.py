@@ -7,18 +7,22 @@ import contextlib
 import os
 import re
 import secrets
+import select
+import signal
 import threading
+import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from . import oci_layout
-from .box import Box, env_list, remove_tree
-from .core import BoxConfig, NativeRuntime
+from .box import Box, BoxServices, check_argv, env_list, native_config
+from .core import NativeRuntime
 from .errors import ImageError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
-from .store import BoxRecord, Shim, Store
+from .lifecycle import BoxExit, BoxInfo, BoxStatus, reconcile, remove_tree, shim_pid
+from .monitor import Monitor
+from .store import DELETE, BoxRecord, Proc, Store
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_STOP_GRACE_MS = 10_000
@@ -57,7 +61,10 @@ class Runtime:
         self._grace_ms = _millis(stop_grace, "stop_grace")
         self._drain_ms = _millis(drain_window, "drain_window")
         self._store = Store(self.home / "boxlite.db")
+        self._recover()
         self._native = NativeRuntime(libexec_dir(), queue_capacity=queue_capacity, workers=workers)
+        self._monitor = Monitor(self._box_exited)
+        self._services = BoxServices(self._native, self._store, self._monitor)
         self._lock = threading.Lock()
         self._boxes: dict[str, Box] = {}
         _LIVE.add(self)
@@ -85,114 +92,116 @@ class Runtime:
         name: str | None = None,
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
+        cmd: Sequence[str] | None = None,
+        entrypoint: Sequence[str] | None = None,
         detach: bool = False,
+        auto_remove: bool = False,
     ) -> Box:
         """Describe a new box (started by ``start()`` or the first exec).
 
         ``image`` is an OCI image layout directory; ``rootfs`` a root
         filesystem directory used read-only.  Exactly one is required.
+
+        ``entrypoint`` + ``cmd`` is the box's main command: when it ends,
+        so does the box (status ``exited``; ``wait`` says how, ``logs`` what
+        it wrote).  Without either, the box idles until stopped.
+
         A box dies with this program, unless ``detach=True``: then closing
         it or the runtime lets go of it, and ``Runtime.get`` finds it again
-        by id or name, from any process, with its executions.
+        by id or name, from any process.  ``auto_remove=True`` deletes the
+        box once its run is over.
         """
         lower = self._lower_dir(image, rootfs)
-        if name is not None and not NAME_RE.fullmatch(name):
+        if name is not None and not (isinstance(name, str) and NAME_RE.fullmatch(name)):
             raise InvalidArgumentError(f"invalid box name {name!r}")
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgumentError("workdir must be an absolute path")
         env_list(env)  # refuse a bad environment now, not at the first exec
+        main = [*(check_argv(entrypoint) if entrypoint else []), *(check_argv(cmd) if cmd else [])]
         box_id = secrets.token_hex(6)
-        directory = self.home / "boxes" / box_id
-        record = {
+        config = {
+            "image": str(image if image is not None else rootfs),
             "lowers": [str(lower)],
             "hostname": name or box_id,
             "env": dict(env or {}),
             "workdir": workdir,
+            "main": main or None,
+            "auto_remove": auto_remove,
             "stop_grace_ms": self._grace_ms,
             "drain_ms": self._drain_ms,
         }
-        config = _native_config(directory, record, detach)
-        self._store.add(box_id, name, record, detach)
+        directory = self.home / "boxes" / box_id
+        # The native core's checks, before anything is recorded.
+        self._native.box_free(
+            self._native.box_new(native_config(directory, config, detach), owner_pid=0)
+        )
+        owner = None if detach else Proc.me()
+        record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
+        self._store.add(record)
         try:
             directory.mkdir(mode=0o700)
-            handle = self._native.box_new(config, owner_pid=0 if detach else os.getpid())
         except BaseException:
-            self._store.remove(box_id)
-            remove_tree(directory)
+            self._store.change(box_id, lambda r: DELETE)
             raise
-        return self._track(handle, box_id, name, config.directory, record, kept=detach)
+        return self._track(record)
 
-    def _track(
-        self,
-        handle: int,
-        box_id: str,
-        name: str | None,
-        directory: Path,
-        record: dict[str, Any],
-        *,
-        kept: bool,
-    ) -> Box:
-        box = Box(
-            self._native,
-            handle,
-            box_id=box_id,
-            name=name,
-            directory=directory,
-            env=record["env"],
-            workdir=record["workdir"],
-            kept=kept,
-            on_close=self._forget,
-            on_started=self._started if kept else None,
-        )
+    def _track(self, record: BoxRecord) -> Box:
+        box = Box(self._services, record, self.home / "boxes" / record.id)
+        box._on_close = self._forget  # type: ignore[method-assign]
         with self._lock:
-            self._boxes[box_id] = box
+            self._boxes[record.id] = box
         return box
-
-    def _started(self, box: Box) -> None:
-        shim = Shim.of(box.shim_pid)
-        if shim is not None:
-            self._store.set_shim(box.id, shim)
 
     def _forget(self, box: Box) -> None:
         with self._lock:
-            self._boxes.pop(box.id, None)
-        if not box.kept:
-            self._store.remove(box.id)
+            if self._boxes.get(box.id) is box:
+                del self._boxes[box.id]
+
+    def _box_exited(self, box_id: str) -> BoxExit:
+        """On the monitor thread: a watched shim is gone."""
+        return BoxExit.of(reconcile(self._store, box_id, self.home / "boxes" / box_id))
 
     def get(self, id_or_name: str) -> Box:
-        """A box by name, id or unique id prefix: one of this runtime's, or
-        a running one that another runtime left (``detach=True``), connected
-        to.  ``NotFoundError`` when there is none, or it no longer runs."""
-        with self._lock:
-            for box in self._boxes.values():
-                if id_or_name in (box.id, box.name):
-                    return box
+        """A box by name, id or unique id prefix, from this runtime or any
+        other on the same home.  ``NotFoundError`` when there is none."""
         record = self._store.find(id_or_name)
         with self._lock:
-            if record.id in self._boxes:
-                return self._boxes[record.id]
-        return self._connect(record)
+            box = self._boxes.get(record.id)
+        if box is not None:
+            return box
+        record = reconcile(self._store, record.id, self.home / "boxes" / record.id)
+        if record.removed:
+            raise NotFoundError(f"box {id_or_name!r} was removed")
+        return self._track(record)
 
-    def _connect(self, record: BoxRecord) -> Box:
-        shim = record.shim
-        if shim is None or not shim.alive():
-            raise NotFoundError(f"box {record.id} is not running")
-        directory = self.home / "boxes" / record.id
-        config = _native_config(directory, record.config, record.detached)
-        handle = self._native.box_connect(config, shim.pid, shim.start_ticks)
-        box = self._track(handle, record.id, record.name, directory, record.config, kept=True)
-        box._mark_running()
-        return box
+    def list(
+        self, status: BoxStatus | str | Iterable[BoxStatus | str] | None = None
+    ) -> list[BoxInfo]:
+        """Every box of this home (oldest first), reconciled with reality;
+        only those in ``status`` (one or several) when given."""
+        wanted = _statuses(status)
+        infos = []
+        for record in self._store.all():
+            settled = reconcile(self._store, record.id, self.home / "boxes" / record.id)
+            if not settled.removed and (wanted is None or settled.status in wanted):
+                infos.append(BoxInfo.of(settled))
+        return infos
 
-    def remove(self, id_or_name: str) -> None:
-        """Stop a box (of this runtime or found by ``get``) and delete it:
-        its processes, directory and record."""
-        box = self.get(id_or_name)
-        box.stop()
-        box.close()
-        with contextlib.suppress(FileNotFoundError):
-            remove_tree(box.directory)
-        self._store.remove(box.id)
+    def remove(self, id_or_name: str, *, force: bool = False) -> None:
+        """Delete a box (see ``Box.remove``)."""
+        self.get(id_or_name).remove(force=force)
+
+    def _recover(self) -> None:
+        """Bring every record in line with reality, and sweep directories
+        that no record explains (a crash in the middle of create or remove)."""
+        boxes = self.home / "boxes"
+        for record in self._store.all():
+            reconcile(self._store, record.id, boxes / record.id)
+        known = {record.id for record in self._store.all()}
+        for directory in boxes.iterdir():
+            if directory.name not in known:
+                _kill_shim(directory)
+                remove_tree(directory)
 
     def _lower_dir(
         self, image: str | os.PathLike[str] | None, rootfs: str | os.PathLike[str] | None
@@ -210,28 +219,43 @@ class Runtime:
         return oci_layout.unpack(path, self.home / "images")
 
     def close(self) -> None:
-        """Kill every box, complete every pending operation, remove box directories."""
+        """Close every box (see ``Box.close``: the ones this program owns go
+        with it), complete every pending operation."""
+        if self._native.closed:
+            return
+        self._monitor.close()
         self._native.close()
         with self._lock:
-            boxes, self._boxes = list(self._boxes.values()), {}
+            boxes = list(self._boxes.values())
         for box in boxes:
-            if not box.kept:
-                remove_tree(box.directory)
-                self._store.remove(box.id)
+            box.close()
         self._store.close()
         _LIVE.discard(self)
 
 
-def _native_config(directory: Path, record: dict[str, Any], detached: bool) -> BoxConfig:
-    """What the native core needs, from a box's stored configuration."""
-    return BoxConfig(
-        directory,
-        tuple(Path(p) for p in record["lowers"]),
-        record["hostname"],
-        record["stop_grace_ms"],
-        record["drain_ms"],
-        detached,
-    )
+def _statuses(status: BoxStatus | str | Iterable[BoxStatus | str] | None) -> set[BoxStatus] | None:
+    if status is None:
+        return None
+    values = [status] if isinstance(status, str) else list(status)
+    try:
+        return {BoxStatus(value) for value in values}
+    except ValueError:
+        raise InvalidArgumentError(f"unknown box status in {status!r}") from None
+
+
+def _kill_shim(directory: Path) -> None:
+    """SIGKILL the shim of a box nobody owns any more, and wait for its end."""
+    pid = shim_pid(directory)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        pidfd = os.pidfd_open(pid)
+        try:
+            if shim_pid(directory) == pid:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                select.select([pidfd], [], [])
+        finally:
+            os.close(pidfd)
 
 
 def _millis(seconds: float, what: str) -> int:

@@ -1,55 +1,107 @@
 """The runtime home's box records: SQLite (WAL), shared by every process
 that opens the same home.
 
-A record says how to rebuild a box (its configuration) and which shim runs
-it, so another process, or this one after a restart, can find the box by id
-or name and connect to it.  The shim is named by pid, process start time and
-boot id together: a pid alone may have been reused.
+A record says how to rebuild a box (its configuration), where it is in its
+life (status, outcome, times) and which processes it depends on: its shim,
+its owner (a box that is not detached dies with it) and the actor of an
+unfinished step (a start or remove in progress).  Each is named by pid,
+process start time and boot id together: a pid alone may have been reused,
+and after a reboot none of them is alive.
+
+Every change is one ``BEGIN IMMEDIATE`` transaction that reads the record
+and writes what a pure function of it says, so two processes changing the
+same box serialise instead of losing an update.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, RuntimeClosedError
 
-_MIGRATIONS = [
-    """
-    CREATE TABLE boxes (
-        id TEXT PRIMARY KEY,
-        name TEXT UNIQUE,
-        config TEXT NOT NULL,
-        detached INTEGER NOT NULL,
-        shim_pid INTEGER,
-        shim_start INTEGER,
-        boot_id TEXT,
-        created REAL NOT NULL
-    )
-    """,
+_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE boxes (
+            id TEXT PRIMARY KEY,
+            name TEXT UNIQUE,
+            config TEXT NOT NULL,
+            detached INTEGER NOT NULL,
+            shim_pid INTEGER,
+            shim_start INTEGER,
+            boot_id TEXT,
+            created REAL NOT NULL
+        )""",
+    ],
+    [
+        "ALTER TABLE boxes ADD COLUMN status TEXT NOT NULL DEFAULT 'configured'",
+        "ALTER TABLE boxes ADD COLUMN reason TEXT",
+        "ALTER TABLE boxes ADD COLUMN exit_code INTEGER",
+        "ALTER TABLE boxes ADD COLUMN exit_signal INTEGER",
+        "ALTER TABLE boxes ADD COLUMN started REAL",
+        "ALTER TABLE boxes ADD COLUMN finished REAL",
+        "ALTER TABLE boxes ADD COLUMN shim TEXT",
+        "ALTER TABLE boxes ADD COLUMN owner TEXT",
+        "ALTER TABLE boxes ADD COLUMN actor TEXT",
+        "ALTER TABLE boxes ADD COLUMN removed REAL",
+        """UPDATE boxes SET status = 'running',
+               shim = shim_pid || ':' || shim_start || ':' || boot_id
+           WHERE shim_pid IS NOT NULL""",
+        "ALTER TABLE boxes DROP COLUMN shim_pid",
+        "ALTER TABLE boxes DROP COLUMN shim_start",
+        "ALTER TABLE boxes DROP COLUMN boot_id",
+    ],
 ]
+_COLUMNS = (
+    "id, name, config, detached, created, status, reason, exit_code, exit_signal,"
+    " started, finished, shim, owner, actor, removed"
+)
 BUSY_TIMEOUT_S = 10.0
+# A removed box's record stays this long, hidden, so a waiter learns its end.
+TOMBSTONE_S = 600.0
 
 
 @dataclass(frozen=True)
-class Shim:
+class Proc:
+    """A process, named so that a reused pid or a reboot is told apart."""
+
     pid: int
     start_ticks: int
     boot_id: str
 
     @classmethod
-    def of(cls, pid: int) -> Shim | None:
-        """The running process ``pid`` as a fingerprint, None if it is gone."""
+    def of(cls, pid: int) -> Proc | None:
+        """The running process ``pid``, None if it is gone."""
         ticks = start_ticks(pid)
         return cls(pid, ticks, boot_id()) if ticks else None
 
+    @classmethod
+    def me(cls) -> Proc:
+        me = cls.of(os.getpid())
+        assert me is not None  # we are running
+        return me
+
     def alive(self) -> bool:
         return self.boot_id == boot_id() and start_ticks(self.pid) == self.start_ticks
+
+    def encode(self) -> str:
+        return f"{self.pid}:{self.start_ticks}:{self.boot_id}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> Proc | None:
+        if not text:
+            return None
+        pid, ticks, boot = text.split(":", 2)
+        return cls(int(pid), int(ticks), boot)
 
 
 @dataclass(frozen=True)
@@ -58,8 +110,23 @@ class BoxRecord:
     name: str | None
     config: dict[str, Any]
     detached: bool
-    shim: Shim | None
     created: float
+    status: str = "configured"
+    reason: str | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    shim: Proc | None = None
+    owner: Proc | None = None
+    actor: Proc | None = None
+    removed: float | None = None  # when it was removed: hidden from lookups
+
+
+# What a change returns: the fields to set, or DELETE to remove the box.
+Change = dict[str, Any]
+DELETE: Change = {"__delete__": True}
+_LIVE_ROWS = "removed IS NULL"
 
 
 def boot_id() -> str:
@@ -86,65 +153,128 @@ class Store:
             path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._migrate()
+        with self._transaction() as db:  # one migrator at a time
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for step, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for sql in statements:
+                    db.execute(sql)
+                db.execute(f"PRAGMA user_version = {step}")
 
-    def _migrate(self) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")  # one migrator at a time
+            if self._closed:
+                raise RuntimeClosedError("the runtime is closed")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                for step, sql in enumerate(_MIGRATIONS[version:], start=version + 1):
-                    self._db.execute(sql)
-                    self._db.execute(f"PRAGMA user_version = {step}")
-                self._db.execute("COMMIT")
+                yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._db.close()
 
-    def _run(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[BoxRecord]:
         with self._lock:
             if self._closed:
                 raise RuntimeClosedError("the runtime is closed")
-            return self._db.execute(sql, args).fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM boxes {sql}", args).fetchall()
+        return [_record(row) for row in rows]
 
-    def add(self, box_id: str, name: str | None, config: dict[str, Any], detached: bool) -> None:
+    def add(self, record: BoxRecord) -> None:
+        values = _columns({f.name: getattr(record, f.name) for f in dataclasses.fields(record)})
+        names = ", ".join(values)
+        marks = ", ".join("?" * len(values))
         try:
-            self._run(
-                "INSERT INTO boxes (id, name, config, detached, created) VALUES (?,?,?,?,?)",
-                (box_id, name, json.dumps(config), int(detached), time.time()),
-            )
+            with self._transaction() as db:
+                db.execute(f"INSERT INTO boxes ({names}) VALUES ({marks})", tuple(values.values()))
         except sqlite3.IntegrityError:
-            raise AlreadyExistsError(f"a box named {name!r} exists") from None
+            raise AlreadyExistsError(f"a box named {record.name!r} exists") from None
 
-    def set_shim(self, box_id: str, shim: Shim) -> None:
-        self._run(
-            "UPDATE boxes SET shim_pid = ?, shim_start = ?, boot_id = ? WHERE id = ?",
-            (shim.pid, shim.start_ticks, shim.boot_id, box_id),
-        )
+    def change(self, box_id: str, change: Callable[[BoxRecord], Change | None]) -> BoxRecord:
+        """Apply ``change`` (a function of the current record, which may
+        raise) atomically; returns the record as it is afterwards.
+        ``NotFoundError`` when there is none."""
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM boxes WHERE id = ?", (box_id,)).fetchall()
+            if not rows:
+                raise NotFoundError(f"box {box_id} no longer exists")
+            record = _record(rows[0])
+            fields = change(record)
+            if fields is DELETE:
+                fields = {"removed": time.time(), "name": None}  # the name is free again
+                db.execute("DELETE FROM boxes WHERE removed < ?", (time.time() - TOMBSTONE_S,))
+            if not fields:
+                return record
+            values = _columns(fields)
+            assignments = ", ".join(f"{name} = ?" for name in values)
+            db.execute(f"UPDATE boxes SET {assignments} WHERE id = ?", (*values.values(), box_id))
+            return dataclasses.replace(record, **fields)
 
-    def remove(self, box_id: str) -> None:
-        self._run("DELETE FROM boxes WHERE id = ?", (box_id,))
+    def get(self, box_id: str) -> BoxRecord:
+        """By full id, removed (within TOMBSTONE_S) or not."""
+        records = self._query("WHERE id = ?", (box_id,))
+        if not records:
+            raise NotFoundError(f"box {box_id} no longer exists")
+        return records[0]
 
     def find(self, id_or_name: str) -> BoxRecord:
         """By name, full id, or a prefix of exactly one id."""
-        if not id_or_name:
+        if not id_or_name or not isinstance(id_or_name, str):
             raise InvalidArgumentError("an empty box id")
-        rows = self._run("SELECT * FROM boxes WHERE name = ? OR id = ?", (id_or_name, id_or_name))
-        if not rows:
+        where = f"WHERE {_LIVE_ROWS} AND"
+        records = self._query(f"{where} (name = ? OR id = ?)", (id_or_name, id_or_name))
+        if not records:
             pattern = id_or_name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            rows = self._run("SELECT * FROM boxes WHERE id LIKE ? ESCAPE '\\'", (pattern + "%",))
-        if len(rows) != 1:
-            what = "matches several boxes" if rows else "is no box"
+            records = self._query(f"{where} id LIKE ? ESCAPE '\\'", (pattern + "%",))
+        if len(records) != 1:
+            what = "matches several boxes" if records else "is no box"
             raise NotFoundError(f"{id_or_name!r} {what}")
-        return _record(rows[0])
+        return records[0]
+
+    def all(self) -> list[BoxRecord]:
+        """Every box that is not removed, oldest first."""
+        return self._query(f"WHERE {_LIVE_ROWS} ORDER BY created, id")
+
+    def removed_ids(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM boxes WHERE removed IS NOT NULL").fetchall()
+        return {row[0] for row in rows}
+
+
+def _columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """Record fields as column values."""
+    out = {}
+    for name, value in fields.items():
+        if name == "config":
+            value = json.dumps(value)
+        elif name in ("shim", "owner", "actor") and value is not None:
+            value = value.encode()
+        out[name] = value
+    return out
 
 
 def _record(row: tuple[Any, ...]) -> BoxRecord:
-    box_id, name, config, detached, pid, ticks, boot, created = row
-    shim = Shim(pid, ticks, boot) if pid else None
-    return BoxRecord(box_id, name, json.loads(config), bool(detached), shim, created)
+    (box_id, name, config, detached, created, status, reason, code, sig) = row[:9]
+    started, finished, shim, owner, actor, removed = row[9:]
+    return BoxRecord(
+        box_id,
+        name,
+        json.loads(config),
+        bool(detached),
+        created,
+        status,
+        reason,
+        code,
+        sig,
+        started,
+        finished,
+        Proc.decode(shim),
+        Proc.decode(owner),
+        Proc.decode(actor),
+        removed,
+    )

@@ -146,6 +146,15 @@ typedef struct boxlite_box_options {
 	uint32_t drain_ms;                 /* output drained after a process exits; 0 means 100 */
 	int32_t owner_pid;                 /* the box dies with this process; 0 means none */
 	uint32_t flags;                    /* BOXLITE_BOX_DETACHED */
+	/* The box's main command, or NULL for none (the box idles until stopped).
+	 * When it ends, so does the box: its outcome goes to <box_dir>/exit as
+	 * one line, "exited <code>", "signaled <signal>" or "failed <errno>",
+	 * unless the box was being stopped; its stdout and stderr are appended
+	 * to <box_dir>/stdout.log and <box_dir>/stderr.log.  Its stdin is
+	 * /dev/null.  main_env and main_cwd as for boxlite_exec_options. */
+	const char *const *main_argv;
+	const char *const *main_env;
+	const char *main_cwd;
 } boxlite_box_options;
 
 /* Box flags (boxlite_box_options.flags). */

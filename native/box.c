@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "protocol.h"
 
 #define MAX_LOWERS 128
 #define DEFAULT_GRACE_MS 10000u
@@ -32,6 +33,7 @@ static void box_destroy(struct bl_box *box)
 	free(box->lowers);
 	free(box->dir);
 	free(box->hostname);
+	free(box->main_req);
 	free(box);
 }
 
@@ -61,6 +63,23 @@ static int copy_lowers(struct bl_box *box, const char *const *lowers)
 	return BOXLITE_OK;
 }
 
+/* The main command travels to the agent as an EXEC payload (no stdin, no
+ * timeout): the encoding both sides already speak. */
+static int encode_main(struct bl_box *box, const boxlite_box_options *o)
+{
+	if (!o->main_argv)
+		return o->main_env || o->main_cwd ? BOXLITE_ERR_INVALID_ARGUMENT : BOXLITE_OK;
+	size_t len = bl_exec_encoded_size(o->main_argv, o->main_env, o->main_cwd);
+	if (len == 0)
+		return BOXLITE_ERR_INVALID_ARGUMENT; /* no argv[0], or too large */
+	if (!(box->main_req = malloc(len)))
+		return BOXLITE_ERR_NO_MEMORY;
+	struct bl_exec_params params = {0};
+	bl_exec_encode(o->main_argv, o->main_env, o->main_cwd, &params, box->main_req);
+	box->main_len = len;
+	return BOXLITE_OK;
+}
+
 static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 {
 	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs || o->owner_pid < 0 ||
@@ -70,7 +89,7 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	if (!host[0] || strlen(host) > 64)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	int rc = copy_lowers(box, o->lower_dirs);
-	if (rc)
+	if (rc || (rc = encode_main(box, o)))
 		return rc;
 	box->dir = strdup(o->box_dir);
 	box->hostname = strdup(host);

@@ -78,6 +78,8 @@ struct bl_box {
 	int32_t owner_pid;
 	bool detached; /* BOXLITE_BOX_DETACHED */
 	bool kept;     /* detached or connected: let go of, never killed, on free and close */
+	uint8_t *main_req; /* the main command as an EXEC payload; NULL: none */
+	size_t main_len;
 	/* (rt->lock) */
 	enum bl_box_state state;
 	bool freed;               /* the handle is gone: kill on sight */

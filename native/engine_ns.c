@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -22,10 +23,12 @@
 /* A box set-up is milliseconds natively, but seconds under emulation. */
 #define STATUS_TIMEOUT_MS 60000
 #define STATUS_MAX 512
-/* fds the shim receives: 3 = agent connection, 4 = status pipe. */
+/* fds the shim receives: 3 = agent connection, 4 = status pipe, 5 = the
+ * main command (with --main). */
 #define SHIM_FD_CONN 3
 #define SHIM_FD_STATUS 4
-#define FIRST_FREE_FD 5
+#define SHIM_FD_MAIN 5
+#define FIRST_FREE_FD 6
 
 static void set_err(char *err, size_t errlen, const char *what, int e)
 {
@@ -46,6 +49,7 @@ struct spawn_fds {
 	int conn[2];   /* [0] ours, [1] the shim's */
 	int status[2]; /* [0] ours, [1] the shim's */
 	int log;
+	int main; /* a memfd holding the main command, or -1 */
 };
 
 static void close_fd(int *fd)
@@ -62,11 +66,35 @@ static void close_fds(struct spawn_fds *f)
 	close_fd(&f->status[0]);
 	close_fd(&f->status[1]);
 	close_fd(&f->log);
+	close_fd(&f->main);
+}
+
+/* The main command in a sealed-off memfd, read by the agent (pread). */
+static int main_memfd(const struct bl_box *box, char *err, size_t errlen)
+{
+	int fd = (int)syscall(SYS_memfd_create, "boxlite-main", MFD_CLOEXEC);
+	size_t off = 0;
+	while (fd >= 0 && off < box->main_len) {
+		ssize_t n = write(fd, box->main_req + off, box->main_len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			close(fd);
+			fd = -1;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (fd < 0 || (fd = high_fd(fd)) < 0)
+		set_err(err, errlen, "the main command (memfd)", errno ? errno : EIO);
+	return fd;
 }
 
 static int open_fds(const struct bl_box *box, struct spawn_fds *f, char *err, size_t errlen)
 {
-	f->conn[0] = f->conn[1] = f->status[0] = f->status[1] = f->log = -1;
+	f->conn[0] = f->conn[1] = f->status[0] = f->status[1] = f->log = f->main = -1;
+	if (box->main_req && (f->main = main_memfd(box, err, errlen)) < 0)
+		return -1;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->conn) < 0) {
 		set_err(err, errlen, "socketpair", errno);
 		return -1;
@@ -99,7 +127,7 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
 		n_lowers++;
-	char **argv = calloc(18 + 2 * n_lowers, sizeof(char *));
+	char **argv = calloc(20 + 2 * n_lowers, sizeof(char *));
 	if (!argv)
 		return NULL;
 	size_t i = 0;
@@ -117,6 +145,8 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	snprintf(nums[2], 16, "%d", (int)box->owner_pid);
 	if (box->detached)
 		argv[i++] = "--detached";
+	if (box->main_req)
+		argv[i++] = "--main";
 	argv[i++] = "--hostname";
 	argv[i++] = box->hostname;
 	argv[i++] = "--grace-ms";
@@ -139,6 +169,7 @@ static int file_actions(posix_spawn_file_actions_t *fa, const struct spawn_fds *
 	    (rc = posix_spawn_file_actions_adddup2(fa, f->log, 2)) ||
 	    (rc = posix_spawn_file_actions_adddup2(fa, f->conn[1], SHIM_FD_CONN)) ||
 	    (rc = posix_spawn_file_actions_adddup2(fa, f->status[1], SHIM_FD_STATUS)) ||
+	    (f->main >= 0 && (rc = posix_spawn_file_actions_adddup2(fa, f->main, SHIM_FD_MAIN))) ||
 	    /* The embedding program's own inheritable fds stay out of the box. */
 	    (rc = posix_spawn_file_actions_addclosefrom_np(fa, FIRST_FREE_FD)))
 		posix_spawn_file_actions_destroy(fa);
@@ -309,6 +340,7 @@ int bl_engine_ns_spawn(const boxlite_runtime *rt, const struct bl_box *box, stru
 	close_fd(&f.conn[1]);
 	close_fd(&f.status[1]);
 	close_fd(&f.log);
+	close_fd(&f.main);
 	/* Our unreaped child: its pid cannot be reused, so this is race-free. */
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd < 0) {

@@ -92,6 +92,10 @@ def test_stop_terminates_everything_and_restart_works(box: boxlite_ffi.Box) -> N
     assert result.outcome in (Outcome.SIGNALED, Outcome.LOST)
     assert box_processes() == []
     box.stop()  # stopping a stopped box succeeds
+    with pytest.raises(boxlite_ffi.InvalidStateError) as refused:
+        box.run(["true"])  # a stopped box is not started behind the caller's back
+    assert refused.value.reason == "not_running"
+    box.start()
     assert box.run(["echo", "again"]).stdout == b"again\n"
 
 

@@ -42,7 +42,8 @@ def test_one_exception_class_per_code() -> None:
 def test_null_and_invalid_handles_are_typed_errors(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     native = rt.native
     box = rt.create(rootfs=rootfs)
-    handle = box._handle
+    box.start()
+    handle = box._live_handle()
     with native._use() as raw:
         assert lib.boxlite_box_start(raw, handle, ffi.NULL, ffi.NULL) == ErrorCode.INVALID_ARGUMENT
         assert lib.boxlite_box_start(raw, 0, DONE, ffi.NULL) == ErrorCode.INVALID_ARGUMENT

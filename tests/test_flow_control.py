@@ -168,9 +168,9 @@ class _CountingSink:
 def test_the_core_acknowledges_when_the_callback_returns(box: boxlite_ffi.Box) -> None:
     box.start()
     sink = _CountingSink()
-    native = box._native
+    native = box._svc.native
     handle = native.exec_start(
-        box._handle,
+        box._live_handle(),
         ["head", "-c", "10000000", "/dev/zero"],
         ["PATH=/bin"],
         None,

@@ -44,7 +44,7 @@ def detached_home(home: Path) -> Iterator[Path]:
     with boxlite_ffi.Runtime(home) as rt:
         for entry in (home / "boxes").iterdir():
             with contextlib.suppress(boxlite_ffi.NotFoundError):
-                rt.remove(entry.name)
+                rt.remove(entry.name, force=True)
 
 
 SCRIPT = 'echo start; read x; echo "got $x"; echo bye >&2; exit 7'
@@ -85,7 +85,7 @@ def test_detached_execution_is_resumed_from_another_process(
         assert again.replay_start == (0, 0)
         assert (result.outcome, result.exit_code) == (Outcome.EXITED, 7)
         assert (result.stdout, result.stderr) == (b"start\ngot hello\n", b"bye\n")
-        rt.remove("job")
+        rt.remove("job", force=True)
     assert box_processes() == []
 
 
@@ -117,7 +117,7 @@ def test_a_killed_owner_leaves_a_detached_box_and_its_executions_running(
         # Replayed from the first byte (all of it is within the replay buffer), then live.
         assert lines == [f"line{i}" for i in range(400)]
         assert result.outcome is Outcome.EXITED
-        rt.remove("survivor")
+        rt.remove("survivor", force=True)
 
 
 def test_a_box_that_is_not_detached_still_dies_with_its_owner(home: Path, rootfs: Path) -> None:
@@ -160,7 +160,7 @@ def test_attach_refusals(detached_home: Path, rootfs: Path) -> None:
         again = box.execution(held.id)  # signals reach it through the new handle
         again.kill()
         assert again.wait().outcome is Outcome.SIGNALED
-        rt.remove(box.id)
+        rt.remove(box.id, force=True)
 
 
 def test_asyncio_reattach_in_the_same_program(detached_home: Path, rootfs: Path) -> None:
@@ -173,7 +173,7 @@ def test_asyncio_reattach_in_the_same_program(detached_home: Path, rootfs: Path)
             await first.detach()
             second = await box.execution(first.id, cursor=cursor)
             result = await second.wait()
-            await rt.remove(box.id)
+            await rt.remove(box.id, force=True)
             return result.stdout, second.replay_start
 
     assert asyncio.run(main()) == (b"two\n", (4, 0))

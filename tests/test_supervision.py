@@ -57,7 +57,9 @@ def test_killing_the_shim_ends_the_box(rt: boxlite_ffi.Runtime, rootfs: Path) ->
         os.kill(shim_of(box), signal.SIGKILL)
         assert execution.wait(timeout=10).outcome is Outcome.LOST
         assert wait_until(lambda: box_processes() == [])
-        # The box can be started again afterwards.
+        # Its record says so, and it can be started again afterwards.
+        assert box.status == boxlite_ffi.BoxStatus.STOPPED
+        box.start()
         assert box.run(["echo", "back"]).stdout == b"back\n"
 
 

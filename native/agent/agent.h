@@ -161,6 +161,11 @@ void exec_detach(struct agent *ag, struct client *c, uint64_t id);
 /* Queue a small frame for ex's host, if it has one. */
 void exec_send(struct execution *ex, uint16_t type, const void *payload, size_t len);
 
+/* Spawn req in its own session with stdin, stdout and stderr on in (-1:
+ * /dev/null), out and err; marker is added to its environment.  0 or errno. */
+int exec_spawn_process(const struct bl_exec_request *req, int in, int out, int err, char *marker,
+		       pid_t *pid);
+
 /* ---- pty.c ---- */
 
 /* A master (non-blocking, CLOEXEC) and its slave's path, sized rows x cols. */
@@ -208,6 +213,20 @@ void exec_free_dead(struct agent *ag);
 /* Forget every ended execution (the agent is exiting). */
 void exec_forget_ended(struct agent *ag);
 
+/* ---- main_command.c: the box's main command, whose end is the box's ---- */
+
+struct main_command {
+	pid_t pid;     /* -1: none or reaped; 0: to be started */
+	int fds[4];    /* the command (EXEC payload), stdout log, stderr log, outcome pipe */
+};
+
+/* "--main R,O,E,X": the four fds the shim passed; false if malformed. */
+bool main_command_parse(struct main_command *m, const char *arg);
+/* Spawn it (with --main); a command that cannot start ends the box. */
+void main_command_start(struct agent *ag);
+/* Was pid the main command?  Then report how it ended and end the box. */
+bool main_command_reaped(struct agent *ag, pid_t pid, int status);
+
 /* ---- copy.c: `boxlite-agent copy-in DIR` / `copy-out PATH` (tar on stdio) ---- */
 
 int copy_main(int argc, char **argv);
@@ -226,10 +245,14 @@ struct agent {
 	struct execution *execs;
 	struct execution *ended; /* newest first, kept for reattaching hosts */
 	struct execution *dead;  /* forgotten, freed after the epoll batch */
+	struct main_command main;
 };
 
 /* Stop the box at once: kill everything, exit. */
 _Noreturn void agent_abandon(struct agent *ag);
+/* End the box: SIGKILL to every process; the agent exits once their EXITs
+ * are flushed. */
+void agent_end(struct agent *ag);
 
 int64_t agent_now_ms(void);
 /* Register fd with epoll for src; events 0 means registered but idle. */

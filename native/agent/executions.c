@@ -372,8 +372,10 @@ void exec_reap(struct agent *ag)
 	pid_t pid;
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		struct execution *ex = find_pid(ag, pid);
-		if (!ex)
-			continue; /* an orphan that PID 1 inherited */
+		if (!ex) {
+			main_command_reaped(ag, pid, status); /* or an orphan PID 1 inherited */
+			continue;
+		}
 		ex->reaped = true;
 		ex->status = status;
 		ex->drain_deadline_ms = agent_now_ms() + ag->drain_ms;
@@ -555,26 +557,27 @@ static int open_pipes(struct stdio_pipes *p, const struct bl_exec_params *params
 	return 0;
 }
 
-static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd,
-			 const struct stdio_pipes *p)
+/* A terminal (slave: its path) for all three, or in (-1: /dev/null), out, err. */
+static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd, const char *slave,
+			 int in, int out, int err)
 {
 	int rc = posix_spawn_file_actions_init(fa);
 	if (rc)
 		return rc;
-	if (p->slave[0]) {
+	if (slave) {
 		/* Opened after setsid and without O_NOCTTY: it becomes the
 		 * session's controlling terminal, so Ctrl-C and job control work. */
-		if ((rc = posix_spawn_file_actions_addopen(fa, 0, p->slave, O_RDWR, 0)) ||
+		if ((rc = posix_spawn_file_actions_addopen(fa, 0, slave, O_RDWR, 0)) ||
 		    (rc = posix_spawn_file_actions_adddup2(fa, 0, 1)) ||
 		    (rc = posix_spawn_file_actions_adddup2(fa, 0, 2)) ||
 		    (rc = posix_spawn_file_actions_addchdir_np(fa, cwd)))
 			posix_spawn_file_actions_destroy(fa);
 		return rc;
 	}
-	if ((rc = p->in[0] >= 0 ? posix_spawn_file_actions_adddup2(fa, p->in[0], 0)
-				: posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0)) ||
-	    (rc = posix_spawn_file_actions_adddup2(fa, p->out[1], 1)) ||
-	    (rc = posix_spawn_file_actions_adddup2(fa, p->err[1], 2)) ||
+	if ((rc = in >= 0 ? posix_spawn_file_actions_adddup2(fa, in, 0)
+			  : posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0)) ||
+	    (rc = posix_spawn_file_actions_adddup2(fa, out, 1)) ||
+	    (rc = posix_spawn_file_actions_adddup2(fa, err, 2)) ||
 	    (rc = posix_spawn_file_actions_addchdir_np(fa, cwd)))
 		posix_spawn_file_actions_destroy(fa);
 	return rc;
@@ -583,8 +586,8 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd,
 /* glibc's posix_spawn shares our memory until the exec (CLONE_VFORK), which
  * is what makes a warm exec cheap, and reports exec and chdir failures as
  * its return value. */
-static int spawn_process(const struct bl_exec_request *req, const struct stdio_pipes *p,
-			 char *marker, pid_t *pid)
+static int spawn_on(const struct bl_exec_request *req, const char *slave, int in, int out, int err,
+		    char *marker, pid_t *pid)
 {
 	/* The request's environment plus the marker that finds its daemons. */
 	char **envp = malloc(((size_t)req->envc + 2) * sizeof *envp);
@@ -597,7 +600,7 @@ static int spawn_process(const struct bl_exec_request *req, const struct stdio_p
 	posix_spawn_file_actions_t fa;
 	int rc = use_path_of(req);
 	if (!rc && !(rc = spawn_attrs(&attr))) {
-		if ((rc = spawn_actions(&fa, req->cwd, p)) == 0) {
+		if ((rc = spawn_actions(&fa, req->cwd, slave, in, out, err)) == 0) {
 			rc = posix_spawnp(pid, req->argv[0], &fa, &attr, req->argv, envp);
 			posix_spawn_file_actions_destroy(&fa);
 		}
@@ -605,6 +608,12 @@ static int spawn_process(const struct bl_exec_request *req, const struct stdio_p
 	}
 	free(envp);
 	return rc;
+}
+
+int exec_spawn_process(const struct bl_exec_request *req, int in, int out, int err, char *marker,
+		       pid_t *pid)
+{
+	return spawn_on(req, NULL, in, out, err, marker, pid);
 }
 
 static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_exec_request *req,
@@ -620,7 +629,8 @@ static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_ex
 	process_tree_marker(id, ex->marker, sizeof ex->marker);
 	*err = open_pipes(&p, &req->params);
 	if (!*err)
-		*err = spawn_process(req, &p, ex->marker, &pid);
+		*err = spawn_on(req, p.slave[0] ? p.slave : NULL, p.in[0], p.out[1], p.err[1],
+				ex->marker, &pid);
 	/* The child's ends are the child's alone now. */
 	close_fd(&p.in[0]);
 	close_fd(&p.out[1]);

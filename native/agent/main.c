@@ -2,13 +2,15 @@
  * main.c - boxlite-agent: set-up, the host connection, and the event loop.
  *
  *   boxlite-agent [--drain-ms N] [--grace-ms N] [--listen-fd N] [--detached]
+ *                 [--main CMD_FD,STDOUT_FD,STDERR_FD,OUTCOME_FD]
  *
  * fd 3 is the creator's connection; --listen-fd a listening socket where
  * more hosts connect.  SIGTERM means "stop the box": every process gets
  * SIGTERM, then SIGKILL after the grace period; the agent exits once every
  * EXIT is flushed.  The creator closing its connection means the box is
  * abandoned (kill everything, exit at once) unless the box is --detached:
- * then its executions run on, for a host to attach to later.
+ * then its executions run on, for a host to attach to later.  With --main,
+ * the box's main command runs from the start, and its end ends the box.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,6 +88,7 @@ static void parse_args(struct agent *ag, int argc, char **argv)
 	ag->drain_ms = DEFAULT_DRAIN_MS;
 	ag->grace_ms = DEFAULT_GRACE_MS;
 	ag->listen_fd = -1;
+	ag->main.pid = -1; /* none */
 	for (int i = 1; i < argc; i++) {
 		if (i + 1 < argc && strcmp(argv[i], "--drain-ms") == 0)
 			ag->drain_ms = parse_number(argv[++i], 86400000ul);
@@ -95,9 +98,12 @@ static void parse_args(struct agent *ag, int argc, char **argv)
 			ag->listen_fd = (int)parse_number(argv[++i], 65535);
 		else if (strcmp(argv[i], "--detached") == 0)
 			ag->detached = true;
+		else if (i + 1 < argc && strcmp(argv[i], "--main") == 0 &&
+			 main_command_parse(&ag->main, argv[++i]))
+			ag->main.pid = 0; /* to be started */
 		else {
 			fprintf(stderr, "usage: boxlite-agent [--drain-ms N] [--grace-ms N] "
-					"[--listen-fd N] [--detached]\n");
+					"[--listen-fd N] [--detached] [--main R,O,E,X]\n");
 			exit(2);
 		}
 	}
@@ -150,10 +156,13 @@ static void setup(struct agent *ag)
 
 static void kill_everything(struct agent *ag, int sig)
 {
-	if (ag->pid1)
+	if (ag->pid1) {
 		kill(-1, sig); /* every process in the namespace but us */
-	else
-		exec_kill_all(ag, sig);
+		return;
+	}
+	exec_kill_all(ag, sig);
+	if (ag->main.pid > 0)
+		kill(-ag->main.pid, sig);
 }
 
 static void begin_stop(struct agent *ag)
@@ -163,6 +172,14 @@ static void begin_stop(struct agent *ag)
 	ag->stopping = true;
 	ag->kill_at_ms = agent_now_ms() + ag->grace_ms;
 	kill_everything(ag, SIGTERM);
+	agent_arm_timer(ag, 0);
+}
+
+void agent_end(struct agent *ag)
+{
+	ag->stopping = true;
+	ag->kill_at_ms = agent_now_ms();
+	kill_everything(ag, SIGKILL);
 	agent_arm_timer(ag, 0);
 }
 
@@ -232,6 +249,8 @@ int main(int argc, char **argv)
 	struct agent ag = {0};
 	parse_args(&ag, argc, argv);
 	setup(&ag);
+	if (ag.main.pid == 0)
+		main_command_start(&ag);
 	struct epoll_event evs[MAX_EVENTS];
 	for (;;) {
 		client_flush_all(&ag);

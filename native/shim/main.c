@@ -83,8 +83,8 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 	cfg->drain_ms = 100;
 	for (int i = 1; i < argc; i += 2) {
 		const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-		if (strcmp(flag, "--detached") == 0) {
-			cfg->detached = true;
+		if (strcmp(flag, "--detached") == 0 || strcmp(flag, "--main") == 0) {
+			*(flag[2] == 'd' ? &cfg->detached : &cfg->main) = true;
 			i--; /* a flag without a value */
 			continue;
 		}
@@ -172,6 +172,26 @@ static int listen_socket(const struct shim_config *cfg)
 	return fd;
 }
 
+/*
+ * One shim per box: a write lock on DIR/lock, held until the shim exits.
+ * A POSIX record lock, not flock: F_GETLK tells anyone who holds it, so
+ * the lock both refuses a second start and names the shim of a box whose
+ * record is out of date.  Never closed, so never dropped early.
+ */
+static void lock_box(const struct shim_config *cfg)
+{
+	char p[PATH_MAX];
+	if (snprintf(p, sizeof p, "%s/lock", cfg->box_dir) >= (int)sizeof p)
+		die(1, ENAMETOOLONG, "box directory");
+	int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		die(1, errno, "open %s", p);
+	struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	if (fcntl(fd, F_SETLK, &lk) < 0)
+		die(1, errno == EACCES || errno == EAGAIN ? EBUSY : errno,
+		    "the box is running already (its lock is held)");
+}
+
 /* --detached: continue in a child that the spawner never has to reap.  The
  * parent stays until the status line is written (release_fd closes), so a
  * spawner that kills it during set-up takes the set-up down with it. */
@@ -236,7 +256,12 @@ int main(int argc, char **argv)
 	int release_fd = cfg.detached ? detach_from_spawner() : -1;
 	if (prctl(PR_SET_NAME, "boxlite-shim", 0, 0, 0) < 0)
 		die(1, errno, "prctl(PR_SET_NAME)");
+	lock_box(&cfg); /* after the fork: record locks are not inherited */
 	make_box_dirs(&cfg);
+	const char *step;
+	int err = main_command_prepare(&cfg, &step);
+	if (err)
+		die(1, err, "%s", step);
 	cfg.listen_fd = listen_socket(&cfg);
 	int agent_fd = open(cfg.agent, O_PATH | O_CLOEXEC);
 	if (agent_fd < 0)
@@ -272,6 +297,9 @@ int main(int argc, char **argv)
 	close(err_pipe[1]);
 	close(agent_fd);
 	close(cfg.listen_fd);
+	for (size_t i = 0; i < 4; i++)
+		if (cfg.main_fds[i] >= 0)
+			close(cfg.main_fds[i]); /* the agent's now */
 	close(SHIM_CONN_FD); /* the agent holds it now; its end is the box's end */
 	write_id_maps(child); /* a failure exits; the child then dies of PDEATHSIG */
 	if (write(sync_pipe[1], "g", 1) != 1)
@@ -296,5 +324,7 @@ int main(int argc, char **argv)
 			die(1, errno, "prctl(PR_SET_PDEATHSIG)");
 		close(release_fd);
 	}
-	return supervise(&cfg, pidfd, owner_pidfd);
+	int code = supervise(&cfg, pidfd, owner_pidfd);
+	main_command_record(&cfg);
+	return code;
 }

@@ -131,6 +131,17 @@ static int mount_overlay(const struct shim_config *cfg, const char *rootfs, stru
 	return fail(e, first_err, "mount overlay");
 }
 
+/* The listening socket and the main command's fds are the agent's to keep. */
+static int pass_fds(const struct shim_config *cfg, struct setup_error *e)
+{
+	if (fcntl(cfg->listen_fd, F_SETFD, 0) < 0)
+		return fail(e, errno, "pass the listening socket");
+	for (size_t i = 0; cfg->main && i < 4; i++)
+		if (fcntl(cfg->main_fds[i], F_SETFD, 0) < 0)
+			return fail(e, errno, "pass the main command's fds");
+	return 0;
+}
+
 static int mount_dev(const char *root, struct setup_error *e)
 {
 	char dev[PATH_MAX], p[PATH_MAX], host[32];
@@ -250,15 +261,19 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 	snprintf(grace, sizeof grace, "%u", cfg->grace_ms);
 	char listen[16];
 	snprintf(listen, sizeof listen, "%d", cfg->listen_fd);
-	char *argv[] = {"boxlite-agent", "--drain-ms", drain,	 "--grace-ms",
-			grace,		 "--listen-fd", listen, NULL, NULL};
+	char main_fds[64];
+	snprintf(main_fds, sizeof main_fds, "%d,%d,%d,%d", cfg->main_fds[0], cfg->main_fds[1],
+		 cfg->main_fds[2], cfg->main_fds[3]);
+	char *argv[12] = {"boxlite-agent", "--drain-ms", drain, "--grace-ms", grace, "--listen-fd", listen};
+	size_t argc = 7;
 	if (cfg->detached)
-		argv[7] = "--detached";
-	/* The listening socket is the agent's to keep. */
-	if (fcntl(cfg->listen_fd, F_SETFD, 0) < 0) {
-		fail(e, errno, "pass the listening socket");
-		return;
+		argv[argc++] = "--detached";
+	if (cfg->main) {
+		argv[argc++] = "--main";
+		argv[argc++] = main_fds;
 	}
+	if (pass_fds(cfg, e) < 0)
+		return;
 	char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	sigset_t none;
 	sigemptyset(&none);

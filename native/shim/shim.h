@@ -3,7 +3,7 @@
  *
  *   boxlite-shim --box-dir DIR --agent PATH --lower DIR [--lower DIR ...]
  *                [--hostname NAME] [--grace-ms N] [--drain-ms N] [--owner-pid PID]
- *                [--detached]
+ *                [--detached] [--main]
  *
  * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
  * one line, "ok <shim pid>" or "error <errno> <step>: <reason>".  The agent
@@ -13,6 +13,14 @@
  * the process that spawned it (a fork whose parent exits once the status
  * line is written), so that process never has to reap it; the pid in the
  * status line is then the one to watch.
+ *
+ * The shim holds a write lock (fcntl) on DIR/lock while it lives: one shim
+ * per box, and F_GETLK names it.
+ *
+ * --main: fd 5 holds the box's main command (an EXEC payload).  The agent
+ * runs it with stdout and stderr appended to DIR/stdout.log and
+ * DIR/stderr.log; when it ends, so does the box, and the shim writes its
+ * outcome to DIR/exit (main_command.c).
  *
  * main.c builds the box (sandbox.c runs in the cloned child, which becomes
  * the agent) and then supervises it (supervise.c) until the agent is gone.
@@ -26,6 +34,7 @@
 
 #define SHIM_CONN_FD 3
 #define SHIM_STATUS_FD 4
+#define SHIM_MAIN_FD 5
 #define SHIM_MAX_LOWERS 128
 
 struct shim_config {
@@ -37,7 +46,12 @@ struct shim_config {
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
 	bool detached;
+	bool main;     /* --main */
 	int listen_fd; /* DIR/agent.sock; the agent inherits it */
+	/* With --main, what the agent inherits for it: the command, the two
+	 * logs, and the write end of the pipe it reports the outcome on. */
+	int main_fds[4];
+	int outcome_fd; /* the read end of that pipe; -1 without --main */
 };
 
 /* What the child reports through the error pipe when a step fails. */
@@ -53,6 +67,16 @@ struct setup_error {
  */
 void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd,
 		   struct setup_error *e);
+
+/*
+ * main_command.c: before the box is built, drop the outcome of an earlier
+ * run and, with --main, open what the agent needs for the main command.
+ * Returns 0, or an errno with *step naming what failed.  After the agent
+ * is reaped, record the outcome it reported, if any, in DIR/exit
+ * (atomically: a reader sees all of it or nothing).
+ */
+int main_command_prepare(struct shim_config *cfg, const char **step);
+void main_command_record(const struct shim_config *cfg);
 
 /* supervise.c: run until the agent exits; returns the shim's exit code. */
 int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd);

@@ -1,0 +1,235 @@
+"""A box's life: its statuses, what its directory says about it, and how a
+record is reconciled with reality.
+
+    configured -> starting -> running -> stopping -> stopped
+                                      -> exited   (its main command ended)
+                           -> failed  (it could not start)
+    stopped, exited, failed -> starting (start again: the writable layer stays)
+
+Removing is not a status: a removed box's record is hidden from lookups
+and kept a while, so a waiter still learns how its run ended.
+
+The directory is the truth about a run.  The shim holds a write lock on
+``<dir>/lock`` while it lives (so whoever holds it is the box's shim, and a
+second shim cannot start), and writes ``<dir>/exit`` when the main command
+ended the box.  Records are brought in line with those facts by ``settle``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import Code
+from .execution import Outcome
+from .store import DELETE, BoxRecord, Change, Proc, Store
+
+
+class BoxStatus(Code):
+    CONFIGURED = "configured"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    EXITED = "exited"
+    FAILED = "failed"
+
+
+LIVE = frozenset({BoxStatus.STARTING, BoxStatus.RUNNING, BoxStatus.STOPPING})
+ENDED = frozenset({BoxStatus.STOPPED, BoxStatus.EXITED, BoxStatus.FAILED})
+
+
+@dataclass(frozen=True)
+class BoxExit:
+    """How a box's run ended (``Box.wait``).
+
+    ``outcome`` is its main command's (EXITED with ``exit_code``, SIGNALED
+    with ``signal``, FAILED_TO_START with ``reason``), or None when the box
+    was stopped, or ended without a main command.  ``exit_code`` follows
+    the shell: 128+n after signal n, 127/126 when the command could not be
+    started.
+    """
+
+    status: BoxStatus
+    outcome: Outcome | None
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    finished: float | None
+
+    @classmethod
+    def of(cls, record: BoxRecord) -> BoxExit:
+        outcome = None
+        if record.status == BoxStatus.EXITED:
+            outcome = Outcome.EXITED if record.exit_signal is None else Outcome.SIGNALED
+        elif record.status == BoxStatus.FAILED and record.exit_code is not None:
+            outcome = Outcome.FAILED_TO_START
+        return cls(
+            BoxStatus(record.status),
+            outcome,
+            record.exit_code,
+            record.exit_signal,
+            record.reason,
+            record.finished,
+        )
+
+
+@dataclass(frozen=True)
+class BoxInfo:
+    """A box as ``Runtime.list`` and ``Box.info`` report it."""
+
+    id: str
+    name: str | None
+    image: str
+    status: BoxStatus
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    created: float
+    started: float | None
+    finished: float | None
+    detached: bool
+    auto_remove: bool
+    config: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: BoxRecord) -> BoxInfo:
+        return cls(
+            record.id,
+            record.name,
+            record.config.get("image", ""),
+            BoxStatus(record.status),
+            record.exit_code,
+            record.exit_signal,
+            record.reason,
+            record.created,
+            record.started,
+            record.finished,
+            record.detached,
+            bool(record.config.get("auto_remove")),
+            record.config,
+        )
+
+
+# ---- what the directory says ---------------------------------------------
+
+_FLOCK = "hhqqi4x"  # struct flock on Linux x86-64 and arm64
+
+
+def shim_pid(box_dir: Path) -> int | None:
+    """The pid of the shim holding the box's lock, None when no shim runs."""
+    try:
+        fd = os.open(box_dir / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        l_type, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    finally:
+        os.close(fd)
+    return pid if l_type != fcntl.F_UNLCK and pid > 0 else None
+
+
+def read_exit(box_dir: Path) -> Change | None:
+    """The end the shim recorded for the main command, as record fields."""
+    try:
+        what, value, millis = (box_dir / "exit").read_text().split()
+        number, finished = int(value), int(millis) / 1000
+    except (OSError, ValueError):
+        return None
+    if what == "exited":
+        return {"status": BoxStatus.EXITED, "exit_code": number, "finished": finished}
+    if what == "signaled":
+        return {
+            "status": BoxStatus.EXITED,
+            "exit_code": 128 + number,
+            "exit_signal": number,
+            "finished": finished,
+        }
+    code = 127 if number == 2 else 126  # ENOENT: not found; else not executable
+    reason = f"the main command could not start: {os.strerror(number)}"
+    return {"status": BoxStatus.FAILED, "exit_code": code, "reason": reason, "finished": finished}
+
+
+def log_paths(box_dir: Path) -> tuple[Path, Path]:
+    return box_dir / "stdout.log", box_dir / "stderr.log"
+
+
+# ---- reconciling ----------------------------------------------------------
+
+
+def ended(box_dir: Path) -> Change:
+    """The fields of a run that is over: what the shim recorded, else stopped."""
+    return read_exit(box_dir) or {"status": BoxStatus.STOPPED, "finished": time.time()}
+
+
+def settle(record: BoxRecord, box_dir: Path) -> Change | None:
+    """What the record should say, given who is alive; DELETE for a box
+    nobody may keep: its owner died, or it was auto_remove and ended."""
+    status = BoxStatus(record.status)
+    pid = shim_pid(box_dir)
+    actor_gone = record.actor is None or not record.actor.alive()
+    change: Change = {}
+    if status == BoxStatus.STARTING and actor_gone:
+        # Its starter died: the start got through, or it did not.
+        if pid is not None:
+            change = {"status": BoxStatus.RUNNING, "shim": Proc.of(pid), "actor": None}
+        else:
+            reason = "the process starting it died"
+            change = {"status": BoxStatus.FAILED, "reason": reason, "actor": None}
+    elif status in (BoxStatus.RUNNING, BoxStatus.STOPPING) and pid is None:
+        change = ended(box_dir) | {"actor": None}
+    if pid is None and not record.removed and _unkept(record, change.get("status", status)):
+        return DELETE
+    return change or None
+
+
+def _unkept(record: BoxRecord, status: BoxStatus) -> bool:
+    owner_gone = not record.detached and record.owner is not None and not record.owner.alive()
+    return (status not in LIVE and owner_gone) or (
+        status in ENDED and record.config.get("auto_remove", False)
+    )
+
+
+def reconcile(store: Store, box_id: str, box_dir: Path) -> BoxRecord:
+    """Settle one record in a transaction; remove the directory of a box
+    that settling removed."""
+    removing = []
+
+    def change(record: BoxRecord) -> Change | None:
+        fields = settle(record, box_dir)
+        if fields is DELETE:
+            removing.append(True)
+        return fields
+
+    record = store.change(box_id, change)
+    if removing:
+        remove_tree(box_dir)
+    return record
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a box directory, including directories nobody may list (the
+    mode-000 ones overlayfs leaves in work/, any a box made in upper/).
+    Another process removing it at the same time is no error."""
+
+    def unlock(directory: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            directory.chmod(0o700)
+            for child in directory.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    unlock(child)
+
+    def gone_already(_func: Any, _path: str, exc_info: Any) -> None:
+        if not issubclass(exc_info[0], FileNotFoundError):
+            raise exc_info[1]
+
+    unlock(path)
+    shutil.rmtree(path, onerror=gone_already)

@@ -1,0 +1,107 @@
+/*
+ * main_command.c - the shim's part in a box's main command: the files the
+ * agent writes its output to, and the record of how it ended (shim.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+static int path_in(char *out, const char *dir, const char *name)
+{
+	return snprintf(out, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX ? ENAMETOOLONG : 0;
+}
+
+static int open_log(const char *dir, const char *name, int *fd)
+{
+	char p[PATH_MAX];
+	int err = path_in(p, dir, name);
+	if (!err && (*fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
+		err = errno;
+	return err;
+}
+
+int main_command_prepare(struct shim_config *cfg, const char **step)
+{
+	for (size_t i = 0; i < 4; i++)
+		cfg->main_fds[i] = -1;
+	cfg->outcome_fd = -1;
+	char p[PATH_MAX];
+	int err = path_in(p, cfg->box_dir, "exit");
+	*step = "remove the outcome of the last run";
+	if (err || (unlink(p) < 0 && errno != ENOENT))
+		return err ? err : errno;
+	if (!cfg->main)
+		return 0;
+	*step = "the main command (fd 5)";
+	if (fcntl(SHIM_MAIN_FD, F_SETFD, FD_CLOEXEC) < 0)
+		return errno;
+	cfg->main_fds[0] = SHIM_MAIN_FD;
+	*step = "open the main command's logs";
+	if ((err = open_log(cfg->box_dir, "stdout.log", &cfg->main_fds[1])) ||
+	    (err = open_log(cfg->box_dir, "stderr.log", &cfg->main_fds[2])))
+		return err;
+	int report[2];
+	*step = "pipe2";
+	if (pipe2(report, O_CLOEXEC) < 0)
+		return errno;
+	cfg->outcome_fd = report[0];
+	cfg->main_fds[3] = report[1];
+	return 0;
+}
+
+/* The agent's one line, e.g. "exited 3\n"; empty when it reported none. */
+static size_t read_report(int fd, char *buf, size_t cap)
+{
+	size_t got = 0;
+	while (got < cap - 1) {
+		ssize_t n = read(fd, buf + got, cap - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	return got && buf[got - 1] == '\n' ? got : 0; /* a torn line is no report */
+}
+
+static int write_all(int fd, const char *s, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, s, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		s += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+void main_command_record(const struct shim_config *cfg)
+{
+	char report[64], line[128], tmp[PATH_MAX], final[PATH_MAX];
+	if (cfg->outcome_fd < 0 || !read_report(cfg->outcome_fd, report, sizeof report))
+		return;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	/* "<outcome> <value> <finished, ms since the epoch>" */
+	int len = snprintf(line, sizeof line, "%.*s %lld\n", (int)strlen(report) - 1, report,
+			   (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+	if (path_in(tmp, cfg->box_dir, "exit.tmp") || path_in(final, cfg->box_dir, "exit"))
+		return;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	bool ok = fd >= 0 && write_all(fd, line, (size_t)len) == 0 && fsync(fd) == 0;
+	if (fd >= 0)
+		close(fd);
+	if (!ok || rename(tmp, final) < 0)
+		fprintf(stderr, "boxlite-shim: record the main command's outcome: %s\n",
+			strerror(errno));
+}
