@@ -20,6 +20,7 @@ from . import file_copy
 from ._native import lib
 from .core import BoxConfig, then
 from .errors import (
+    BoxliteError,
     BoxliteTimeoutError,
     ExecClosedError,
     InvalidArgumentError,
@@ -232,29 +233,27 @@ class Box:
         return self._handle
 
     def _started(self, started: Future[None], result: Future[None]) -> None:
-        """On the monitor thread: record how the start went."""
+        """On the monitor thread: record how the start went, then tell the caller."""
         exc = started.exception()
-        if exc is not None:
-            reason = str(exc)
-            self._svc.store.change(
-                self.id,
-                lambda r: (
-                    {"status": BoxStatus.FAILED, "reason": reason, "actor": None}
-                    | {"finished": time.time()}
-                ),
-            )
+        try:
+            if exc is None:
+                self._record_running()
+            else:
+                fields = {"status": BoxStatus.FAILED, "reason": str(exc), "actor": None}
+                self._svc.store.change(self.id, lambda r: fields | {"finished": time.time()})
+        except BoxliteError as error:  # the runtime closed meanwhile
+            exc = exc or error
+        if exc is None:
+            result.set_result(None)
+        else:
             result.set_exception(exc)
-            return
-        pid = self._svc.native.box_pid(self._handle)  # type: ignore[arg-type]
-        shim, started_at = Proc.of(pid), time.time()
-        self._svc.store.change(
-            self.id,
-            lambda r: (
-                {"status": BoxStatus.RUNNING, "shim": shim, "actor": None} | {"started": started_at}
-            ),
-        )
+
+    def _record_running(self) -> None:
+        pid = self._svc.native.box_pid(self._live_handle())
+        fields: Change = {"status": BoxStatus.RUNNING, "shim": Proc.of(pid), "actor": None}
+        fields["started"] = time.time()
+        self._svc.store.change(self.id, lambda r: fields)
         self._watch(pid)
-        result.set_result(None)
 
     def _later(self, job: Callable[[], None], result: Future[Any]) -> None:
         """Run job on the monitor thread (store writes stay off the drain thread)."""
@@ -420,7 +419,7 @@ class Box:
                 f"box {self.id} is {status}: stop it first, or remove with force",
                 StateReason.BOX_RUNNING,
             )
-        return DELETE
+        return change | DELETE
 
     def close(self) -> None:
         """Let go of the box.  A box this program created or started

@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import Code
 from .execution import Outcome
-from .store import DELETE, BoxRecord, Change, Proc, Store
+from .store import DELETE, BoxRecord, Change, Proc, Store, removes
 
 
 class BoxStatus(Code):
@@ -187,7 +187,7 @@ def settle(record: BoxRecord, box_dir: Path) -> Change | None:
     elif status in (BoxStatus.RUNNING, BoxStatus.STOPPING) and pid is None:
         change = ended(box_dir) | {"actor": None}
     if pid is None and not record.removed and _unkept(record, change.get("status", status)):
-        return DELETE
+        return change | DELETE
     return change or None
 
 
@@ -205,7 +205,7 @@ def reconcile(store: Store, box_id: str, box_dir: Path) -> BoxRecord:
 
     def change(record: BoxRecord) -> Change | None:
         fields = settle(record, box_dir)
-        if fields is DELETE:
+        if removes(fields):
             removing.append(True)
         return fields
 

@@ -123,9 +123,16 @@ class BoxRecord:
     removed: float | None = None  # when it was removed: hidden from lookups
 
 
-# What a change returns: the fields to set, or DELETE to remove the box.
+# What a change returns: the fields to set; with DELETE in them, the box is
+# removed as well (``change | DELETE``).
 Change = dict[str, Any]
 DELETE: Change = {"__delete__": True}
+
+
+def removes(fields: Change | None) -> bool:
+    return bool(fields) and "__delete__" in fields  # type: ignore[operator]
+
+
 _LIVE_ROWS = "removed IS NULL"
 
 
@@ -205,8 +212,9 @@ class Store:
                 raise NotFoundError(f"box {box_id} no longer exists")
             record = _record(rows[0])
             fields = change(record)
-            if fields is DELETE:
-                fields = {"removed": time.time(), "name": None}  # the name is free again
+            if removes(fields):
+                fields = {k: v for k, v in fields.items() if k != "__delete__"}  # type: ignore[union-attr]
+                fields |= {"removed": time.time(), "name": None}  # the name is free again
                 db.execute("DELETE FROM boxes WHERE removed < ?", (time.time() - TOMBSTONE_S,))
             if not fields:
                 return record
