@@ -160,6 +160,10 @@ class Store:
             path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Commits reach the WAL without an fsync each: a power cut may lose
+        # the last few, never consistency, and after one every box is dead
+        # anyway and reconciled at the next open.  Saves ~0.4 ms per write.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         with self._transaction() as db:  # one migrator at a time
             version = db.execute("PRAGMA user_version").fetchone()[0]
             for step, statements in enumerate(_MIGRATIONS[version:], start=version + 1):

@@ -216,6 +216,18 @@ static int detach_from_spawner(void)
 	return release[1];
 }
 
+/* The writable layer is mounted volatile (no sync when the box stops).  A
+ * detached box is kept for later runs, maybe after a reboot, so its end
+ * waits for the layer to reach the disk. */
+static void sync_writable_layer(const struct shim_config *cfg)
+{
+	int fd = open(cfg->box_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || syncfs(fd) < 0)
+		fprintf(stderr, "boxlite-shim: sync %s: %s\n", cfg->box_dir, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 static pid_t clone_box(int *pidfd)
 {
 	struct clone_args args;
@@ -325,6 +337,8 @@ int main(int argc, char **argv)
 		close(release_fd);
 	}
 	int code = supervise(&cfg, pidfd, owner_pidfd);
+	if (cfg.detached)
+		sync_writable_layer(&cfg);
 	main_command_record(&cfg);
 	return code;
 }

@@ -126,6 +126,17 @@ static void test_null_arguments_are_refused(void)
 	bo.flags = 1u << 7;
 	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_ERR_INVALID_ARGUMENT); /* unknown flag */
 	bo.flags = 0;
+	/* A main command needs an argv[0]; env and cwd without one mean nothing. */
+	const char *no_args[] = {NULL}, *env[] = {"A=1", NULL}, *argv[] = {"true", NULL};
+	bo.main_argv = no_args;
+	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_ERR_INVALID_ARGUMENT);
+	bo.main_argv = NULL;
+	bo.main_env = env;
+	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_ERR_INVALID_ARGUMENT);
+	bo.main_argv = argv;
+	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_OK);
+	CHECK(boxlite_box_free(rt, e) == BOXLITE_OK);
+	bo.main_argv = bo.main_env = NULL;
 	/* A box handle is not an exec handle; a forged one finds nothing. */
 	CHECK(boxlite_exec_free(rt, h) == BOXLITE_ERR_INVALID_HANDLE);
 	CHECK(boxlite_box_free(rt, h ^ (1ull << 40)) == BOXLITE_ERR_INVALID_HANDLE);
