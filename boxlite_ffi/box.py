@@ -534,6 +534,8 @@ class Box:
         def learn_start(_: Future[None]) -> None:
             # Before anyone waiting for the answer sees it: its cursor is right.
             exc = answered.exception()
+            if isinstance(exc, InvalidStateError):
+                exc.reason = StateReason.EXEC_BUSY  # the box's only refusal of that kind
             if exc is None:
                 info = self._svc.native.exec_attach_info(handle)
                 sink.start = {STDOUT: info.stdout_start, STDERR: info.stderr_start}

@@ -77,6 +77,7 @@ class StateReason(Code):
     BOX_CLOSED = "box_closed"  # this handle was closed
     EXEC_RUNNING = "exec_running"  # the execution has not ended
     EXEC_BUSY = "exec_busy"  # another handle holds the execution
+    NOT_ORDERED = "not_ordered"  # Execution.output without ordered_output=True
 
 
 class InvalidStateError(BoxliteError):

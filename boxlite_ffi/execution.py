@@ -21,6 +21,7 @@ from .errors import (
     InvalidHandleError,
     InvalidStateError,
     RuntimeClosedError,
+    StateReason,
     error_for,
 )
 from .streams import ChunkStream, OutputChunk, OutputStream
@@ -334,7 +335,9 @@ class Execution:
     def output(self) -> ChunkStream[OutputChunk]:
         """Both streams in one order, each chunk numbered (``ordered_output=True``)."""
         if self._output is None:
-            raise InvalidStateError("start the execution with ordered_output=True")
+            raise InvalidStateError(
+                "start the execution with ordered_output=True", StateReason.NOT_ORDERED
+            )
         return self._output
 
     @property
@@ -353,7 +356,7 @@ class Execution:
         a stream being iterated keeps its chunks for its reader.
         """
         if not self.done:
-            raise InvalidStateError("the execution is still running")
+            raise InvalidStateError("the execution is still running", StateReason.EXEC_RUNNING)
         end = self._sink.exited.result()
         with self._lock:
             if self._result is None:

@@ -51,11 +51,12 @@ def expected(model: dict[str, str], op: str, name: str) -> str:
 
 
 class TwoProcesses(RuleBasedStateMachine):
+    rootfs = ""  # set by the fixture below: hypothesis cannot take fixtures
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
         self.home = Path(self.tmp.name) / "home"
-        self.rootfs = str(ROOTFS)
         self.rt = boxlite_ffi.Runtime(self.home)
         self.worker = subprocess.Popen(
             [sys.executable, str(WORKER), str(self.home), self.rootfs],
@@ -105,13 +106,9 @@ class TwoProcesses(RuleBasedStateMachine):
         self.tmp.cleanup()
 
 
-ROOTFS: Path
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _rootfs(rootfs: Path) -> None:
-    global ROOTFS
-    ROOTFS = rootfs
+    TwoProcesses.rootfs = str(rootfs)
 
 
 TwoProcesses.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)

@@ -144,8 +144,9 @@ def test_attach_refusals(detached_home: Path, rootfs: Path) -> None:
     with boxlite_ffi.Runtime(detached_home) as rt:
         box = rt.create(rootfs=rootfs, detach=True)
         held = box.exec(["sleep", "30"])
-        with pytest.raises(boxlite_ffi.InvalidStateError):
+        with pytest.raises(boxlite_ffi.InvalidStateError) as busy:
             box.execution(held.id)  # another handle holds it
+        assert busy.value.reason == "exec_busy"
         with pytest.raises(boxlite_ffi.NotFoundError):
             box.execution("00000000000000ff")
         for bad in ("", "xyz", "0" * 16, "1" * 17):
