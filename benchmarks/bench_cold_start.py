@@ -15,7 +15,7 @@ import time
 
 import boxlite_ffi
 
-from common import report, rootfs, scratch
+from common import bwrap_true, report, rootfs, scratch
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
 
@@ -29,22 +29,7 @@ def timed(fn: object) -> float:
 def main() -> None:
     base = scratch()
     root = rootfs(base)
-    bwrap = shutil.which("bwrap")
-    bwrap_cmd = [
-        str(bwrap),
-        "--unshare-all",
-        "--die-with-parent",
-        "--ro-bind",
-        str(root),
-        "/",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "/bin/true",
-    ]
+    bwrap_cmd = bwrap_true(root)
     samples: dict[str, list[float]] = {
         "boxlite create+run+close": [],
         "boxlite create+run (result)": [],
@@ -59,7 +44,7 @@ def main() -> None:
             result = time.perf_counter() - start
             box.close()
             total = time.perf_counter() - start
-            baseline = timed(lambda: subprocess.run(bwrap_cmd, check=True)) if bwrap else 0.0
+            baseline = timed(lambda: subprocess.run(bwrap_cmd, check=True)) if bwrap_cmd else 0.0
             plain = timed(lambda: subprocess.run(["/bin/true"], check=True))
             if i == 0:
                 continue  # warm-up
@@ -67,7 +52,7 @@ def main() -> None:
             samples["boxlite create+run (result)"].append(result)
             samples["bwrap --unshare-all"].append(baseline)
             samples["subprocess.run(/bin/true)"].append(plain)
-    if not bwrap:
+    if not bwrap_cmd:
         del samples["bwrap --unshare-all"]
     report("cold start to the result of /bin/true", samples, "boxlite create+run+close")
     shutil.rmtree(base, ignore_errors=True)

@@ -15,7 +15,7 @@ from boxlite_ffi.box import native_config
 from boxlite_ffi.execution import Execution, _ExecSink
 from boxlite_ffi.lifecycle import remove_tree
 
-from common import report, rootfs, scratch, time_interleaved
+from common import bwrap_true, report, rootfs, scratch, time_interleaved
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
 
@@ -55,19 +55,8 @@ def without_store(rt: boxlite_ffi.Runtime, root: Path, n: list[int]) -> None:
 def main() -> None:
     base = scratch()
     root = rootfs(base)
-    bwrap = [
-        str(shutil.which("bwrap")),
-        "--unshare-all",
-        "--die-with-parent",
-        "--ro-bind",
-        str(root),
-        "/",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "/bin/true",
-    ]
+    bwrap = bwrap_true(root)
+    assert bwrap is not None, "bwrap is the baseline: apt-get install bubblewrap"
     counter = [0]
     with boxlite_ffi.Runtime(base / "home") as rt:
         samples = time_interleaved(

@@ -33,6 +33,15 @@ def rootfs(base: Path, host_programs: tuple[str, ...] = ()) -> Path:
     return root
 
 
+def bwrap_true(root: Path) -> list[str] | None:
+    """A one-shot `bwrap --unshare-all` /bin/true on root; None without bwrap."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None
+    mounts = ["--ro-bind", str(root), "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    return [bwrap, "--unshare-all", "--die-with-parent", *mounts, "/bin/true"]
+
+
 def _shared_libraries(program: str) -> list[str]:
     out = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
     return [w for line in out.splitlines() for w in line.split() if w.startswith("/")]
