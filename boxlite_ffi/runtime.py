@@ -22,7 +22,7 @@ from .errors import ImageError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
 from .lifecycle import BoxExit, BoxInfo, BoxStatus, reconcile, remove_tree, shim_pid
 from .monitor import Monitor
-from .store import DELETE, BoxRecord, Proc, Store
+from .store import BoxRecord, Proc, Store
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_STOP_GRACE_MS = 10_000
@@ -137,12 +137,7 @@ class Runtime:
         )
         owner = None if detach else Proc.me()
         record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
-        self._store.add(record)
-        try:
-            directory.mkdir(mode=0o700)
-        except BaseException:
-            self._store.change(box_id, lambda r: DELETE)
-            raise
+        self._store.add(record, also=lambda: directory.mkdir(mode=0o700))
         return self._track(record)
 
     def _track(self, record: BoxRecord) -> Box:
@@ -197,11 +192,11 @@ class Runtime:
         boxes = self.home / "boxes"
         for record in self._store.all():
             reconcile(self._store, record.id, boxes / record.id)
-        known = {record.id for record in self._store.all()}
-        for directory in boxes.iterdir():
-            if directory.name not in known:
-                _kill_shim(directory)
-                remove_tree(directory)
+        with self._store.exclusive() as known:
+            for directory in boxes.iterdir():
+                if directory.name not in known:
+                    _kill_shim(directory)
+                    remove_tree(directory)
 
     def _lower_dir(
         self, image: str | os.PathLike[str] | None, rootfs: str | os.PathLike[str] | None

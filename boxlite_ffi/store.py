@@ -196,15 +196,26 @@ class Store:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM boxes {sql}", args).fetchall()
         return [_record(row) for row in rows]
 
-    def add(self, record: BoxRecord) -> None:
+    def add(self, record: BoxRecord, also: Callable[[], None]) -> None:
+        """Insert record; ``also`` (making its directory) runs in the same
+        transaction, so a record and its directory appear together."""
         values = _columns({f.name: getattr(record, f.name) for f in dataclasses.fields(record)})
         names = ", ".join(values)
         marks = ", ".join("?" * len(values))
         try:
             with self._transaction() as db:
                 db.execute(f"INSERT INTO boxes ({names}) VALUES ({marks})", tuple(values.values()))
+                also()
         except sqlite3.IntegrityError:
             raise AlreadyExistsError(f"a box named {record.name!r} exists") from None
+
+    @contextmanager
+    def exclusive(self) -> Iterator[set[str]]:
+        """The ids of every box not removed, with every writer held off
+        (no box is being created meanwhile)."""
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT id FROM boxes WHERE {_LIVE_ROWS}").fetchall()
+            yield {row[0] for row in rows}
 
     def change(self, box_id: str, change: Callable[[BoxRecord], Change | None]) -> BoxRecord:
         """Apply ``change`` (a function of the current record, which may
@@ -251,11 +262,6 @@ class Store:
     def all(self) -> list[BoxRecord]:
         """Every box that is not removed, oldest first."""
         return self._query(f"WHERE {_LIVE_ROWS} ORDER BY created, id")
-
-    def removed_ids(self) -> set[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT id FROM boxes WHERE removed IS NOT NULL").fetchall()
-        return {row[0] for row in rows}
 
 
 def _columns(fields: dict[str, Any]) -> dict[str, Any]:
