@@ -123,10 +123,10 @@ class Box:
         return self._inner
 
     async def start(self) -> None:
-        await asyncio.wrap_future(self._inner.start_future())
+        await asyncio.to_thread(self._inner.start)  # it may wait out another process
 
     async def stop(self) -> None:
-        await asyncio.wrap_future(self._inner.stop_future())
+        await asyncio.to_thread(self._inner.stop)
 
     async def restart(self) -> None:
         await self.stop()

@@ -282,12 +282,15 @@ class Box:
         return self._handle
 
     def _ensure_running(self, *, start: bool = True) -> None:
-        """For an exec: start a configured box, connect to a running one."""
+        """For an exec: start a configured box, connect to a running one
+        (waiting out another process's start)."""
         starting = self._starting
         if starting is not None:
             starting.result()
-        if self._native_live():
-            return
+        if not self._native_live():
+            _after_transients(lambda: self._join_run(start))
+
+    def _join_run(self, start: bool) -> None:
         record = self._reconcile()
         if record.status == BoxStatus.CONFIGURED and start:
             self.start()
@@ -296,7 +299,7 @@ class Box:
                 self._check_open()
                 if not self._native_live():
                     self._connect(record)
-        else:
+        else:  # starting or stopping: waited out by the caller
             raise _state_error(self.id, BoxStatus(record.status))
 
     # ---- stopping and waiting -------------------------------------------
@@ -364,8 +367,9 @@ class Box:
 
     def start(self) -> None:
         """Start the box (a no-op when it is running).  A stopped, exited or
-        failed box starts again with its writable layer as it was."""
-        self.start_future().result()
+        failed box starts again with its writable layer as it was.  While
+        another process starts or stops it, wait for that first."""
+        _after_transients(lambda: self.start_future().result())
 
     def stop(self) -> None:
         """SIGTERM every process, SIGKILL after the grace period; return once
@@ -691,6 +695,25 @@ _STATE_REASONS = {
 
 def _state_error(box_id: str, status: BoxStatus) -> InvalidStateError:
     return InvalidStateError(f"box {box_id} is {status}", _STATE_REASONS[status])
+
+
+TRANSIENT = (StateReason.BOX_STARTING, StateReason.BOX_STOPPING)
+TRANSIENT_WAIT_S = 60.0  # a start under emulation takes seconds; a stop, its grace
+
+
+def _after_transients(step: Callable[[], None]) -> None:
+    """Run step; while another process is starting or stopping the box, wait
+    (polling the store) and try again."""
+    deadline = time.monotonic() + TRANSIENT_WAIT_S
+    pause = 0.002
+    while True:
+        try:
+            return step()
+        except InvalidStateError as exc:
+            if exc.reason not in TRANSIENT or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def parse_exec_id(exec_id: str) -> int:

@@ -240,6 +240,30 @@ def test_start_from_another_process_then_exec_here(home: Path, rootfs: Path) -> 
         box.remove(force=True)
 
 
+def test_processes_starting_one_box_at_once_share_one_run(home: Path, rootfs: Path) -> None:
+    with boxlite_ffi.Runtime(home) as rt:
+        rt.create(rootfs=rootfs, name="contended", detach=True)
+    go = time.time() + 1.5  # all three past their imports: start at once
+    code = textwrap.dedent(f"""
+        import time, boxlite_ffi
+        with boxlite_ffi.Runtime({str(home)!r}) as rt:
+            box = rt.get("contended")
+            time.sleep(max(0.0, {go!r} - time.time()))
+            box.start()
+            print(box.shim_pid, box.run(["true"]).exit_code)
+        """)
+    racers = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    answers = {racer.communicate(timeout=60)[0].strip() for racer in racers}
+    assert all(racer.returncode == 0 for racer in racers)
+    assert len(answers) == 1 and answers.pop().endswith(" 0")  # one shim for all three
+    assert len(box_processes()) == 2
+    with boxlite_ffi.Runtime(home) as rt:
+        rt.remove("contended", force=True)
+
+
 def test_an_owner_killed_with_sigkill_takes_its_boxes_and_records(home: Path, rootfs: Path) -> None:
     owner = subprocess.Popen(
         [
