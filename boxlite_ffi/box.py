@@ -190,7 +190,11 @@ class Box:
             if record.actor != me:  # it runs already: this is a connection
                 self._connect(record)
                 return _done()
-            started = self._svc.native.box_start(self._native_handle())
+            try:
+                started = self._svc.native.box_start(self._native_handle())
+            except BoxliteError as exc:
+                self._record_failed(exc)  # not left "starting" for as long as we live
+                raise
             result: Future[None] = Future()
             self._starting = result
         started.add_done_callback(lambda f: self._later(lambda: self._started(f, result), result))
@@ -239,14 +243,18 @@ class Box:
             if exc is None:
                 self._record_running()
             else:
-                fields = {"status": BoxStatus.FAILED, "reason": str(exc), "actor": None}
-                self._svc.store.change(self.id, lambda r: fields | {"finished": time.time()})
+                self._record_failed(exc)
         except BoxliteError as error:  # the runtime closed meanwhile
             exc = exc or error
         if exc is None:
             result.set_result(None)
         else:
             result.set_exception(exc)
+
+    def _record_failed(self, exc: BaseException) -> None:
+        fields = {"status": BoxStatus.FAILED, "reason": str(exc), "actor": None}
+        with contextlib.suppress(RuntimeClosedError):
+            self._svc.store.change(self.id, lambda r: fields | {"finished": time.time()})
 
     def _record_running(self) -> None:
         pid = self._svc.native.box_pid(self._live_handle())

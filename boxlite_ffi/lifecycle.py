@@ -198,9 +198,13 @@ def _unkept(record: BoxRecord, status: BoxStatus) -> bool:
     )
 
 
-def reconcile(store: Store, box_id: str, box_dir: Path) -> BoxRecord:
-    """Settle one record in a transaction; remove the directory of a box
-    that settling removed."""
+def reconcile(store: Store, box_id: str, box_dir: Path, seen: BoxRecord | None = None) -> BoxRecord:
+    """Settle one record (``seen``, if just read), removing the directory of
+    a box that settling removed.  Only a record that needs a change costs a
+    write transaction, where it is settled again."""
+    record = seen or store.get(box_id)
+    if settle(record, box_dir) is None:
+        return record
     removing = []
 
     def change(record: BoxRecord) -> Change | None:

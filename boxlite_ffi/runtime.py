@@ -164,7 +164,7 @@ class Runtime:
             box = self._boxes.get(record.id)
         if box is not None:
             return box
-        record = reconcile(self._store, record.id, self.home / "boxes" / record.id)
+        record = reconcile(self._store, record.id, self.home / "boxes" / record.id, record)
         if record.removed:
             raise NotFoundError(f"box {id_or_name!r} was removed")
         return self._track(record)
@@ -177,7 +177,7 @@ class Runtime:
         wanted = _statuses(status)
         infos = []
         for record in self._store.all():
-            settled = reconcile(self._store, record.id, self.home / "boxes" / record.id)
+            settled = reconcile(self._store, record.id, self.home / "boxes" / record.id, record)
             if not settled.removed and (wanted is None or settled.status in wanted):
                 infos.append(BoxInfo.of(settled))
         return infos
@@ -191,7 +191,7 @@ class Runtime:
         that no record explains (a crash in the middle of create or remove)."""
         boxes = self.home / "boxes"
         for record in self._store.all():
-            reconcile(self._store, record.id, boxes / record.id)
+            reconcile(self._store, record.id, boxes / record.id, record)
         with self._store.exclusive() as known:
             for directory in boxes.iterdir():
                 if directory.name not in known:
