@@ -231,10 +231,10 @@ class Runtime:
 def _statuses(status: BoxStatus | str | Iterable[BoxStatus | str] | None) -> set[BoxStatus] | None:
     if status is None:
         return None
-    values = [status] if isinstance(status, str) else list(status)
     try:
+        values = [status] if isinstance(status, str) else list(status)
         return {BoxStatus(value) for value in values}
-    except ValueError:
+    except (TypeError, ValueError):
         raise InvalidArgumentError(f"unknown box status in {status!r}") from None
 
 

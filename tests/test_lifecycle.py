@@ -162,6 +162,33 @@ def test_list_filters_by_status(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
         b.close()
 
 
+def test_hostile_arguments_are_refused_before_anything_is_recorded(
+    rt: boxlite_ffi.Runtime, rootfs: Path
+) -> None:
+    for bad in (
+        {"cmd": "sh -c true"},  # a string, not an argv
+        {"cmd": ["ok", "nul\0byte"]},
+        {"entrypoint": [b"bytes"]},
+        {"cmd": ["x" * 70_000] * 20},  # larger than one protocol frame
+        {"name": "-leading-dash"},
+        {"name": "x" * 65},
+        {"name": "../escape"},
+    ):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            rt.create(rootfs=rootfs, **bad)  # type: ignore[arg-type]
+    for status in ("sleeping", 123, [None]):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            rt.list(status)  # type: ignore[arg-type]
+    assert rt.list() == [] and list((rt.home / "boxes").iterdir()) == []
+    box = rt.create(rootfs=rootfs)
+    box.remove()
+    with pytest.raises(boxlite_ffi.InvalidStateError) as closed:
+        box.remove()  # the handle went with it
+    assert closed.value.reason == StateReason.BOX_CLOSED
+    with pytest.raises(boxlite_ffi.NotFoundError):
+        rt.remove(box.id)
+
+
 def test_wait_from_another_process_after_the_fact(home: Path, rootfs: Path) -> None:
     with boxlite_ffi.Runtime(home) as rt:
         box = rt.create(rootfs=rootfs, name="batch", detach=True, cmd=["sh", "-c", "exit 42"])
