@@ -257,8 +257,12 @@ class Box:
             self._svc.store.change(self.id, lambda r: fields | {"finished": time.time()})
 
     def _record_running(self) -> None:
-        pid = self._svc.native.box_pid(self._live_handle())
-        fields: Change = {"status": BoxStatus.RUNNING, "shim": Proc.of(pid), "actor": None}
+        try:
+            pid: int | None = self._svc.native.box_pid(self._live_handle())
+        except InvalidStateError:
+            pid = None  # a main command that ended at once has ended the box already
+        shim = Proc.of(pid) if pid is not None else None
+        fields: Change = {"status": BoxStatus.RUNNING, "shim": shim, "actor": None}
         fields["started"] = time.time()
         self._svc.store.change(self.id, lambda r: fields)
         self._watch(pid)

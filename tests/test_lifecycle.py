@@ -58,6 +58,15 @@ def test_main_command_exit_is_the_box_outcome(rt: boxlite_ffi.Runtime, rootfs: P
     assert not box.directory.exists()
 
 
+def test_a_main_command_that_ends_at_once(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
+    box = rt.create(rootfs=rootfs, cmd=["true"])
+    for _ in range(15):  # the box may be gone before its start is recorded
+        box.start()
+        end = box.wait(timeout=20)
+        assert (end.status, end.exit_code) == (BoxStatus.EXITED, 0)
+    box.remove()
+
+
 def test_entrypoint_and_cmd_make_one_command(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     box = rt.create(
         rootfs=rootfs,
