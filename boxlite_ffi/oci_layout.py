@@ -104,6 +104,19 @@ def _pick(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     raise ImageError("the image has no linux/amd64 manifest")
 
 
+def image_config(layout_dir: Path) -> dict[str, Any]:
+    """The ``config`` object of the image's configuration (Entrypoint, Cmd, …)."""
+    layout = OciLayout(layout_dir)
+    _, manifest = layout.manifest()
+    try:
+        config = layout.read_json(manifest["config"]["digest"]).get("config") or {}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ImageError(f"{layout_dir}: the manifest names no image configuration") from exc
+    if not isinstance(config, dict):
+        raise ImageError(f"{layout_dir}: the image configuration is not an object")
+    return config
+
+
 def unpack(layout_dir: Path, cache: Path) -> Path:
     """The flattened rootfs of the layout's image, unpacked once into cache."""
     layout = OciLayout(layout_dir)

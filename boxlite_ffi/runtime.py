@@ -104,7 +104,8 @@ class Runtime:
 
         ``entrypoint`` + ``cmd`` is the box's main command: when it ends,
         so does the box (status ``exited``; ``wait`` says how, ``logs`` what
-        it wrote).  Without either, the box idles until stopped.
+        it wrote).  A ``cmd`` alone runs after the image's Entrypoint.
+        Without either, the box idles until stopped.
 
         A box dies with this program, unless ``detach=True``: then closing
         it or the runtime lets go of it, and ``Runtime.get`` finds it again
@@ -117,7 +118,7 @@ class Runtime:
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgumentError("workdir must be an absolute path")
         env_list(env)  # refuse a bad environment now, not at the first exec
-        main = [*(check_argv(entrypoint) if entrypoint else []), *(check_argv(cmd) if cmd else [])]
+        main = self._main_command(image, entrypoint, cmd)
         box_id = secrets.token_hex(6)
         config = {
             "image": str(image if image is not None else rootfs),
@@ -139,6 +140,26 @@ class Runtime:
         record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
         self._store.add(record, also=lambda: directory.mkdir(mode=0o700))
         return self._track(record)
+
+    @staticmethod
+    def _main_command(
+        image: str | os.PathLike[str] | None,
+        entrypoint: Sequence[str] | None,
+        cmd: Sequence[str] | None,
+    ) -> list[str]:
+        """entrypoint + cmd; a cmd alone follows the image's Entrypoint (as
+        in docker: an entrypoint given replaces the image's Cmd too)."""
+        if entrypoint:
+            return [*check_argv(entrypoint), *(check_argv(cmd) if cmd else [])]
+        if not cmd:
+            return []
+        args = check_argv(cmd)
+        if image is None:
+            return args
+        prefix = oci_layout.image_config(Path(image)).get("Entrypoint") or []
+        if not isinstance(prefix, list) or not all(isinstance(a, str) for a in prefix):
+            raise ImageError(f"image {image}: Entrypoint is not a list of strings")
+        return [*prefix, *args]
 
     def _track(self, record: BoxRecord) -> Box:
         box = Box(self._services, record, self.home / "boxes" / record.id)

@@ -68,7 +68,13 @@ def _blob(layout: Path, data: bytes) -> tuple[str, int]:
     return f"sha256:{digest}", len(data)
 
 
-def write_layout(layout: Path, layers: list[bytes], *, compress: bool = True) -> Path:
+def write_layout(
+    layout: Path,
+    layers: list[bytes],
+    *,
+    compress: bool = True,
+    config: dict[str, object] | None = None,
+) -> Path:
     """An OCI image layout whose image applies ``layers`` in order."""
     layout.mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
@@ -81,7 +87,7 @@ def write_layout(layout: Path, layers: list[bytes], *, compress: bool = True) ->
     config = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"]},
+        "config": {"Env": ["PATH=/bin"], **(config or {})},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
     config_digest, config_size = _blob(layout, json.dumps(config).encode())

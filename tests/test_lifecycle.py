@@ -18,6 +18,7 @@ import pytest
 import boxlite_ffi
 from boxlite_ffi import BoxStatus, Outcome, StateReason
 
+from imagebuild import tar_directory, write_layout
 from procscan import box_processes
 
 
@@ -78,6 +79,25 @@ def test_entrypoint_and_cmd_make_one_command(rt: boxlite_ffi.Runtime, rootfs: Pa
     assert box.wait(timeout=20).exit_code == 0
     assert box.logs().stdout == b"hi there\n"
     box.remove()
+
+
+def test_a_cmd_alone_runs_after_the_image_entrypoint(
+    rt: boxlite_ffi.Runtime, rootfs: Path, tmp_path: Path
+) -> None:
+    config = {"Entrypoint": ["sh", "-c"], "Cmd": ["echo image default"]}
+    image = write_layout(tmp_path / "layout", [tar_directory(rootfs)], config=config)
+    box = rt.create(image, cmd=["echo mine; exit 6"])
+    box.start()
+    assert box.wait(timeout=20).exit_code == 6
+    assert box.logs().stdout == b"mine\n"
+    replaced = rt.create(image, entrypoint=["echo"], cmd=["only", "mine"])
+    replaced.start()
+    replaced.wait(timeout=20)
+    assert replaced.logs().stdout == b"only mine\n"
+    idle = rt.create(image)  # neither: no main command, the box idles
+    assert idle.run(["echo", "idle"]).stdout == b"idle\n"
+    for b in (box, replaced, idle):
+        b.remove(force=True)
 
 
 def test_signaled_and_unstartable_main_commands(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
