@@ -214,10 +214,13 @@ class Runtime:
         for record in self._store.all():
             reconcile(self._store, record.id, boxes / record.id, record)
         with self._store.exclusive() as known:
-            for directory in boxes.iterdir():
-                if directory.name not in known:
-                    _kill_shim(directory)
-                    remove_tree(directory)
+            strays = [d for d in boxes.iterdir() if d.name not in known]
+            for directory in strays:
+                _kill_shim(directory)
+            # Moved aside under the lock (quick), deleted after it (maybe not).
+            gone = [_move_aside(directory) for directory in strays]
+        for directory in gone:
+            remove_tree(directory)
 
     def _lower_dir(
         self, image: str | os.PathLike[str] | None, rootfs: str | os.PathLike[str] | None
@@ -257,6 +260,15 @@ def _statuses(status: BoxStatus | str | Iterable[BoxStatus | str] | None) -> set
         return {BoxStatus(value) for value in values}
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"unknown box status in {status!r}") from None
+
+
+def _move_aside(directory: Path) -> Path:
+    """Rename a stray box directory out of the ids' way (a crash before its
+    deletion leaves a stray again: swept at the next open)."""
+    aside = directory.with_name(f".gone-{secrets.token_hex(4)}-{directory.name}")
+    with contextlib.suppress(FileNotFoundError):
+        directory.rename(aside)
+    return aside
 
 
 def _kill_shim(directory: Path) -> None:

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, RuntimeClosedError
+from .errors import (
+    AlreadyExistsError,
+    BoxliteTimeoutError,
+    InvalidArgumentError,
+    NotFoundError,
+    RuntimeClosedError,
+    SystemCallError,
+)
 
 _MIGRATIONS: list[list[str]] = [
     [
@@ -173,7 +180,7 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, _typed_errors():
             if self._closed:
                 raise RuntimeClosedError("the runtime is closed")
             self._db.execute("BEGIN IMMEDIATE")
@@ -190,7 +197,7 @@ class Store:
             self._db.close()
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[BoxRecord]:
-        with self._lock:
+        with self._lock, _typed_errors():
             if self._closed:
                 raise RuntimeClosedError("the runtime is closed")
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM boxes {sql}", args).fetchall()
@@ -262,6 +269,22 @@ class Store:
     def all(self) -> list[BoxRecord]:
         """Every box that is not removed, oldest first."""
         return self._query(f"WHERE {_LIVE_ROWS} ORDER BY created, id")
+
+
+@contextmanager
+def _typed_errors() -> Iterator[None]:
+    """SQLite's errors as boxlite's: busy past the timeout, or broken."""
+    try:
+        yield
+    except sqlite3.IntegrityError:
+        raise  # a caller's to interpret (a duplicate name)
+    except sqlite3.OperationalError as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # Python 3.11+; primary code
+        if code in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED
+            raise BoxliteTimeoutError(f"the box store stayed busy: {exc}") from exc
+        raise SystemCallError(f"the box store failed: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise SystemCallError(f"the box store failed: {exc}") from exc
 
 
 def _columns(fields: dict[str, Any]) -> dict[str, Any]:

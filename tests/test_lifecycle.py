@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import boxlite_ffi
+import boxlite_ffi.store
 from boxlite_ffi import BoxStatus, Outcome, StateReason
 
 from imagebuild import tar_directory, write_layout
@@ -398,6 +399,21 @@ def test_recovery_of_interrupted_steps(home: Path, rootfs: Path) -> None:
         rt.get("half").start()  # failed is not final: it starts again
         rt.remove("half", force=True)
     assert box.directory.exists() is False
+
+
+def test_a_store_held_busy_is_a_typed_timeout(
+    home: Path, rootfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(boxlite_ffi.store, "BUSY_TIMEOUT_S", 0.2)
+    with boxlite_ffi.Runtime(home) as rt:
+        holder = sqlite3.connect(home / "boxlite.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process in a long write
+        with pytest.raises(boxlite_ffi.BoxliteTimeoutError):
+            rt.create(rootfs=rootfs, name="late")
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert list((home / "boxes").iterdir()) == []  # nothing half-made
+        rt.create(rootfs=rootfs, name="late").remove()
 
 
 def test_many_processes_one_home(home: Path, rootfs: Path) -> None:
