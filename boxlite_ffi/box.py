@@ -56,6 +56,10 @@ if TYPE_CHECKING:
     from .monitor import Monitor
     from .store import Store
 
+# To a shim: kill the box now (SIGTERM: stop it gracefully).  The shim
+# exits once its box's whole pid namespace is gone, unlike after a SIGKILL
+# of the shim itself, which leaves the agent to die of PDEATHSIG later.
+KILL_NOW = signal.SIGUSR1
 BOX_NEW = lib.BOXLITE_BOX_NEW
 BOX_RUNNING = lib.BOXLITE_BOX_RUNNING
 BOX_STOPPING = lib.BOXLITE_BOX_STOPPING
@@ -420,7 +424,7 @@ class Box:
         ended = self._svc.monitor.ended(self.id)
         record = self._svc.store.change(self.id, lambda r: self._claim_remove(r, force))
         if record.status in LIVE:
-            self._signal_shim(signal.SIGKILL)
+            self._signal_shim(KILL_NOW)
             ended.result()
         else:
             self._svc.monitor.discard(self.id, ended)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from . import oci_layout
-from .box import Box, BoxServices, check_argv, env_list, native_config
+from .box import KILL_NOW, Box, BoxServices, check_argv, env_list, native_config
 from .core import NativeRuntime
 from .errors import ImageError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
@@ -272,7 +272,7 @@ def _move_aside(directory: Path) -> Path:
 
 
 def _kill_shim(directory: Path) -> None:
-    """SIGKILL the shim of a box nobody owns any more, and wait for its end."""
+    """Kill the box of a directory nobody owns any more, and wait for its end."""
     pid = shim_pid(directory)
     if pid is None:
         return
@@ -280,7 +280,7 @@ def _kill_shim(directory: Path) -> None:
         pidfd = os.pidfd_open(pid)
         try:
             if shim_pid(directory) == pid:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                signal.pidfd_send_signal(pidfd, KILL_NOW)
                 select.select([pidfd], [], [])
         finally:
             os.close(pidfd)

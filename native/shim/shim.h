@@ -14,6 +14,8 @@
  * line is written), so that process never has to reap it; the pid in the
  * status line is then the one to watch.
  *
+ * SIGTERM, SIGINT, SIGHUP: stop the box (gracefully); SIGUSR1: kill it now.
+ *
  * The shim holds a write lock (fcntl) on DIR/lock while it lives: one shim
  * per box, and F_GETLK names it.
  *

@@ -3,7 +3,9 @@
  *
  * SIGTERM (stop the box) is forwarded to the agent, which terminates the
  * box's processes itself; if it is still alive grace + 2 s later, SIGKILL
- * ends the whole pid namespace.  The owner's death (a pidfd) kills the box
+ * ends the whole pid namespace.  SIGUSR1 (kill the box) sends that SIGKILL
+ * at once.  Either way the shim exits only after reaping the agent, which,
+ * as the namespace's init, is reaped only once every process in it is gone.  The owner's death (a pidfd) kills the box
  * at once.  The shim exits as soon as it has reaped the agent.
  */
 #include <errno.h>
@@ -43,6 +45,7 @@ static int signal_fd(void)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
@@ -89,9 +92,12 @@ int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 			break;
 		if (n > 0 && p[1].revents) {
 			struct signalfd_siginfo si;
+			bool kill_now = false;
 			while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
-				;
-			if (kill_at < 0) {
+				kill_now |= si.ssi_signo == SIGUSR1;
+			if (kill_now) {
+				signal_agent(agent_pidfd, SIGKILL);
+			} else if (kill_at < 0) {
 				signal_agent(agent_pidfd, SIGTERM);
 				kill_at = now_ms() + cfg->grace_ms + KILL_MARGIN_MS;
 			}
