@@ -281,7 +281,7 @@ int boxlite_box_free(boxlite_runtime *rt, boxlite_handle h)
 		if (live && box->kept && !rt->closed)
 			bl_reactor_release(rt->reactor, box); /* on failure, runtime close still will */
 		else if (live && !box->kept && box->pidfd >= 0)
-			send_signal(box->pidfd, SIGKILL);
+			send_signal(box->pidfd, BL_SHIM_KILL_NOW);
 	}
 	pthread_mutex_unlock(&rt->lock);
 	if (!box)

@@ -19,6 +19,7 @@
 #define BOXLITE_CORE_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,6 +28,11 @@
 #include "boxlite.h"
 #include "event_queue.h"
 #include "handle_table.h"
+
+/* To a shim: kill its box now.  The shim SIGKILLs the agent and exits once
+ * it has reaped it, i.e. once the box's whole pid namespace is gone; a
+ * SIGKILL of the shim itself would leave the agent to die a moment later. */
+#define BL_SHIM_KILL_NOW SIGUSR1
 
 struct bl_reactor;
 struct bl_workers;

@@ -239,7 +239,7 @@ static void signal_shim(struct bl_attachment *a, int sig)
 		abort(); /* a pidfd of our own unreaped child is always valid */
 }
 
-static void kill_shim(struct bl_attachment *a) { signal_shim(a, SIGKILL); }
+static void kill_shim(struct bl_attachment *a) { signal_shim(a, BL_SHIM_KILL_NOW); }
 
 static void reap_blocking(struct bl_attachment *a)
 {

@@ -321,6 +321,19 @@ def test_processes_starting_one_box_at_once_share_one_run(home: Path, rootfs: Pa
         rt.remove("contended", force=True)
 
 
+def test_nothing_of_a_box_outlives_close_or_forced_remove(home: Path, rootfs: Path) -> None:
+    rt = boxlite_ffi.Runtime(home)
+    boxes = [rt.create(rootfs=rootfs) for _ in range(3)]
+    for box in boxes:
+        box.exec(["sh", "-c", "trap '' TERM; sleep 600 & sleep 600"])  # stubborn
+    boxes[0].remove(force=True)
+    assert len(box_processes()) == 4  # at once: no agent left dying
+    boxes[1].close()  # owned: goes with its handle
+    assert len(box_processes()) == 2
+    rt.close()
+    assert box_processes() == []  # at once, not eventually
+
+
 def test_an_owner_killed_with_sigkill_takes_its_boxes_and_records(home: Path, rootfs: Path) -> None:
     owner = subprocess.Popen(
         [
