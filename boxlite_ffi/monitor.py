@@ -49,7 +49,7 @@ class Monitor:
                 os.close(pidfd)
                 raise RuntimeClosedError("the runtime is closed")
             self._pidfds[pidfd] = box_id
-        self._wake()
+            self._wake_locked()
 
     def watching(self, box_id: str) -> bool:
         with self._lock:
@@ -74,7 +74,7 @@ class Monitor:
             if self._closed:
                 raise RuntimeClosedError("the runtime is closed")
             self._jobs.append(job)
-        self._wake()
+            self._wake_locked()
 
     def close(self) -> None:
         """Stop watching; pending waiters get RuntimeClosedError.  Joins the thread."""
@@ -82,11 +82,13 @@ class Monitor:
             if self._closed:
                 return
             self._closed = True
-        self._wake()
+            self._wake_locked()
         if threading.current_thread() is not self._thread:
             self._thread.join()
 
-    def _wake(self) -> None:
+    def _wake_locked(self) -> None:
+        """Under the lock, which ``_shut_down`` takes to close the pipe: never
+        a write to a closed fd whose number someone else may hold by now."""
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
@@ -142,10 +144,8 @@ class Monitor:
         with self._lock:
             pidfds, self._pidfds = list(self._pidfds), {}
             waiters, self._waiters = self._waiters, {}
-        for fd in pidfds:
-            os.close(fd)
+            for fd in [*pidfds, self._wake_r, self._wake_w]:
+                os.close(fd)
         for futures in waiters.values():
             for future in futures:
                 future.set_exception(RuntimeClosedError("the runtime is closed"))
-        os.close(self._wake_r)
-        os.close(self._wake_w)

@@ -246,8 +246,11 @@ int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, 
 		op->waiter_next = box->stop_waiters;
 		box->stop_waiters = op;
 		/* ESRCH: the shim is already exiting; the reaping still happens. */
-		if (box->state == BL_BOX_RUNNING && send_signal(box->pidfd, SIGTERM) < 0 && errno != ESRCH)
+		if (box->state == BL_BOX_RUNNING && send_signal(box->pidfd, SIGTERM) < 0 &&
+		    errno != ESRCH) {
+			fprintf(stderr, "boxlite: SIGTERM to shim: %s\n", strerror(errno));
 			abort(); /* a pidfd of our own child cannot be invalid */
+		}
 		box->state = BL_BOX_STOPPING;
 	}
 	pthread_mutex_unlock(&rt->lock);

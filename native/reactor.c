@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -235,8 +236,11 @@ static int epoll_set(struct bl_reactor *r, int op, int fd, uint32_t events, stru
 static void signal_shim(struct bl_attachment *a, int sig)
 {
 	if (!a->shim_reaped && syscall(SYS_pidfd_send_signal, a->pidfd, sig, NULL, 0) < 0 &&
-	    errno != ESRCH)
+	    errno != ESRCH) {
+		fprintf(stderr, "boxlite: signal %d to shim (pidfd %d): %s\n", sig, a->pidfd,
+			strerror(errno));
 		abort(); /* a pidfd of our own unreaped child is always valid */
+	}
 }
 
 static void kill_shim(struct bl_attachment *a) { signal_shim(a, BL_SHIM_KILL_NOW); }
