@@ -171,7 +171,9 @@ static int file_actions(posix_spawn_file_actions_t *fa, const struct spawn_fds *
 	    (rc = posix_spawn_file_actions_adddup2(fa, f->status[1], SHIM_FD_STATUS)) ||
 	    (f->main >= 0 && (rc = posix_spawn_file_actions_adddup2(fa, f->main, SHIM_FD_MAIN))) ||
 	    /* The embedding program's own inheritable fds stay out of the box. */
-	    (rc = posix_spawn_file_actions_addclosefrom_np(fa, FIRST_FREE_FD)))
+	    /* Without a main command fd 5 is not ours either. */
+	    (rc = posix_spawn_file_actions_addclosefrom_np(fa, f->main >= 0 ? FIRST_FREE_FD
+									      : SHIM_FD_MAIN)))
 		posix_spawn_file_actions_destroy(fa);
 	return rc;
 }

@@ -192,6 +192,35 @@ def test_list_filters_by_status(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
         b.close()
 
 
+def test_an_inheritable_fd_of_the_program_never_reaches_a_box(home: Path, rootfs: Path) -> None:
+    """fd 5 carries the main command to the shim; without one, it must be
+    closed like every other fd of the embedding program."""
+    code = textwrap.dedent(f"""
+        import os, boxlite_ffi
+        r, w = os.pipe()
+        os.dup2(w, 5)  # inheritable, exactly where the main command would go
+        leak = os.readlink("/proc/self/fd/5")
+        with boxlite_ffi.Runtime({str(home)!r}) as rt:
+            for cmd in (None, ["sleep", "60"]):
+                box = rt.create(rootfs={str(rootfs)!r}, cmd=cmd)
+                box.start()
+                pids = [box.shim_pid] + [
+                    int(p) for p in os.listdir("/proc") if p.isdigit()
+                    and open(f"/proc/{{p}}/comm").read().strip() == "boxlite-agent"
+                ]
+                for pid in pids:
+                    for fd in os.listdir(f"/proc/{{pid}}/fd"):
+                        try:
+                            assert os.readlink(f"/proc/{{pid}}/fd/{{fd}}") != leak, (pid, fd)
+                        except FileNotFoundError:
+                            pass
+                box.remove(force=True)
+        print("clean")
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "clean", done.stderr
+
+
 def test_hostile_arguments_are_refused_before_anything_is_recorded(
     rt: boxlite_ffi.Runtime, rootfs: Path
 ) -> None:
