@@ -139,6 +139,21 @@ def test_stopping_a_main_command_is_stopped_not_exited(
     assert box.status == BoxStatus.STOPPED and box.info().exit_code is None
 
 
+def test_a_stop_right_after_start_is_not_lost(home: Path, rootfs: Path) -> None:
+    """The agent, the box's init, starts with the signals it reads blocked:
+    a SIGTERM in its first microseconds used to be dropped, and the stop
+    then waited out the whole grace period before the SIGKILL."""
+    with boxlite_ffi.Runtime(home, stop_grace=30) as rt:
+        for _ in range(30):
+            box = rt.create(rootfs=rootfs, cmd=["sleep", "600"])
+            box.start()
+            began = time.monotonic()
+            box.stop()
+            assert time.monotonic() - began < 20  # not the 30 s grace: SIGTERM arrived
+            assert box.status == BoxStatus.STOPPED
+            box.remove()
+
+
 def test_restart_keeps_the_writable_layer(box: boxlite_ffi.Box) -> None:
     assert box.run(["sh", "-c", "echo kept > /root/file; rm /bin/true"]).ok
     box.restart()

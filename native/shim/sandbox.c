@@ -275,9 +275,15 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 	if (pass_fds(cfg, e) < 0)
 		return;
 	char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-	sigset_t none;
-	sigemptyset(&none);
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) {
+	/* The agent starts with the signals it reads from a signalfd already
+	 * blocked: as the namespace's init with no handler, it would silently
+	 * drop a SIGTERM (a stop) that came before it blocked them itself. */
+	sigset_t agent_reads;
+	sigemptyset(&agent_reads);
+	sigaddset(&agent_reads, SIGCHLD);
+	sigaddset(&agent_reads, SIGTERM);
+	sigaddset(&agent_reads, SIGINT);
+	if (sigprocmask(SIG_SETMASK, &agent_reads, NULL) < 0) {
 		fail(e, errno, "sigprocmask");
 		return;
 	}
