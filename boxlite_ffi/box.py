@@ -546,9 +546,6 @@ class Box:
         handle, answered = self._svc.native.exec_attach(
             self._live_handle(), wire_id, cursor, sink, window=window
         )
-        sink.handle.wire_id = wire_id
-        sink.handle.attach(handle)
-        execution = Execution(sink)
         ready: Future[None] = Future()
 
         def learn_start(_: Future[None]) -> None:
@@ -557,14 +554,24 @@ class Box:
             if isinstance(exc, InvalidStateError):
                 exc.reason = StateReason.EXEC_BUSY  # the box's only refusal of that kind
             if exc is None:
-                info = self._svc.native.exec_attach_info(handle)
+                try:
+                    info = self._svc.native.exec_attach_info(handle)
+                except BoxliteError as error:  # never leave the waiter hanging
+                    ready.set_exception(error)
+                    return
                 sink.start = {STDOUT: info.stdout_start, STDERR: info.stderr_start}
                 ready.set_result(None)
             else:
                 ready.set_exception(exc)
 
+        # Learned before the handle is attached to the sink: an execution that
+        # ended long ago may have its Exit already, and attaching then frees
+        # the handle.  Until then it stays valid, and a later answer is
+        # drained before that Exit.
         answered.add_done_callback(learn_start)
-        return execution, ready
+        sink.handle.wire_id = wire_id
+        sink.handle.attach(handle)
+        return Execution(sink), ready
 
     def execution(
         self,

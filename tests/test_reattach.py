@@ -140,6 +140,23 @@ def test_a_box_that_is_not_detached_still_dies_with_its_owner(home: Path, rootfs
         rt.get("bound")
 
 
+def test_attaching_to_an_ended_execution_again_and_again(detached_home: Path, rootfs: Path) -> None:
+    """The answer, the replay and the Exit of an ended execution arrive at
+    once; the answer must be learned before the Exit releases the handle."""
+    with boxlite_ffi.Runtime(detached_home) as rt:
+        box = rt.create(rootfs=rootfs, name="ended", detach=True)
+        execution = box.exec(["sh", "-c", "echo done"])
+        exec_id = execution.id
+        execution.detach()
+    for _ in range(40):
+        with boxlite_ffi.Runtime(detached_home) as rt:
+            again, answered = rt.get("ended").execution_future(exec_id)
+            answered.result(timeout=10)  # a lost answer used to hang here
+            assert again.wait(timeout=10).stdout == b"done\n"
+    with boxlite_ffi.Runtime(detached_home) as rt:
+        rt.remove("ended", force=True)
+
+
 def test_attach_refusals(detached_home: Path, rootfs: Path) -> None:
     with boxlite_ffi.Runtime(detached_home) as rt:
         box = rt.create(rootfs=rootfs, detach=True)
