@@ -39,6 +39,7 @@ from .execution import (
     check_size,
 )
 from .lifecycle import (
+    KILL_NOW,
     LIVE,
     BoxExit,
     BoxInfo,
@@ -48,6 +49,7 @@ from .lifecycle import (
     remove_tree,
     settle,
     shim_pid,
+    signal_shim,
 )
 from .store import DELETE, BoxRecord, Change, Proc, start_ticks
 
@@ -56,10 +58,6 @@ if TYPE_CHECKING:
     from .monitor import Monitor
     from .store import Store
 
-# To a shim: kill the box now (SIGTERM: stop it gracefully).  The shim
-# exits once its box's whole pid namespace is gone, unlike after a SIGKILL
-# of the shim itself, which leaves the agent to die of PDEATHSIG later.
-KILL_NOW = signal.SIGUSR1
 BOX_NEW = lib.BOXLITE_BOX_NEW
 BOX_RUNNING = lib.BOXLITE_BOX_RUNNING
 BOX_STOPPING = lib.BOXLITE_BOX_STOPPING
@@ -114,6 +112,7 @@ class BoxServices:
     native: NativeRuntime
     store: Store
     monitor: Monitor
+    forget: Callable[[Box], None]  # the runtime stops tracking a closed box
 
 
 @dataclass(frozen=True)
@@ -352,19 +351,9 @@ class Box:
             self._svc.native.box_stop(self._handle)  # type: ignore[arg-type]
             if self._svc.monitor.watching(self.id):
                 return
-        pid = shim_pid(self.directory)
-        if pid is None:
-            self._watch(None)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            pidfd = os.pidfd_open(pid)
-            try:
-                if shim_pid(self.directory) == pid:
-                    signal.pidfd_send_signal(pidfd, sig)
-            finally:
-                os.close(pidfd)
-        if not self._svc.monitor.watching(self.id):
-            self._watch(pid)
+        pid = signal_shim(self.directory, sig)
+        if pid is None or not self._svc.monitor.watching(self.id):
+            self._watch(pid)  # None: gone already, reported at once
 
     def wait_future(self) -> Future[BoxExit]:
         """``wait`` as a Future."""
@@ -475,16 +464,13 @@ class Box:
         with self._lock:
             self._closed = True
         self._release_handle()
-        self._on_close(self)
+        self._svc.forget(self)
 
     def _release_handle(self) -> None:
         handle, self._handle = self._handle, None
         if handle is not None:
             with contextlib.suppress(RuntimeClosedError):
                 self._svc.native.box_free(handle)
-
-    def _on_close(self, box: Box) -> None:
-        """Replaced by the runtime that tracks this box."""
 
     # ---- executions -------------------------------------------------------
 

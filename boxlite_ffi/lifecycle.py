@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import shutil
+import signal
 import struct
 import time
 from dataclasses import dataclass
@@ -135,6 +137,31 @@ def shim_pid(box_dir: Path) -> int | None:
     finally:
         os.close(fd)
     return pid if l_type != fcntl.F_UNLCK and pid > 0 else None
+
+
+# To a shim: kill the box now (SIGTERM: stop it gracefully).  The shim
+# exits once its box's whole pid namespace is gone, unlike after a SIGKILL
+# of the shim itself, which leaves the agent to die of PDEATHSIG later.
+KILL_NOW = signal.SIGUSR1
+
+
+def signal_shim(box_dir: Path, sig: int, *, wait: bool = False) -> int | None:
+    """Send sig to the box's shim, checked to hold the lock once a pidfd
+    pins it (so a reused pid is never signalled), and wait for its exit if
+    asked.  Its pid, or None when no shim runs the box."""
+    pid = shim_pid(box_dir)
+    if pid is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        pidfd = os.pidfd_open(pid)
+        try:
+            if shim_pid(box_dir) == pid:
+                signal.pidfd_send_signal(pidfd, sig)
+                if wait:
+                    select.select([pidfd], [], [])
+        finally:
+            os.close(pidfd)
+    return pid
 
 
 def read_exit(box_dir: Path) -> Change | None:

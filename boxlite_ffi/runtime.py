@@ -7,8 +7,6 @@ import contextlib
 import os
 import re
 import secrets
-import select
-import signal
 import threading
 import time
 import weakref
@@ -16,11 +14,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from . import oci_layout
-from .box import KILL_NOW, Box, BoxServices, check_argv, env_list, native_config
+from .box import Box, BoxServices, check_argv, env_list, native_config
 from .core import NativeRuntime
 from .errors import ImageError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
-from .lifecycle import BoxExit, BoxInfo, BoxStatus, reconcile, remove_tree, shim_pid
+from .lifecycle import (
+    KILL_NOW,
+    BoxExit,
+    BoxInfo,
+    BoxStatus,
+    reconcile,
+    remove_tree,
+    signal_shim,
+)
 from .monitor import Monitor
 from .store import BoxRecord, Proc, Store
 
@@ -64,7 +70,7 @@ class Runtime:
         self._recover()
         self._native = NativeRuntime(libexec_dir(), queue_capacity=queue_capacity, workers=workers)
         self._monitor = Monitor(self._box_exited)
-        self._services = BoxServices(self._native, self._store, self._monitor)
+        self._services = BoxServices(self._native, self._store, self._monitor, self._forget)
         self._lock = threading.Lock()
         self._boxes: dict[str, Box] = {}
         _LIVE.add(self)
@@ -163,7 +169,6 @@ class Runtime:
 
     def _track(self, record: BoxRecord) -> Box:
         box = Box(self._services, record, self.home / "boxes" / record.id)
-        box._on_close = self._forget  # type: ignore[method-assign]
         with self._lock:
             self._boxes[record.id] = box
         return box
@@ -216,7 +221,7 @@ class Runtime:
         with self._store.exclusive() as known:
             strays = [d for d in boxes.iterdir() if d.name not in known]
             for directory in strays:
-                _kill_shim(directory)
+                signal_shim(directory, KILL_NOW, wait=True)  # nobody owns it any more
             # Moved aside under the lock (quick), deleted after it (maybe not).
             gone = [_move_aside(directory) for directory in strays]
         for directory in gone:
@@ -269,21 +274,6 @@ def _move_aside(directory: Path) -> Path:
     with contextlib.suppress(FileNotFoundError):
         directory.rename(aside)
     return aside
-
-
-def _kill_shim(directory: Path) -> None:
-    """Kill the box of a directory nobody owns any more, and wait for its end."""
-    pid = shim_pid(directory)
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        pidfd = os.pidfd_open(pid)
-        try:
-            if shim_pid(directory) == pid:
-                signal.pidfd_send_signal(pidfd, KILL_NOW)
-                select.select([pidfd], [], [])
-        finally:
-            os.close(pidfd)
 
 
 def _millis(seconds: float, what: str) -> int:
