@@ -28,15 +28,8 @@
 
 static void status_line(const char *line)
 {
-	size_t len = strlen(line), off = 0;
-	while (off < len) {
-		ssize_t n = write(SHIM_STATUS_FD, line + off, len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break; /* the host stopped listening; our exit tells it the rest */
-		off += (size_t)n;
-	}
+	/* A short write: the host stopped listening; our exit tells it the rest. */
+	(void)fd_write_full(SHIM_STATUS_FD, line, strlen(line));
 	close(SHIM_STATUS_FD);
 }
 
@@ -240,16 +233,8 @@ static pid_t clone_box(int *pidfd)
 
 static void read_setup_error(int fd, struct setup_error *e)
 {
-	size_t got = 0;
 	memset(e, 0, sizeof *e);
-	while (got < sizeof *e) {
-		ssize_t n = read(fd, (char *)e + got, sizeof *e - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
+	size_t got = fd_read_full(fd, e, sizeof *e);
 	if (got > 0 && got < sizeof *e)
 		snprintf(e->step, sizeof e->step, "box set-up (truncated report)");
 	e->step[sizeof e->step - 1] = '\0';

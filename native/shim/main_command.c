@@ -58,31 +58,9 @@ int main_command_prepare(struct shim_config *cfg, const char **step)
 /* The agent's one line, e.g. "exited 3\n"; empty when it reported none. */
 static size_t read_report(int fd, char *buf, size_t cap)
 {
-	size_t got = 0;
-	while (got < cap - 1) {
-		ssize_t n = read(fd, buf + got, cap - 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
+	size_t got = fd_read_full(fd, buf, cap - 1);
 	buf[got] = '\0';
 	return got && buf[got - 1] == '\n' ? got : 0; /* a torn line is no report */
-}
-
-static int write_all(int fd, const char *s, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, s, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		s += n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 void main_command_record(const struct shim_config *cfg)
@@ -98,7 +76,7 @@ void main_command_record(const struct shim_config *cfg)
 	if (path_in(tmp, cfg->box_dir, "exit.tmp") || path_in(final, cfg->box_dir, "exit"))
 		return;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	bool ok = fd >= 0 && write_all(fd, line, (size_t)len) == 0 && fsync(fd) == 0;
+	bool ok = fd >= 0 && fd_write_full(fd, line, (size_t)len) == (size_t)len && fsync(fd) == 0;
 	if (fd >= 0)
 		close(fd);
 	if (!ok || rename(tmp, final) < 0)

@@ -31,6 +31,7 @@
 #define BOXLITE_SHIM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -79,6 +80,11 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd,
  */
 int main_command_prepare(struct shim_config *cfg, const char **step);
 void main_command_record(const struct shim_config *cfg);
+
+/* fdio.c: read until len bytes, EOF or an error; write until len bytes or
+ * an error (errno set).  Both return the bytes done. */
+size_t fd_read_full(int fd, void *buf, size_t len);
+size_t fd_write_full(int fd, const void *buf, size_t len);
 
 /* supervise.c: run until the agent exits; returns the shim's exit code. */
 int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd);

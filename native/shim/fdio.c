@@ -1,0 +1,36 @@
+/*
+ * fdio.c - whole-buffer reads and writes across EINTR and short counts
+ * (shim.h).
+ */
+#include <errno.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+size_t fd_read_full(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = read(fd, (char *)buf + got, len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return got;
+}
+
+size_t fd_write_full(int fd, const void *buf, size_t len)
+{
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = write(fd, (const char *)buf + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	return off;
+}
