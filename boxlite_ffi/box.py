@@ -204,12 +204,11 @@ class Box:
         return result
 
     def _claim_start(self, record: BoxRecord, me: Proc) -> Change:
-        change = self._settled(record)
-        status = change.get("status", record.status)
+        change, status = self._settled(record)
         if status == BoxStatus.RUNNING:
             return change
         if status in (BoxStatus.STARTING, BoxStatus.STOPPING):
-            raise _state_error(self.id, BoxStatus(status))
+            raise _state_error(self.id, status)
         return change | {
             "status": BoxStatus.STARTING,
             "actor": me,
@@ -220,10 +219,12 @@ class Box:
             "finished": None,
         }
 
-    def _settled(self, record: BoxRecord) -> Change:
+    def _settled(self, record: BoxRecord) -> tuple[Change, BoxStatus]:
+        """What settling changes, and the status the record has then."""
         if record.removed:
             raise NotFoundError(f"box {self.id} was removed")
-        return settle(record, self.directory) or {}
+        change = settle(record, self.directory) or {}
+        return change, BoxStatus(change.get("status", record.status))
 
     def _native_handle(self) -> int:
         """A handle that can start: ours, or a new one for a new run."""
@@ -336,8 +337,7 @@ class Box:
         return then(ended, _done)
 
     def _claim_stop(self, record: BoxRecord) -> Change:
-        change = self._settled(record)
-        status = change.get("status", record.status)
+        change, status = self._settled(record)
         if status == BoxStatus.STARTING:
             raise _state_error(self.id, BoxStatus.STARTING)
         if status == BoxStatus.RUNNING:
@@ -421,8 +421,7 @@ class Box:
         self._let_go()
 
     def _claim_remove(self, record: BoxRecord, force: bool) -> Change:
-        change = self._settled(record)
-        status = change.get("status", record.status)
+        change, status = self._settled(record)
         if status in LIVE and not force:
             raise InvalidStateError(
                 f"box {self.id} is {status}: stop it first, or remove with force",

@@ -137,7 +137,7 @@ class Runtime:
             "stop_grace_ms": self._grace_ms,
             "drain_ms": self._drain_ms,
         }
-        directory = self.home / "boxes" / box_id
+        directory = self._dir(box_id)
         # The native core's checks, before anything is recorded.
         self._native.box_free(
             self._native.box_new(native_config(directory, config, detach), owner_pid=0)
@@ -167,8 +167,14 @@ class Runtime:
             raise ImageError(f"image {image}: Entrypoint is not a list of strings")
         return [*prefix, *args]
 
+    def _dir(self, box_id: str) -> Path:
+        return self.home / "boxes" / box_id
+
+    def _settle(self, record: BoxRecord) -> BoxRecord:
+        return reconcile(self._store, record.id, self._dir(record.id), record)
+
     def _track(self, record: BoxRecord) -> Box:
-        box = Box(self._services, record, self.home / "boxes" / record.id)
+        box = Box(self._services, record, self._dir(record.id))
         with self._lock:
             self._boxes[record.id] = box
         return box
@@ -180,7 +186,7 @@ class Runtime:
 
     def _box_exited(self, box_id: str) -> BoxExit:
         """On the monitor thread: a watched shim is gone."""
-        return BoxExit.of(reconcile(self._store, box_id, self.home / "boxes" / box_id))
+        return BoxExit.of(reconcile(self._store, box_id, self._dir(box_id)))
 
     def get(self, id_or_name: str) -> Box:
         """A box by name, id or unique id prefix, from this runtime or any
@@ -190,7 +196,7 @@ class Runtime:
             box = self._boxes.get(record.id)
         if box is not None:
             return box
-        record = reconcile(self._store, record.id, self.home / "boxes" / record.id, record)
+        record = self._settle(record)
         if record.removed:
             raise NotFoundError(f"box {id_or_name!r} was removed")
         return self._track(record)
@@ -203,7 +209,7 @@ class Runtime:
         wanted = _statuses(status)
         infos = []
         for record in self._store.all():
-            settled = reconcile(self._store, record.id, self.home / "boxes" / record.id, record)
+            settled = self._settle(record)
             if not settled.removed and (wanted is None or settled.status in wanted):
                 infos.append(BoxInfo.of(settled))
         return infos
@@ -215,11 +221,10 @@ class Runtime:
     def _recover(self) -> None:
         """Bring every record in line with reality, and sweep directories
         that no record explains (a crash in the middle of create or remove)."""
-        boxes = self.home / "boxes"
         for record in self._store.all():
-            reconcile(self._store, record.id, boxes / record.id, record)
+            self._settle(record)
         with self._store.exclusive() as known:
-            strays = [d for d in boxes.iterdir() if d.name not in known]
+            strays = [d for d in (self.home / "boxes").iterdir() if d.name not in known]
             for directory in strays:
                 signal_shim(directory, KILL_NOW, wait=True)  # nobody owns it any more
             # Moved aside under the lock (quick), deleted after it (maybe not).
