@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import (
     AlreadyExistsError,
@@ -136,8 +136,8 @@ Change = dict[str, Any]
 DELETE: Change = {"__delete__": True}
 
 
-def removes(fields: Change | None) -> bool:
-    return bool(fields) and "__delete__" in fields  # type: ignore[operator]
+def removes(fields: Change | None) -> TypeGuard[Change]:
+    return fields is not None and "__delete__" in fields
 
 
 _LIVE_ROWS = "removed IS NULL"
@@ -235,7 +235,7 @@ class Store:
             record = _record(rows[0])
             fields = change(record)
             if removes(fields):
-                fields = {k: v for k, v in fields.items() if k != "__delete__"}  # type: ignore[union-attr]
+                fields = {k: v for k, v in fields.items() if k != "__delete__"}
                 fields |= {"removed": time.time(), "name": None}  # the name is free again
                 db.execute("DELETE FROM boxes WHERE removed < ?", (time.time() - TOMBSTONE_S,))
             if not fields:
