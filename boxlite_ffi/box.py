@@ -46,12 +46,12 @@ from .lifecycle import (
     BoxStatus,
     log_paths,
     reconcile,
-    remove_tree,
     settle,
     shim_pid,
     signal_shim,
 )
 from .store import DELETE, BoxRecord, Change, Proc, start_ticks
+from .tree import remove_tree
 
 if TYPE_CHECKING:
     from .core import NativeRuntime

@@ -98,8 +98,46 @@ class ExecClosedError(BoxliteError):
     code = ErrorCode.EXEC_CLOSED
 
 
+class ImageReason(Code):
+    """What went wrong with an image (stable codes)."""
+
+    INVALID = "invalid"  # malformed, unsupported or unsafe content
+    NOT_FOUND = "not_found"  # no such image, tag, manifest or blob
+    UNAUTHORIZED = "unauthorized"  # the registry refused the credentials
+    DIGEST_MISMATCH = "digest_mismatch"  # content does not match its digest
+    NETWORK = "network"  # the registry could not be reached, or the transfer broke
+    IN_USE = "in_use"  # a box uses the image
+
+
 class ImageError(BoxliteError):
+    """An image could not be loaded, pulled, unpacked or removed."""
+
     code = ErrorCode.IMAGE
+    default_reason = ImageReason.INVALID
+
+    def __init__(self, message: str | None = None, reason: ImageReason | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or self.default_reason
+
+
+class ImageNotFoundError(ImageError, LookupError):
+    default_reason = ImageReason.NOT_FOUND
+
+
+class UnauthorizedError(ImageError, PermissionError):
+    default_reason = ImageReason.UNAUTHORIZED
+
+
+class DigestMismatchError(ImageError):
+    default_reason = ImageReason.DIGEST_MISMATCH
+
+
+class RegistryNetworkError(ImageError, ConnectionError):
+    default_reason = ImageReason.NETWORK
+
+
+class ImageInUseError(ImageError):
+    default_reason = ImageReason.IN_USE
 
 
 class EngineError(BoxliteError):

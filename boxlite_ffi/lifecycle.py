@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import os
 import select
-import shutil
 import signal
 import struct
 import time
@@ -32,6 +31,7 @@ from typing import Any
 from .errors import Code
 from .execution import Outcome
 from .store import DELETE, BoxRecord, Change, Proc, Store, removes
+from .tree import remove_tree
 
 
 class BoxStatus(Code):
@@ -244,23 +244,3 @@ def reconcile(store: Store, box_id: str, box_dir: Path, seen: BoxRecord | None =
     if removing:
         remove_tree(box_dir)
     return record
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a box directory, including directories nobody may list (the
-    mode-000 ones overlayfs leaves in work/, any a box made in upper/).
-    Another process removing it at the same time is no error."""
-
-    def unlock(directory: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            directory.chmod(0o700)
-            for child in directory.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    unlock(child)
-
-    def gone_already(_func: Any, _path: str, exc_info: Any) -> None:
-        if not issubclass(exc_info[0], FileNotFoundError):
-            raise exc_info[1]
-
-    unlock(path)
-    shutil.rmtree(path, onerror=gone_already)

@@ -13,22 +13,23 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from . import oci_layout
 from .box import Box, BoxServices, check_argv, env_list, native_config
 from .core import NativeRuntime
-from .errors import ImageError, InvalidArgumentError, NotFoundError
+from .errors import ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
+from .image import Images, ResolvedImage
+from .image.media import ImageConfig
 from .lifecycle import (
     KILL_NOW,
     BoxExit,
     BoxInfo,
     BoxStatus,
     reconcile,
-    remove_tree,
     signal_shim,
 )
 from .monitor import Monitor
 from .store import BoxRecord, Proc, Store
+from .tree import remove_tree
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_STOP_GRACE_MS = 10_000
@@ -67,6 +68,7 @@ class Runtime:
         self._grace_ms = _millis(stop_grace, "stop_grace")
         self._drain_ms = _millis(drain_window, "drain_window")
         self._store = Store(self.home / "boxlite.db")
+        self._images = Images(self.home / "images", self._store)
         self._recover()
         self._native = NativeRuntime(libexec_dir(), queue_capacity=queue_capacity, workers=workers)
         self._monitor = Monitor(self._box_exited)
@@ -90,6 +92,11 @@ class Runtime:
         """The core layer (for tests and SDKs built on top)."""
         return self._native
 
+    @property
+    def images(self) -> Images:
+        """The image cache of this home: load, pull, list, inspect, remove, prune."""
+        return self._images
+
     def create(
         self,
         image: str | os.PathLike[str] | None = None,
@@ -100,39 +107,52 @@ class Runtime:
         workdir: str | None = None,
         cmd: Sequence[str] | None = None,
         entrypoint: Sequence[str] | None = None,
+        use_image_cmd: bool = False,
+        user: str | None = None,
         detach: bool = False,
         auto_remove: bool = False,
     ) -> Box:
         """Describe a new box (started by ``start()`` or the first exec).
 
-        ``image`` is an OCI image layout directory; ``rootfs`` a root
-        filesystem directory used read-only.  Exactly one is required.
+        ``image`` is an image of ``images`` (name, id or id prefix), or the
+        path of an OCI layout or docker archive, loaded first; ``rootfs`` a
+        root filesystem directory used read-only.  Exactly one is required.
+        The image's Env (under ``env``) and WorkingDir (unless ``workdir``)
+        apply to every process of the box.
 
         ``entrypoint`` + ``cmd`` is the box's main command: when it ends,
         so does the box (status ``exited``; ``wait`` says how, ``logs`` what
-        it wrote).  A ``cmd`` alone runs after the image's Entrypoint.
-        Without either, the box idles until stopped.
+        it wrote).  A ``cmd`` alone runs after the image's Entrypoint;
+        ``use_image_cmd=True`` runs the image's Entrypoint + Cmd.  Without
+        any, the box idles until stopped, to be exec'd into.
+
+        Processes in a box run as its root; an image whose User is another
+        user raises ``ImageError`` unless ``user="root"`` says so is fine.
 
         A box dies with this program, unless ``detach=True``: then closing
         it or the runtime lets go of it, and ``Runtime.get`` finds it again
         by id or name, from any process.  ``auto_remove=True`` deletes the
         box once its run is over.
         """
-        lower = self._lower_dir(image, rootfs)
+        if (image is None) == (rootfs is None):
+            raise InvalidArgumentError("give exactly one of image= or rootfs=")
         if name is not None and not (isinstance(name, str) and NAME_RE.fullmatch(name)):
             raise InvalidArgumentError(f"invalid box name {name!r}")
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgumentError("workdir must be an absolute path")
         env_list(env)  # refuse a bad environment now, not at the first exec
-        main = self._main_command(image, entrypoint, cmd)
+        made = self._image(image) if image is not None else None
+        config_of = made.config if made else ImageConfig(())
+        _check_user(user, config_of.user, image)
         box_id = secrets.token_hex(6)
         config = {
             "image": str(image if image is not None else rootfs),
-            "lowers": [str(lower)],
+            "image_id": made.id if made else None,
+            "lowers": [str(p) for p in made.lowers] if made else [str(_rootfs(rootfs))],
             "hostname": name or box_id,
-            "env": dict(env or {}),
-            "workdir": workdir,
-            "main": main or None,
+            "env": {**_env_dict(config_of.env), **(env or {})},
+            "workdir": workdir or config_of.workdir or None,
+            "main": _main_command(config_of, entrypoint, cmd, use_image_cmd) or None,
             "auto_remove": auto_remove,
             "stop_grace_ms": self._grace_ms,
             "drain_ms": self._drain_ms,
@@ -147,25 +167,18 @@ class Runtime:
         self._store.add(record, also=lambda: directory.mkdir(mode=0o700))
         return self._track(record)
 
-    @staticmethod
-    def _main_command(
-        image: str | os.PathLike[str] | None,
-        entrypoint: Sequence[str] | None,
-        cmd: Sequence[str] | None,
-    ) -> list[str]:
-        """entrypoint + cmd; a cmd alone follows the image's Entrypoint (as
-        in docker: an entrypoint given replaces the image's Cmd too)."""
-        if entrypoint:
-            return [*check_argv(entrypoint), *(check_argv(cmd) if cmd else [])]
-        if not cmd:
-            return []
-        args = check_argv(cmd)
-        if image is None:
-            return args
-        prefix = oci_layout.image_config(Path(image)).get("Entrypoint") or []
-        if not isinstance(prefix, list) or not all(isinstance(a, str) for a in prefix):
-            raise ImageError(f"image {image}: Entrypoint is not a list of strings")
-        return [*prefix, *args]
+    def _image(self, image: str | os.PathLike[str]) -> ResolvedImage:
+        """An image of the cache; a path that exists is loaded first."""
+        if isinstance(image, os.PathLike) or (isinstance(image, str) and "/" in image):
+            path = Path(image)
+            if path.exists():
+                loaded = self._images.load(path)
+                if len(loaded) != 1:
+                    raise ImageError(f"{path} holds {len(loaded)} images: load it, pick one")
+                return self._images.resolve(loaded[0].id)
+        if not isinstance(image, str):
+            raise ImageNotFoundError(f"image {image} not found")
+        return self._images.resolve(image)
 
     def _dir(self, box_id: str) -> Path:
         return self.home / "boxes" / box_id
@@ -232,21 +245,6 @@ class Runtime:
         for directory in gone:
             remove_tree(directory)
 
-    def _lower_dir(
-        self, image: str | os.PathLike[str] | None, rootfs: str | os.PathLike[str] | None
-    ) -> Path:
-        if (image is None) == (rootfs is None):
-            raise InvalidArgumentError("give exactly one of image= or rootfs=")
-        if rootfs is not None:
-            path = Path(rootfs).resolve()
-            if not path.is_dir():
-                raise NotFoundError(f"rootfs {path} is not a directory")
-            return path
-        path = Path(image).resolve()  # type: ignore[arg-type]
-        if not path.is_dir():
-            raise ImageError(f"image {image} not found (an OCI image layout directory)")
-        return oci_layout.unpack(path, self.home / "images")
-
     def close(self) -> None:
         """Close every box (see ``Box.close``: the ones this program owns go
         with it), complete every pending operation."""
@@ -279,6 +277,51 @@ def _move_aside(directory: Path) -> Path:
     with contextlib.suppress(FileNotFoundError):
         directory.rename(aside)
     return aside
+
+
+def _rootfs(rootfs: str | os.PathLike[str] | None) -> Path:
+    path = Path(rootfs or "").resolve()
+    if not path.is_dir():
+        raise NotFoundError(f"rootfs {path} is not a directory")
+    return path
+
+
+def _env_dict(pairs: Sequence[str]) -> dict[str, str]:
+    """An image's Env ("KEY=value" each) as a mapping."""
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
+ROOT_USERS = ("", "root", "0", "root:root", "0:0")
+
+
+def _check_user(user: str | None, image_user: str, image: object) -> None:
+    if user is not None and user not in ROOT_USERS:
+        raise InvalidArgumentError(f"user {user!r}: processes in a box run as its root")
+    if user is None and image_user not in ROOT_USERS:
+        raise ImageError(
+            f"image {image} runs as user {image_user!r}, but processes in a box run as its"
+            " root; pass user='root' to run it so"
+        )
+
+
+def _main_command(
+    image: ImageConfig,
+    entrypoint: Sequence[str] | None,
+    cmd: Sequence[str] | None,
+    use_image_cmd: bool,
+) -> list[str]:
+    """entrypoint + cmd, as docker makes it: an entrypoint given replaces
+    the image's Cmd too; a cmd alone follows the image's Entrypoint."""
+    if entrypoint:
+        return [*check_argv(entrypoint), *(check_argv(cmd) if cmd else [])]
+    if cmd:
+        return [*image.entrypoint, *check_argv(cmd)]
+    if use_image_cmd:
+        command = [*image.entrypoint, *image.cmd]
+        if not command:
+            raise ImageError("the image has no Entrypoint or Cmd to run")
+        return command
+    return []
 
 
 def _millis(seconds: float, what: str) -> int:

@@ -30,6 +30,8 @@ from typing import Any, TypeGuard
 from .errors import (
     AlreadyExistsError,
     BoxliteTimeoutError,
+    ImageInUseError,
+    ImageNotFoundError,
     InvalidArgumentError,
     NotFoundError,
     RuntimeClosedError,
@@ -66,6 +68,17 @@ _MIGRATIONS: list[list[str]] = [
         "ALTER TABLE boxes DROP COLUMN shim_pid",
         "ALTER TABLE boxes DROP COLUMN shim_start",
         "ALTER TABLE boxes DROP COLUMN boot_id",
+    ],
+    [
+        """CREATE TABLE images (
+            id TEXT PRIMARY KEY,
+            config TEXT NOT NULL,
+            layers TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created REAL NOT NULL
+        )""",
+        "CREATE TABLE tags (name TEXT PRIMARY KEY, image TEXT NOT NULL)",
+        "CREATE INDEX tags_by_image ON tags (image)",
     ],
 ]
 _COLUMNS = (
@@ -128,6 +141,20 @@ class BoxRecord:
     owner: Proc | None = None
     actor: Proc | None = None
     removed: float | None = None  # when it was removed: hidden from lookups
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image in the cache: its manifest digest (``id``), its config
+    digest, its layers (blob digest, diff_id, ChainID, size each) and its
+    names."""
+
+    id: str
+    config: str
+    layers: tuple[tuple[str, str, str, int], ...]
+    size: int
+    created: float
+    tags: tuple[str, ...] = ()
 
 
 # What a change returns: the fields to set; with DELETE in them, the box is
@@ -211,6 +238,12 @@ class Store:
         marks = ", ".join("?" * len(values))
         try:
             with self._transaction() as db:
+                image = record.config.get("image_id")
+                if (
+                    image
+                    and not db.execute("SELECT 1 FROM images WHERE id = ?", (image,)).fetchone()
+                ):
+                    raise ImageNotFoundError(f"image {image} was removed")
                 db.execute(f"INSERT INTO boxes ({names}) VALUES ({marks})", tuple(values.values()))
                 also()
         except sqlite3.IntegrityError:
@@ -269,6 +302,86 @@ class Store:
     def all(self) -> list[BoxRecord]:
         """Every box that is not removed, oldest first."""
         return self._query(f"WHERE {_LIVE_ROWS} ORDER BY created, id")
+
+    # -- images ----------------------------------------------------------------
+
+    def add_image(self, image: ImageRecord, tags: list[str]) -> None:
+        """Record an image (again) and point ``tags`` at it (from wherever
+        they pointed before)."""
+        layers = json.dumps(image.layers)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO images (id, config, layers, size, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (image.id, image.config, layers, image.size, image.created),
+            )
+            for tag in tags:
+                db.execute(
+                    "INSERT OR REPLACE INTO tags (name, image) VALUES (?, ?)", (tag, image.id)
+                )
+
+    def images(self) -> list[ImageRecord]:
+        """Every image, newest first."""
+        with self._transaction() as db:
+            return _images(db, "ORDER BY created DESC, id")
+
+    def find_image(self, ref: str, name: str | None = None) -> ImageRecord:
+        """By name (``name``, default ``ref``), else by full id (sha256:…)
+        or a prefix of exactly one id (``ref``)."""
+        with self._transaction() as db:
+            return _find_image(db, ref, name or ref)
+
+    def remove_image(self, ref: str, name: str | None = None) -> tuple[str, bool]:
+        """Untag ``name`` (found as by ``find_image``), and delete the image
+        when it was its last name or ``ref`` named it by id: (id, deleted).
+        ``ImageInUseError`` when a box (not removed) uses an image to delete."""
+        name = name or ref
+        with self._transaction() as db:
+            image = _find_image(db, ref, name)
+            if name in image.tags and len(image.tags) > 1:
+                db.execute("DELETE FROM tags WHERE name = ?", (name,))
+                return image.id, False
+            users = db.execute(
+                f"SELECT id FROM boxes WHERE {_LIVE_ROWS}"
+                " AND json_extract(config, '$.image_id') = ? ORDER BY created",
+                (image.id,),
+            ).fetchall()
+            if users:
+                boxes = ", ".join(row[0] for row in users)
+                raise ImageInUseError(f"image {ref!r} is used by box(es) {boxes}")
+            db.execute("DELETE FROM tags WHERE image = ?", (image.id,))
+            db.execute("DELETE FROM images WHERE id = ?", (image.id,))
+            return image.id, True
+
+
+def _images(db: sqlite3.Connection, where: str, args: tuple[Any, ...] = ()) -> list[ImageRecord]:
+    rows = db.execute(
+        "SELECT id, config, layers, size, created,"
+        " (SELECT json_group_array(name) FROM (SELECT name FROM tags"
+        "  WHERE tags.image = images.id ORDER BY name))"
+        f" FROM images {where}",
+        args,
+    ).fetchall()
+    return [
+        ImageRecord(i, c, tuple(tuple(x) for x in json.loads(ls)), size, t, tuple(json.loads(tags)))
+        for i, c, ls, size, t, tags in rows
+    ]
+
+
+def _find_image(db: sqlite3.Connection, ref: str, name: str) -> ImageRecord:
+    if not ref or not isinstance(ref, str):
+        raise InvalidArgumentError("an empty image reference")
+    images = _images(
+        db, "WHERE id IN (SELECT image FROM tags WHERE name = ?) OR id = ?", (name, ref)
+    )
+    if not images:
+        hexdigits = ref.removeprefix("sha256:")
+        if hexdigits and all(c in "0123456789abcdef" for c in hexdigits):
+            images = _images(db, "WHERE id LIKE ?", ("sha256:" + hexdigits + "%",))
+    if len(images) != 1:
+        what = "matches several images" if images else "is no image here"
+        raise ImageNotFoundError(f"{ref!r} {what}")
+    return images[0]
 
 
 @contextmanager

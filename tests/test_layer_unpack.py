@@ -1,31 +1,60 @@
-"""Unpacking OCI layers: whiteouts, opaque dirs, and archives that try to
-write outside the root filesystem."""
+"""Unpacking OCI layers into overlayfs layer directories: whiteouts, opaque
+dirs, links, and archives that try to write outside the root filesystem.
+Each result is checked as the box sees it: through a real overlay mount."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
-import json
-import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from overlay_view import merged_view
 
-from boxlite_ffi import ImageError, oci_layout
-from boxlite_ffi.layer_unpack import apply_layer, resolve_in_root
+from boxlite_ffi import DigestMismatchError, ImageError
+from boxlite_ffi.image.unpack import unpack_layer
 
-from imagebuild import Entry, tar_bytes, write_layout
+from imagebuild import Entry, tar_bytes
+
+try:
+    from compression import zstd  # type: ignore[import-not-found, unused-ignore]
+except ImportError:
+    from backports import zstd  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 
-def apply(root: Path, *entries: Entry) -> int:
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes(entries))) as tar:
-        return apply_layer(root, tar)
+class Stack:
+    """Layers unpacked one over another, as the image cache does."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layers: list[Path] = []  # bottom first
+        self.made = 0
+
+    def add(self, *entries: Entry, blob: bytes | None = None, diff_id: str | None = None) -> int:
+        raw = tar_bytes(entries)
+        top = self.root / f"layer{self.made}"
+        self.made += 1
+        top.mkdir()
+        skipped = unpack_layer(
+            io.BufferedReader(io.BytesIO(blob if blob is not None else raw)),  # type: ignore[arg-type]
+            top,
+            list(reversed(self.layers)),
+            diff_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
+        )
+        self.layers.append(top)
+        return skipped
+
+    def view(self) -> dict[str, tuple[str, ...]]:
+        return merged_view(list(reversed(self.layers)))
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    r = tmp_path / "rootfs"
-    r.mkdir()
-    return r
+def stack(tmp_path: Path) -> Stack:
+    (tmp_path / "layers").mkdir()
+    return Stack(tmp_path / "layers")
 
 
 @pytest.fixture
@@ -36,9 +65,8 @@ def outside(tmp_path: Path) -> Path:
     return o
 
 
-def test_layers_apply_in_order_with_whiteouts(root: Path) -> None:
-    apply(
-        root,
+def test_layers_apply_in_order_with_whiteouts(stack: Stack) -> None:
+    stack.add(
         Entry("a", "dir"),
         Entry("a/one", data=b"1"),
         Entry("a/two", data=b"2"),
@@ -46,101 +74,209 @@ def test_layers_apply_in_order_with_whiteouts(root: Path) -> None:
         Entry("b/x", data=b"x"),
         Entry("c", data=b"c"),
     )
-    apply(
-        root,
+    stack.add(
         Entry("a/.wh.one"),
         Entry("b/.wh..wh..opq"),
         Entry("b/y", data=b"y"),
         Entry("c", data=b"replaced"),
     )
-    assert sorted(p.name for p in (root / "a").iterdir()) == ["two"]
-    assert sorted(p.name for p in (root / "b").iterdir()) == ["y"]
-    assert (root / "c").read_bytes() == b"replaced"
-    assert not list(root.rglob(".wh.*"))
+    assert stack.view() == {
+        "a": ("dir",),
+        "a/two": ("file", "2"),
+        "b": ("dir",),
+        "b/y": ("file", "y"),
+        "c": ("file", "replaced"),
+    }
 
 
-def test_file_replaces_directory_and_symlink(root: Path) -> None:
-    apply(
-        root, Entry("d", "dir"), Entry("d/inner", data=b"i"), Entry("l", "symlink", target="/etc")
-    )
-    apply(root, Entry("d", data=b"now a file"), Entry("l", data=b"now a file too"))
-    assert (root / "d").read_bytes() == b"now a file"
-    assert not (root / "l").is_symlink()
+def test_whiteout_then_recreate_in_one_layer_hides_the_old_contents(stack: Stack) -> None:
+    stack.add(Entry("d", "dir"), Entry("d/old", data=b"o"))
+    stack.add(Entry(".wh.d"), Entry("d", "dir"), Entry("d/new", data=b"n"))
+    assert stack.view() == {"d": ("dir",), "d/new": ("file", "n")}
 
 
-def test_symlinks_resolve_inside_the_root(root: Path, outside: Path) -> None:
-    apply(
-        root,
-        Entry("usr", "dir"),
+def test_file_replaces_directory_and_symlink(stack: Stack) -> None:
+    stack.add(Entry("d", "dir"), Entry("d/inner", data=b"i"), Entry("l", "symlink", target="/etc"))
+    stack.add(Entry("d", data=b"now a file"), Entry("l", data=b"now a file too"))
+    assert stack.view() == {"d": ("file", "now a file"), "l": ("file", "now a file too")}
+
+
+def test_symlinks_resolve_in_the_merged_view(stack: Stack) -> None:
+    stack.add(
+        Entry("usr", "dir", mode=0o751),
         Entry("usr/lib", "dir"),
         Entry("lib", "symlink", target="/usr/lib"),
     )
-    apply(root, Entry("lib/libc.so", data=b"elf"))
-    assert (root / "usr" / "lib" / "libc.so").read_bytes() == b"elf"
-    assert resolve_in_root(root, "lib/../../../x") == "x"
+    stack.add(Entry("lib/libc.so", data=b"elf"))
+    assert stack.view()["usr/lib/libc.so"] == ("file", "elf")
+    assert stack.view()["lib"] == ("link", "/usr/lib")
+    copied_up = stack.layers[1] / "usr"
+    assert copied_up.is_dir() and copied_up.stat().st_mode & 0o777 == 0o751
 
 
-def test_writes_through_a_symlink_stay_inside(root: Path, outside: Path) -> None:
-    apply(root, Entry("escape", "symlink", target=str(outside)))
-    apply(root, Entry("escape/secret", data=b"overwritten"))
+def test_writes_through_a_symlink_stay_inside(stack: Stack, outside: Path) -> None:
+    stack.add(Entry("escape", "symlink", target=str(outside)))
+    stack.add(Entry("escape/secret", data=b"overwritten"))
+    stack.add(Entry("up", "symlink", target="../../../../.."), Entry("up/etc-file", data=b"x"))
     assert (outside / "secret").read_text() == "host secret\n"
-    apply(root, Entry("up", "symlink", target="../../../../.."))
-    apply(root, Entry("up/etc-file", data=b"x"))
-    assert (root / "etc-file").read_bytes() == b"x"
+    view = stack.view()
+    assert view[str(outside).lstrip("/") + "/secret"] == ("file", "overwritten")
+    assert view["etc-file"] == ("file", "x")
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/../../evil", "/abs-evil"])
-def test_dotdot_and_absolute_names_stay_inside(root: Path, name: str) -> None:
-    apply(root, Entry(name, data=b"evil"))
-    assert not (root.parent / "evil").exists()
+def test_dotdot_and_absolute_names_stay_inside(stack: Stack, name: str) -> None:
+    stack.add(Entry(name, data=b"evil"))
+    assert not (stack.root.parent / "evil").exists()
     assert not Path("/abs-evil").exists()
+    assert stack.view().get(name.rsplit("/", 1)[-1]) == ("file", "evil")
 
 
-def test_hardlink_outside_the_root_is_contained(root: Path, outside: Path) -> None:
-    with pytest.raises(ImageError):
-        apply(root, Entry("h", "hardlink", target="../outside/secret"))
+def test_hardlinks(stack: Stack, outside: Path) -> None:
+    with pytest.raises(ImageError, match="no regular file"):
+        stack.add(Entry("h", "hardlink", target="../outside/secret"))
     assert (outside / "secret").read_text() == "host secret\n"
-
-
-def test_device_nodes_are_skipped(root: Path) -> None:
-    skipped = apply(root, Entry("dev", "dir"), Entry("dev/null", "chardev"), Entry("fifo", "fifo"))
-    assert skipped == 2
-    assert list((root / "dev").iterdir()) == []
-
-
-def test_whiteout_cannot_delete_outside(root: Path, outside: Path) -> None:
-    apply(root, Entry("link", "symlink", target=str(outside)))
-    apply(root, Entry("link/.wh.secret"), Entry("../.wh.outside"))
-    assert (outside / "secret").exists()
-
-
-def test_layout_digest_mismatch_is_an_image_error(tmp_path: Path) -> None:
-    layout = write_layout(tmp_path / "layout", [tar_bytes([Entry("f", data=b"ok")])])
-    index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads(
-        (layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text()
+    stack.add(Entry("bin", "dir"), Entry("bin/busybox", data=b"bb"))
+    stack.add(
+        Entry("bin/sh", "hardlink", target="bin/busybox"),
+        Entry("same", "hardlink", target="/bin/sh"),
     )
-    blob = layout / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]
-    data = bytearray(blob.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    blob.write_bytes(bytes(data))
-    with pytest.raises(ImageError, match="does not match"):
-        oci_layout.unpack(layout, tmp_path / "cache")
-    assert not any((tmp_path / "cache").glob("sha256-*"))
+    top = stack.layers[-1]
+    assert (top / "bin/sh").samefile(top / "bin/busybox")  # copied up: a link never spans layers
+    assert stack.view()["same"] == ("file", "bb")
 
 
-def test_layout_without_amd64_manifest(tmp_path: Path) -> None:
-    layout = write_layout(tmp_path / "layout", [tar_bytes([Entry("f")])])
-    index = json.loads((layout / "index.json").read_text())
-    index["manifests"][0]["platform"] = {"os": "linux", "architecture": "arm64"}
-    (layout / "index.json").write_text(json.dumps(index))
-    with pytest.raises(ImageError, match="amd64"):
-        oci_layout.unpack(layout, tmp_path / "cache")
+def test_devices_are_skipped_fifos_kept(stack: Stack) -> None:
+    skipped = stack.add(Entry("dev", "dir"), Entry("dev/null", "chardev"), Entry("fifo", "fifo"))
+    assert skipped == 1
+    assert stack.view() == {"dev": ("dir",), "fifo": ("other",)}
 
 
-def test_uncompressed_layers_unpack(tmp_path: Path) -> None:
-    layout = write_layout(
-        tmp_path / "layout", [tar_bytes([Entry("hello", data=b"hi")])], compress=False
-    )
-    rootfs = oci_layout.unpack(layout, tmp_path / "cache")
-    assert (rootfs / "hello").read_bytes() == b"hi"
+def test_whiteout_cannot_delete_outside(stack: Stack, outside: Path) -> None:
+    stack.add(Entry("link", "symlink", target=str(outside)))
+    stack.add(Entry("link/.wh.secret"), Entry("../.wh.outside"))
+    with pytest.raises(ImageError, match="malformed whiteout"):
+        stack.add(Entry(".wh..."))
+    assert (outside / "secret").exists() and outside.exists()
+
+
+def test_symlink_loops_are_an_error(stack: Stack) -> None:
+    stack.add(Entry("x", "symlink", target="y"), Entry("y", "symlink", target="x"))
+    with pytest.raises(ImageError, match="too many levels"):
+        stack.add(Entry("x/file", data=b"loop"))
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd", "plain"])
+def test_compressions(stack: Stack, compress: str) -> None:
+    raw = tar_bytes([Entry("hello", data=b"hi")])
+    blob = {"gzip": gzip.compress, "zstd": zstd.compress, "plain": bytes}[compress](raw)
+    stack.add(Entry("hello", data=b"hi"), blob=blob)
+    assert stack.view() == {"hello": ("file", "hi")}
+
+
+def test_diff_id_mismatch(stack: Stack) -> None:
+    with pytest.raises(DigestMismatchError):
+        stack.add(Entry("f", data=b"x"), diff_id="sha256:" + "0" * 64)
+
+
+def test_truncated_and_garbage_layers(stack: Stack) -> None:
+    raw = gzip.compress(tar_bytes([Entry("big", data=b"x" * 100_000)]))
+    for blob in (raw[: len(raw) // 2], b"\x1f\x8b" + b"garbage" * 50, b"not a tar at all" * 64):
+        with pytest.raises(ImageError):
+            stack.add(Entry("big", data=b"x"), blob=blob)
+
+
+# -- random layer stacks against a model ------------------------------------
+
+DIR_PATHS = ["a", "b", "a/a", "a/b", "b/a", "b/b"]
+LEAF_PATHS = [f"{d}/{leaf}".lstrip("/") for d in ["", *DIR_PATHS] for leaf in ("f", "g")]
+TARGETS = ["f", "/a", "../b", "a/f", "/nowhere"]
+Model = dict[str, tuple[str, ...]]
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def _drop(model: Model, top: str) -> None:
+    for path in [p for p in model if _under(p, top)]:
+        del model[path]
+
+
+def _model_apply(model: Model, whiteouts: list[str], opaques: list[str], entries: list) -> None:
+    """The OCI layer semantics, on a flat dictionary."""
+    for path in whiteouts:
+        _drop(model, path)
+    for path in opaques:
+        for child in [p for p in model if p.startswith(path + "/")]:
+            del model[child]
+    for kind, path, payload in entries:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            model.setdefault("/".join(parts[:i]), ("dir",))
+        if kind == "dir":
+            if model.get(path) != ("dir",):
+                _drop(model, path)
+                model[path] = ("dir",)
+        else:
+            _drop(model, path)
+            model[path] = (kind, payload)
+
+
+def _entry(kind: str, path: str, payload: str) -> Entry:
+    if kind == "file":
+        return Entry(path, data=payload.encode())
+    if kind == "link":
+        return Entry(path, "symlink", target=payload)
+    return Entry(path, "dir")
+
+
+def _free(path: str, whiteouts: list[str]) -> bool:
+    return not any(_under(path, w) or _under(w, path) for w in whiteouts)
+
+
+def _draw_layer(data: st.DataObject, model: Model) -> tuple[list[str], list[str], list]:
+    """Whiteouts of what is there, then dirs, files and symlinks elsewhere,
+    and opaque markers on some of the listed dirs."""
+    existing = sorted(model)
+    whiteouts = []
+    if existing:
+        whiteouts = data.draw(st.lists(st.sampled_from(existing), max_size=3, unique=True))
+    dirs = [p for p in DIR_PATHS if _free(p, whiteouts)]
+    leaves = [p for p in LEAF_PATHS if _free(p, whiteouts)]
+    kinds = [
+        st.tuples(st.just("file"), st.sampled_from(leaves), st.text("xyz", max_size=3)),
+        st.tuples(st.just("link"), st.sampled_from(leaves), st.sampled_from(TARGETS)),
+    ]
+    if dirs:
+        kinds.append(st.tuples(st.just("dir"), st.sampled_from(dirs), st.just("")))
+    entries = data.draw(st.lists(st.one_of(kinds), max_size=8))
+    listed = [path for kind, path, _ in entries if kind == "dir"]
+    opaques = []
+    if listed:
+        opaques = data.draw(st.lists(st.sampled_from(listed), max_size=2, unique=True))
+    return whiteouts, opaques, entries
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_random_layer_stacks_match_the_model(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    stack = Stack(tmp_path_factory.mktemp("stack"))
+    model: Model = {}
+    for _layer in range(data.draw(st.integers(1, 4), label="layers")):
+        whiteouts, opaques, entries = _draw_layer(data, model)
+        tar = [Entry(_whiteout_name(p)) for p in whiteouts]
+        tar += [Entry(f"{p}/.wh..wh..opq") for p in opaques]
+        tar += [_entry(*e) for e in entries]
+        stack.add(*tar)
+        _model_apply(model, whiteouts, opaques, entries)
+    assert stack.view() == model
+
+
+def _whiteout_name(path: str) -> str:
+    parent, _, name = path.rpartition("/")
+    return f"{parent}/.wh.{name}".lstrip("/")

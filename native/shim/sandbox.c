@@ -112,12 +112,14 @@ static int mount_overlay(const struct shim_config *cfg, const char *rootfs, stru
 	if (n < sizeof opts)
 		n += (size_t)snprintf(opts + n, sizeof opts - n, ",upperdir=%s/upper,workdir=%s/work",
 				      cfg->box_dir, cfg->box_dir);
-	static const char *const extras[] = {",volatile", ",volatile,userxattr", "", ",userxattr"};
-	if (n + strlen(extras[1]) >= sizeof opts)
+	/* userxattr first: image layers mark opaque directories with
+	 * user.overlay.opaque, which unprivileged users can set. */
+	static const char *const extras[] = {",volatile,userxattr", ",userxattr", ",volatile", ""};
+	if (n + strlen(extras[0]) >= sizeof opts)
 		return fail(e, EINVAL, "overlay options too long");
 	clear_volatile_marker(cfg->box_dir);
-	/* Older kernels lack volatile; in a user namespace some insist on
-	 * user.* xattrs.  The first error is the one worth reporting. */
+	/* Older kernels lack volatile or userxattr.  The first error is the
+	 * one worth reporting. */
 	int first_err = 0;
 	for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
 		memcpy(opts + n, extras[i], strlen(extras[i]) + 1);

@@ -1,0 +1,242 @@
+"""A client of the OCI distribution API (what registries speak): manifests
+and blobs over HTTP(S), with anonymous, basic and bearer-token auth.
+
+Loopback registries are spoken to over plain HTTP, others over HTTPS unless
+``insecure``.  A blob download continues a broken earlier one with a Range
+request; redirects (to blob storage) are followed without our credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import ipaddress
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO
+
+from ..errors import (
+    DigestMismatchError,
+    ImageError,
+    ImageNotFoundError,
+    RegistryNetworkError,
+    UnauthorizedError,
+)
+from .content import CHUNK, Content
+from .media import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    MAX_DOCUMENT,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    digest_of,
+    media_type,
+    parse_json,
+    pick_platform,
+    verify,
+)
+from .reference import Reference
+
+ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
+TIMEOUT_S = 30.0
+MAX_REDIRECTS = 5
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # followed by hand, without the Authorization header
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.endswith("]") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class Registry:
+    """One repository of one registry, for one pull (threads share it)."""
+
+    def __init__(
+        self, ref: Reference, credentials: tuple[str, str] | None, insecure: bool = False
+    ) -> None:
+        scheme = "http" if insecure or _loopback(ref.api_host) else "https"
+        self.ref = ref
+        self.base = f"{scheme}://{ref.api_host}/v2/{ref.repository}"
+        self.credentials = credentials
+        self._auth: str | None = None  # the Authorization header that worked
+        self._lock = threading.Lock()
+
+    # -- requests ------------------------------------------------------------
+
+    def _open(self, url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+        """GET url, authenticating once when challenged, following redirects."""
+        sent_auth = None
+        for _ in range(MAX_REDIRECTS + 2):
+            request = urllib.request.Request(url, headers=headers)
+            same_host = url.startswith(self.base.split("/v2/")[0])
+            with self._lock:
+                auth = self._auth
+            if auth and same_host:
+                request.add_header("Authorization", auth)
+            try:
+                with _transport_errors():
+                    return _OPENER.open(request, timeout=TIMEOUT_S)  # type: ignore[no-any-return]
+            except urllib.error.HTTPError as exc:
+                if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
+                    url = urllib.parse.urljoin(url, exc.headers["Location"])
+                    continue
+                if exc.code == 401 and same_host and sent_auth != auth:
+                    sent_auth = auth
+                    self._authenticate(exc.headers.get("WWW-Authenticate", ""))
+                    continue
+                raise _http_error(exc, url) from None
+        raise RegistryNetworkError(f"too many redirects fetching {url}")
+
+    def _authenticate(self, challenge: str) -> None:
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if self.credentials is None:
+                raise UnauthorizedError(f"{self.ref.registry} needs credentials")
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            header = f"Basic {token}"
+        elif scheme.lower() == "bearer":
+            header = f"Bearer {self._token(_challenge_params(params))}"
+        else:
+            raise UnauthorizedError(
+                f"{self.ref.registry}: unsupported auth challenge {challenge!r}"
+            )
+        with self._lock:
+            self._auth = header
+
+    def _token(self, params: dict[str, str]) -> str:
+        realm = params.get("realm")
+        if not realm:
+            raise UnauthorizedError(f"{self.ref.registry}: a bearer challenge without realm")
+        query = {"scope": params.get("scope") or f"repository:{self.ref.repository}:pull"}
+        if params.get("service"):
+            query["service"] = params["service"]
+        request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(query)}")
+        if self.credentials is not None:
+            basic = base64.b64encode(":".join(self.credentials).encode()).decode()
+            request.add_header("Authorization", f"Basic {basic}")
+        try:
+            with _transport_errors(), _OPENER.open(request, timeout=TIMEOUT_S) as response:
+                body = response.read(MAX_DOCUMENT)
+        except urllib.error.HTTPError as exc:
+            raise _http_error(exc, realm) from None
+        doc = parse_json(body, "the token response")
+        token = doc.get("token") or doc.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise UnauthorizedError(f"{realm} answered without a token")
+        return token
+
+    # -- manifests -------------------------------------------------------------
+
+    def manifest(self) -> tuple[bytes, str]:
+        """The linux/amd64 image manifest the reference names, and its digest."""
+        data, digest = self._document(self.ref.manifest_ref, self.ref.digest)
+        for _ in range(4):
+            doc = parse_json(data, f"manifest {digest}")
+            if media_type(doc) not in INDEX_TYPES:
+                return data, digest
+            picked = pick_platform(doc)
+            data, digest = self._document(picked.digest, picked.digest)
+        raise ImageError("image indexes nested too deeply")
+
+    def _document(self, ref: str, digest: str | None) -> tuple[bytes, str]:
+        url = f"{self.base}/manifests/{ref}"
+        with self._open(url, {"Accept": ACCEPT}) as response, _transport_errors():
+            data = response.read(MAX_DOCUMENT + 1)
+            said = response.headers.get("Docker-Content-Digest")
+        if len(data) > MAX_DOCUMENT:
+            raise ImageError(f"{url} is larger than {MAX_DOCUMENT} bytes")
+        if digest is not None:
+            return verify(data, digest), digest
+        if said and said != digest_of(data):
+            raise DigestMismatchError(f"{url} does not match the digest it was sent with")
+        return data, digest_of(data)
+
+    # -- blobs -----------------------------------------------------------------
+
+    def fetch(
+        self,
+        descriptor: Descriptor,
+        content: Content,
+        on_bytes: Callable[[int], None],
+        cancelled: threading.Event,
+    ) -> None:
+        ingest = content.ingest(descriptor.digest, descriptor.size)
+        try:
+            if ingest.offset < descriptor.size:
+                headers = {"Range": f"bytes={ingest.offset}-"} if ingest.offset else {}
+                with self._open(f"{self.base}/blobs/{descriptor.digest}", headers) as response:
+                    if ingest.offset and response.status != 206:
+                        ingest.restart()  # the registry sends it all again
+                    on_bytes(ingest.offset)  # what an earlier attempt fetched
+                    _copy(response, ingest.write, on_bytes, cancelled)
+            ingest.commit()
+        finally:
+            ingest.close()
+
+
+def _copy(
+    response: IO[bytes],
+    write: Callable[[bytes], None],
+    on_bytes: Callable[[int], None],
+    cancelled: threading.Event,
+) -> None:
+    while True:
+        with _transport_errors():
+            chunk = response.read(CHUNK)
+        if not chunk:
+            return
+        if cancelled.is_set():
+            raise ImageError("the pull was cancelled")
+        write(chunk)
+        on_bytes(len(chunk))
+
+
+@contextmanager
+def _transport_errors() -> Iterator[None]:
+    """Transport failures (refused, reset, cut short, timed out) as
+    RegistryNetworkError; HTTP answers are the caller's to read."""
+    try:
+        yield
+    except urllib.error.HTTPError:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise RegistryNetworkError(f"the registry could not be reached: {exc}") from exc
+
+
+def _http_error(exc: urllib.error.HTTPError, url: str) -> ImageError:
+    detail = f"{url}: HTTP {exc.code} {exc.reason}"
+    if exc.code == 404:
+        return ImageNotFoundError(detail)
+    if exc.code in (401, 403):
+        return UnauthorizedError(detail)
+    if exc.code == 429 or exc.code >= 500:
+        return RegistryNetworkError(detail)
+    return ImageError(detail)
+
+
+def _challenge_params(text: str) -> dict[str, str]:
+    """key="value" pairs of a WWW-Authenticate challenge."""
+    params: dict[str, str] = {}
+    for part in urllib.request.parse_http_list(text):
+        key, _, value = part.partition("=")
+        params[key.strip().lower()] = value.strip().strip('"')
+    return params

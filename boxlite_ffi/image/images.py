@@ -1,0 +1,167 @@
+"""``Runtime.images``: the image cache of a home, filled from archives and
+registries, listed, inspected and emptied; and what a box takes from an
+image (its layer directories and its config)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ImageInUseError, ImageNotFoundError, InvalidArgumentError
+from ..store import ImageRecord, Store
+from .archive import open_archive
+from .content import Content
+from .credentials import lookup
+from .distribution import Registry
+from .install import ProgressCallback, install
+from .media import ImageConfig, parse_json
+from .reference import Reference, normalize
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str  # the manifest digest
+    tags: tuple[str, ...]
+    size: int  # bytes of its blobs (compressed layers, config, manifest)
+    created: float  # when it came into this cache
+    layers: tuple[str, ...]  # diff_ids, bottom first
+    config: ImageConfig
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    images: tuple[str, ...]  # ids of untagged, unused images deleted
+    bytes_freed: int
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What a box is made from: its image's id and config, and its layer
+    directories, top-most first (overlayfs's order)."""
+
+    id: str
+    config: ImageConfig
+    lowers: tuple[Path, ...]
+
+
+class Images:
+    def __init__(self, root: Path, store: Store) -> None:
+        self._content = Content(root)
+        self._store = store
+
+    def load(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        tag: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[ImageInfo]:
+        """Import every image of an OCI image layout (directory or tar) or
+        a docker-archive tar; their own names are kept, ``tag`` is added
+        (and names a layout's image that has only a bare tag)."""
+        source = Path(path)
+        if not source.exists():
+            raise ImageNotFoundError(f"{source} does not exist")
+        repo = None
+        if tag is not None:
+            repo = Reference.parse(tag).name.rsplit(":", 1)[0]
+        records = []
+        with self._content.using(), open_archive(source, repo) as archive:
+            for manifest, digest, names in archive.images:
+                tags = [normalize(n) for n in names]
+                if tag is not None and normalize(tag) not in tags:
+                    tags.append(normalize(tag))
+                records.append(
+                    install(self._content, self._store, archive, manifest, digest, tags, progress)
+                )
+        return [self._info(self._store.find_image(r.id)) for r in records]
+
+    def pull(
+        self,
+        ref: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        auth_file: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> ImageInfo:
+        """Fetch ``ref`` from its registry (linux/amd64), verifying every
+        blob; what an interrupted pull fetched is not fetched again.
+        Credentials: ``username``/``password``, else the registry's entry
+        in ``auth_file`` (default: docker's config.json), else anonymous.
+        ``insecure`` speaks plain HTTP (loopback registries always do)."""
+        reference = Reference.parse(ref)
+        if (username is None) != (password is None):
+            raise InvalidArgumentError("give both username and password, or neither")
+        credentials = (
+            (username, password)
+            if username is not None and password is not None
+            else lookup(reference.registry, Path(auth_file) if auth_file else None)
+        )
+        registry = Registry(reference, credentials, insecure)
+        with self._content.using():
+            manifest, digest = registry.manifest()
+            tags = [reference.name] if reference.tag else []
+            record = install(self._content, self._store, registry, manifest, digest, tags, progress)
+        return self._info(self._store.find_image(record.id))
+
+    def list(self) -> list[ImageInfo]:
+        """Every image of this home, newest first."""
+        return [self._info(r) for r in self._store.images()]
+
+    def inspect(self, ref: str) -> ImageInfo:
+        """By name, id (``sha256:…``) or unique id prefix."""
+        return self._info(self._find(ref))
+
+    def remove(self, ref: str) -> None:
+        """Remove a name; the image goes with its last name, or when ``ref``
+        is its id.  ``ImageInUseError`` if a box uses it (remove the box
+        first).  Its layers stay cached until ``prune``."""
+        self._store.remove_image(ref, self._name(ref))
+
+    def prune(self) -> PruneReport:
+        """Delete images with no name that no box uses, then every blob and
+        unpacked layer that no image needs."""
+        removed = []
+        with self._content.using(exclusive=True):
+            for record in self._store.images():
+                if not record.tags:
+                    try:
+                        self._store.remove_image(record.id)
+                        removed.append(record.id)
+                    except ImageInUseError:
+                        pass
+            keep_blobs, keep_layers = set(), set()
+            for record in self._store.images():
+                keep_blobs |= {record.id, record.config, *(layer[0] for layer in record.layers)}
+                keep_layers |= {layer[2] for layer in record.layers}
+            freed = self._content.sweep(keep_blobs, keep_layers)
+        return PruneReport(tuple(removed), freed)
+
+    def resolve(self, ref: str) -> ResolvedImage:
+        record = self._find(ref)
+        return ResolvedImage(
+            record.id,
+            self._config(record),
+            tuple(self._content.layer_path(layer[2]) for layer in reversed(record.layers)),
+        )
+
+    def _find(self, ref: str) -> ImageRecord:
+        return self._store.find_image(ref, self._name(ref))
+
+    @staticmethod
+    def _name(ref: str) -> str:
+        if not isinstance(ref, str) or not ref:
+            raise InvalidArgumentError(f"invalid image reference {ref!r}")
+        return normalize(ref)
+
+    def _config(self, record: ImageRecord) -> ImageConfig:
+        return ImageConfig.parse(parse_json(self._content.read(record.config), "the config"))
+
+    def _info(self, record: ImageRecord) -> ImageInfo:
+        layers = tuple(layer[1] for layer in record.layers)
+        return ImageInfo(
+            record.id, record.tags, record.size, record.created, layers, self._config(record)
+        )
