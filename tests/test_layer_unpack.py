@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from overlay_view import merged_view
 
 from boxlite_ffi import DigestMismatchError, ImageError
 from boxlite_ffi.image.unpack import unpack_layer
 
 from imagebuild import Entry, tar_bytes
+from overlay_view import merged_view
 
 try:
     from compression import zstd  # type: ignore[import-not-found, unused-ignore]

@@ -158,16 +158,15 @@ def _blob_name(digest: str) -> str:
 
 
 @contextmanager
-def open_archive(path: Path, name: str | None) -> Iterator[Archive]:
-    """The images of the archive at ``path``; ``name`` (``repo:tag``)
-    names an OCI layout's image whose own name is a bare tag or none."""
+def open_archive(path: Path) -> Iterator[Archive]:
+    """The images of the archive at ``path``."""
     files = _Files(path)
     try:
         archive = Archive(files)
         if files.exists("manifest.json"):
             _read_docker(archive)
         elif files.exists("index.json"):
-            _read_oci(archive, name or path.name.split(".", 1)[0])
+            _read_oci(archive, path.name.split(".", 1)[0])
         else:
             raise ImageError(f"{path} holds neither an OCI image layout nor a docker archive")
         yield archive

@@ -58,16 +58,16 @@ class Images:
         progress: ProgressCallback | None = None,
     ) -> list[ImageInfo]:
         """Import every image of an OCI image layout (directory or tar) or
-        a docker-archive tar; their own names are kept, ``tag`` is added
-        (and names a layout's image that has only a bare tag)."""
+        a docker-archive tar; their own names are kept and ``tag`` is added.
+        A layout's bare tag (skopeo's ``oci:DIR:TAG``) is named after the
+        layout: ``DIR:TAG``."""
         source = Path(path)
         if not source.exists():
             raise ImageNotFoundError(f"{source} does not exist")
-        repo = None
         if tag is not None:
-            repo = Reference.parse(tag).name.rsplit(":", 1)[0]
+            Reference.parse(tag)  # a name a pull could have given
         records = []
-        with self._content.using(), open_archive(source, repo) as archive:
+        with self._content.using(), open_archive(source) as archive:
             for manifest, digest, names in archive.images:
                 tags = [normalize(n) for n in names]
                 if tag is not None and normalize(tag) not in tags:
