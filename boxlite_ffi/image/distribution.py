@@ -84,7 +84,7 @@ class Registry:
 
     def _open(self, url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
         """GET url, authenticating once when challenged, following redirects."""
-        sent_auth = None
+        challenged = False
         for _ in range(MAX_REDIRECTS + 2):
             request = urllib.request.Request(url, headers=headers)
             same_host = url.startswith(self.base.split("/v2/")[0])
@@ -99,8 +99,8 @@ class Registry:
                 if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
                     url = urllib.parse.urljoin(url, exc.headers["Location"])
                     continue
-                if exc.code == 401 and same_host and sent_auth != auth:
-                    sent_auth = auth
+                if exc.code == 401 and same_host and not challenged:
+                    challenged = True
                     self._authenticate(exc.headers.get("WWW-Authenticate", ""))
                     continue
                 raise _http_error(exc, url) from None
@@ -188,6 +188,11 @@ class Registry:
                         ingest.restart()  # the registry sends it all again
                     on_bytes(ingest.offset)  # what an earlier attempt fetched
                     _copy(response, ingest.write, on_bytes, cancelled)
+            if ingest.offset < descriptor.size:  # http.client reads a cut-off body as EOF
+                raise RegistryNetworkError(
+                    f"blob {descriptor.digest}: the transfer broke off after"
+                    f" {ingest.offset} of {descriptor.size} bytes"
+                )
             ingest.commit()
         finally:
             ingest.close()
