@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import file_copy
 from ._native import lib
-from .core import BoxConfig, then
+from .core import BoxConfig, Mount, then
 from .errors import (
     BoxliteError,
     BoxliteTimeoutError,
@@ -682,6 +682,7 @@ def native_config(directory: Path, config: dict[str, Any], detached: bool) -> Bo
         tuple(main) if main else None,
         tuple(env_list(config["env"])),
         config["workdir"],
+        tuple(Mount(*m) for m in config.get("mounts") or ()),
     )
 
 

@@ -118,6 +118,16 @@ class BoxConfig:
     main_argv: tuple[str, ...] | None = None
     main_env: tuple[str, ...] = ()
     main_cwd: str | None = None
+    mounts: tuple[Mount, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path bind-mounted into a box."""
+
+    source: str
+    target: str
+    readonly: bool = True
 
 
 def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
@@ -133,6 +143,15 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
         opts.main_argv = _cstrings(config.main_argv, keep)
         opts.main_env = _cstrings(config.main_env, keep)
         opts.main_cwd = _cstring(config.main_cwd or "/", keep)
+    if config.mounts:
+        mounts = ffi.new("boxlite_mount[]", len(config.mounts))
+        keep.append(mounts)
+        for slot, mount in zip(mounts, config.mounts, strict=True):
+            slot.source = _cstring(mount.source, keep)
+            slot.target = _cstring(mount.target, keep)
+            slot.flags = lib.BOXLITE_MOUNT_READONLY if mount.readonly else 0
+        opts.mounts = mounts
+        opts.n_mounts = len(config.mounts)
     return opts
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .box import Box, BoxServices, check_argv, env_list, native_config
-from .core import NativeRuntime
+from .core import Mount, NativeRuntime
 from .errors import ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
 from .image import Images, ResolvedImage
@@ -109,14 +110,20 @@ class Runtime:
         entrypoint: Sequence[str] | None = None,
         use_image_cmd: bool = False,
         user: str | None = None,
+        volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] = (),
         detach: bool = False,
         auto_remove: bool = False,
     ) -> Box:
         """Describe a new box (started by ``start()`` or the first exec).
 
-        ``image`` is an image of ``images`` (name, id or id prefix), or the
-        path of an OCI layout or docker archive, loaded first; ``rootfs`` a
-        root filesystem directory used read-only.  Exactly one is required.
+        ``image`` is an image of ``images`` (name, id or id prefix), the
+        built-in ``"host"`` (the host's /usr, /bin, /lib* and a sanitized
+        /etc, read-only), or the path of an OCI layout or docker archive,
+        loaded first; ``rootfs`` a root filesystem directory used read-only.
+        Exactly one is required.
+
+        ``volumes`` mounts host paths into the box: ``"HOST:BOX"``,
+        ``"HOST:BOX:ro"`` (or ``:rw``, the default), or the same as a tuple.
         The image's Env (under ``env``) and WorkingDir (unless ``workdir``)
         apply to every process of the box.
 
@@ -141,30 +148,33 @@ class Runtime:
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgumentError("workdir must be an absolute path")
         env_list(env)  # refuse a bad environment now, not at the first exec
-        made = self._image(image) if image is not None else None
-        config_of = made.config if made else ImageConfig(())
-        _check_user(user, config_of.user, image)
-        box_id = secrets.token_hex(6)
-        config = {
-            "image": str(image if image is not None else rootfs),
-            "image_id": made.id if made else None,
-            "lowers": [str(p) for p in made.lowers] if made else [str(_rootfs(rootfs))],
-            "hostname": name or box_id,
-            "env": {**_env_dict(config_of.env), **(env or {})},
-            "workdir": workdir or config_of.workdir or None,
-            "main": _main_command(config_of, entrypoint, cmd, use_image_cmd) or None,
-            "auto_remove": auto_remove,
-            "stop_grace_ms": self._grace_ms,
-            "drain_ms": self._drain_ms,
-        }
-        directory = self._dir(box_id)
-        # The native core's checks, before anything is recorded.
-        self._native.box_free(
-            self._native.box_new(native_config(directory, config, detach), owner_pid=0)
-        )
-        owner = None if detach else Proc.me()
-        record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
-        self._store.add(record, also=lambda: directory.mkdir(mode=0o700))
+        with self._images.hold():  # no prune between resolving and recording
+            made = self._image(image) if image is not None else None
+            config_of = made.config if made else ImageConfig(())
+            mounts = [*(made.mounts if made else ()), *_volumes(volumes)]
+            _check_user(user, config_of.user, image)
+            box_id = secrets.token_hex(6)
+            config = {
+                "image": str(image if image is not None else rootfs),
+                "image_id": made.id if made else None,
+                "lowers": [str(p) for p in made.lowers] if made else [str(_rootfs(rootfs))],
+                "mounts": [list(dataclasses.astuple(m)) for m in mounts],
+                "hostname": name or box_id,
+                "env": {**_env_dict(config_of.env), **(env or {})},
+                "workdir": workdir or config_of.workdir or None,
+                "main": _main_command(config_of, entrypoint, cmd, use_image_cmd) or None,
+                "auto_remove": auto_remove,
+                "stop_grace_ms": self._grace_ms,
+                "drain_ms": self._drain_ms,
+            }
+            directory = self._dir(box_id)
+            # The native core's checks, before anything is recorded.
+            self._native.box_free(
+                self._native.box_new(native_config(directory, config, detach), owner_pid=0)
+            )
+            owner = None if detach else Proc.me()
+            record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
+            self._store.add(record, also=lambda: directory.mkdir(mode=0o700))
         return self._track(record)
 
     def _image(self, image: str | os.PathLike[str]) -> ResolvedImage:
@@ -277,6 +287,25 @@ def _move_aside(directory: Path) -> Path:
     with contextlib.suppress(FileNotFoundError):
         directory.rename(aside)
     return aside
+
+
+def _volumes(volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]]) -> list[Mount]:
+    if isinstance(volumes, str):
+        raise InvalidArgumentError("volumes is a list of 'HOST:BOX[:ro|rw]'")
+    mounts = []
+    for volume in volumes:
+        parts = volume.split(":") if isinstance(volume, str) else list(volume)
+        if len(parts) == 2:
+            parts.append("rw")
+        if len(parts) != 3 or parts[2] not in ("ro", "rw"):
+            raise InvalidArgumentError(f"volume {volume!r}: not HOST:BOX[:ro|rw]")
+        source, target = Path(parts[0]).resolve(), parts[1]
+        if not source.exists():
+            raise NotFoundError(f"volume {volume!r}: {source} does not exist")
+        if not target.startswith("/") or target.strip("/") == "" or "\0" in target:
+            raise InvalidArgumentError(f"volume {volume!r}: the box path must be absolute, not /")
+        mounts.append(Mount(str(source), target, readonly=parts[2] == "ro"))
+    return mounts
 
 
 def _rootfs(rootfs: str | os.PathLike[str] | None) -> Path:

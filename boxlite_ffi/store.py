@@ -331,6 +331,14 @@ class Store:
         with self._transaction() as db:
             return _find_image(db, ref, name or ref)
 
+    def lowers_in_use(self) -> set[str]:
+        """Every layer directory a box (not removed) is made of."""
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT value FROM boxes, json_each(boxes.config, '$.lowers') WHERE {_LIVE_ROWS}"
+            ).fetchall()
+        return {row[0] for row in rows}
+
     def remove_image(self, ref: str, name: str | None = None) -> tuple[str, bool]:
         """Untag ``name`` (found as by ``find_image``), and delete the image
         when it was its last name or ``ref`` named it by id: (id, deleted).

@@ -138,6 +138,22 @@ void boxlite_runtime_free(boxlite_runtime *rt);
 
 /* ---- boxes -------------------------------------------------------------- */
 
+/* A host path bind-mounted into a box (boxlite_box_options.mounts).  The
+ * target is resolved inside the box's root, as if the root were "/" (an
+ * image's symlinks cannot send it to a host path), and made when missing:
+ * a directory, or an empty file when the source is not a directory.  The
+ * bind is not recursive: mounts below the source stay out. */
+typedef struct boxlite_mount {
+	const char *source; /* absolute host path */
+	const char *target; /* absolute path in the box, not "/" */
+	uint32_t flags;     /* BOXLITE_MOUNT_READONLY */
+} boxlite_mount;
+
+enum {
+	BOXLITE_MOUNT_READONLY = 1,
+	BOXLITE_MAX_MOUNTS = 64,
+};
+
 typedef struct boxlite_box_options {
 	const char *box_dir;               /* required: per-box state directory, exists */
 	const char *const *lower_dirs;     /* required: NULL-terminated image layers, top-most first */
@@ -155,6 +171,8 @@ typedef struct boxlite_box_options {
 	const char *const *main_argv;
 	const char *const *main_env;
 	const char *main_cwd;
+	const boxlite_mount *mounts; /* n_mounts host paths, after the box's own mounts */
+	uint32_t n_mounts;           /* at most BOXLITE_MAX_MOUNTS */
 } boxlite_box_options;
 
 /* Box flags (boxlite_box_options.flags). */

@@ -1,6 +1,7 @@
 /* box.c - box handles and lifecycle: new, start, stop, free. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,11 @@ static void box_destroy(struct bl_box *box)
 	free(box->dir);
 	free(box->hostname);
 	free(box->main_req);
+	for (uint32_t i = 0; i < box->n_mounts; i++) {
+		free(box->mounts[i].source);
+		free(box->mounts[i].target);
+	}
+	free(box->mounts);
 	free(box);
 }
 
@@ -63,6 +69,36 @@ static int copy_lowers(struct bl_box *box, const char *const *lowers)
 	return BOXLITE_OK;
 }
 
+static bool usable_path(const char *path)
+{
+	return path && path[0] == '/' && strlen(path) < PATH_MAX;
+}
+
+static int copy_mounts(struct bl_box *box, const boxlite_mount *mounts, uint32_t n)
+{
+	if (n == 0)
+		return BOXLITE_OK;
+	if (!mounts || n > BOXLITE_MAX_MOUNTS)
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	for (uint32_t i = 0; i < n; i++) {
+		const boxlite_mount *m = &mounts[i];
+		if (!usable_path(m->source) || !usable_path(m->target) ||
+		    strspn(m->target, "/") == strlen(m->target) ||
+		    (m->flags & ~(uint32_t)BOXLITE_MOUNT_READONLY))
+			return BOXLITE_ERR_INVALID_ARGUMENT;
+	}
+	if (!(box->mounts = calloc(n, sizeof *box->mounts)))
+		return BOXLITE_ERR_NO_MEMORY;
+	for (uint32_t i = 0; i < n; i++) {
+		box->n_mounts++;
+		box->mounts[i].readonly = mounts[i].flags & BOXLITE_MOUNT_READONLY;
+		if (!(box->mounts[i].source = strdup(mounts[i].source)) ||
+		    !(box->mounts[i].target = strdup(mounts[i].target)))
+			return BOXLITE_ERR_NO_MEMORY;
+	}
+	return BOXLITE_OK;
+}
+
 /* The main command travels to the agent as an EXEC payload (no stdin, no
  * timeout): the encoding both sides already speak. */
 static int encode_main(struct bl_box *box, const boxlite_box_options *o)
@@ -89,7 +125,7 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	if (!host[0] || strlen(host) > 64)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	int rc = copy_lowers(box, o->lower_dirs);
-	if (rc || (rc = encode_main(box, o)))
+	if (rc || (rc = encode_main(box, o)) || (rc = copy_mounts(box, o->mounts, o->n_mounts)))
 		return rc;
 	box->dir = strdup(o->box_dir);
 	box->hostname = strdup(host);

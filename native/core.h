@@ -86,6 +86,11 @@ struct bl_box {
 	bool kept;     /* detached or connected: let go of, never killed, on free and close */
 	uint8_t *main_req; /* the main command as an EXEC payload; NULL: none */
 	size_t main_len;
+	struct bl_mount {
+		char *source, *target;
+		bool readonly;
+	} *mounts;
+	uint32_t n_mounts;
 	/* (rt->lock) */
 	enum bl_box_state state;
 	bool freed;               /* the handle is gone: kill on sight */

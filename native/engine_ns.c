@@ -127,7 +127,7 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
 		n_lowers++;
-	char **argv = calloc(20 + 2 * n_lowers, sizeof(char *));
+	char **argv = calloc(20 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
 	if (!argv)
 		return NULL;
 	size_t i = 0;
@@ -139,6 +139,11 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	for (size_t l = 0; l < n_lowers; l++) {
 		argv[i++] = "--lower";
 		argv[i++] = box->lowers[l];
+	}
+	for (uint32_t m = 0; m < box->n_mounts; m++) {
+		argv[i++] = box->mounts[m].readonly ? "--bind-ro" : "--bind";
+		argv[i++] = box->mounts[m].source;
+		argv[i++] = box->mounts[m].target;
 	}
 	snprintf(nums[0], 16, "%u", box->grace_ms);
 	snprintf(nums[1], 16, "%u", box->drain_ms);

@@ -4,12 +4,16 @@ image (its layer directories and its config)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import Mount
 from ..errors import ImageInUseError, ImageNotFoundError, InvalidArgumentError
 from ..store import ImageRecord, Store
+from ..tree import remove_tree, tree_size
+from . import host
 from .archive import open_archive
 from .content import Content
 from .credentials import lookup
@@ -40,9 +44,10 @@ class ResolvedImage:
     """What a box is made from: its image's id and config, and its layer
     directories, top-most first (overlayfs's order)."""
 
-    id: str
+    id: str | None  # None for the built-in host image
     config: ImageConfig
     lowers: tuple[Path, ...]
+    mounts: tuple[Mount, ...] = ()
 
 
 class Images:
@@ -138,9 +143,21 @@ class Images:
                 keep_blobs |= {record.id, record.config, *(layer[0] for layer in record.layers)}
                 keep_layers |= {layer[2] for layer in record.layers}
             freed = self._content.sweep(keep_blobs, keep_layers)
+            in_use = {Path(p) for p in self._store.lowers_in_use()}
+            for version in (self._content.root / host.NAME).glob("*"):
+                if version not in in_use:  # a host layer no box runs on any more
+                    freed += tree_size(version)
+                    remove_tree(version)
         return PruneReport(tuple(removed), freed)
 
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """Keep prune off while a box is being made from what resolve gave."""
+        return self._content.using()
+
     def resolve(self, ref: str) -> ResolvedImage:
+        if ref == host.NAME:
+            layer, mounts = host.host_layer(self._content.root)
+            return ResolvedImage(None, host.CONFIG, (layer,), mounts)
         record = self._find(ref)
         return ResolvedImage(
             record.id,

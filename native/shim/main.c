@@ -83,6 +83,15 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 		}
 		if (!val)
 			die(2, EINVAL, "%s needs a value", flag);
+		if (strcmp(flag, "--bind") == 0 || strcmp(flag, "--bind-ro") == 0) {
+			if (i + 2 >= argc || cfg->n_binds == SHIM_MAX_BINDS)
+				die(2, EINVAL, "%s needs SOURCE TARGET (at most %d)", flag,
+				    SHIM_MAX_BINDS);
+			cfg->binds[cfg->n_binds++] =
+			    (struct shim_bind){val, argv[i + 2], flag[6] == '-'};
+			i++; /* two values */
+			continue;
+		}
 		if (strcmp(flag, "--box-dir") == 0)
 			cfg->box_dir = val;
 		else if (strcmp(flag, "--agent") == 0)

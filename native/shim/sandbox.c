@@ -29,8 +29,7 @@
 
 static const char *const DEV_NODES[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
-/* Record the failing step; returns -1 so callers can `return fail(...)`. */
-static int fail(struct setup_error *e, int err, const char *fmt, ...)
+int setup_fail(struct setup_error *e, int err, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -43,7 +42,7 @@ static int fail(struct setup_error *e, int err, const char *fmt, ...)
 static int path_in(char *out, const char *root, const char *rel, struct setup_error *e)
 {
 	if (snprintf(out, PATH_MAX, "%s/%s", root, rel) >= PATH_MAX)
-		return fail(e, ENAMETOOLONG, "path %s/%s", root, rel);
+		return setup_fail(e, ENAMETOOLONG, "path %s/%s", root, rel);
 	return 0;
 }
 
@@ -51,12 +50,12 @@ static int path_in(char *out, const char *root, const char *rel, struct setup_er
 static int ensure_dir(const char *path, mode_t mode, struct setup_error *e)
 {
 	if (mkdir(path, mode) < 0 && errno != EEXIST)
-		return fail(e, errno, "mkdir %s", path);
+		return setup_fail(e, errno, "mkdir %s", path);
 	struct stat st;
 	if (lstat(path, &st) < 0)
-		return fail(e, errno, "stat %s", path);
+		return setup_fail(e, errno, "stat %s", path);
 	if (!S_ISDIR(st.st_mode))
-		return fail(e, ENOTDIR, "mount point %s", path);
+		return setup_fail(e, ENOTDIR, "mount point %s", path);
 	return 0;
 }
 
@@ -64,7 +63,7 @@ static int ensure_file(const char *path, struct setup_error *e)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
-		return fail(e, errno, "create %s", path);
+		return setup_fail(e, errno, "create %s", path);
 	close(fd);
 	return 0;
 }
@@ -73,7 +72,7 @@ static int do_mount(const char *src, const char *dst, const char *type, unsigned
 		    const char *data, struct setup_error *e)
 {
 	if (mount(src, dst, type, flags, data) < 0)
-		return fail(e, errno, "mount %s on %s", type ? type : src, dst);
+		return setup_fail(e, errno, "mount %s on %s", type ? type : src ? src : "bind", dst);
 	return 0;
 }
 
@@ -116,7 +115,7 @@ static int mount_overlay(const struct shim_config *cfg, const char *rootfs, stru
 	 * user.overlay.opaque, which unprivileged users can set. */
 	static const char *const extras[] = {",volatile,userxattr", ",userxattr", ",volatile", ""};
 	if (n + strlen(extras[0]) >= sizeof opts)
-		return fail(e, EINVAL, "overlay options too long");
+		return setup_fail(e, EINVAL, "overlay options too long");
 	clear_volatile_marker(cfg->box_dir);
 	/* Older kernels lack volatile or userxattr.  The first error is the
 	 * one worth reporting. */
@@ -130,17 +129,17 @@ static int mount_overlay(const struct shim_config *cfg, const char *rootfs, stru
 		if (errno != EINVAL && errno != EPERM)
 			break;
 	}
-	return fail(e, first_err, "mount overlay");
+	return setup_fail(e, first_err, "mount overlay");
 }
 
 /* The listening socket and the main command's fds are the agent's to keep. */
 static int pass_fds(const struct shim_config *cfg, struct setup_error *e)
 {
 	if (fcntl(cfg->listen_fd, F_SETFD, 0) < 0)
-		return fail(e, errno, "pass the listening socket");
+		return setup_fail(e, errno, "pass the listening socket");
 	for (size_t i = 0; cfg->main && i < 4; i++)
 		if (fcntl(cfg->main_fds[i], F_SETFD, 0) < 0)
-			return fail(e, errno, "pass the main command's fds");
+			return setup_fail(e, errno, "pass the main command's fds");
 	return 0;
 }
 
@@ -172,7 +171,7 @@ static int mount_dev(const char *root, struct setup_error *e)
 		if (path_in(p, dev, links[i][1], e) < 0)
 			return -1;
 		if (symlink(links[i][0], p) < 0)
-			return fail(e, errno, "symlink %s", p);
+			return setup_fail(e, errno, "symlink %s", p);
 	}
 	return 0;
 }
@@ -189,18 +188,19 @@ static int build_root(const struct shim_config *cfg, const char *rootfs, struct 
 	if (mount_dev(rootfs, e) < 0)
 		return -1;
 	if (path_in(p, rootfs, "tmp", e) < 0 || ensure_dir(p, 01777, e) < 0 ||
-	    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", e) < 0)
+	    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", e) < 0 ||
+	    bind_host_paths(cfg, rootfs, e) < 0)
 		return -1;
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it
 	 * leaves only the box's root visible. */
 	if (chdir(rootfs) < 0)
-		return fail(e, errno, "chdir %s", rootfs);
+		return setup_fail(e, errno, "chdir %s", rootfs);
 	if (syscall(SYS_pivot_root, ".", ".") < 0)
-		return fail(e, errno, "pivot_root");
+		return setup_fail(e, errno, "pivot_root");
 	if (umount2(".", MNT_DETACH) < 0)
-		return fail(e, errno, "detach the host root");
+		return setup_fail(e, errno, "detach the host root");
 	if (chdir("/") < 0)
-		return fail(e, errno, "chdir /");
+		return setup_fail(e, errno, "chdir /");
 	return 0;
 }
 
@@ -208,7 +208,7 @@ static int loopback_up(struct setup_error *e)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0)
-		return fail(e, errno, "socket for lo");
+		return setup_fail(e, errno, "socket for lo");
 	struct ifreq ifr;
 	memset(&ifr, 0, sizeof ifr);
 	memcpy(ifr.ifr_name, "lo", 3);
@@ -219,7 +219,7 @@ static int loopback_up(struct setup_error *e)
 	}
 	int err = errno;
 	close(s);
-	return rc < 0 ? fail(e, err, "bring lo up") : 0;
+	return rc < 0 ? setup_fail(e, err, "bring lo up") : 0;
 }
 
 /* Block until the parent wrote our id maps; false if it died instead. */
@@ -236,24 +236,24 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 {
 	/* The box must not outlive its shim, even one killed with SIGKILL. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
-		fail(e, errno, "prctl(PR_SET_PDEATHSIG)");
+		setup_fail(e, errno, "prctl(PR_SET_PDEATHSIG)");
 		return;
 	}
 	if (!wait_for_parent(sync_fd)) {
-		fail(e, ECHILD, "the shim went away during set-up");
+		setup_fail(e, ECHILD, "the shim went away during set-up");
 		return;
 	}
 	char rootfs[PATH_MAX];
 	if (path_in(rootfs, cfg->box_dir, "rootfs", e) < 0)
 		return;
 	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
-		fail(e, errno, "become root in the user namespace");
+		setup_fail(e, errno, "become root in the user namespace");
 		return;
 	}
 	if (build_root(cfg, rootfs, e) < 0)
 		return;
 	if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0) {
-		fail(e, errno, "sethostname");
+		setup_fail(e, errno, "sethostname");
 		return;
 	}
 	if (loopback_up(e) < 0)
@@ -286,9 +286,9 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 	sigaddset(&agent_reads, SIGTERM);
 	sigaddset(&agent_reads, SIGINT);
 	if (sigprocmask(SIG_SETMASK, &agent_reads, NULL) < 0) {
-		fail(e, errno, "sigprocmask");
+		setup_fail(e, errno, "sigprocmask");
 		return;
 	}
 	syscall(SYS_execveat, agent_fd, "", argv, envp, AT_EMPTY_PATH);
-	fail(e, errno, "execute the agent");
+	setup_fail(e, errno, "execute the agent");
 }

@@ -40,11 +40,21 @@
 #define SHIM_MAIN_FD 5
 #define SHIM_MAX_LOWERS 128
 
+#define SHIM_MAX_BINDS 64
+
+/* --bind / --bind-ro SOURCE TARGET: a host path mounted into the box. */
+struct shim_bind {
+	const char *source, *target;
+	bool readonly;
+};
+
 struct shim_config {
 	const char *box_dir;
 	const char *agent;
 	const char *lowers[SHIM_MAX_LOWERS];
 	unsigned n_lowers;
+	struct shim_bind binds[SHIM_MAX_BINDS];
+	unsigned n_binds;
 	const char *hostname;
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
@@ -70,6 +80,16 @@ struct setup_error {
  */
 void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd,
 		   struct setup_error *e);
+
+/* Record the failing step of the set-up; returns -1. */
+int setup_fail(struct setup_error *e, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * binds.c: mount each --bind source onto its target inside the new root
+ * (before pivot_root), the target resolved as if rootfs were "/".
+ */
+int bind_host_paths(const struct shim_config *cfg, const char *rootfs, struct setup_error *e);
 
 /*
  * main_command.c: before the box is built, drop the outcome of an earlier

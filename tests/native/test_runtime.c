@@ -137,6 +137,31 @@ static void test_null_arguments_are_refused(void)
 	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_OK);
 	CHECK(boxlite_box_free(rt, e) == BOXLITE_OK);
 	bo.main_argv = bo.main_env = NULL;
+	/* Mounts: absolute paths, not onto "/", known flags, at most 64. */
+	boxlite_mount mounts[BOXLITE_MAX_MOUNTS + 1];
+	for (size_t i = 0; i <= BOXLITE_MAX_MOUNTS; i++)
+		mounts[i] = (boxlite_mount){"/usr", "/usr", BOXLITE_MOUNT_READONLY};
+	bo.mounts = mounts;
+	bo.n_mounts = BOXLITE_MAX_MOUNTS + 1;
+	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_ERR_INVALID_ARGUMENT);
+	bo.n_mounts = 1;
+	const boxlite_mount bad[] = {
+	    {NULL, "/x", 0}, {"/usr", NULL, 0}, {"usr", "/x", 0},
+	    {"/usr", "x", 0}, {"/usr", "/", 0},  {"/usr", "///", 0},
+	    {"/usr", "/x", 1u << 5},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		bo.mounts = &bad[i];
+		CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_ERR_INVALID_ARGUMENT);
+	}
+	bo.mounts = NULL;
+	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_ERR_INVALID_ARGUMENT); /* n without array */
+	bo.mounts = mounts;
+	bo.n_mounts = BOXLITE_MAX_MOUNTS;
+	CHECK(boxlite_box_new(rt, &bo, &e) == BOXLITE_OK);
+	CHECK(boxlite_box_free(rt, e) == BOXLITE_OK);
+	bo.mounts = NULL;
+	bo.n_mounts = 0;
 	/* A box handle is not an exec handle; a forged one finds nothing. */
 	CHECK(boxlite_exec_free(rt, h) == BOXLITE_ERR_INVALID_HANDLE);
 	CHECK(boxlite_box_free(rt, h ^ (1ull << 40)) == BOXLITE_ERR_INVALID_HANDLE);

@@ -1,0 +1,138 @@
+"""The built-in image ``host``: the host's own programs, read-only, in a box
+(so ``python3`` runs with nothing downloaded).
+
+Its root is a small layer made here: the host's /usr, /bin, /sbin and /lib*
+as empty mount points (or as the same symlinks, on a merged-/usr host, which
+the host's directories are then bind-mounted onto, read-only), and an /etc
+of an allow-list of files the host's programs need to run: the dynamic
+linker's cache, certificates, alternatives, name-service switch...  Nothing
+secret: no shadow, ssh, sudoers, machine-id or private keys; passwd, group
+and hosts are written fresh.
+
+The layer is content-addressed by what it was made from, so a box keeps
+the one it started with while a changed host gets a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from ..core import Mount
+from ..tree import remove_tree
+from .media import ImageConfig
+
+NAME = "host"
+HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+ETC_ALLOWED = (
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "profile",
+    "protocols",
+    "python3",
+    "services",
+    "shells",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "timezone",
+)
+GENERATED = {
+    "passwd": "root:x:0:0:root:/root:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": "root:x:0:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+}
+CONFIG = ImageConfig(
+    diff_ids=(),
+    env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"),
+)
+_VERSION = b"host-image 1"
+
+
+def _sources(etc: Path) -> list[tuple[str, Path]]:
+    """(path in /etc, host path) of every allowed file, links not followed."""
+    found = []
+    for name in ETC_ALLOWED:
+        top = etc / name
+        if top.is_dir() and not top.is_symlink():
+            for root, dirs, files in os.walk(top):
+                dirs.sort()
+                for item in sorted(files) + [d for d in dirs if Path(root, d).is_symlink()]:
+                    path = Path(root, item)
+                    found.append((str(path.relative_to(etc)), path))
+        elif top.is_symlink() or top.exists():
+            found.append((name, top))
+    return found
+
+
+def _fingerprint(host: Path, sources: list[tuple[str, Path]]) -> str:
+    h = hashlib.sha256(_VERSION)
+    for name in HOST_DIRS:
+        path = host / name
+        h.update(f"{name}={os.readlink(path) if path.is_symlink() else path.is_dir()}\n".encode())
+    for rel, path in sources:
+        st = path.lstat()
+        link = os.readlink(path) if path.is_symlink() else ""
+        h.update(f"{rel}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{link}\n".encode())
+    return h.hexdigest()
+
+
+def host_layer(images: Path, host: Path = Path("/")) -> tuple[Path, tuple[Mount, ...]]:
+    """The host image's layer directory (made if needed) and its mounts."""
+    sources = _sources(host / "etc")
+    final = images / "host" / _fingerprint(host, sources)
+    mounts = tuple(
+        Mount(str(host / name), f"/{name}", readonly=True)
+        for name in HOST_DIRS
+        if (host / name).is_dir() and not (host / name).is_symlink()
+    )
+    if final.is_dir():
+        return final, mounts
+    staging = final.with_name(f".make-{secrets.token_hex(6)}")
+    staging.mkdir(parents=True, mode=0o755)
+    try:
+        _fill(staging, host, sources)
+        try:
+            staging.rename(final)
+        except OSError:
+            if not final.is_dir():  # another process made it first: use theirs
+                raise
+    finally:
+        if staging.exists():
+            remove_tree(staging)
+    return final, mounts
+
+
+def _fill(root: Path, host: Path, sources: list[tuple[str, Path]]) -> None:
+    for name in HOST_DIRS:
+        path = host / name
+        if path.is_symlink():
+            (root / name).symlink_to(os.readlink(path))
+        elif path.is_dir():
+            (root / name).mkdir(mode=0o755)
+    for name in ("etc", "root", "tmp", "proc", "dev", "home", "run", "var/tmp"):
+        (root / name).mkdir(mode=0o755, parents=True, exist_ok=True)
+    for rel, path in sources:
+        dest = root / "etc" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if path.is_symlink():
+                dest.symlink_to(os.readlink(path))
+            else:
+                shutil.copy2(path, dest)
+        except PermissionError:
+            continue  # not readable by us: not for a box either
+    for name, text in GENERATED.items():
+        (root / "etc" / name).write_text(text)
