@@ -252,3 +252,12 @@ def test_a_layout_written_by_umoci(rt: boxlite_ffi.Runtime, rootfs: Path, tmp_pa
     with rt.create("umoci-made:base") as box:
         out = box.run(["sh", "-c", "cat /marker; ls /etc 2>&1; true"])
         assert out.stdout.startswith(b"second layer\n") and b"No such file" in out.stdout
+
+
+def test_an_image_of_many_layers(rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs: Path) -> None:
+    """More layers than mount(2)'s one page of options can name."""
+    tops = [tar_bytes([Entry(f"layer{i}", data=str(i).encode())]) for i in range(100)]
+    layout = write_layout(tmp_path / "layout", [tar_directory(rootfs), *tops])
+    rt.images.load(layout, tag="tall")
+    with rt.create("tall") as box:
+        assert box.run(["sh", "-c", "cat /layer99 /layer0"]).stdout == b"990"

@@ -25,8 +25,6 @@
 
 #include "shim.h"
 
-#define OVERLAY_OPTS_MAX 8192
-
 static const char *const DEV_NODES[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
 int setup_fail(struct setup_error *e, int err, const char *fmt, ...)
@@ -74,62 +72,6 @@ static int do_mount(const char *src, const char *dst, const char *type, unsigned
 	if (mount(src, dst, type, flags, data) < 0)
 		return setup_fail(e, errno, "mount %s on %s", type ? type : src ? src : "bind", dst);
 	return 0;
-}
-
-/*
- * A box's writable layer is scratch space: "volatile" skips the upper
- * filesystem's sync when the overlay goes away, so stopping a box that
- * wrote gigabytes does not wait for the disk.  The kernel leaves a marker
- * that refuses a second volatile mount until it is removed; a restarted
- * box removes its own (its previous run ended cleanly: we reaped it).
- */
-static void clear_volatile_marker(const char *box_dir)
-{
-	/* work/work/incompat/volatile/dirty, all made mode 000 by the kernel. */
-	static const char *const dirs[] = {"work/work", "work/work/incompat",
-					   "work/work/incompat/volatile"};
-	char p[PATH_MAX];
-	for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-		snprintf(p, sizeof p, "%s/%s", box_dir, dirs[i]);
-		if (chmod(p, 0700) < 0)
-			return; /* nothing (more) to clear */
-	}
-	snprintf(p, sizeof p, "%s/work/work/incompat/volatile/dirty", box_dir);
-	unlink(p);
-	for (size_t i = sizeof dirs / sizeof dirs[0]; i-- > 1;) {
-		snprintf(p, sizeof p, "%s/%s", box_dir, dirs[i]);
-		rmdir(p);
-	}
-}
-
-static int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
-{
-	char opts[OVERLAY_OPTS_MAX];
-	size_t n = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
-	for (unsigned i = 0; i < cfg->n_lowers && n < sizeof opts; i++)
-		n += (size_t)snprintf(opts + n, sizeof opts - n, "%s%s", i ? ":" : "", cfg->lowers[i]);
-	if (n < sizeof opts)
-		n += (size_t)snprintf(opts + n, sizeof opts - n, ",upperdir=%s/upper,workdir=%s/work",
-				      cfg->box_dir, cfg->box_dir);
-	/* userxattr first: image layers mark opaque directories with
-	 * user.overlay.opaque, which unprivileged users can set. */
-	static const char *const extras[] = {",volatile,userxattr", ",userxattr", ",volatile", ""};
-	if (n + strlen(extras[0]) >= sizeof opts)
-		return setup_fail(e, EINVAL, "overlay options too long");
-	clear_volatile_marker(cfg->box_dir);
-	/* Older kernels lack volatile or userxattr.  The first error is the
-	 * one worth reporting. */
-	int first_err = 0;
-	for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
-		memcpy(opts + n, extras[i], strlen(extras[i]) + 1);
-		if (mount("overlay", rootfs, "overlay", 0, opts) == 0)
-			return 0;
-		if (!first_err)
-			first_err = errno;
-		if (errno != EINVAL && errno != EPERM)
-			break;
-	}
-	return setup_fail(e, first_err, "mount overlay");
 }
 
 /* The listening socket and the main command's fds are the agent's to keep. */

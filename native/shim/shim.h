@@ -85,6 +85,9 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd,
 int setup_fail(struct setup_error *e, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* overlay.c: the image's layers and the box's writable layer on rootfs. */
+int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e);
+
 /*
  * binds.c: mount each --bind source onto its target inside the new root
  * (before pivot_root), the target resolved as if rootfs were "/".
