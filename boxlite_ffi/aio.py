@@ -23,6 +23,8 @@ from .box import BoxLogs
 from .core import WRITE_MAX
 from .errors import ExecClosedError
 from .execution import ExecResult, OutputCallback
+from .image import images as _images
+from .image.images import ImageInfo, PruneReport
 from .lifecycle import BoxExit, BoxInfo
 from .streams import ChunkStream, OutputChunk, OutputStream
 
@@ -227,6 +229,32 @@ class Box:
         return await execution.wait()
 
 
+class Images:
+    """``Runtime.images``, awaited: pulls and loads run in a thread (their
+    progress callback runs there too, one call at a time)."""
+
+    def __init__(self, inner: _images.Images) -> None:
+        self._inner = inner
+
+    async def load(self, path: str | os.PathLike[str], **options: Any) -> list[ImageInfo]:
+        return await asyncio.to_thread(self._inner.load, path, **options)
+
+    async def pull(self, ref: str, **options: Any) -> ImageInfo:
+        return await asyncio.to_thread(self._inner.pull, ref, **options)
+
+    async def list(self) -> list[ImageInfo]:
+        return await asyncio.to_thread(self._inner.list)
+
+    async def inspect(self, ref: str) -> ImageInfo:
+        return await asyncio.to_thread(self._inner.inspect, ref)
+
+    async def remove(self, ref: str) -> None:
+        await asyncio.to_thread(self._inner.remove, ref)
+
+    async def prune(self) -> PruneReport:
+        return await asyncio.to_thread(self._inner.prune)
+
+
 class Runtime:
     """``async with boxlite_ffi.aio.Runtime() as rt: ...``"""
 
@@ -247,6 +275,10 @@ class Runtime:
     def sync(self) -> _runtime.Runtime:
         return self._inner
 
+    @property
+    def images(self) -> Images:
+        return Images(self._inner.images)
+
     async def create(self, image: str | os.PathLike[str] | None = None, **options: Any) -> Box:
         return Box(await asyncio.to_thread(self._inner.create, image, **options))
 
@@ -263,4 +295,4 @@ class Runtime:
         await asyncio.to_thread(self._inner.close)
 
 
-__all__ = ["Box", "ExecResult", "Execution", "Runtime"]
+__all__ = ["Box", "ExecResult", "Execution", "Images", "Runtime"]

@@ -70,3 +70,19 @@ def test_async_text_and_lines(home: Path, rootfs: Path) -> None:
             assert [line async for line in execution.stdout.alines()] == ["one\n", "two\n"]
 
     asyncio.run(main())
+
+
+def test_async_images(home: Path, oci_image: Path) -> None:
+    async def main() -> None:
+        async with aio.Runtime(home) as rt:
+            seen: list[boxlite_ffi.Progress] = []
+            (info,) = await rt.images.load(oci_image, tag="three:layers", progress=seen.append)
+            assert seen[-1].layers_done == 3
+            assert [i.id for i in await rt.images.list()] == [info.id]
+            assert (await rt.images.inspect("three:layers")).layers == info.layers
+            async with await rt.create("three:layers") as box:
+                assert (await box.run(["cat", "/opt/app/new"])).stdout == b"new\n"
+            await rt.images.remove("three:layers")
+            assert (await rt.images.prune()).bytes_freed > 0
+
+    asyncio.run(main())
