@@ -13,7 +13,7 @@ from pathlib import Path
 import boxlite_ffi
 from boxlite_ffi.box import native_config
 from boxlite_ffi.execution import Execution, _ExecSink
-from boxlite_ffi.lifecycle import remove_tree
+from boxlite_ffi.tree import remove_tree
 
 from common import bwrap_true, report, rootfs, scratch, time_interleaved
 

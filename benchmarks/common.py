@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from boxlite_ffi.demo import busybox_rootfs
+from boxlite_ffi.image.busybox import busybox_rootfs
 
 
 def scratch() -> Path:
