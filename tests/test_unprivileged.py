@@ -13,7 +13,7 @@ import pytest
 
 from boxlite_ffi.home import libexec_dir
 
-from imagebuild import busybox_rootfs
+from imagebuild import Entry, busybox_rootfs, tar_bytes, tar_directory, write_layout
 
 NOBODY = 65534
 
@@ -38,25 +38,76 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _as_nobody(base: Path, script: str) -> subprocess.CompletedProcess[str]:
+    libexec = base / "libexec"
+    shutil.copytree(libexec_dir(), libexec)
+    for path in [base, *base.rglob("*")]:
+        os.lchown(path, NOBODY, NOBODY)
+    env = {**os.environ, "BOXLITE_LIBEXEC": str(libexec)}
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+IMAGES = textwrap.dedent(
+    """
+    import os, sys
+    import boxlite_ffi
+    os.setgroups([])
+    os.setresgid({uid}, {uid}, {uid})
+    os.setresuid({uid}, {uid}, {uid})
+    with boxlite_ffi.Runtime({home!r}) as rt:
+        rt.images.load({layout!r}, tag="layers:1")
+        with rt.create("layers:1") as box:
+            r = box.run(["sh", "-c", "ls /etc /opt/app; cat /opt/keep"])
+            sys.stdout.write(r.stdout.decode())
+        with rt.create("host") as box:
+            r = box.run(["python3", "-c", "import os; print(os.getuid())"])
+            sys.stdout.write(r.stdout.decode() + r.stderr.decode())
+        rt.images.remove("layers:1")
+        rt.images.prune()
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_unprivileged_user_loads_images(rootfs: Path) -> None:
+    """Whiteouts (0:0 devices) and opaque markers (user.* xattrs) are made
+    without privilege, and the host image mounts in a user namespace."""
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-unpriv-img-{os.getpid()}"
+    base.mkdir(mode=0o755)
+    try:
+        lower = tar_bytes([Entry("etc/removed", data=b"x"), Entry("opt/app/old", data=b"o")])
+        upper = tar_bytes(
+            [
+                Entry("etc/.wh.removed"),
+                Entry("opt/app/.wh..wh..opq"),
+                Entry("opt/app/new", data=b"n"),
+                Entry("opt/keep", data=b"kept\n"),
+            ]
+        )
+        layout = write_layout(base / "layout", [tar_directory(rootfs), lower, upper])
+        home = base / "home"
+        home.mkdir()
+        proc = _as_nobody(base, IMAGES.format(uid=NOBODY, home=str(home), layout=str(layout)))
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        assert proc.stdout == "/etc:\npasswd\n\n/opt/app:\nnew\nkept\n0\n"
+        assert list((home / "images" / "layers").iterdir()) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
 def test_unprivileged_user_runs_a_box(tmp_path_factory: pytest.TempPathFactory) -> None:
     base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-unpriv-{os.getpid()}"
     base.mkdir(mode=0o755)
     try:
-        libexec = base / "libexec"
-        shutil.copytree(libexec_dir(), libexec)
         rootfs = busybox_rootfs(base / "rootfs")
         home = base / "home"
         home.mkdir()
         # As it would be had the user unpacked the image: theirs, so root
         # in the box (their uid outside) owns it.
-        for path in [home, rootfs, *rootfs.rglob("*")]:
-            os.lchown(path, NOBODY, NOBODY)
-        script = SCRIPT.format(uid=NOBODY, home=str(home), rootfs=str(rootfs))
-        env = {**os.environ, "BOXLITE_LIBEXEC": str(libexec)}
-        proc = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-        )
+        proc = _as_nobody(base, SCRIPT.format(uid=NOBODY, home=str(home), rootfs=str(rootfs)))
         assert proc.returncode == 0, (proc.stdout, proc.stderr)
         assert proc.stdout == "0\nboxlite-agent\ndata\ndata\n"
         assert list((home / "boxes").iterdir()) == []
