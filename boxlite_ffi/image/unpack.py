@@ -85,33 +85,50 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+def _lstat(path: str) -> os.stat_result | None:
     try:
-        return path.lstat()
+        return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def _opaque(path: Path) -> bool:
+def _opaque(path: str) -> bool:
     try:
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
 
 
-class LayerWriter:
-    """Writes one layer into ``top`` over ``lowers`` (top-most first)."""
+def _ns(mtime: float) -> tuple[int, int]:
+    return (int(mtime * 10**9),) * 2
 
-    def __init__(self, top: Path, lowers: list[Path]) -> None:
+
+class LayerWriter:
+    """Writes one layer into ``top`` over ``lowers`` (top-most first).
+
+    Paths are plain strings relative to a layer's root ("" is the root)."""
+
+    def __init__(self, top: str, lowers: list[str]) -> None:
         self.top = top
         self.layers = [top, *lowers]
         self.skipped_devices = 0
-        self._dirs: dict[str, list[Path]] = {}  # rel dir -> layers showing it
-        self._dir_times: list[tuple[Path, int]] = []
+        self._dirs: dict[str, list[str]] = {}  # rel dir -> layers showing it
+        self._resolved: dict[str, str] = {}  # an entry's parent as named -> resolved
+        self._top_dirs: set[str] = set()  # directories this layer has
+        self._dir_times: list[tuple[str, int]] = []
+
+    def _at(self, rel: str, layer: str | None = None) -> str:
+        return os.path.join(layer or self.top, rel) if rel else layer or self.top
+
+    def _changed(self) -> None:
+        """Something other than a new file or directory changed the view."""
+        self._dirs.clear()
+        self._resolved.clear()
+        self._top_dirs.clear()
 
     # -- the merged view ---------------------------------------------------
 
-    def _visible_dirs(self, rel: str) -> list[Path]:
+    def _visible_dirs(self, rel: str) -> list[str]:
         """The layers (top first) whose directory ``rel`` shows through."""
         if not rel:
             return self.layers
@@ -120,27 +137,34 @@ class LayerWriter:
             return cached
         out = []
         for layer in self._visible_dirs(posixpath.dirname(rel)):
-            st = _lstat(layer / rel)
+            st = _lstat(self._at(rel, layer))
             if st is None:
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 break  # a whiteout or a non-directory hides the layers below
             out.append(layer)
-            if _opaque(layer / rel):
+            if _opaque(self._at(rel, layer)):
                 break
         self._dirs[rel] = out
         return out
 
-    def _find(self, rel: str) -> tuple[Path, os.stat_result] | None:
+    def _find(self, rel: str) -> tuple[str, os.stat_result] | None:
         """The file that shows at ``rel`` in the merged view, if any."""
         for layer in self._visible_dirs(posixpath.dirname(rel)):
-            st = _lstat(layer / rel)
+            path = self._at(rel, layer)
+            st = _lstat(path)
             if st is not None:
-                return None if _is_whiteout(st) else (layer / rel, st)
+                return None if _is_whiteout(st) else (path, st)
         return None
 
     def resolve(self, name: str) -> str:
         """``name`` with every symlink in it resolved inside the root."""
+        cached = self._resolved.get(name)
+        if cached is None:
+            cached = self._resolved[name] = self._resolve(name)
+        return cached
+
+    def _resolve(self, name: str) -> str:
         parts = [p for p in name.split("/") if p not in ("", ".")]
         resolved: list[str] = []
         hops = 0
@@ -175,35 +199,39 @@ class LayerWriter:
         below = self._find(rel)
         lower_dir = below is not None and stat.S_ISDIR(below[1].st_mode)
         shown = self._visible_dirs(rel) if lower_dir else []
-        path = self.top / rel
-        path.mkdir(mode=0o700)
+        path = self._at(rel)
+        os.mkdir(path, 0o700)
         if below is not None and lower_dir:
-            path.chmod(stat.S_IMODE(below[1].st_mode) | 0o700)
+            os.chmod(path, stat.S_IMODE(below[1].st_mode) | 0o700)
             self._dir_times.append((path, below[1].st_mtime_ns))
         else:
-            path.chmod(0o755)
+            os.chmod(path, 0o755)
         if hid:  # this layer deleted what was below: only what it adds shows
             os.setxattr(path, OPAQUE_XATTR, b"y", follow_symlinks=False)
             shown = []
         self._dirs[rel] = [self.top, *shown]
+        self._top_dirs.add(rel)
 
     def _ensure_dir(self, rel: str) -> None:
-        st = _lstat(self.top / rel)
+        if rel in self._top_dirs:
+            return
+        st = _lstat(self._at(rel))
         if st is None or not stat.S_ISDIR(st.st_mode):
             self._make_dir(rel)
+        self._top_dirs.add(rel)
 
     def _remove_top(self, rel: str) -> bool:
         """Clear what this layer itself put at ``rel`` (never a lower one);
         True if that was a whiteout."""
-        path = self.top / rel
+        path = self._at(rel)
         st = _lstat(path)
         if st is None:
             return False
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
         else:
-            path.unlink()
-        self._dirs.clear()
+            os.unlink(path)
+        self._changed()
         return _is_whiteout(st)
 
     # -- entries -----------------------------------------------------------
@@ -215,8 +243,8 @@ class LayerWriter:
         parent = self.resolve(parent)
         if base == OPAQUE:
             self._ensure_dir(parent)
-            os.setxattr(self.top / parent, OPAQUE_XATTR, b"y", follow_symlinks=False)
-            self._dirs.clear()
+            os.setxattr(self._at(parent), OPAQUE_XATTR, b"y", follow_symlinks=False)
+            self._changed()
             return
         rel = posixpath.join(parent, base).lstrip("/")
         if base.startswith(WHITEOUT):
@@ -229,10 +257,11 @@ class LayerWriter:
             self._ensure_dir(parent)
         if member.isdir():
             self._ensure_dir(rel)
-        else:
-            self._remove_top(rel)
-            self._write(tar, member, rel)
-        self._attributes(member, rel)
+            os.chmod(self._at(rel), stat.S_IMODE(member.mode) | 0o700)  # we write into it
+            self._dir_times.append((self._at(rel), _ns(member.mtime)[0]))
+            return
+        self._remove_top(rel)
+        self._write(tar, member, rel)
 
     def _whiteout(self, parent: str, name: str) -> None:
         if not name or "/" in name or name in (".", ".."):
@@ -245,29 +274,37 @@ class LayerWriter:
             return  # nothing below to hide
         if parent:
             self._ensure_dir(parent)
-        os.mknod(self.top / rel, stat.S_IFCHR | 0o600, os.makedev(0, 0))
-        self._dirs.clear()
+        os.mknod(self._at(rel), stat.S_IFCHR | 0o600, os.makedev(0, 0))
+        self._changed()
 
     def _write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str) -> None:
-        path = self.top / rel
-        if member.issym():
-            os.symlink(member.linkname, path)
-        elif member.islnk():
-            os.link(self._link_source(member.linkname), path)
-        elif member.isfifo():
-            os.mkfifo(path, 0o600)
-        elif member.isfile():
+        """A file, symlink, hard link or FIFO, with its mode and time."""
+        path = self._at(rel)
+        if member.isfile():
             source = tar.extractfile(member)
             assert source is not None  # a regular file has data
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             with os.fdopen(os.open(path, flags, 0o600), "wb") as out:
                 shutil.copyfileobj(source, out, CHUNK)
+                os.fchmod(out.fileno(), stat.S_IMODE(member.mode))
+                out.flush()
+                os.utime(out.fileno(), ns=_ns(member.mtime))
+        elif member.issym():
+            os.symlink(member.linkname, path)
+            os.utime(path, ns=_ns(member.mtime), follow_symlinks=False)
+            self._changed()  # names resolved through this path may now go elsewhere
+        elif member.islnk():
+            os.link(self._link_source(member.linkname), path)
+        elif member.isfifo():
+            os.mkfifo(path, 0o600)
+            os.chmod(path, stat.S_IMODE(member.mode))
+            os.utime(path, ns=_ns(member.mtime))
         else:
             raise ImageError(f"{member.name!r}: unsupported tar entry type {member.type!r}")
         if rel in self._dirs:  # a directory below is hidden now, and all in it
-            self._dirs.clear()
+            self._changed()
 
-    def _link_source(self, linkname: str) -> Path:
+    def _link_source(self, linkname: str) -> str:
         """The top-layer file a hard link names (copied up from a lower
         layer first: a link never spans layers)."""
         parent, base = posixpath.split(linkname)
@@ -275,25 +312,12 @@ class LayerWriter:
         found = self._find(rel)
         if found is None or not stat.S_ISREG(found[1].st_mode):
             raise ImageError(f"hard link to {linkname!r}, which is no regular file")
-        if found[0] != self.top / rel:
+        if found[0] != self._at(rel):
             parent = posixpath.dirname(rel)
             if parent:
                 self._ensure_dir(parent)
-            shutil.copy2(found[0], self.top / rel, follow_symlinks=False)
-        return self.top / rel
-
-    def _attributes(self, member: tarfile.TarInfo, rel: str) -> None:
-        path = self.top / rel
-        if member.issym():
-            os.utime(path, ns=(int(member.mtime * 10**9),) * 2, follow_symlinks=False)
-            return
-        mode = stat.S_IMODE(member.mode)
-        if member.isdir():
-            path.chmod(mode | 0o700)  # we must be able to write into it
-            self._dir_times.append((path, int(member.mtime * 10**9)))
-        else:
-            path.chmod(mode)
-            os.utime(path, ns=(int(member.mtime * 10**9),) * 2)
+            shutil.copy2(found[0], self._at(rel), follow_symlinks=False)
+        return self._at(rel)
 
     def finish(self) -> None:
         """Directory times last: writing into a directory changes its time."""
@@ -311,7 +335,7 @@ def unpack_layer(
 ) -> int:
     """Unpack a layer blob into the empty directory ``top``; verifies the
     uncompressed tar against ``diff_id``.  Returns the devices skipped."""
-    writer = LayerWriter(top, lowers)
+    writer = LayerWriter(str(top), [str(p) for p in lowers])
     try:
         stream = _Hashing(decompressed(blob), on_read)
         with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
