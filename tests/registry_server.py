@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -40,7 +41,9 @@ def free_port() -> int:
 
 
 class RegistryServer:
-    def __init__(self, root: Path, auth: dict[str, object] | None = None) -> None:
+    def __init__(
+        self, root: Path, auth: dict[str, object] | None = None, tls: bool = False
+    ) -> None:
         if not Path(REGISTRY).exists() or not Path(SKOPEO).exists():
             missing = "docker-registry and skopeo are not installed (tests/run.sh installs them)"
             if os.environ.get("CI"):
@@ -59,6 +62,16 @@ class RegistryServer:
         }
         if auth is not None:
             config["auth"] = auth
+        self.cert: Path | None = None
+        if tls:  # a self-signed certificate for 127.0.0.1
+            self.cert, key = root / "tls.pem", root / "tls.key"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                 "-keyout", key, "-out", self.cert],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            config["http"]["tls"] = {"certificate": str(self.cert), "key": str(key)}  # type: ignore[index]
         (root / "config.yml").write_text(json.dumps(config))  # JSON is YAML
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -77,7 +90,9 @@ class RegistryServer:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                scheme = "https" if self.cert else "http"
+                context = ssl._create_unverified_context() if self.cert else None
+                urllib.request.urlopen(f"{scheme}://{self.host}/v2/", timeout=1, context=context)
                 return
             except urllib.error.HTTPError:
                 return  # 401: up, and asking for credentials

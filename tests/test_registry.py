@@ -228,6 +228,51 @@ def _manifest(layout: Path) -> dict:
     return json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text())
 
 
+def test_https_with_a_trusted_certificate(
+    rt: boxlite_ffi.Runtime, tmp_path: Path, layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RegistryServer(tmp_path / "registry", tls=True)
+    try:
+        ref = server.push(layout, "secure/app:1")
+        with pytest.raises(RegistryNetworkError, match="certificate"):
+            rt.images.pull(ref)  # speaks TLS, with a certificate nobody vouches for
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+        assert rt.images.pull(ref).tags == (ref,)
+        with rt.create(ref) as box:
+            assert box.run(["cat", "/hello"]).stdout == b"pulled\n"
+    finally:
+        server.stop()
+
+
+def test_concurrent_pulls_of_one_image(
+    rt: boxlite_ffi.Runtime, registry: RegistryServer, layout: Path, home: Path
+) -> None:
+    """Three threads of this runtime and another runtime on the same home:
+    one copy of each blob and layer, nothing half made left behind."""
+    ref = registry.push(layout, "demo/shared:1")
+    other = boxlite_ffi.Runtime(home)
+    results: list[object] = []
+
+    def pull(runtime: boxlite_ffi.Runtime) -> None:
+        try:
+            results.append(runtime.images.pull(ref).id)
+        except Exception as exc:  # noqa: BLE001 (reported below, whatever it is)
+            results.append(exc)
+
+    threads = [threading.Thread(target=pull, args=(r,)) for r in (rt, rt, rt, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert len(results) == 4 and len(set(results)) == 1, results
+    assert isinstance(results[0], str), results
+    images = home / "images"
+    assert len(list((images / "layers").iterdir())) == 3  # no .unpack-* left
+    assert list((images / "ingest").iterdir()) == []
+    assert len(rt.images.list()) == 1
+
+
 def test_nobody_listening(rt: boxlite_ffi.Runtime) -> None:
     with pytest.raises(RegistryNetworkError):
         rt.images.pull(f"127.0.0.1:{free_port()}/nothing:1")

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from ..errors import DigestMismatchError, ImageError
 from ..tree import remove_tree, tree_size
@@ -38,6 +38,22 @@ def _hex(digest: str) -> str:
     return check_digest(digest).partition(":")[2]
 
 
+def _open_locked(path: Path) -> BinaryIO:
+    """path, opened and locked exclusively.  A concurrent writer of the same
+    blob waits here; once it let go, the file it held may have been renamed
+    into place or discarded: then the lock is on a name no longer there, and
+    the path is opened afresh."""
+    while True:
+        file = open(path, "a+b")  # noqa: SIM115 (the caller closes it)
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(file.fileno()).st_ino:
+                return file
+        except FileNotFoundError:
+            pass
+        file.close()
+
+
 class Ingest:
     """A blob being written.  ``offset`` is how much an earlier, broken
     attempt already holds; ``write`` appends, ``commit`` verifies the whole
@@ -45,8 +61,7 @@ class Ingest:
 
     def __init__(self, path: Path, final: Path, digest: str, size: int | None) -> None:
         self.path, self.final, self.digest, self.size = path, final, digest, size
-        self.file = open(path, "a+b")  # noqa: SIM115 (closed by close())
-        fcntl.flock(self.file, fcntl.LOCK_EX)  # a concurrent pull of the same blob waits
+        self.file = _open_locked(path)
         self.hash = hashlib.sha256()
         self.file.seek(0)
         while chunk := self.file.read(CHUNK):
@@ -127,14 +142,23 @@ class Content:
 
     def put(self, data: bytes, digest: str | None = None) -> str:
         digest = digest or digest_of(data)
-        if not self.has(digest):
-            ingest = self.ingest(digest, len(data))
-            ingest.write(data[ingest.offset :])
+        ingest = self.ingest(digest, len(data))
+        if ingest is not None:
+            ingest.restart()
+            ingest.write(data)
             ingest.commit()
         return digest
 
-    def ingest(self, digest: str, size: int | None) -> Ingest:
-        return Ingest(self.ingests / _hex(digest), self.blob_path(digest), digest, size)
+    def ingest(self, digest: str, size: int | None) -> Ingest | None:
+        """The blob to write, None if it is in the cache (perhaps put there
+        by a concurrent writer this call waited for)."""
+        if self.has(digest):
+            return None
+        ingest = Ingest(self.ingests / _hex(digest), self.blob_path(digest), digest, size)
+        if self.has(digest):
+            ingest.discard()  # the empty file opening it made
+            return None
+        return ingest
 
     def put_stream(
         self,
@@ -145,10 +169,10 @@ class Content:
         cancelled: threading.Event,
     ) -> None:
         """Copy a local blob in, verifying it on the way."""
-        if self.has(digest):
+        ingest = self.ingest(digest, size)
+        if ingest is None:
             on_bytes(size or 0)
             return
-        ingest = self.ingest(digest, size)
         try:
             ingest.restart()  # a local copy starts over; only downloads resume
             while (chunk := stream.read(CHUNK)) and not cancelled.is_set():

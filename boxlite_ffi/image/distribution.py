@@ -1,9 +1,10 @@
 """A client of the OCI distribution API (what registries speak): manifests
 and blobs over HTTP(S), with anonymous, basic and bearer-token auth.
 
-Loopback registries are spoken to over plain HTTP, others over HTTPS unless
-``insecure``.  A blob download continues a broken earlier one with a Range
-request; redirects (to blob storage) are followed without our credentials.
+HTTPS (the system's certificate authorities, or ``SSL_CERT_FILE``), unless
+``insecure``; a loopback registry that does not speak TLS gets plain HTTP.
+A blob download continues a broken earlier one with a Range request;
+redirects (to blob storage) are followed without our credentials.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import base64
 import http.client
 import ipaddress
+import socket
+import ssl
 import threading
 import urllib.error
 import urllib.parse
@@ -56,9 +59,16 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-def _loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.endswith("]") else host
-    name = name.strip("[]")
+def _split_host(host: str) -> tuple[str, int]:
+    """("name", port) of "name[:port]" or "[v6][:port]"."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name, int(rest[1:]) if rest.startswith(":") else 443
+    name, _, port = host.partition(":")
+    return name, int(port) if port else 443
+
+
+def _loopback(name: str) -> bool:
     if name == "localhost":
         return True
     try:
@@ -67,15 +77,39 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _speaks_tls(name: str, port: int) -> bool:
+    """Whether the server answers a TLS handshake (an untrusted certificate
+    still counts: the request will then fail on it, loudly)."""
+    context = ssl.create_default_context()
+    try:
+        with (
+            socket.create_connection((name, port), timeout=TIMEOUT_S) as raw,
+            context.wrap_socket(raw, server_hostname=name),
+        ):
+            return True
+    except ssl.SSLCertVerificationError:
+        return True
+    except (ssl.SSLError, OSError):
+        return False
+
+
+def scheme_for(host: str, insecure: bool) -> str:
+    """HTTPS, unless asked not to; a loopback registry (as docker treats
+    127.0.0.0/8) gets plain HTTP when it does not speak TLS."""
+    if insecure:
+        return "http"
+    name, port = _split_host(host)
+    return "https" if not _loopback(name) or _speaks_tls(name, port) else "http"
+
+
 class Registry:
     """One repository of one registry, for one pull (threads share it)."""
 
     def __init__(
         self, ref: Reference, credentials: tuple[str, str] | None, insecure: bool = False
     ) -> None:
-        scheme = "http" if insecure or _loopback(ref.api_host) else "https"
         self.ref = ref
-        self.base = f"{scheme}://{ref.api_host}/v2/{ref.repository}"
+        self.base = f"{scheme_for(ref.api_host, insecure)}://{ref.api_host}/v2/{ref.repository}"
         self.credentials = credentials
         self._auth: str | None = None  # the Authorization header that worked
         self._lock = threading.Lock()
@@ -180,6 +214,9 @@ class Registry:
         cancelled: threading.Event,
     ) -> None:
         ingest = content.ingest(descriptor.digest, descriptor.size)
+        if ingest is None:
+            on_bytes(descriptor.size)  # a concurrent pull fetched it
+            return
         try:
             if ingest.offset < descriptor.size:
                 headers = {"Range": f"bytes={ingest.offset}-"} if ingest.offset else {}
