@@ -13,6 +13,7 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .box import Box, BoxServices, check_argv, env_list, native_config
 from .core import Mount, NativeRuntime
@@ -150,32 +151,39 @@ class Runtime:
         env_list(env)  # refuse a bad environment now, not at the first exec
         with self._images.hold():  # no prune between resolving and recording
             made = self._image(image) if image is not None else None
-            config_of = made.config if made else ImageConfig(())
-            mounts = [*(made.mounts if made else ()), *_volumes(volumes)]
-            _check_user(user, config_of.user, image)
+            image_config = made.config if made else ImageConfig(())
             box_id = secrets.token_hex(6)
             config = {
                 "image": str(image if image is not None else rootfs),
                 "image_id": made.id if made else None,
                 "lowers": [str(p) for p in made.lowers] if made else [str(_rootfs(rootfs))],
-                "mounts": [list(dataclasses.astuple(m)) for m in mounts],
+                "mounts": [
+                    list(dataclasses.astuple(m))
+                    for m in (*(made.mounts if made else ()), *_volumes(volumes))
+                ],
                 "hostname": name or box_id,
-                "env": {**_env_dict(config_of.env), **(env or {})},
-                "workdir": workdir or config_of.workdir or None,
-                "main": _main_command(config_of, entrypoint, cmd, use_image_cmd) or None,
+                **_from_image(image_config, image, env, workdir, user),
+                "main": _main_command(image_config, entrypoint, cmd, use_image_cmd) or None,
                 "auto_remove": auto_remove,
                 "stop_grace_ms": self._grace_ms,
                 "drain_ms": self._drain_ms,
             }
-            directory = self._dir(box_id)
-            # The native core's checks, before anything is recorded.
-            self._native.box_free(
-                self._native.box_new(native_config(directory, config, detach), owner_pid=0)
-            )
-            owner = None if detach else Proc.me()
-            record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
-            self._store.add(record, also=lambda: directory.mkdir(mode=0o700))
+            record = self._record(box_id, name, config, detach)
         return self._track(record)
+
+    def _record(
+        self, box_id: str, name: str | None, config: dict[str, Any], detach: bool
+    ) -> BoxRecord:
+        """Store a new box, its directory made in the same transaction."""
+        directory = self._dir(box_id)
+        # The native core's checks, before anything is recorded.
+        self._native.box_free(
+            self._native.box_new(native_config(directory, config, detach), owner_pid=0)
+        )
+        owner = None if detach else Proc.me()
+        record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
+        self._store.add(record, also=lambda: directory.mkdir(mode=0o700))
+        return record
 
     def _image(self, image: str | os.PathLike[str]) -> ResolvedImage:
         """An image of the cache; a path that exists is loaded first."""
@@ -323,14 +331,26 @@ def _env_dict(pairs: Sequence[str]) -> dict[str, str]:
 ROOT_USERS = ("", "root", "0", "root:root", "0:0")
 
 
-def _check_user(user: str | None, image_user: str, image: object) -> None:
+def _from_image(
+    image: ImageConfig,
+    ref: object,
+    env: Mapping[str, str] | None,
+    workdir: str | None,
+    user: str | None,
+) -> dict[str, Any]:
+    """The box's environment and working directory: the image's, under what
+    create was given.  Its user must be root (or overridden to be)."""
     if user is not None and user not in ROOT_USERS:
         raise InvalidArgumentError(f"user {user!r}: processes in a box run as its root")
-    if user is None and image_user not in ROOT_USERS:
+    if user is None and image.user not in ROOT_USERS:
         raise ImageError(
-            f"image {image} runs as user {image_user!r}, but processes in a box run as its"
+            f"image {ref} runs as user {image.user!r}, but processes in a box run as its"
             " root; pass user='root' to run it so"
         )
+    return {
+        "env": {**_env_dict(image.env), **(env or {})},
+        "workdir": workdir or image.workdir or None,
+    }
 
 
 def _main_command(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +44,25 @@ def tree_size(path: Path) -> int:
                     seen.add(st.st_ino)
                     total += st.st_blocks * 512
     return total
+
+
+def make_dir_once(final: Path, fill: Callable[[Path], None]) -> Path:
+    """``final``, made by ``fill`` in a staging directory beside it and
+    renamed into place, so nobody ever sees it half made; when a concurrent
+    maker got there first, theirs is kept.  A crash leaves a staging
+    directory (``.make-*``) for its owner's clean-up to find."""
+    if final.is_dir():
+        return final
+    staging = final.with_name(f".make-{secrets.token_hex(6)}")
+    staging.mkdir(parents=True, mode=0o755)
+    try:
+        fill(staging)
+        try:
+            staging.rename(final)
+        except OSError:
+            if not final.is_dir():
+                raise
+    finally:
+        if staging.exists():
+            remove_tree(staging)
+    return final

@@ -261,3 +261,18 @@ def test_an_image_of_many_layers(rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs
     rt.images.load(layout, tag="tall")
     with rt.create("tall") as box:
         assert box.run(["sh", "-c", "cat /layer99 /layer0"]).stdout == b"990"
+
+
+def test_prune_clears_trees_of_older_versions_no_box_uses(
+    rt: boxlite_ffi.Runtime, rootfs: Path
+) -> None:
+    """An earlier version flattened images into images/sha256-*/rootfs."""
+    used, unused = (rt.home / "images" / f"sha256-{c * 64}" for c in "ab")
+    shutil.copytree(rootfs, used / "rootfs", symlinks=True)
+    (unused / "rootfs").mkdir(parents=True)
+    (unused / "rootfs" / "big").write_bytes(b"x" * 100_000)
+    box = rt.create(rootfs=used / "rootfs")
+    assert rt.images.prune().bytes_freed >= 100_000
+    assert used.is_dir() and not unused.exists()
+    with box:
+        assert box.run(["true"]).ok

@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from ..errors import DigestMismatchError, ImageError
-from ..tree import remove_tree, tree_size
+from ..tree import make_dir_once, remove_tree, tree_size
 from .media import MAX_DOCUMENT, check_digest, digest_of
 from .unpack import unpack_layer
 
@@ -196,24 +195,13 @@ class Content:
     ) -> Path:
         """The unpacked directory of the last layer of ``chain`` (the
         ones below it unpacked already), unpacking it if needed."""
-        final = self.layer_path(chain[-1])
-        if final.is_dir():
-            return final
         lowers = [self.layer_path(c) for c in reversed(chain[:-1])]
-        staging = self.layers / f".unpack-{secrets.token_hex(6)}"
-        staging.mkdir(mode=0o755)
-        try:
+
+        def fill(staging: Path) -> None:
             with open(self.blob_path(blob_digest), "rb") as blob:
                 unpack_layer(blob, staging, lowers, diff_id, on_bytes)
-            try:
-                staging.rename(final)
-            except OSError:
-                if not final.is_dir():  # another unpacker won the race: use theirs
-                    raise
-        finally:
-            if staging.exists():
-                remove_tree(staging)
-        return final
+
+        return make_dir_once(self.layer_path(chain[-1]), fill)
 
     # -- pruning -------------------------------------------------------------
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 from ..core import Mount
-from ..tree import remove_tree
+from ..tree import make_dir_once
 from .media import ImageConfig
 
 NAME = "host"
@@ -98,21 +97,7 @@ def host_layer(images: Path, host: Path = Path("/")) -> tuple[Path, tuple[Mount,
         for name in HOST_DIRS
         if (host / name).is_dir() and not (host / name).is_symlink()
     )
-    if final.is_dir():
-        return final, mounts
-    staging = final.with_name(f".make-{secrets.token_hex(6)}")
-    staging.mkdir(parents=True, mode=0o755)
-    try:
-        _fill(staging, host, sources)
-        try:
-            staging.rename(final)
-        except OSError:
-            if not final.is_dir():  # another process made it first: use theirs
-                raise
-    finally:
-        if staging.exists():
-            remove_tree(staging)
-    return final, mounts
+    return make_dir_once(final, lambda staging: _fill(staging, host, sources)), mounts
 
 
 def _fill(root: Path, host: Path, sources: list[tuple[str, Path]]) -> None:

@@ -50,6 +50,10 @@ class ResolvedImage:
     mounts: tuple[Mount, ...] = ()
 
 
+# What the cache is made of; anything else under its root is left over.
+_CACHE_PARTS = ("blobs", "ingest", "layers", "lock", host.NAME)
+
+
 class Images:
     def __init__(self, root: Path, store: Store) -> None:
         self._content = Content(root)
@@ -127,28 +131,33 @@ class Images:
         self._store.remove_image(ref, self._name(ref))
 
     def prune(self) -> PruneReport:
-        """Delete images with no name that no box uses, then every blob and
-        unpacked layer that no image needs."""
-        removed = []
+        """Delete images with no name that no box uses, then every blob,
+        unpacked layer and partial download that no image needs, and every
+        host layer (or tree left by an older version) no box runs on."""
         with self._content.using(exclusive=True):
-            for record in self._store.images():
-                if not record.tags:
-                    try:
-                        self._store.remove_image(record.id)
-                        removed.append(record.id)
-                    except ImageInUseError:
-                        pass
+            removed = self._remove_untagged()
             keep_blobs, keep_layers = set(), set()
             for record in self._store.images():
                 keep_blobs |= {record.id, record.config, *(layer[0] for layer in record.layers)}
                 keep_layers |= {layer[2] for layer in record.layers}
             freed = self._content.sweep(keep_blobs, keep_layers)
             in_use = {Path(p) for p in self._store.lowers_in_use()}
-            for version in (self._content.root / host.NAME).glob("*"):
-                if version not in in_use:  # a host layer no box runs on any more
-                    freed += tree_size(version)
-                    remove_tree(version)
-        return PruneReport(tuple(removed), freed)
+            strays = [*(self._content.root / host.NAME).glob("*")]
+            strays += [p for p in self._content.root.iterdir() if p.name not in _CACHE_PARTS]
+            for tree in strays:
+                if not any(tree == p or tree in p.parents for p in in_use):
+                    freed += tree_size(tree)
+                    remove_tree(tree)
+        return PruneReport(removed, freed)
+
+    def _remove_untagged(self) -> tuple[str, ...]:
+        removed: tuple[str, ...] = ()
+        for record in self._store.images():
+            if not record.tags:
+                with contextlib.suppress(ImageInUseError):
+                    self._store.remove_image(record.id)
+                    removed += (record.id,)
+        return removed
 
     def hold(self) -> contextlib.AbstractContextManager[None]:
         """Keep prune off while a box is being made from what resolve gave."""
