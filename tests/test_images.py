@@ -4,6 +4,7 @@ archives that try to break out."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -276,3 +277,34 @@ def test_prune_clears_trees_of_older_versions_no_box_uses(
     assert used.is_dir() and not unused.exists()
     with box:
         assert box.run(["true"]).ok
+
+
+def test_a_zstd_layer(rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs: Path) -> None:
+    """A layer of media type tar+zstd, end to end."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found, no-redef, unused-ignore]
+    layout = write_layout(
+        tmp_path / "layout",
+        [tar_directory(rootfs), tar_bytes([Entry("z", data=b"zstd\n")])],
+        compress=False,
+    )
+    index = json.loads((layout / "index.json").read_text())
+    manifest = _manifest(layout)
+    top = manifest["layers"][1]
+    data = zstd.compress((layout / "blobs/sha256" / top["digest"][7:]).read_bytes())
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(data)
+    top.update(
+        mediaType="application/vnd.oci.image.layer.v1.tar+zstd",
+        digest=f"sha256:{digest}",
+        size=len(data),
+    )
+    raw = json.dumps(manifest).encode()
+    (layout / "blobs/sha256" / hashlib.sha256(raw).hexdigest()).write_bytes(raw)
+    index["manifests"][0].update(digest=f"sha256:{hashlib.sha256(raw).hexdigest()}", size=len(raw))
+    (layout / "index.json").write_text(json.dumps(index))
+    rt.images.load(layout, tag="zstd")
+    with rt.create("zstd") as box:
+        assert box.run(["cat", "/z"]).stdout == b"zstd\n"
