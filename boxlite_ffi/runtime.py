@@ -163,7 +163,7 @@ class Runtime:
                 ],
                 "hostname": name or box_id,
                 **_from_image(image_config, image, env, workdir, user),
-                "main": _main_command(image_config, entrypoint, cmd, use_image_cmd) or None,
+                "main": main_command(image_config, entrypoint, cmd, use_image_cmd) or None,
                 "auto_remove": auto_remove,
                 "stop_grace_ms": self._grace_ms,
                 "drain_ms": self._drain_ms,
@@ -353,7 +353,7 @@ def _from_image(
     }
 
 
-def _main_command(
+def main_command(
     image: ImageConfig,
     entrypoint: Sequence[str] | None,
     cmd: Sequence[str] | None,

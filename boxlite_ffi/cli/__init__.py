@@ -1,0 +1,169 @@
+"""``boxlite``: the command line, docker-like.
+
+Exit codes: a box command's own code passes through (128+n when signal n
+ended it, 124 when ``--timeout`` did, 126 when it could not be executed,
+127 when it does not exist); 125 when boxlite itself failed (a bad flag
+value, an unknown image, a box that could not start); 130, 143 or 129 when
+this process was interrupted, terminated or hung up on while not attached
+to a box command.  Errors go to stderr as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from .. import __version__
+from ..errors import BoxliteError
+from ..runtime import Runtime
+from . import box_commands, image_commands, output
+from .attach import BOXLITE_FAILED
+from .signals import Signals, Terminated
+
+Command = Callable[[Runtime, argparse.Namespace, Signals], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is boxlite's failure: one line, 125."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: {message}\n")
+        sys.exit(BOXLITE_FAILED)
+
+
+def _box_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="environment")
+    p.add_argument("-w", "--workdir", help="working directory in the box")
+    p.add_argument("-u", "--user", help="user in the box (root only)")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    _box_options(p)
+    p.add_argument("--name", help="the box's name")
+    p.add_argument("-v", "--volume", action="append", metavar="HOST:BOX[:ro]", help="mount")
+    p.add_argument("--entrypoint", help="replaces the image's Entrypoint (and Cmd)")
+    p.add_argument("image", help="image name, id, or an archive's path")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
+
+
+def _attach_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
+    p.add_argument("-t", "--tty", action="store_true", help="a pseudo-terminal")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+
+
+def _format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="boxlite", description="Run commands in boxes.")
+    top.add_argument("--home", help="the runtime home (default $BOXLITE_HOME or ~/.boxlite)")
+    sub = top.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    def command(name: str, fn: Command, text: str, *aliases: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text, aliases=list(aliases))
+        p.set_defaults(func=fn)
+        return p
+
+    p = command("run", box_commands.run, "run a command in a new box")
+    _attach_options(p)
+    p.add_argument("--rm", action="store_true", help="remove the box when it ends")
+    p.add_argument("--timeout", type=float, help="seconds before the command is ended (124)")
+    _run_options(p)
+    p = command("create", box_commands.create, "create a box (its command runs on start)")
+    _run_options(p)
+    for name, fn, text in (
+        ("start", box_commands.start, "start boxes"),
+        ("stop", box_commands.stop, "stop boxes"),
+        ("restart", box_commands.restart, "restart boxes"),
+        ("wait", box_commands.wait, "wait for boxes to end; print their exit codes"),
+    ):
+        command(name, fn, text).add_argument("boxes", nargs="+")
+    p = command("rm", box_commands.rm, "remove boxes")
+    p.add_argument("-f", "--force", action="store_true", help="remove running boxes too")
+    p.add_argument("boxes", nargs="+")
+    p = command("ls", box_commands.ls, "list boxes", "ps")
+    p.add_argument("-a", "--all", action="store_true", help="not only running ones")
+    _format(p)
+    command("inspect", box_commands.inspect, "boxes or images as JSON").add_argument(
+        "names", nargs="+"
+    )
+    p = command("exec", box_commands.exec_, "run a command in a running box")
+    _attach_options(p)
+    _box_options(p)
+    p.add_argument("box")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    command("logs", box_commands.logs, "what a box's command wrote").add_argument("box")
+    p = command("cp", box_commands.cp, "copy between a box and the host (BOX:PATH)")
+    p.add_argument("src")
+    p.add_argument("dest")
+    command("version", lambda rt, a, s: print(f"boxlite {__version__}") or 0, "the version")
+
+    images = command("images", image_commands.ls, "manage images")
+    isub = images.add_subparsers(dest="images_cmd", parser_class=_Parser)
+    _format(images)
+    p = isub.add_parser("ls", help="list images")
+    _format(p)
+    p.set_defaults(func=image_commands.ls)
+    p = isub.add_parser("rm", help="remove images")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=image_commands.rm)
+    p = isub.add_parser("load", help="load an OCI layout or docker archive")
+    p.add_argument("path")
+    p.add_argument("--tag", help="a name to add")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=image_commands.load)
+    p = isub.add_parser("pull", help="pull from a registry")
+    p.add_argument("ref")
+    p.add_argument("--username")
+    p.add_argument("--password")
+    p.add_argument("--insecure", action="store_true", help="plain HTTP")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=image_commands.pull)
+    isub.add_parser("prune", help="delete what no image needs").set_defaults(
+        func=image_commands.prune
+    )
+    return top
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if getattr(args, "command", None) is not None and args.cmd == "exec" and not args.command:
+        raise BoxliteError("exec needs a command")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    signals = Signals()
+    rt: Runtime | None = None
+    try:
+        if args.cmd == "version":
+            print(f"boxlite {__version__}")
+            return 0
+        _validate(args)
+        rt = Runtime(args.home or os.environ.get("BOXLITE_HOME"))
+        return int(args.func(rt, args, signals))
+    except Terminated as stop:
+        return 128 + stop.signum
+    except BrokenPipeError:  # our reader went away (| head): as a shell's SIGPIPE death
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except BoxliteError as exc:
+        output.error(exc.message)
+        return BOXLITE_FAILED
+    except Exception as exc:  # noqa: BLE001 (a bug too must end as one line and 125)
+        output.error(f"internal error: {type(exc).__name__}: {exc}")
+        return BOXLITE_FAILED
+    finally:
+        signals.shield()
+        if rt is not None:
+            rt.close()
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.flush()
+
+
+__all__ = ["main", "parser"]

@@ -1,0 +1,212 @@
+"""The ``boxlite`` command, driven as a subprocess: exit codes, ``run --rm``
+leaving nothing behind on any path, stdin, the box and image commands.
+After each run: no live shim or agent, no record, no box directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imagebuild import busybox_rootfs, tar_directory, write_layout
+from procscan import box_processes
+
+CLI = [sys.executable, "-P", "-m", "boxlite_ffi.cli"]
+
+
+def boxlite(
+    home: Path, *args: str, stdin: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*CLI, "--home", str(home), *args],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def records(home: Path) -> list[str]:
+    """Box records not removed, read straight from SQLite: opening a
+    runtime would tidy up what a leak left and hide it."""
+    db = home / "boxlite.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM boxes WHERE removed IS NULL")]
+
+
+def assert_nothing_left(home: Path) -> None:
+    deadline = time.monotonic() + 5
+    while box_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert box_processes() == []
+    assert records(home) == []
+    boxes = home / "boxes"
+    assert not boxes.exists() or list(boxes.iterdir()) == []
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["host", "true"], 0),
+        (["host", "sh", "-c", "exit 3"], 3),
+        (["host", "sh", "-c", "kill -TERM $$"], 143),
+        (["host", "sh", "-c", "kill -KILL $$"], 137),
+        (["host", "sh", "-c", "kill -INT $$"], 130),
+        (["--timeout", "0.3", "host", "sleep", "30"], 124),
+        (["host", "/etc"], 126),
+        (["host", "no-such-command"], 127),
+        (["no-such-image:1", "true"], 125),
+        (["--timeout", "soon", "host", "true"], 125),
+        (["-u", "nobody", "host", "true"], 125),
+        (["-v", "/no/such/dir:/x", "host", "true"], 125),
+    ],
+)
+def test_run_rm_exit_codes_and_nothing_left(home: Path, args: list[str], code: int) -> None:
+    result = boxlite(home, "run", "--rm", *args)
+    assert result.returncode == code, result.stderr
+    if code == 125:
+        assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(b"boxlite")
+    assert_nothing_left(home)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_run_rm_when_boxlite_itself_is_signalled(home: Path, sig: signal.Signals) -> None:
+    """The signal reaches the box's command; its death is the exit code."""
+    proc = subprocess.Popen(
+        [*CLI, "--home", str(home), "run", "--rm", "host", "sh", "-c", "echo ready; exec sleep 60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 128 + sig
+    assert_nothing_left(home)
+
+
+def test_run_rm_when_the_command_ignores_the_signal(home: Path) -> None:
+    """A second signal kills it."""
+    script = "trap '' TERM INT HUP; echo ready; sleep 60"
+    proc = subprocess.Popen(
+        [*CLI, "--home", str(home), "run", "--rm", "host", "sh", "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert proc.poll() is None  # ignored, as the command chose
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGKILL
+    assert_nothing_left(home)
+
+
+def test_tty_without_a_terminal_fails_at_once(home: Path) -> None:
+    started = time.monotonic()
+    result = boxlite(home, "run", "--rm", "-t", "host", "sh")
+    assert result.returncode == 125 and b"TTY" in result.stderr
+    assert time.monotonic() - started < 10
+    assert_nothing_left(home)
+
+
+def test_stdin_is_forwarded_with_its_eof(home: Path) -> None:
+    data = os.urandom(300_000)
+    result = boxlite(home, "run", "--rm", "-i", "host", "sha256sum", stdin=data)
+    import hashlib
+
+    assert result.returncode == 0
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    result = boxlite(home, "run", "--rm", "host", "cat", stdin=b"not forwarded")
+    assert result.stdout == b""  # without -i the box's stdin is empty
+    assert_nothing_left(home)
+
+
+def test_output_is_byte_exact_and_split(home: Path) -> None:
+    script = r"printf 'a\000b\377'; printf 'err' >&2"
+    result = boxlite(home, "run", "--rm", "host", "sh", "-c", script)
+    assert (result.stdout, result.stderr) == (b"a\x00b\xff", b"err")
+
+
+def test_box_lifecycle_commands(home: Path, tmp_path: Path) -> None:
+    assert boxlite(home, "run", "--name", "kept", "host", "sh", "-c", "exit 4").returncode == 4
+    created = boxlite(
+        home, "create", "--name", "job", "host", "sh", "-c", "echo out; echo err >&2; exit 5"
+    )
+    assert created.returncode == 0
+    box_id = created.stdout.strip().decode()
+    listing = boxlite(home, "ls", "-a").stdout.decode().splitlines()
+    assert listing[0].split() == ["ID", "NAME", "IMAGE", "STATUS", "CREATED"]
+    assert {line.split()[1] for line in listing[1:]} == {"kept", "job"}
+    assert boxlite(home, "ls").stdout.decode().splitlines()[1:] == []  # none running
+    assert boxlite(home, "start", "job").returncode == 0
+    assert boxlite(home, "wait", "job").stdout == b"5\n"
+    logs = boxlite(home, "logs", box_id[:6])
+    assert (logs.stdout, logs.stderr) == (b"out\n", b"err\n")
+    info = json.loads(boxlite(home, "ls", "-a", "--format", "json").stdout)
+    ended = next(i for i in info if i["name"] == "job")
+    assert ended["status"] == "exited" and ended["exit_code"] == 5
+    assert "exited (5)" in boxlite(home, "ps", "-a").stdout.decode()
+    (inspected,) = json.loads(boxlite(home, "inspect", "job").stdout)
+    assert inspected["id"] == box_id
+    assert boxlite(home, "inspect", "nothing").returncode == 125
+
+    idle = boxlite(home, "create", "--name", "idle", "--entrypoint", "sleep", "host", "60")
+    assert idle.returncode == 0
+    assert boxlite(home, "start", "idle").returncode == 0
+    assert boxlite(home, "exec", "idle", "sh", "-c", "exit 9").returncode == 9
+    (tmp_path / "in.txt").write_text("copied in\n")
+    assert boxlite(home, "cp", str(tmp_path / "in.txt"), "idle:/tmp/").returncode == 0
+    assert boxlite(home, "exec", "idle", "cat", "/tmp/in.txt").stdout == b"copied in\n"
+    assert boxlite(home, "cp", "idle:/tmp/in.txt", str(tmp_path / "out")).returncode == 0
+    assert (tmp_path / "out" / "in.txt").read_text() == "copied in\n"
+    detached = boxlite(home, "exec", "-d", "idle", "sh", "-c", "sleep 0.2; touch /tmp/done")
+    assert detached.returncode == 0 and len(detached.stdout.strip()) == 16
+    time.sleep(0.5)
+    assert boxlite(home, "exec", "idle", "test", "-e", "/tmp/done").returncode == 0
+    assert boxlite(home, "restart", "idle").returncode == 0
+    rm = boxlite(home, "rm", "idle")
+    assert rm.returncode == 1 and b"running" in rm.stderr  # needs -f
+    assert boxlite(home, "stop", "idle").returncode == 0
+    assert boxlite(home, "rm", "-f", "idle", "job", "kept").returncode == 0
+    assert boxlite(home, "rm", "idle").returncode == 1
+    assert_nothing_left(home)
+
+
+def test_image_commands(home: Path, tmp_path: Path) -> None:
+    layout = write_layout(tmp_path / "layout", [tar_directory(busybox_rootfs(tmp_path / "r"))])
+    load = boxlite(home, "images", "load", "--tag", "bb:1", str(layout))
+    assert load.returncode == 0 and load.stdout == b"bb:1\n"
+    table = boxlite(home, "images", "ls").stdout.decode().splitlines()
+    assert table[0].split() == ["NAME", "ID", "SIZE", "CREATED"] and table[1].startswith("bb:1")
+    (image,) = json.loads(boxlite(home, "images", "--format", "json").stdout)
+    assert image["tags"] == ["bb:1"]
+    assert boxlite(home, "run", "--rm", "bb:1", "echo", "from bb").stdout == b"from bb\n"
+    missing = boxlite(home, "images", "pull", "127.0.0.1:1/nothing:1")
+    assert missing.returncode == 125 and missing.stderr.count(b"\n") == 1
+    assert boxlite(home, "images", "rm", "bb:1").returncode == 0
+    assert b"freed" in boxlite(home, "images", "prune").stdout
+    assert boxlite(home, "version").stdout.startswith(b"boxlite ")
+    assert_nothing_left(home)
+
+
+def test_home_from_the_environment(home: Path) -> None:
+    env = {**os.environ, "BOXLITE_HOME": str(home)}
+    result = subprocess.run(
+        [*CLI, "run", "--name", "here", "host", "true"], env=env, capture_output=True
+    )
+    assert result.returncode == 0
+    assert len(records(home)) == 1
+    subprocess.run([*CLI, "rm", "here"], env=env, check=True, capture_output=True)
