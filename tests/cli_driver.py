@@ -32,6 +32,8 @@ def records(home: Path) -> list[str]:
     if not db.exists():
         return []
     with sqlite3.connect(db) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'boxes'").fetchone():
+            return []  # the first open never got as far as making the table
         return [row[0] for row in conn.execute("SELECT id FROM boxes WHERE removed IS NULL")]
 
 

@@ -175,3 +175,21 @@ def test_home_from_the_environment(home: Path) -> None:
     assert result.returncode == 0
     assert len(records(home)) == 1
     subprocess.run([*CLI, "rm", "here"], env=env, check=True, capture_output=True)
+
+
+def test_run_rm_signalled_at_any_moment_of_its_start(home: Path) -> None:
+    """Signals land while the runtime opens, the box is made, started,
+    attached: whenever it comes, nothing is left."""
+    for i in range(15):
+        proc = subprocess.Popen(
+            [*CLI, "--home", str(home), "run", "--rm", "host", "sleep", "60"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.1 + i * 0.02)
+        sig = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)[i % 3]
+        proc.send_signal(sig)
+        # Before Python has started up, the signal itself ends the process.
+        assert proc.wait(timeout=30) in (128 + sig, -sig)
+        assert_nothing_left(home)

@@ -66,25 +66,28 @@ def run(rt: Runtime, args: argparse.Namespace, signals: Signals) -> int:
         volumes=args.volume or (),
     )
     if args.detach:  # the command is the box's main command; it runs on without us
-        box = rt.create(
-            ref,
-            cmd=args.command or None,
-            entrypoint=_entrypoint(args),
-            use_image_cmd=not args.command and not args.entrypoint,
-            detach=True,
-            auto_remove=args.rm,
-            **options,
-        )
-        box.start()
+        with signals.deferred():
+            box = rt.create(
+                ref,
+                cmd=args.command or None,
+                entrypoint=_entrypoint(args),
+                use_image_cmd=not args.command and not args.entrypoint,
+                detach=True,
+                auto_remove=args.rm,
+                **options,
+            )
+            box.start()
         print(box.id)
         return 0
     argv = main_command(_image_config(rt, ref), _entrypoint(args), args.command, True)
     # --rm: the box is ours and dies with us, whatever happens; otherwise it
     # stays (stopped) for inspect, logs, start and rm, as docker's does.
-    box = rt.create(ref, detach=not args.rm, **options)
+    made: list[Box] = []
     try:
+        with signals.deferred():
+            made.append(rt.create(ref, detach=not args.rm, **options))
         return run_attached(
-            box,
+            made[0],
             argv,
             env=None,
             cwd=None,
@@ -94,26 +97,28 @@ def run(rt: Runtime, args: argparse.Namespace, signals: Signals) -> int:
         )
     finally:
         signals.shield()
-        if args.rm:
-            box.remove(force=True)
-        else:
-            box.stop()
-            box.close()
+        for box in made:
+            if args.rm:
+                box.remove(force=True)
+            else:
+                box.stop()
+                box.close()
 
 
-def create(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
-    box = rt.create(
-        _image_ref(rt, args.image),
-        name=args.name,
-        env=_env(args.env),
-        workdir=args.workdir,
-        user=args.user,
-        volumes=args.volume or (),
-        cmd=args.command or None,
-        entrypoint=_entrypoint(args),
-        use_image_cmd=not args.command and not args.entrypoint,
-        detach=True,
-    )
+def create(rt: Runtime, args: argparse.Namespace, signals: Signals) -> int:
+    with signals.deferred():
+        box = rt.create(
+            _image_ref(rt, args.image),
+            name=args.name,
+            env=_env(args.env),
+            workdir=args.workdir,
+            user=args.user,
+            volumes=args.volume or (),
+            cmd=args.command or None,
+            entrypoint=_entrypoint(args),
+            use_image_cmd=not args.command and not args.entrypoint,
+            detach=True,
+        )
     print(box.id)
     return 0
 

@@ -5,7 +5,9 @@ never cut a clean-up short and leave a box behind."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 TERMINATING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -31,6 +33,20 @@ class Signals:
 
     def _remember(self, signum: int, _frame: Any) -> None:
         self.received = self.received or signum
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A step a signal must not cut in two (making a box and holding
+        on to it): a signal during it takes effect once it is done."""
+        for sig in TERMINATING:
+            signal.signal(sig, self._remember)
+        try:
+            yield
+        finally:
+            for sig in TERMINATING:
+                signal.signal(sig, self._terminate)
+        if self.received is not None:
+            raise Terminated(self.received)
 
     def shield(self) -> None:
         """From now on (the clean-up), signals are only remembered."""
