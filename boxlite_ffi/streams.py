@@ -18,13 +18,15 @@ buffered in full, as ``subprocess.run`` would.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:  # imported where used: a program without asyncio never pays for it
+    import asyncio
 
 T = TypeVar("T")
 
@@ -140,6 +142,8 @@ class ChunkStream(Generic[T]):
             yield chunk
 
     async def __aiter__(self) -> AsyncIterator[T]:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         while True:
             with self._cond:

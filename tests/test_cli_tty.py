@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cli_driver import CLI, assert_nothing_left
+from registry_server import RegistryServer
 
 TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (tests/run.sh does)")
@@ -89,3 +90,24 @@ def test_stdin_eof_from_a_pipe_ends_an_interactive_box(tmp_path: Path) -> None:
     )
     assert (result.returncode, result.stdout, result.stderr) == (4, b"one\n", b"two\n")
     assert_nothing_left(home)
+
+
+def test_a_pull_shows_progress_on_a_terminal_only(
+    tmux: Tmux, tmp_path: Path, oci_image: Path
+) -> None:
+    registry = RegistryServer(tmp_path / "registry")
+    try:
+        ref = registry.push(oci_image, "demo/bar:1")
+        home = tmp_path / "home"
+        cli = " ".join(shlex.quote(a) for a in [*CLI, "--home", str(home)])
+        command = f"{cli} images pull {ref}; sleep 60"
+        tmux("new-session", "-d", "-s", "box", "-x", "160", "-y", "10", command)
+        screen = tmux.wait_for(lambda s: "layers 3/3" in s)
+        assert f"{ref}: [" in screen and "#" * 30 in screen
+        piped = subprocess.run(
+            [*CLI, "--home", str(tmp_path / "home2"), "images", "pull", ref], capture_output=True
+        )
+        assert piped.returncode == 0 and piped.stderr == b""
+        assert piped.stdout.startswith(b"sha256:")
+    finally:
+        registry.stop()

@@ -15,10 +15,13 @@ the one it started with while a changed host gets a new one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import stat
 from pathlib import Path
+from typing import TypeAlias
 
 from ..core import Mount
 from ..tree import make_dir_once
@@ -60,31 +63,38 @@ CONFIG = ImageConfig(
 _VERSION = b"host-image 1"
 
 
-def _sources(etc: Path) -> list[tuple[str, Path]]:
-    """(path in /etc, host path) of every allowed file, links not followed."""
-    found = []
+# A file to copy: its path in /etc, its host path, its lstat.
+Source: TypeAlias = tuple[str, str, os.stat_result]
+
+
+def _sources(etc: Path) -> list[Source]:
+    """Every allowed file of /etc, links not followed, in a stable order."""
+    found: list[Source] = []
+
+    def walk(rel: str, path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            found.append((rel, path, st))
+            return
+        with contextlib.suppress(PermissionError), os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                walk(f"{rel}/{entry.name}", entry.path)
+
     for name in ETC_ALLOWED:
-        top = etc / name
-        if top.is_dir() and not top.is_symlink():
-            for root, dirs, files in os.walk(top):
-                dirs.sort()
-                for item in sorted(files) + [d for d in dirs if Path(root, d).is_symlink()]:
-                    path = Path(root, item)
-                    found.append((str(path.relative_to(etc)), path))
-        elif top.is_symlink() or top.exists():
-            found.append((name, top))
+        walk(name, os.path.join(etc, name))
     return found
 
 
-def _fingerprint(host: Path, sources: list[tuple[str, Path]]) -> str:
+def _fingerprint(host: Path, sources: list[Source]) -> str:
     h = hashlib.sha256(_VERSION)
     for name in HOST_DIRS:
         path = host / name
         h.update(f"{name}={os.readlink(path) if path.is_symlink() else path.is_dir()}\n".encode())
-    for rel, path in sources:
-        st = path.lstat()
-        link = os.readlink(path) if path.is_symlink() else ""
-        h.update(f"{rel}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{link}\n".encode())
+    for rel, _, st in sources:
+        h.update(f"{rel}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -100,20 +110,20 @@ def host_layer(images: Path, host: Path = Path("/")) -> tuple[Path, tuple[Mount,
     return make_dir_once(final, lambda staging: _fill(staging, host, sources)), mounts
 
 
-def _fill(root: Path, host: Path, sources: list[tuple[str, Path]]) -> None:
+def _fill(root: Path, host: Path, sources: list[Source]) -> None:
     for name in HOST_DIRS:
-        path = host / name
-        if path.is_symlink():
-            (root / name).symlink_to(os.readlink(path))
-        elif path.is_dir():
+        top = host / name
+        if top.is_symlink():
+            (root / name).symlink_to(os.readlink(top))
+        elif top.is_dir():
             (root / name).mkdir(mode=0o755)
     for name in ("etc", "root", "tmp", "proc", "dev", "home", "run", "var/tmp"):
         (root / name).mkdir(mode=0o755, parents=True, exist_ok=True)
-    for rel, path in sources:
+    for rel, path, st in sources:
         dest = root / "etc" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if path.is_symlink():
+            if stat.S_ISLNK(st.st_mode):
                 dest.symlink_to(os.readlink(path))
             else:
                 shutil.copy2(path, dest)

@@ -17,7 +17,6 @@ from . import host
 from .archive import open_archive
 from .content import Content
 from .credentials import lookup
-from .distribution import Registry
 from .install import ProgressCallback, install
 from .media import ImageConfig, parse_json
 from .reference import Reference, normalize
@@ -101,6 +100,8 @@ class Images:
         Credentials: ``username``/``password``, else the registry's entry
         in ``auth_file`` (default: docker's config.json), else anonymous.
         ``insecure`` speaks plain HTTP (loopback registries always do)."""
+        from .distribution import Registry  # http, ssl: only a pull needs them
+
         reference = Reference.parse(ref)
         if (username is None) != (password is None):
             raise InvalidArgumentError("give both username and password, or neither")
