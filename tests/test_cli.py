@@ -141,6 +141,9 @@ def test_box_lifecycle_commands(home: Path, tmp_path: Path) -> None:
     assert detached.returncode == 0 and len(detached.stdout.strip()) == 16
     time.sleep(0.5)
     assert boxlite(home, "exec", "idle", "test", "-e", "/tmp/done").returncode == 0
+    piped = boxlite(home, "exec", "-i", "idle", "tr", "a-z", "A-Z", stdin=b"through exec")
+    assert (piped.returncode, piped.stdout) == (0, b"THROUGH EXEC")
+    assert boxlite(home, "exec", "-u", "nobody", "idle", "true").returncode == 125
     assert boxlite(home, "restart", "idle").returncode == 0
     rm = boxlite(home, "rm", "idle")
     assert rm.returncode == 1 and b"running" in rm.stderr  # needs -f
@@ -193,3 +196,13 @@ def test_run_rm_signalled_at_any_moment_of_its_start(home: Path) -> None:
         # Before Python has started up, the signal itself ends the process.
         assert proc.wait(timeout=30) in (128 + sig, -sig)
         assert_nothing_left(home)
+
+
+def test_run_detached_with_rm(home: Path) -> None:
+    started = boxlite(home, "run", "-d", "--rm", "--name", "once", "host", "sh", "-c", "exit 2")
+    assert started.returncode == 0 and len(started.stdout.strip()) == 12
+    deadline = time.monotonic() + 15
+    while b"once" in boxlite(home, "ls", "-a").stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b"once" not in boxlite(home, "ls", "-a").stdout
+    assert_nothing_left(home)
