@@ -102,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     p = command("cp", box_commands.cp, "copy between a box and the host (BOX:PATH)")
     p.add_argument("src")
     p.add_argument("dest")
-    command("version", lambda rt, a, s: print(f"boxlite {__version__}") or 0, "the version")
+    sub.add_parser("version", help="the version")  # needs no runtime: main answers it
 
     images = command("images", image_commands.ls, "manage images")
     isub = images.add_subparsers(dest="images_cmd", parser_class=_Parser)
@@ -131,11 +131,6 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _validate(args: argparse.Namespace) -> None:
-    if getattr(args, "command", None) is not None and args.cmd == "exec" and not args.command:
-        raise BoxliteError("exec needs a command")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signals = Signals()
@@ -144,7 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "version":
             print(f"boxlite {__version__}")
             return 0
-        _validate(args)
         rt = Runtime(args.home or os.environ.get("BOXLITE_HOME"))
         return int(args.func(rt, args, signals))
     except Terminated as stop:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..box import Box
-from ..errors import InvalidArgumentError, NotFoundError
+from ..errors import BoxliteError, InvalidArgumentError, NotFoundError
 from ..image.media import ImageConfig
 from ..lifecycle import BoxStatus
 from ..runtime import ROOT_USERS, Runtime, main_command
@@ -131,11 +131,8 @@ def _each(rt: Runtime, ids: Sequence[str], step: str, **kwargs: object) -> int:
             box = rt.get(name)
             getattr(box, step)(**kwargs)
             print(name)
-        except (NotFoundError, InvalidArgumentError, OSError) as exc:
-            output.error(str(exc))
-            failed = 1
-        except Exception as exc:  # noqa: BLE001 (each box is reported, the rest still done)
-            output.error(f"{name}: {exc}")
+        except BoxliteError as exc:  # reported; the other boxes are still done
+            output.error(exc.message)
             failed = 1
     return failed
 
