@@ -70,14 +70,16 @@ def build_executables(outdir: Path) -> list[Path]:
     targets = {
         # Static too: one shim starts per box, and dynamic loading is a
         # measurable part of a cold start.
-        "boxlite-shim": (["-static"], sorted((NATIVE / "shim").glob("*.c"))),
+        # libseccomp (Debian's libseccomp-dev) for the box's system call filter.
+        "boxlite-shim": (["-static"], sorted((NATIVE / "shim").glob("*.c")), ["-lseccomp"]),
         # PID 1 inside a box whose image may have no libc at all.
-        "boxlite-agent": (["-static"], sorted((NATIVE / "agent").glob("*.c"))),
+        "boxlite-agent": (["-static"], sorted((NATIVE / "agent").glob("*.c")), []),
     }
     built = []
-    for name, (extra, sources) in targets.items():
+    for name, (extra, sources, libs) in targets.items():
         out = outdir / name
-        subprocess.run([*common, *extra, *map(str, sources), "-o", str(out)], check=True)
+        command = [*common, *extra, *map(str, sources), "-o", str(out), *libs]
+        subprocess.run(command, check=True)
         built.append(out)
     return built
 

@@ -127,7 +127,7 @@ static int build_root(const struct shim_config *cfg, const char *rootfs, struct 
 	if (path_in(p, rootfs, "proc", e) < 0 || ensure_dir(p, 0555, e) < 0 ||
 	    do_mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e) < 0)
 		return -1;
-	if (mount_dev(rootfs, e) < 0)
+	if (mount_dev(rootfs, e) < 0 || mask_proc(rootfs, e) < 0)
 		return -1;
 	if (path_in(p, rootfs, "tmp", e) < 0 || ensure_dir(p, 01777, e) < 0 ||
 	    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", e) < 0 ||
@@ -216,7 +216,7 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 		argv[argc++] = "--main";
 		argv[argc++] = main_fds;
 	}
-	if (pass_fds(cfg, e) < 0)
+	if (pass_fds(cfg, e) < 0 || confine(e) < 0)
 		return;
 	char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	/* The agent starts with the signals it reads from a signalfd already

@@ -85,6 +85,14 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd,
 int setup_fail(struct setup_error *e, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* confine.c: cut the capability bounding set, set no_new_privs, install
+ * the seccomp filter; the last step before the agent is executed. */
+int confine(struct setup_error *e);
+
+/* proc_masks.c: mask the host-revealing files of rootfs/proc, make its
+ * tunables read-only (after /proc and /dev are mounted). */
+int mask_proc(const char *rootfs, struct setup_error *e);
+
 /* overlay.c: the image's layers and the box's writable layer on rootfs. */
 int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e);
 
