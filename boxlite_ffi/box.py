@@ -50,6 +50,7 @@ from .lifecycle import (
     shim_pid,
     signal_shim,
 )
+from .limits import oom_watch
 from .store import DELETE, BoxRecord, Change, Proc, start_ticks
 from .tree import remove_tree
 
@@ -497,6 +498,8 @@ class Box:
             check_size(rows, cols)
         window = check_window(output_window)
         sink = _ExecSink(self._svc.native, on_stdout, on_stderr, ordered_output)
+        if (self._config.get("limits") or {}).get("memory_limit"):
+            sink.oom_killed = oom_watch(self.directory)
         handle = self._svc.native.exec_start(
             self._live_handle(),
             args,
@@ -683,6 +686,7 @@ def native_config(directory: Path, config: dict[str, Any], detached: bool) -> Bo
         tuple(env_list(config["env"])),
         config["workdir"],
         tuple(Mount(*m) for m in config.get("mounts") or ()),
+        **(config.get("limits") or {}),
     )
 
 

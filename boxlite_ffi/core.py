@@ -119,6 +119,10 @@ class BoxConfig:
     main_env: tuple[str, ...] = ()
     main_cwd: str | None = None
     mounts: tuple[Mount, ...] = ()
+    # Resource limits (0: none): bytes, processes, CPU milliseconds per second.
+    memory_limit: int = 0
+    pids_limit: int = 0
+    cpu_millis: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,9 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
             slot.flags = lib.BOXLITE_MOUNT_READONLY if mount.readonly else 0
         opts.mounts = mounts
         opts.n_mounts = len(config.mounts)
+    opts.memory_limit = config.memory_limit
+    opts.pids_limit = config.pids_limit
+    opts.cpu_millis = config.cpu_millis
     return opts
 
 

@@ -49,9 +49,10 @@ class Outcome(enum.Enum):
     LOST = "lost"
     FAILED_TO_START = "failed_to_start"
     DETACHED = "detached"  # let go of (Execution.detach): it runs on in its box
+    OOM = "oom"  # SIGKILLed while its box's memory limit made the kernel kill (exit code 137)
 
 
-_OUTCOMES = {i: o for i, o in enumerate(Outcome, start=1)}
+_OUTCOMES = {i: o for i, o in enumerate(Outcome, start=1) if o is not Outcome.OOM}
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,9 @@ class _ExecSink:
         ordered: bool = False,
     ) -> None:
         self.native = native
+        # Whether the box's OOM killer struck since this execution began
+        # (set by Box.exec for a box with a memory limit).
+        self.oom_killed: Callable[[], bool] = lambda: False
         self.handle = _ExecHandle(native)
         self.exited: Future[_Exit] = Future()
         stdout = OutputStream("stdout", self.handle.ack_stdout)
@@ -262,9 +266,10 @@ class _ExecSink:
         if error == ErrorCode.RUNTIME_CLOSED:
             self.exited.set_exception(RuntimeClosedError("the runtime closed during the execution"))
             return
-        self.exited.set_result(
-            _Exit(_OUTCOMES.get(outcome, Outcome.LOST), code, signal or None, os_error or None)
-        )
+        kind: Outcome = _OUTCOMES.get(outcome, Outcome.LOST)
+        if kind is Outcome.SIGNALED and signal == signal_module.SIGKILL and self.oom_killed():
+            kind = Outcome.OOM
+        self.exited.set_result(_Exit(kind, code, signal or None, os_error or None))
 
     def on_closed(self) -> None:
         self._close_streams()

@@ -29,6 +29,7 @@ from .lifecycle import (
     reconcile,
     signal_shim,
 )
+from .limits import parse_limits
 from .monitor import Monitor
 from .store import BoxRecord, Proc, Store
 from .tree import remove_tree
@@ -112,6 +113,9 @@ class Runtime:
         use_image_cmd: bool = False,
         user: str | None = None,
         volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] = (),
+        memory: int | str | None = None,
+        cpus: float | None = None,
+        pids: int | None = None,
         detach: bool = False,
         auto_remove: bool = False,
     ) -> Box:
@@ -122,6 +126,13 @@ class Runtime:
         /etc, read-only), or the path of an OCI layout or docker archive,
         loaded first; ``rootfs`` a root filesystem directory used read-only.
         Exactly one is required.
+
+        ``memory`` (bytes, or "512m", "2g"), ``cpus`` (CPUs' worth of time,
+        e.g. 0.5) and ``pids`` (processes and threads) limit the box, in a
+        cgroup of its own; a process killed for lack of memory ends with
+        outcome ``oom``.  A limit this machine cannot enforce (no
+        controller, no right to make cgroups) makes ``start`` fail with
+        ``EngineError``, never goes unenforced.
 
         ``volumes`` mounts host paths into the box: ``"HOST:BOX"``,
         ``"HOST:BOX:ro"`` (or ``:rw``, the default), or the same as a tuple.
@@ -164,6 +175,7 @@ class Runtime:
                 "hostname": name or box_id,
                 **_from_image(image_config, image, env, workdir, user),
                 "main": main_command(image_config, entrypoint, cmd, use_image_cmd) or None,
+                "limits": parse_limits(memory, cpus, pids),
                 "auto_remove": auto_remove,
                 "stop_grace_ms": self._grace_ms,
                 "drain_ms": self._drain_ms,

@@ -173,6 +173,12 @@ typedef struct boxlite_box_options {
 	const char *main_cwd;
 	const boxlite_mount *mounts; /* n_mounts host paths, after the box's own mounts */
 	uint32_t n_mounts;           /* at most BOXLITE_MAX_MOUNTS */
+	/* Resource limits, 0 for none, in a cgroup of the box's own (v2, or
+	 * the controller's v1 hierarchy).  One that cannot be set here (no
+	 * controller, no right to make a cgroup) fails the start: ENGINE. */
+	uint64_t memory_limit;       /* bytes of memory, swap not on top */
+	uint32_t pids_limit;         /* processes and threads */
+	uint32_t cpu_millis;         /* CPU time per second, in ms (1000: one CPU) */
 } boxlite_box_options;
 
 /* Box flags (boxlite_box_options.flags). */

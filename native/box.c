@@ -134,6 +134,9 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	box->grace_ms = o->stop_grace_ms ? o->stop_grace_ms : DEFAULT_GRACE_MS;
 	box->drain_ms = o->drain_ms ? o->drain_ms : DEFAULT_DRAIN_MS;
 	box->owner_pid = o->owner_pid;
+	box->memory_limit = o->memory_limit;
+	box->pids_limit = o->pids_limit;
+	box->cpu_millis = o->cpu_millis;
 	box->detached = o->flags & BOXLITE_BOX_DETACHED;
 	box->kept = box->detached;
 	return BOXLITE_OK;

@@ -91,6 +91,8 @@ struct bl_box {
 		bool readonly;
 	} *mounts;
 	uint32_t n_mounts;
+	uint64_t memory_limit;
+	uint32_t pids_limit, cpu_millis;
 	/* (rt->lock) */
 	enum bl_box_state state;
 	bool freed;               /* the handle is gone: kill on sight */

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -122,12 +123,12 @@ static int open_fds(const struct bl_box *box, struct spawn_fds *f, char *err, si
 }
 
 /* argv for the shim; numbers live in the caller's buffers. */
-static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, char nums[3][16])
+static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, char nums[6][24])
 {
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
 		n_lowers++;
-	char **argv = calloc(20 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
+	char **argv = calloc(26 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
 	if (!argv)
 		return NULL;
 	size_t i = 0;
@@ -145,9 +146,9 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 		argv[i++] = box->mounts[m].source;
 		argv[i++] = box->mounts[m].target;
 	}
-	snprintf(nums[0], 16, "%u", box->grace_ms);
-	snprintf(nums[1], 16, "%u", box->drain_ms);
-	snprintf(nums[2], 16, "%d", (int)box->owner_pid);
+	snprintf(nums[0], 24, "%u", box->grace_ms);
+	snprintf(nums[1], 24, "%u", box->drain_ms);
+	snprintf(nums[2], 24, "%d", (int)box->owner_pid);
 	if (box->detached)
 		argv[i++] = "--detached";
 	if (box->main_req)
@@ -160,6 +161,15 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	argv[i++] = nums[1];
 	argv[i++] = "--owner-pid";
 	argv[i++] = nums[2];
+	static const char *const limit_flags[] = {"--memory", "--pids", "--cpu-millis"};
+	const uint64_t limits[] = {box->memory_limit, box->pids_limit, box->cpu_millis};
+	for (size_t l = 0; l < 3; l++) {
+		if (!limits[l])
+			continue;
+		snprintf(nums[3 + l], 24, "%" PRIu64, limits[l]);
+		argv[i++] = (char *)limit_flags[l];
+		argv[i++] = nums[3 + l];
+	}
 	argv[i] = NULL;
 	return argv;
 }
@@ -205,7 +215,7 @@ static int spawn_attrs(posix_spawnattr_t *attr)
 static int spawn_shim(const boxlite_runtime *rt, const struct bl_box *box, struct spawn_fds *f,
 		      pid_t *pid, char *err, size_t errlen)
 {
-	char nums[3][16];
+	char nums[6][24];
 	char **argv = build_argv(rt, box, nums);
 	if (!argv) {
 		set_err(err, errlen, "spawn", ENOMEM);

@@ -115,3 +115,39 @@ def test_unprivileged_user_runs_a_box(tmp_path_factory: pytest.TempPathFactory) 
         assert not (rootfs / "root" / "f").exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+LIMITS = textwrap.dedent(
+    """
+    import os, sys
+    import boxlite_ffi
+    os.setgroups([])
+    os.setresgid({uid}, {uid}, {uid})
+    os.setresuid({uid}, {uid}, {uid})
+    with boxlite_ffi.Runtime({home!r}) as rt:
+        box = rt.create(rootfs={rootfs!r}, memory="64m")
+        try:
+            box.start()
+        except boxlite_ffi.EngineError as exc:
+            print(exc.message)
+        else:
+            print("started without its limit")
+        box.remove(force=True)
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_a_limit_that_cannot_be_enforced_is_reported() -> None:
+    """No cgroup delegation for this user: the start fails, saying why."""
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-unpriv-limits-{os.getpid()}"
+    base.mkdir(mode=0o755)
+    try:
+        rootfs = busybox_rootfs(base / "rootfs")
+        home = base / "home"
+        home.mkdir()
+        proc = _as_nobody(base, LIMITS.format(uid=NOBODY, home=str(home), rootfs=str(rootfs)))
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        assert proc.stdout.startswith("limit memory: ") and "denied" in proc.stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -52,6 +52,16 @@ static _Noreturn void die(int code, int err, const char *fmt, ...)
 
 /* ---- arguments ---- */
 
+static uint64_t parse_u64(const char *flag, const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-')
+		die(2, EINVAL, "bad value for %s: '%s'", flag, s);
+	return (uint64_t)v;
+}
+
 static uint32_t parse_u32(const char *flag, const char *s)
 {
 	char *end;
@@ -107,6 +117,12 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 			cfg->grace_ms = parse_u32(flag, val);
 		else if (strcmp(flag, "--drain-ms") == 0)
 			cfg->drain_ms = parse_u32(flag, val);
+		else if (strcmp(flag, "--memory") == 0)
+			cfg->limits.memory = parse_u64(flag, val);
+		else if (strcmp(flag, "--pids") == 0)
+			cfg->limits.pids = parse_u32(flag, val);
+		else if (strcmp(flag, "--cpu-millis") == 0)
+			cfg->limits.cpu_millis = parse_u32(flag, val);
 		else if (strcmp(flag, "--owner-pid") == 0)
 			cfg->owner_pid = (pid_t)parse_u32(flag, val);
 		else
@@ -308,6 +324,8 @@ int main(int argc, char **argv)
 		if (cfg.main_fds[i] >= 0)
 			close(cfg.main_fds[i]); /* the agent's now */
 	close(SHIM_CONN_FD); /* the agent holds it now; its end is the box's end */
+	if ((err = cgroup_enter(&cfg, child, &step)) != 0)
+		die(1, err, "limit %s", step); /* the child then dies of PDEATHSIG */
 	write_id_maps(child); /* a failure exits; the child then dies of PDEATHSIG */
 	if (write(sync_pipe[1], "g", 1) != 1)
 		die(1, errno, "release the box");
@@ -332,6 +350,7 @@ int main(int argc, char **argv)
 		close(release_fd);
 	}
 	int code = supervise(&cfg, pidfd, owner_pidfd);
+	cgroup_remove(&cfg);
 	if (cfg.detached)
 		sync_writable_layer(&cfg);
 	main_command_record(&cfg);

@@ -48,6 +48,12 @@ struct shim_bind {
 	bool readonly;
 };
 
+/* --memory BYTES, --pids N, --cpu-millis N: 0 is no limit. */
+struct shim_limits {
+	uint64_t memory;
+	uint32_t pids, cpu_millis;
+};
+
 struct shim_config {
 	const char *box_dir;
 	const char *agent;
@@ -55,6 +61,7 @@ struct shim_config {
 	unsigned n_lowers;
 	struct shim_bind binds[SHIM_MAX_BINDS];
 	unsigned n_binds;
+	struct shim_limits limits;
 	const char *hostname;
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
@@ -92,6 +99,12 @@ int confine(struct setup_error *e);
 /* proc_masks.c: mask the host-revealing files of rootfs/proc, make its
  * tunables read-only (after /proc and /dev are mounted). */
 int mask_proc(const char *rootfs, struct setup_error *e);
+
+/* cgroup.c: put the (still waiting) box init in cgroups with the limits
+ * asked for; 0 or an errno with *step naming the controller.  After the
+ * box is gone, remove them. */
+int cgroup_enter(const struct shim_config *cfg, pid_t child, const char **step);
+void cgroup_remove(const struct shim_config *cfg);
 
 /* overlay.c: the image's layers and the box's writable layer on rootfs. */
 int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e);

@@ -1,0 +1,59 @@
+"""A box's resource limits: create's arguments as the native core's, and
+what the box's memory cgroup says of the kernel's OOM killer (the shim
+lists the cgroups it made in ``<box dir>/cgroups``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import InvalidArgumentError
+
+_MEMORY = re.compile(r"(\d+)\s*([kmgt]?)i?b?")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_limits(memory: int | str | None, cpus: float | None, pids: int | None) -> dict[str, int]:
+    """The native limits (absent: none) from create's arguments."""
+    limits = {}
+    if memory is not None:
+        found = None if isinstance(memory, bool) else _MEMORY.fullmatch(str(memory).lower())
+        if found is None:
+            raise InvalidArgumentError(f"memory {memory!r}: bytes, or a number with k, m, g or t")
+        limits["memory_limit"] = int(found[1]) * _UNITS[found[2]]
+        if not 1 << 20 <= limits["memory_limit"] < 1 << 62:
+            raise InvalidArgumentError(f"memory {memory!r}: at least 1 MiB")
+    if cpus is not None:
+        if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0.01 <= cpus <= 4096:
+            raise InvalidArgumentError(f"cpus {cpus!r}: between 0.01 and 4096")
+        limits["cpu_millis"] = round(cpus * 1000)
+    if pids is not None:
+        if isinstance(pids, bool) or not isinstance(pids, int) or not 1 <= pids <= 1 << 22:
+            raise InvalidArgumentError(f"pids {pids!r}: between 1 and {1 << 22}")
+        limits["pids_limit"] = pids
+    return limits
+
+
+def _oom_kills(box_dir: Path) -> int:
+    """How many processes the OOM killer took in the box's memory cgroup."""
+    try:
+        for line in (box_dir / "cgroups").read_text().splitlines():
+            controller, _, path = line.partition(" ")
+            if controller == "memory":
+                for name in ("memory.events", "memory.oom_control"):  # v2, v1
+                    counters = Path(path, name)
+                    if counters.exists():
+                        for entry in counters.read_text().splitlines():
+                            key, _, value = entry.partition(" ")
+                            if key == "oom_kill":
+                                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def oom_watch(box_dir: Path) -> Callable[[], bool]:
+    """Whether the OOM killer has struck in the box since this call."""
+    before = _oom_kills(box_dir)
+    return lambda: _oom_kills(box_dir) > before

@@ -1,0 +1,86 @@
+"""Per-box limits in cgroups: a memory hog is killed in its box with outcome
+oom, a fork bomb is contained, CPU is capped, and the host and other boxes
+stay responsive.  Bad limits are refused; the cgroups go with the box."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import boxlite_ffi
+from boxlite_ffi import InvalidArgumentError, Outcome
+
+HOG = "x = bytearray(512 << 20); print('survived')"
+BOMB = "bomb() { bomb | bomb & }; bomb"
+
+
+def cgroups_of(box: boxlite_ffi.Box) -> list[Path]:
+    listing = (box.directory / "cgroups").read_text().splitlines()
+    return [Path(line.split(" ", 1)[1]) for line in listing]
+
+
+def test_a_memory_hog_is_killed_in_its_box(rt: boxlite_ffi.Runtime) -> None:
+    with rt.create("host", memory="64m") as box:
+        result = box.run(["python3", "-c", HOG])
+        assert (result.outcome, result.exit_code, result.signal) == (Outcome.OOM, 137, 9)
+        assert result.stdout == b""
+        assert box.run(["echo", "still here"]).stdout == b"still here\n"
+        killed = box.run(["sh", "-c", "kill -KILL $$"])  # a SIGKILL that is not the OOM killer's
+        assert killed.outcome is Outcome.SIGNALED
+        dirs = cgroups_of(box)
+        assert dirs and all(d.is_dir() for d in dirs)
+    assert not any(d.exists() for d in dirs)  # removed with the box
+
+
+def test_a_fork_bomb_is_contained(rt: boxlite_ffi.Runtime) -> None:
+    with rt.create("host", pids=64) as box, rt.create("host") as other:
+        result = box.run(["sh", "-c", BOMB + "; sleep 2"], timeout=10)
+        assert result.outcome in (Outcome.EXITED, Outcome.TIMED_OUT, Outcome.SIGNALED)
+        started = time.monotonic()
+        assert other.run(["echo", "responsive"]).stdout == b"responsive\n"
+        assert time.monotonic() - started < 2
+        (pids,) = [d for d in cgroups_of(box) if "pids" in str(d)]
+        assert int((pids / "pids.current").read_text()) <= 64  # the box is full, and only it
+        started = time.monotonic()
+        box.stop()  # everything in it goes, bomb included
+        assert time.monotonic() - started < 10
+
+
+def test_cpu_is_capped(rt: boxlite_ffi.Runtime) -> None:
+    spin = (
+        "import time\nt = time.time()\nwhile time.time() - t < 1: pass\nprint(time.process_time())"
+    )
+    with rt.create("host", cpus=0.25) as box:
+        used = float(box.run(["python3", "-c", spin]).stdout)
+    assert used < 0.45  # a quarter of a CPU over one second, with slack for the scheduler
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"memory": "lots"},
+        {"memory": 1024},
+        {"memory": -5},
+        {"memory": True},
+        {"cpus": 0},
+        {"cpus": "1"},
+        {"pids": 0},
+        {"pids": 1.5},
+    ],
+)
+def test_bad_limits_are_refused(rt: boxlite_ffi.Runtime, limits: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgumentError):
+        rt.create("host", **limits)  # type: ignore[arg-type]
+    assert rt.list() == []
+
+
+def test_limits_are_kept_across_restarts(rt: boxlite_ffi.Runtime) -> None:
+    box = rt.create("host", memory="2g", pids=100, detach=True)
+    box.start()
+    box.stop()
+    box.start()
+    limits = {d.parent.name.split("/")[-1]: d for d in cgroups_of(box)}
+    assert len(limits) == 2
+    box.remove(force=True)
