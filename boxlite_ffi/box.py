@@ -687,6 +687,7 @@ def native_config(directory: Path, config: dict[str, Any], detached: bool) -> Bo
         config["workdir"],
         tuple(Mount(*m) for m in config.get("mounts") or ()),
         **(config.get("limits") or {}),
+        **(config.get("network") or {}),
     )
 
 

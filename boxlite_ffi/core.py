@@ -123,6 +123,9 @@ class BoxConfig:
     memory_limit: int = 0
     pids_limit: int = 0
     cpu_millis: int = 0
+    # Outbound network: slirp4netns's path (None: loopback only).
+    network_helper: str | None = None
+    host_loopback: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,11 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
     opts.stop_grace_ms = config.stop_grace_ms
     opts.drain_ms = config.drain_ms
     opts.owner_pid = owner_pid
-    opts.flags = lib.BOXLITE_BOX_DETACHED if config.detached else 0
+    opts.flags = (lib.BOXLITE_BOX_DETACHED if config.detached else 0) | (
+        lib.BOXLITE_BOX_HOST_LOOPBACK if config.host_loopback else 0
+    )
+    if config.network_helper is not None:
+        opts.network_helper = _cstring(config.network_helper, keep)
     if config.main_argv is not None:
         opts.main_argv = _cstrings(config.main_argv, keep)
         opts.main_env = _cstrings(config.main_env, keep)

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 import weakref
@@ -17,7 +18,7 @@ from typing import Any
 
 from .box import Box, BoxServices, check_argv, env_list, native_config
 from .core import Mount, NativeRuntime
-from .errors import ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
+from .errors import EngineError, ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
 from .image import Images, ResolvedImage
 from .image.media import ImageConfig
@@ -116,6 +117,8 @@ class Runtime:
         memory: int | str | None = None,
         cpus: float | None = None,
         pids: int | None = None,
+        network: bool = False,
+        host_loopback: bool = False,
         detach: bool = False,
         auto_remove: bool = False,
     ) -> Box:
@@ -133,6 +136,12 @@ class Runtime:
         outcome ``oom``.  A limit this machine cannot enforce (no
         controller, no right to make cgroups) makes ``start`` fail with
         ``EngineError``, never goes unenforced.
+
+        A box has only its own loopback, unless ``network=True``: then
+        outbound IPv4 through slirp4netns (a user-mode network stack from
+        Debian's ``slirp4netns`` package), the box at 10.0.2.100 with DNS
+        at 10.0.2.3; the host's own loopback stays unreachable unless
+        ``host_loopback=True`` (then it is 10.0.2.2).
 
         ``volumes`` mounts host paths into the box: ``"HOST:BOX"``,
         ``"HOST:BOX:ro"`` (or ``:rw``, the default), or the same as a tuple.
@@ -176,6 +185,7 @@ class Runtime:
                 **_from_image(image_config, image, env, workdir, user),
                 "main": main_command(image_config, entrypoint, cmd, use_image_cmd) or None,
                 "limits": parse_limits(memory, cpus, pids),
+                "network": _network(network, host_loopback),
                 "auto_remove": auto_remove,
                 "stop_grace_ms": self._grace_ms,
                 "drain_ms": self._drain_ms,
@@ -307,6 +317,20 @@ def _move_aside(directory: Path) -> Path:
     with contextlib.suppress(FileNotFoundError):
         directory.rename(aside)
     return aside
+
+
+NETWORK_HELPER = "slirp4netns"
+
+
+def _network(network: bool, host_loopback: bool) -> dict[str, Any]:
+    if host_loopback and not network:
+        raise InvalidArgumentError("host_loopback=True needs network=True")
+    if not network:
+        return {}
+    helper = shutil.which(NETWORK_HELPER)
+    if helper is None:
+        raise EngineError(f"network=True needs {NETWORK_HELPER} (apt-get install slirp4netns)")
+    return {"network_helper": helper, "host_loopback": host_loopback}
 
 
 def _volumes(volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]]) -> list[Mount]:

@@ -179,6 +179,10 @@ typedef struct boxlite_box_options {
 	uint64_t memory_limit;       /* bytes of memory, swap not on top */
 	uint32_t pids_limit;         /* processes and threads */
 	uint32_t cpu_millis;         /* CPU time per second, in ms (1000: one CPU) */
+	/* Outbound network: the path of slirp4netns, a user-mode network stack
+	 * the shim runs for the box; NULL: loopback only.  The host's loopback
+	 * stays unreachable unless flags has BOXLITE_BOX_HOST_LOOPBACK. */
+	const char *network_helper;
 } boxlite_box_options;
 
 /* Box flags (boxlite_box_options.flags). */
@@ -186,6 +190,8 @@ enum {
 	BOXLITE_BOX_DETACHED = 1, /* the box outlives this runtime: freeing the handle or
 				   * closing the runtime lets go of it (its executions
 				   * run on) instead of killing it */
+	BOXLITE_BOX_HOST_LOOPBACK = 2, /* with a network helper: the box may reach
+					* the host's 127.0.0.1 (as 10.0.2.2) */
 };
 
 /* Box states (boxlite_box_state). */

@@ -40,6 +40,7 @@ static void box_destroy(struct bl_box *box)
 		free(box->mounts[i].target);
 	}
 	free(box->mounts);
+	free(box->network_helper);
 	free(box);
 }
 
@@ -118,8 +119,10 @@ static int encode_main(struct bl_box *box, const boxlite_box_options *o)
 
 static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 {
+	const uint32_t known = BOXLITE_BOX_DETACHED | BOXLITE_BOX_HOST_LOOPBACK;
 	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs || o->owner_pid < 0 ||
-	    (o->flags & ~(uint32_t)BOXLITE_BOX_DETACHED))
+	    (o->flags & ~known) || (o->network_helper && !usable_path(o->network_helper)) ||
+	    ((o->flags & BOXLITE_BOX_HOST_LOOPBACK) && !o->network_helper))
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	const char *host = o->hostname ? o->hostname : "box";
 	if (!host[0] || strlen(host) > 64)
@@ -134,6 +137,9 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	box->grace_ms = o->stop_grace_ms ? o->stop_grace_ms : DEFAULT_GRACE_MS;
 	box->drain_ms = o->drain_ms ? o->drain_ms : DEFAULT_DRAIN_MS;
 	box->owner_pid = o->owner_pid;
+	box->host_loopback = o->flags & BOXLITE_BOX_HOST_LOOPBACK;
+	if (o->network_helper && !(box->network_helper = strdup(o->network_helper)))
+		return BOXLITE_ERR_NO_MEMORY;
 	box->memory_limit = o->memory_limit;
 	box->pids_limit = o->pids_limit;
 	box->cpu_millis = o->cpu_millis;

@@ -93,6 +93,8 @@ struct bl_box {
 	uint32_t n_mounts;
 	uint64_t memory_limit;
 	uint32_t pids_limit, cpu_millis;
+	char *network_helper; /* NULL: no network */
+	bool host_loopback;
 	/* (rt->lock) */
 	enum bl_box_state state;
 	bool freed;               /* the handle is gone: kill on sight */

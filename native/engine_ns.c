@@ -128,7 +128,7 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
 		n_lowers++;
-	char **argv = calloc(26 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
+	char **argv = calloc(30 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
 	if (!argv)
 		return NULL;
 	size_t i = 0;
@@ -161,6 +161,12 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	argv[i++] = nums[1];
 	argv[i++] = "--owner-pid";
 	argv[i++] = nums[2];
+	if (box->network_helper) {
+		argv[i++] = "--network";
+		argv[i++] = box->network_helper;
+		if (box->host_loopback)
+			argv[i++] = "--host-loopback";
+	}
 	static const char *const limit_flags[] = {"--memory", "--pids", "--cpu-millis"};
 	const uint64_t limits[] = {box->memory_limit, box->pids_limit, box->cpu_millis};
 	for (size_t l = 0; l < 3; l++) {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-BOX_PROCESS_NAMES = {"boxlite-shim", "boxlite-agent"}
+BOX_PROCESS_NAMES = {"boxlite-shim", "boxlite-agent", "slirp4netns"}
 
 
 def box_processes() -> list[tuple[int, str]]:

@@ -8,6 +8,7 @@ import errno
 import os
 import socket
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,85 @@ def test_the_hosts_loopback_is_out_of_reach(box: boxlite_ffi.Box) -> None:
         assert result.exit_code != 0 and b"ConnectionRefused" in result.stderr
         interfaces = box.run(["ls", "/sys/class/net"]).stdout.split()
         assert interfaces in ([], [b"lo"])
+
+
+CONNECT = textwrap.dedent(
+    """
+    import socket, sys
+    for host in sys.argv[2:]:
+        try:
+            with socket.create_connection((host, int(sys.argv[1])), timeout=5) as s:
+                print(host, s.recv(100).decode().strip())
+        except OSError as exc:
+            print(host, type(exc).__name__)
+    """
+)
+
+
+@pytest.fixture
+def host_server() -> Iterator[tuple[str, int]]:
+    """A TCP server on every address of the host, and the host's own
+    (non-loopback) address."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("0.0.0.0", 0))
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"hello from the host\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_socket:
+        probe_socket.connect(("192.0.2.1", 9))  # no packet is sent: it picks a route
+        address = probe_socket.getsockname()[0]
+    yield address, server.getsockname()[1]
+    server.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone would not)
+    server.close()
+    thread.join()
+
+
+def connect(box: boxlite_ffi.Box, port: int, *hosts: str) -> dict[str, str]:
+    out = box.run(["python3", "-c", CONNECT, str(port), *hosts]).stdout.decode()
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def test_no_network_by_default(rt: boxlite_ffi.Runtime, host_server: tuple[str, int]) -> None:
+    address, port = host_server
+    with rt.create("host") as box:
+        seen = connect(box, port, address, "127.0.0.1", "10.0.2.2")
+    assert seen == {
+        address: "OSError",
+        "127.0.0.1": "ConnectionRefusedError",
+        "10.0.2.2": "OSError",
+    }
+
+
+def test_outbound_network_without_the_hosts_loopback(
+    rt: boxlite_ffi.Runtime, host_server: tuple[str, int]
+) -> None:
+    address, port = host_server
+    with rt.create("host", network=True) as box:
+        seen = connect(box, port, address, "10.0.2.2", "127.0.0.1")
+    assert seen == {
+        address: "hello from the host",  # out through the user-mode stack
+        "10.0.2.2": "OSError",  # the host's loopback, refused
+        "127.0.0.1": "ConnectionRefusedError",  # the box's own loopback
+    }
+
+
+def test_the_hosts_loopback_when_asked_for(
+    rt: boxlite_ffi.Runtime, host_server: tuple[str, int]
+) -> None:
+    _, port = host_server
+    with rt.create("host", network=True, host_loopback=True) as box:
+        assert connect(box, port, "10.0.2.2") == {"10.0.2.2": "hello from the host"}
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        rt.create("host", host_loopback=True)

@@ -86,8 +86,10 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 	cfg->drain_ms = 100;
 	for (int i = 1; i < argc; i += 2) {
 		const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-		if (strcmp(flag, "--detached") == 0 || strcmp(flag, "--main") == 0) {
-			*(flag[2] == 'd' ? &cfg->detached : &cfg->main) = true;
+		if (strcmp(flag, "--detached") == 0 || strcmp(flag, "--main") == 0 ||
+		    strcmp(flag, "--host-loopback") == 0) {
+			*(flag[2] == 'd' ? &cfg->detached : flag[2] == 'm' ? &cfg->main
+									   : &cfg->host_loopback) = true;
 			i--; /* a flag without a value */
 			continue;
 		}
@@ -117,6 +119,8 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 			cfg->grace_ms = parse_u32(flag, val);
 		else if (strcmp(flag, "--drain-ms") == 0)
 			cfg->drain_ms = parse_u32(flag, val);
+		else if (strcmp(flag, "--network") == 0)
+			cfg->network = val;
 		else if (strcmp(flag, "--memory") == 0)
 			cfg->limits.memory = parse_u64(flag, val);
 		else if (strcmp(flag, "--pids") == 0)
@@ -327,6 +331,8 @@ int main(int argc, char **argv)
 	if ((err = cgroup_enter(&cfg, child, &step)) != 0)
 		die(1, err, "limit %s", step); /* the child then dies of PDEATHSIG */
 	write_id_maps(child); /* a failure exits; the child then dies of PDEATHSIG */
+	if ((err = network_start(&cfg, child, &step)) != 0)
+		die(1, err, "%s", step);
 	if (write(sync_pipe[1], "g", 1) != 1)
 		die(1, errno, "release the box");
 	close(sync_pipe[1]);
@@ -350,6 +356,7 @@ int main(int argc, char **argv)
 		close(release_fd);
 	}
 	int code = supervise(&cfg, pidfd, owner_pidfd);
+	network_stop(&cfg);
 	cgroup_remove(&cfg);
 	if (cfg.detached)
 		sync_writable_layer(&cfg);

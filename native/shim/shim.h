@@ -62,6 +62,10 @@ struct shim_config {
 	struct shim_bind binds[SHIM_MAX_BINDS];
 	unsigned n_binds;
 	struct shim_limits limits;
+	const char *network;  /* --network HELPER: slirp4netns's path; NULL: none */
+	bool host_loopback;   /* --host-loopback: the box may reach the host's 127.0.0.1 */
+	pid_t network_pid;    /* the helper, once started */
+	int network_exit_fd;  /* its exit pipe's write end */
 	const char *hostname;
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
@@ -105,6 +109,12 @@ int mask_proc(const char *rootfs, struct setup_error *e);
  * box is gone, remove them. */
 int cgroup_enter(const struct shim_config *cfg, pid_t child, const char **step);
 void cgroup_remove(const struct shim_config *cfg);
+
+/* network.c: with --network, start the user-mode network helper for the
+ * (still waiting) box init and wait until its network is up; 0 or an
+ * errno with *step.  After the box: stop and reap it. */
+int network_start(struct shim_config *cfg, pid_t child, const char **step);
+void network_stop(struct shim_config *cfg);
 
 /* overlay.c: the image's layers and the box's writable layer on rootfs. */
 int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e);
