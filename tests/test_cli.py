@@ -37,6 +37,11 @@ def home(tmp_path: Path) -> Path:
         (["--timeout", "soon", "host", "true"], 125),
         (["-u", "nobody", "host", "true"], 125),
         (["-v", "/no/such/dir:/x", "host", "true"], 125),
+        (["-m", "64m", "host", "python3", "-c", "x = bytearray(300 << 20)"], 137),
+        (["--memory", "lots", "host", "true"], 125),
+        (["--pids-limit", "0", "host", "true"], 125),
+        (["--network", "outbound", "host", "grep", "-q", "tap0", "/proc/net/dev"], 0),
+        (["host", "grep", "-q", "tap0", "/proc/net/dev"], 1),
     ],
 )
 def test_run_rm_exit_codes_and_nothing_left(home: Path, args: list[str], code: int) -> None:

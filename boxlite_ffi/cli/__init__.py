@@ -46,6 +46,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="the box's name")
     p.add_argument("-v", "--volume", action="append", metavar="HOST:BOX[:ro]", help="mount")
     p.add_argument("--entrypoint", help="replaces the image's Entrypoint (and Cmd)")
+    p.add_argument("-m", "--memory", help="memory limit (bytes, or 512m, 2g)")
+    p.add_argument("--cpus", type=float, help="CPU limit, in CPUs (0.5)")
+    p.add_argument("--pids-limit", type=int, help="process limit")
+    p.add_argument(
+        "--network", choices=["none", "outbound"], default="none", help="outbound: slirp4netns"
+    )
+    p.add_argument("--host-loopback", action="store_true", help="the box may reach 127.0.0.1")
     p.add_argument("image", help="image name, id, or an archive's path")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
 

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..box import Box
 from ..errors import BoxliteError, InvalidArgumentError, NotFoundError
@@ -55,16 +56,26 @@ def _entrypoint(args: argparse.Namespace) -> list[str] | None:
     return [args.entrypoint] if args.entrypoint else None
 
 
+def _box_options(args: argparse.Namespace) -> dict[str, Any]:
+    """create's arguments that run and create share."""
+    return {
+        "name": args.name,
+        "env": _env(args.env),
+        "workdir": args.workdir,
+        "user": args.user,
+        "volumes": args.volume or (),
+        "memory": args.memory,
+        "cpus": args.cpus,
+        "pids": args.pids_limit,
+        "network": args.network == "outbound",
+        "host_loopback": args.host_loopback,
+    }
+
+
 def run(rt: Runtime, args: argparse.Namespace, signals: Signals) -> int:
     _check_tty(args)
     ref = _image_ref(rt, args.image)
-    options = dict(
-        name=args.name,
-        env=_env(args.env),
-        workdir=args.workdir,
-        user=args.user,
-        volumes=args.volume or (),
-    )
+    options = _box_options(args)
     if args.detach:  # the command is the box's main command; it runs on without us
         with signals.deferred():
             box = rt.create(
@@ -109,15 +120,11 @@ def create(rt: Runtime, args: argparse.Namespace, signals: Signals) -> int:
     with signals.deferred():
         box = rt.create(
             _image_ref(rt, args.image),
-            name=args.name,
-            env=_env(args.env),
-            workdir=args.workdir,
-            user=args.user,
-            volumes=args.volume or (),
             cmd=args.command or None,
             entrypoint=_entrypoint(args),
             use_image_cmd=not args.command and not args.entrypoint,
             detach=True,
+            **_box_options(args),
         )
     print(box.id)
     return 0

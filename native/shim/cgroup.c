@@ -180,8 +180,8 @@ void cgroup_remove(const struct shim_config *cfg)
 			continue;
 		dir[strcspn(dir, "\n")] = '\0';
 		/* The last processes of a box may still be leaving it. */
-		for (int tries = 0; rmdir(dir + 1) < 0 && errno == EBUSY && tries < 100; tries++)
-			nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+		for (int tries = 0; rmdir(dir + 1) < 0 && errno == EBUSY && tries < 2000; tries++)
+			nanosleep(&(struct timespec){0, 500 * 1000}, NULL);
 	}
 	fclose(f);
 }
