@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +18,19 @@ from imagebuild import Entry, busybox_rootfs, tar_bytes, tar_directory, write_la
 
 NOBODY = 65534
 
-# The child imports boxlite_ffi while still root (the interpreter may live in
-# root's home), then drops every id for good before creating anything.
+# Each child imports boxlite_ffi while still root (the interpreter may live
+# in root's home), then drops every id for good before creating anything.
+PRELUDE = f"""
+import os, sys
+import boxlite_ffi
+os.setgroups([])
+os.setresgid({NOBODY}, {NOBODY}, {NOBODY})
+os.setresuid({NOBODY}, {NOBODY}, {NOBODY})
+"""
+
 SCRIPT = textwrap.dedent(
     """
-    import os, sys
-    import boxlite_ffi
-    os.setgroups([])
-    os.setresgid({uid}, {uid}, {uid})
-    os.setresuid({uid}, {uid}, {uid})
-    assert os.geteuid() == {uid}
+    assert os.geteuid() != 0
     with boxlite_ffi.Runtime({home!r}) as rt, rt.create(rootfs={rootfs!r}) as box:
         r = box.run(["sh", "-c", "id -u; cat /proc/1/comm; echo data > /root/f; cat /root/f"])
         sys.stdout.write(r.stdout.decode())
@@ -38,6 +42,15 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A directory the user nobody can reach (root's pytest tmp is not)."""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-unpriv-{os.getpid()}"
+    path.mkdir(mode=0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _as_nobody(base: Path, script: str) -> subprocess.CompletedProcess[str]:
     libexec = base / "libexec"
     shutil.copytree(libexec_dir(), libexec)
@@ -45,17 +58,16 @@ def _as_nobody(base: Path, script: str) -> subprocess.CompletedProcess[str]:
         os.lchown(path, NOBODY, NOBODY)
     env = {**os.environ, "BOXLITE_LIBEXEC": str(libexec)}
     return subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PRELUDE + script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 IMAGES = textwrap.dedent(
     """
-    import os, sys
-    import boxlite_ffi
-    os.setgroups([])
-    os.setresgid({uid}, {uid}, {uid})
-    os.setresuid({uid}, {uid}, {uid})
     with boxlite_ffi.Runtime({home!r}) as rt:
         rt.images.load({layout!r}, tag="layers:1")
         with rt.create("layers:1") as box:
@@ -77,64 +89,49 @@ IMAGES = textwrap.dedent(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
-def test_unprivileged_user_loads_images(rootfs: Path) -> None:
+def test_unprivileged_user_loads_images(base: Path, rootfs: Path) -> None:
     """Whiteouts (0:0 devices) and opaque markers (user.* xattrs) are made
     without privilege, the host image mounts in a user namespace, and the
     user-mode network comes up for an unprivileged user too."""
-    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-unpriv-img-{os.getpid()}"
-    base.mkdir(mode=0o755)
-    try:
-        lower = tar_bytes([Entry("etc/removed", data=b"x"), Entry("opt/app/old", data=b"o")])
-        upper = tar_bytes(
-            [
-                Entry("etc/.wh.removed"),
-                Entry("opt/app/.wh..wh..opq"),
-                Entry("opt/app/new", data=b"n"),
-                Entry("opt/keep", data=b"kept\n"),
-            ]
-        )
-        layout = write_layout(base / "layout", [tar_directory(rootfs), lower, upper])
-        home = base / "home"
-        home.mkdir()
-        proc = _as_nobody(base, IMAGES.format(uid=NOBODY, home=str(home), layout=str(layout)))
-        assert proc.returncode == 0, (proc.stdout, proc.stderr)
-        # The user-mode network needs /dev/net/tun, which some machines (this
-        # one) keep root's: then the start says so.
-        tun = os.stat("/dev/net/tun").st_mode & 0o006 == 0o006
-        network = "1\n" if tun else "slirp4netns gave up before the box's network was up\n"
-        assert proc.stdout == "/etc:\npasswd\n\n/opt/app:\nnew\nkept\n0\n" + network
-        assert list((home / "images" / "layers").iterdir()) == []
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    lower = tar_bytes([Entry("etc/removed", data=b"x"), Entry("opt/app/old", data=b"o")])
+    upper = tar_bytes(
+        [
+            Entry("etc/.wh.removed"),
+            Entry("opt/app/.wh..wh..opq"),
+            Entry("opt/app/new", data=b"n"),
+            Entry("opt/keep", data=b"kept\n"),
+        ]
+    )
+    layout = write_layout(base / "layout", [tar_directory(rootfs), lower, upper])
+    home = base / "home"
+    home.mkdir()
+    proc = _as_nobody(base, IMAGES.format(home=str(home), layout=str(layout)))
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    # The user-mode network needs /dev/net/tun, which some machines (this
+    # one) keep root's: then the start says so.
+    tun = os.stat("/dev/net/tun").st_mode & 0o006 == 0o006
+    network = "1\n" if tun else "slirp4netns gave up before the box's network was up\n"
+    assert proc.stdout == "/etc:\npasswd\n\n/opt/app:\nnew\nkept\n0\n" + network
+    assert list((home / "images" / "layers").iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
-def test_unprivileged_user_runs_a_box(tmp_path_factory: pytest.TempPathFactory) -> None:
-    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-unpriv-{os.getpid()}"
-    base.mkdir(mode=0o755)
-    try:
-        rootfs = busybox_rootfs(base / "rootfs")
-        home = base / "home"
-        home.mkdir()
-        # As it would be had the user unpacked the image: theirs, so root
-        # in the box (their uid outside) owns it.
-        proc = _as_nobody(base, SCRIPT.format(uid=NOBODY, home=str(home), rootfs=str(rootfs)))
-        assert proc.returncode == 0, (proc.stdout, proc.stderr)
-        assert proc.stdout == "0\nboxlite-agent\ndata\ndata\n"
-        assert list((home / "boxes").iterdir()) == []
-        # The box's writable layer never reached the image.
-        assert not (rootfs / "root" / "f").exists()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def test_unprivileged_user_runs_a_box(base: Path) -> None:
+    rootfs = busybox_rootfs(base / "rootfs")
+    home = base / "home"
+    home.mkdir()
+    # As it would be had the user unpacked the image: theirs, so root
+    # in the box (their uid outside) owns it.
+    proc = _as_nobody(base, SCRIPT.format(home=str(home), rootfs=str(rootfs)))
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stdout == "0\nboxlite-agent\ndata\ndata\n"
+    assert list((home / "boxes").iterdir()) == []
+    # The box's writable layer never reached the image.
+    assert not (rootfs / "root" / "f").exists()
 
 
 LIMITS = textwrap.dedent(
     """
-    import os, sys
-    import boxlite_ffi
-    os.setgroups([])
-    os.setresgid({uid}, {uid}, {uid})
-    os.setresuid({uid}, {uid}, {uid})
     with boxlite_ffi.Runtime({home!r}) as rt:
         box = rt.create(rootfs={rootfs!r}, memory="64m")
         try:
@@ -149,16 +146,11 @@ LIMITS = textwrap.dedent(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
-def test_a_limit_that_cannot_be_enforced_is_reported() -> None:
+def test_a_limit_that_cannot_be_enforced_is_reported(base: Path) -> None:
     """No cgroup delegation for this user: the start fails, saying why."""
-    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-unpriv-limits-{os.getpid()}"
-    base.mkdir(mode=0o755)
-    try:
-        rootfs = busybox_rootfs(base / "rootfs")
-        home = base / "home"
-        home.mkdir()
-        proc = _as_nobody(base, LIMITS.format(uid=NOBODY, home=str(home), rootfs=str(rootfs)))
-        assert proc.returncode == 0, (proc.stdout, proc.stderr)
-        assert proc.stdout.startswith("limit memory: ") and "denied" in proc.stdout
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    rootfs = busybox_rootfs(base / "rootfs")
+    home = base / "home"
+    home.mkdir()
+    proc = _as_nobody(base, LIMITS.format(home=str(home), rootfs=str(rootfs)))
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stdout.startswith("limit memory: ") and "denied" in proc.stdout
