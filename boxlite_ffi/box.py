@@ -50,7 +50,7 @@ from .lifecycle import (
     shim_pid,
     signal_shim,
 )
-from .limits import oom_watch
+from .limits import DISK_IMAGE, oom_watch
 from .store import DELETE, BoxRecord, Change, Proc, start_ticks
 from .tree import remove_tree
 
@@ -688,6 +688,7 @@ def native_config(directory: Path, config: dict[str, Any], detached: bool) -> Bo
         tuple(Mount(*m) for m in config.get("mounts") or ()),
         **(config.get("limits") or {}),
         **(config.get("network") or {}),
+        disk_image=str(directory / DISK_IMAGE) if config.get("disk") else None,
     )
 
 

@@ -126,6 +126,8 @@ class BoxConfig:
     # Outbound network: slirp4netns's path (None: loopback only).
     network_helper: str | None = None
     host_loopback: bool = False
+    # The writable layer's ext4 image (None: in the box directory, unlimited).
+    disk_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
     )
     if config.network_helper is not None:
         opts.network_helper = _cstring(config.network_helper, keep)
+    if config.disk_image is not None:
+        opts.disk_image = _cstring(config.disk_image, keep)
     if config.main_argv is not None:
         opts.main_argv = _cstrings(config.main_argv, keep)
         opts.main_env = _cstrings(config.main_env, keep)

@@ -1,29 +1,38 @@
-"""A box's resource limits: create's arguments as the native core's, and
-what the box's memory cgroup says of the kernel's OOM killer (the shim
-lists the cgroups it made in ``<box dir>/cgroups``)."""
+"""A box's resource limits: create's arguments as the native core's, the
+disk image a writable layer of limited size lives in, and what the box's
+memory cgroup says of the kernel's OOM killer (the shim lists the cgroups it
+made in ``<box dir>/cgroups``)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import InvalidArgumentError
+from .errors import EngineError, InvalidArgumentError
 
-_MEMORY = re.compile(r"(\d+)\s*([kmgt]?)i?b?")
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)i?b?")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: int | str, what: str, least: int) -> int:
+    """Bytes, from a number of them or a number with k, m, g or t."""
+    found = None if isinstance(value, bool) else _SIZE.fullmatch(str(value).lower())
+    if found is None:
+        raise InvalidArgumentError(f"{what} {value!r}: bytes, or a number with k, m, g or t")
+    size = int(found[1]) * _UNITS[found[2]]
+    if not least <= size < 1 << 62:
+        raise InvalidArgumentError(f"{what} {value!r}: at least {least >> 20} MiB")
+    return size
 
 
 def parse_limits(memory: int | str | None, cpus: float | None, pids: int | None) -> dict[str, int]:
     """The native limits (absent: none) from create's arguments."""
     limits = {}
     if memory is not None:
-        found = None if isinstance(memory, bool) else _MEMORY.fullmatch(str(memory).lower())
-        if found is None:
-            raise InvalidArgumentError(f"memory {memory!r}: bytes, or a number with k, m, g or t")
-        limits["memory_limit"] = int(found[1]) * _UNITS[found[2]]
-        if not 1 << 20 <= limits["memory_limit"] < 1 << 62:
-            raise InvalidArgumentError(f"memory {memory!r}: at least 1 MiB")
+        limits["memory_limit"] = parse_size(memory, "memory", 1 << 20)
     if cpus is not None:
         if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0.01 <= cpus <= 4096:
             raise InvalidArgumentError(f"cpus {cpus!r}: between 0.01 and 4096")
@@ -57,3 +66,28 @@ def oom_watch(box_dir: Path) -> Callable[[], bool]:
     """Whether the OOM killer has struck in the box since this call."""
     before = _oom_kills(box_dir)
     return lambda: _oom_kills(box_dir) > before
+
+
+DISK_IMAGE = "disk.img"
+DISK_MIN = 16 << 20
+
+
+def make_disk(box_dir: Path, size: int) -> None:
+    """The ext4 image the box's writable layer will live in (sparse: it
+    takes only what is written)."""
+    image = box_dir / DISK_IMAGE
+    with open(image, "xb") as f:
+        f.truncate(size)
+    owner = f"{os.geteuid()}:{os.getegid()}"
+    try:
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", f"root_owner={owner}", str(image)],
+            check=True,
+            capture_output=True,
+        )
+    except FileNotFoundError:
+        raise EngineError("a disk limit needs mkfs.ext4 (apt-get install e2fsprogs)") from None
+    except subprocess.CalledProcessError as exc:
+        raise EngineError(
+            f"mkfs.ext4 failed: {exc.stderr.decode(errors='replace').strip()}"
+        ) from exc

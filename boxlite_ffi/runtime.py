@@ -30,7 +30,7 @@ from .lifecycle import (
     reconcile,
     signal_shim,
 )
-from .limits import parse_limits
+from .limits import DISK_MIN, make_disk, parse_limits, parse_size
 from .monitor import Monitor
 from .store import BoxRecord, Proc, Store
 from .tree import remove_tree
@@ -119,6 +119,7 @@ class Runtime:
         pids: int | None = None,
         network: bool = False,
         host_loopback: bool = False,
+        disk: int | str | None = None,
         detach: bool = False,
         auto_remove: bool = False,
     ) -> Box:
@@ -136,6 +137,9 @@ class Runtime:
         outcome ``oom``.  A limit this machine cannot enforce (no
         controller, no right to make cgroups) makes ``start`` fail with
         ``EngineError``, never goes unenforced.
+
+        ``disk`` (bytes, or "1g") limits the box's writable layer, which
+        then lives in an ext4 image of that size (needs root: loop devices).
 
         A box has only its own loopback, unless ``network=True``: then
         outbound IPv4 through slirp4netns (a user-mode network stack from
@@ -186,6 +190,7 @@ class Runtime:
                 "main": main_command(image_config, entrypoint, cmd, use_image_cmd) or None,
                 "limits": parse_limits(memory, cpus, pids),
                 "network": _network(network, host_loopback),
+                "disk": parse_size(disk, "disk", DISK_MIN) if disk is not None else None,
                 "auto_remove": auto_remove,
                 "stop_grace_ms": self._grace_ms,
                 "drain_ms": self._drain_ms,
@@ -204,7 +209,13 @@ class Runtime:
         )
         owner = None if detach else Proc.me()
         record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
-        self._store.add(record, also=lambda: directory.mkdir(mode=0o700))
+
+        def make() -> None:
+            directory.mkdir(mode=0o700)
+            if config["disk"]:
+                make_disk(directory, config["disk"])
+
+        self._store.add(record, also=make)
         return record
 
     def _image(self, image: str | os.PathLike[str]) -> ResolvedImage:

@@ -183,6 +183,10 @@ typedef struct boxlite_box_options {
 	 * the shim runs for the box; NULL: loopback only.  The host's loopback
 	 * stays unreachable unless flags has BOXLITE_BOX_HOST_LOOPBACK. */
 	const char *network_helper;
+	/* A size limit on the writable layer: an ext4 image of that size (made
+	 * by the caller, e.g. mkfs.ext4) holding it, loop-mounted for the box;
+	 * NULL: the layer lives in box_dir, unlimited.  Needs root. */
+	const char *disk_image;
 } boxlite_box_options;
 
 /* Box flags (boxlite_box_options.flags). */

@@ -41,6 +41,7 @@ static void box_destroy(struct bl_box *box)
 	}
 	free(box->mounts);
 	free(box->network_helper);
+	free(box->disk_image);
 	free(box);
 }
 
@@ -122,6 +123,7 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	const uint32_t known = BOXLITE_BOX_DETACHED | BOXLITE_BOX_HOST_LOOPBACK;
 	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs || o->owner_pid < 0 ||
 	    (o->flags & ~known) || (o->network_helper && !usable_path(o->network_helper)) ||
+	    (o->disk_image && !usable_path(o->disk_image)) ||
 	    ((o->flags & BOXLITE_BOX_HOST_LOOPBACK) && !o->network_helper))
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	const char *host = o->hostname ? o->hostname : "box";
@@ -138,7 +140,8 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	box->drain_ms = o->drain_ms ? o->drain_ms : DEFAULT_DRAIN_MS;
 	box->owner_pid = o->owner_pid;
 	box->host_loopback = o->flags & BOXLITE_BOX_HOST_LOOPBACK;
-	if (o->network_helper && !(box->network_helper = strdup(o->network_helper)))
+	if ((o->network_helper && !(box->network_helper = strdup(o->network_helper))) ||
+	    (o->disk_image && !(box->disk_image = strdup(o->disk_image))))
 		return BOXLITE_ERR_NO_MEMORY;
 	box->memory_limit = o->memory_limit;
 	box->pids_limit = o->pids_limit;

@@ -94,6 +94,7 @@ struct bl_box {
 	uint64_t memory_limit;
 	uint32_t pids_limit, cpu_millis;
 	char *network_helper; /* NULL: no network */
+	char *disk_image;     /* NULL: no size limit on the writable layer */
 	bool host_loopback;
 	/* (rt->lock) */
 	enum bl_box_state state;

@@ -128,7 +128,7 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
 		n_lowers++;
-	char **argv = calloc(30 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
+	char **argv = calloc(32 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
 	if (!argv)
 		return NULL;
 	size_t i = 0;
@@ -161,6 +161,10 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	argv[i++] = nums[1];
 	argv[i++] = "--owner-pid";
 	argv[i++] = nums[2];
+	if (box->disk_image) {
+		argv[i++] = "--disk-image";
+		argv[i++] = box->disk_image;
+	}
 	if (box->network_helper) {
 		argv[i++] = "--network";
 		argv[i++] = box->network_helper;

@@ -84,3 +84,35 @@ def test_limits_are_kept_across_restarts(rt: boxlite_ffi.Runtime) -> None:
     limits = {d.parent.name.split("/")[-1]: d for d in cgroups_of(box)}
     assert len(limits) == 2
     box.remove(force=True)
+
+
+def loop_devices_of(image: Path) -> list[str]:
+    import subprocess
+
+    listing = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if str(image) in line]
+
+
+def test_the_writable_layer_cannot_fill_the_host_disk(rt: boxlite_ffi.Runtime) -> None:
+    box = rt.create("host", disk="32m", detach=True)
+    image = box.directory / "disk.img"
+    box.start()
+    fill = box.run(["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=100 2>&1; ls -l /big"])
+    assert b"No space left on device" in fill.stdout
+    written = int(fill.stdout.split(b"\n")[-2].split()[4])
+    assert 16 << 20 < written <= 32 << 20
+    assert image.stat().st_blocks * 512 <= 40 << 20  # the host holds the image, no more
+    assert box.run(["sh", "-c", "rm /big && echo kept > /kept"]).ok
+    box.stop()
+    assert loop_devices_of(image) == []  # the box's end let go of its disk
+    box.start()  # the layer, on its disk, is kept across runs
+    assert box.run(["cat", "/kept"]).stdout == b"kept\n"
+    box.remove(force=True)
+    assert loop_devices_of(image) == [] and not box.directory.exists()
+
+
+@pytest.mark.parametrize("disk", ["1k", "0", "tiny", True])
+def test_bad_disk_limits(rt: boxlite_ffi.Runtime, disk: object) -> None:
+    with pytest.raises(InvalidArgumentError):
+        rt.create("host", disk=disk)  # type: ignore[arg-type]
+    assert rt.list() == []

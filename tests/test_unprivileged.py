@@ -133,24 +133,28 @@ def test_unprivileged_user_runs_a_box(base: Path) -> None:
 LIMITS = textwrap.dedent(
     """
     with boxlite_ffi.Runtime({home!r}) as rt:
-        box = rt.create(rootfs={rootfs!r}, memory="64m")
-        try:
-            box.start()
-        except boxlite_ffi.EngineError as exc:
-            print(exc.message)
-        else:
-            print("started without its limit")
-        box.remove(force=True)
+        for limit in ({{"memory": "64m"}}, {{"disk": "32m"}}):
+            box = rt.create(rootfs={rootfs!r}, **limit)
+            try:
+                box.start()
+            except boxlite_ffi.EngineError as exc:
+                print(exc.message)
+            else:
+                print("started without its limit")
+            box.remove(force=True)
     """
 )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
 def test_a_limit_that_cannot_be_enforced_is_reported(base: Path) -> None:
-    """No cgroup delegation for this user: the start fails, saying why."""
+    """No cgroup delegation, no loop devices for this user: the start
+    fails, saying why."""
     rootfs = busybox_rootfs(base / "rootfs")
     home = base / "home"
     home.mkdir()
     proc = _as_nobody(base, LIMITS.format(home=str(home), rootfs=str(rootfs)))
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    assert proc.stdout.startswith("limit memory: ") and "denied" in proc.stdout
+    memory, disk = proc.stdout.splitlines()
+    assert memory.startswith("limit memory: ") and "denied" in memory
+    assert disk.startswith("disk limit: ") and "not permitted" in disk

@@ -67,6 +67,7 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         "memory": args.memory,
         "cpus": args.cpus,
         "pids": args.pids_limit,
+        "disk": args.disk,
         "network": args.network == "outbound",
         "host_loopback": args.host_loopback,
     }

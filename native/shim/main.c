@@ -119,6 +119,8 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 			cfg->grace_ms = parse_u32(flag, val);
 		else if (strcmp(flag, "--drain-ms") == 0)
 			cfg->drain_ms = parse_u32(flag, val);
+		else if (strcmp(flag, "--disk-image") == 0)
+			cfg->disk_image = val;
 		else if (strcmp(flag, "--network") == 0)
 			cfg->network = val;
 		else if (strcmp(flag, "--memory") == 0)
@@ -145,7 +147,8 @@ static void make_box_dirs(const struct shim_config *cfg)
 	static const char *const subdirs[] = {"upper", "work", "rootfs"};
 	char p[PATH_MAX];
 	for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
-		if (snprintf(p, sizeof p, "%s/%s", cfg->box_dir, subdirs[i]) >= (int)sizeof p)
+		const char *in = i < 2 ? cfg->layer_dir : cfg->box_dir;
+		if (snprintf(p, sizeof p, "%s/%s", in, subdirs[i]) >= (int)sizeof p)
 			die(1, ENAMETOOLONG, "box directory");
 		if (mkdir(p, 0755) < 0 && errno != EEXIST)
 			die(1, errno, "mkdir %s", p);
@@ -243,9 +246,9 @@ static int detach_from_spawner(void)
  * waits for the layer to reach the disk. */
 static void sync_writable_layer(const struct shim_config *cfg)
 {
-	int fd = open(cfg->box_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(cfg->layer_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || syncfs(fd) < 0)
-		fprintf(stderr, "boxlite-shim: sync %s: %s\n", cfg->box_dir, strerror(errno));
+		fprintf(stderr, "boxlite-shim: sync %s: %s\n", cfg->layer_dir, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 }
@@ -283,9 +286,12 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_NAME, "boxlite-shim", 0, 0, 0) < 0)
 		die(1, errno, "prctl(PR_SET_NAME)");
 	lock_box(&cfg); /* after the fork: record locks are not inherited */
-	make_box_dirs(&cfg);
 	const char *step;
-	int err = main_command_prepare(&cfg, &step);
+	int err = disk_mount(&cfg, &step);
+	if (err)
+		die(1, err, "disk limit: %s", step);
+	make_box_dirs(&cfg);
+	err = main_command_prepare(&cfg, &step);
 	if (err)
 		die(1, err, "%s", step);
 	cfg.listen_fd = listen_socket(&cfg);

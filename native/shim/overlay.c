@@ -34,21 +34,21 @@ static const struct {
  * that refuses a second volatile mount until it is removed; a restarted
  * box removes its own (its previous run ended cleanly: we reaped it).
  */
-static void clear_volatile_marker(const char *box_dir)
+static void clear_volatile_marker(const char *layer_dir)
 {
 	/* work/work/incompat/volatile/dirty, all made mode 000 by the kernel. */
 	static const char *const dirs[] = {"work/work", "work/work/incompat",
 					   "work/work/incompat/volatile"};
 	char p[PATH_MAX];
 	for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-		snprintf(p, sizeof p, "%s/%s", box_dir, dirs[i]);
+		snprintf(p, sizeof p, "%s/%s", layer_dir, dirs[i]);
 		if (chmod(p, 0700) < 0)
 			return; /* nothing (more) to clear */
 	}
-	snprintf(p, sizeof p, "%s/work/work/incompat/volatile/dirty", box_dir);
+	snprintf(p, sizeof p, "%s/work/work/incompat/volatile/dirty", layer_dir);
 	unlink(p);
 	for (size_t i = sizeof dirs / sizeof dirs[0]; i-- > 1;) {
-		snprintf(p, sizeof p, "%s/%s", box_dir, dirs[i]);
+		snprintf(p, sizeof p, "%s/%s", layer_dir, dirs[i]);
 		rmdir(p);
 	}
 }
@@ -62,8 +62,8 @@ static int mount_classic(const struct shim_config *cfg, const char *rootfs, bool
 		n += (size_t)snprintf(opts + n, sizeof opts - n, "%s%s", i ? ":" : "", cfg->lowers[i]);
 	if (n < sizeof opts)
 		n += (size_t)snprintf(opts + n, sizeof opts - n,
-				      ",upperdir=%s/upper,workdir=%s/work%s%s", cfg->box_dir,
-				      cfg->box_dir, vol ? ",volatile" : "", ux ? ",userxattr" : "");
+				      ",upperdir=%s/upper,workdir=%s/work%s%s", cfg->layer_dir,
+				      cfg->layer_dir, vol ? ",volatile" : "", ux ? ",userxattr" : "");
 	if (n >= sizeof opts) {
 		errno = E2BIG;
 		return -1;
@@ -79,9 +79,9 @@ static int set_string(int fs, const char *key, const char *value)
 /* The mount API, one lower layer per call. */
 static int mount_by_api(const struct shim_config *cfg, const char *rootfs, bool vol, bool ux)
 {
-	char upper[PATH_MAX], work[PATH_MAX];
-	snprintf(upper, sizeof upper, "%s/upper", cfg->box_dir);
-	snprintf(work, sizeof work, "%s/work", cfg->box_dir);
+	char upper[PATH_MAX + 8], work[PATH_MAX + 8];
+	snprintf(upper, sizeof upper, "%s/upper", cfg->layer_dir);
+	snprintf(work, sizeof work, "%s/work", cfg->layer_dir);
 	int fs = fsopen("overlay", FSOPEN_CLOEXEC);
 	if (fs < 0)
 		return -1;
@@ -109,7 +109,7 @@ static int mount_by_api(const struct shim_config *cfg, const char *rootfs, bool 
 
 int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
 {
-	clear_volatile_marker(cfg->box_dir);
+	clear_volatile_marker(cfg->layer_dir);
 	int first_err = 0;
 	for (size_t i = 0; i < sizeof VARIANTS / sizeof VARIANTS[0]; i++) {
 		bool vol = VARIANTS[i].is_volatile, ux = VARIANTS[i].userxattr;

@@ -30,6 +30,7 @@
 #ifndef BOXLITE_SHIM_H
 #define BOXLITE_SHIM_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,6 +67,8 @@ struct shim_config {
 	bool host_loopback;   /* --host-loopback: the box may reach the host's 127.0.0.1 */
 	pid_t network_pid;    /* the helper, once started */
 	int network_exit_fd;  /* its exit pipe's write end */
+	const char *disk_image; /* --disk-image IMG: the writable layer's ext4 image */
+	char layer_dir[PATH_MAX]; /* where upper/ and work/ are: the box dir, or its disk */
 	const char *hostname;
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
@@ -115,6 +118,11 @@ void cgroup_remove(const struct shim_config *cfg);
  * errno with *step.  After the box: stop and reap it. */
 int network_start(struct shim_config *cfg, pid_t child, const char **step);
 void network_stop(struct shim_config *cfg);
+
+/* disk.c: with --disk-image, mount the writable layer's image (in a mount
+ * namespace of the shim's own) on DIR/disk; set layer_dir either way.
+ * 0 or an errno with *step. */
+int disk_mount(struct shim_config *cfg, const char **step);
 
 /* overlay.c: the image's layers and the box's writable layer on rootfs. */
 int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e);
