@@ -4,6 +4,7 @@ pushed to it by skopeo; optional basic (htpasswd) or bearer-token auth."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import http.server
 import json
@@ -225,3 +226,53 @@ class TokenServer:
 def _b64url(data: str | bytes) -> str:
     raw = data.encode() if isinstance(data, str) else data
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class ThrottledProxy:
+    """A TCP proxy on loopback that passes the server's answers on at
+    ``rate`` bytes a second, so a transfer is reliably still under way when
+    a test breaks it.  The server going away closes the client's side."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, upstream_port: int, rate: int) -> None:
+        self.upstream_port, self.rate = upstream_port, rate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        self._spawn(self._accept)
+
+    def _spawn(self, target: object, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self.threads.append(thread)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            self._spawn(self._pipe, client, server, 0)
+            self._spawn(self._pipe, server, client, self.rate)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, rate: int) -> None:
+        try:
+            while data := src.recv(self.CHUNK):
+                dst.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()

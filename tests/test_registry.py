@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,15 @@ from boxlite_ffi import (
 )
 
 from imagebuild import Entry, tar_bytes, tar_directory, write_layout
-from registry_server import PASSWORD, SKOPEO, USER, RegistryServer, TokenServer, free_port
+from registry_server import (
+    PASSWORD,
+    SKOPEO,
+    USER,
+    RegistryServer,
+    ThrottledProxy,
+    TokenServer,
+    free_port,
+)
 
 NOISE = 32 << 20
 
@@ -196,9 +204,12 @@ def test_a_corrupted_blob_is_refused(
 def test_a_registry_that_dies_mid_pull(
     rt: boxlite_ffi.Runtime, registry: RegistryServer, layout: Path
 ) -> None:
-    """Killed while the noise layer streams; the next pull fetches only
+    """Killed while the noise layer streams (through a proxy that passes
+    it on at 16 MB/s, so it is still under way); the next pull fetches only
     what is missing, resuming the broken blob where it stopped."""
-    ref = registry.push(layout, "demo/flaky:1")
+    registry.push(layout, "demo/flaky:1")
+    proxy = ThrottledProxy(registry.port, 16_000_000)
+    ref = f"127.0.0.1:{proxy.port}/demo/flaky:1"
     killed = threading.Event()
 
     def kill_midway(progress: boxlite_ffi.Progress) -> None:
@@ -206,6 +217,20 @@ def test_a_registry_that_dies_mid_pull(
             killed.set()
             registry.stop()
 
+    try:
+        _pull_through_a_dying_registry(rt, registry, layout, ref, kill_midway, killed)
+    finally:
+        proxy.close()
+
+
+def _pull_through_a_dying_registry(
+    rt: boxlite_ffi.Runtime,
+    registry: RegistryServer,
+    layout: Path,
+    ref: str,
+    kill_midway: Callable[[boxlite_ffi.Progress], None],
+    killed: threading.Event,
+) -> None:
     with pytest.raises(RegistryNetworkError) as caught:
         rt.images.pull(ref, progress=kill_midway)
     assert caught.value.reason == ImageReason.NETWORK and killed.is_set()
