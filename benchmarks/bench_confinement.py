@@ -1,6 +1,7 @@
 """What isolation costs a cold start: create + run /bin/true + close, plain,
-with memory, pids and CPU limits (cgroups made and removed per box), and
-with the user-mode network (slirp4netns started and stopped per box).
+with memory, pids and CPU limits (cgroups made and removed per box), with
+the user-mode network (slirp4netns started and stopped per box), and with a
+disk limit (an ext4 image made at create, loop-mounted at start).
 Confinement (capabilities, no_new_privs, seccomp, /proc masks) is in every
 box; its cost was measured A/B against the build before it (performance.md).
 
@@ -31,6 +32,7 @@ def main() -> None:
         for name, options in (
             ("with limits", {"memory": "256m", "pids": 64, "cpus": 1}),
             ("with network", {"network": True}),
+            ("with a disk limit", {"disk": "256m"}),
         ):
             samples = time_interleaved(
                 {"boxlite plain": run, f"boxlite {name}": lambda o=options: run(**o)},
