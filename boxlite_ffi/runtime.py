@@ -18,7 +18,7 @@ from typing import Any
 
 from .box import Box, BoxServices, check_argv, env_list, native_config
 from .core import Mount, NativeRuntime
-from .errors import EngineError, ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
+from .errors import EngineError, ImageError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
 from .image import Images, ResolvedImage
 from .image.media import ImageConfig
@@ -113,7 +113,7 @@ class Runtime:
         entrypoint: Sequence[str] | None = None,
         use_image_cmd: bool = False,
         user: str | None = None,
-        volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] = (),
+        volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] | None = (),
         memory: int | str | None = None,
         cpus: float | None = None,
         pids: int | None = None,
@@ -228,7 +228,7 @@ class Runtime:
                     raise ImageError(f"{path} holds {len(loaded)} images: load it, pick one")
                 return self._images.resolve(loaded[0].id)
         if not isinstance(image, str):
-            raise ImageNotFoundError(f"image {image} not found")
+            raise InvalidArgumentError(f"image {image!r}: a name, an id or a path")
         return self._images.resolve(image)
 
     def _dir(self, box_id: str) -> Path:
@@ -334,6 +334,8 @@ NETWORK_HELPER = "slirp4netns"
 
 
 def _network(network: bool, host_loopback: bool) -> dict[str, Any]:
+    if not isinstance(network, bool) or not isinstance(host_loopback, bool):
+        raise InvalidArgumentError("network and host_loopback are True or False")
     if host_loopback and not network:
         raise InvalidArgumentError("host_loopback=True needs network=True")
     if not network:
@@ -344,7 +346,11 @@ def _network(network: bool, host_loopback: bool) -> dict[str, Any]:
     return {"network_helper": helper, "host_loopback": host_loopback}
 
 
-def _volumes(volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]]) -> list[Mount]:
+def _volumes(
+    volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] | None,
+) -> list[Mount]:
+    if volumes is None:
+        return []
     if isinstance(volumes, str):
         raise InvalidArgumentError("volumes is a list of 'HOST:BOX[:ro|rw]'")
     mounts = []

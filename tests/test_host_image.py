@@ -105,6 +105,11 @@ def test_bad_volumes(rt: boxlite_ffi.Runtime, rootfs: Path, volume: str) -> None
     assert rt.list() == []
 
 
+def test_no_volumes(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
+    with rt.create(rootfs=rootfs, volumes=None) as box:
+        assert box.run(["true"]).ok
+
+
 def test_the_busybox_one_liner(rt: boxlite_ffi.Runtime, tmp_path: Path) -> None:
     out = tmp_path / "busybox-oci"
     subprocess.run([sys.executable, "-P", "-m", "boxlite_ffi.image.busybox", str(out)], check=True)

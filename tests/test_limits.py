@@ -116,3 +116,13 @@ def test_bad_disk_limits(rt: boxlite_ffi.Runtime, disk: object) -> None:
     with pytest.raises(InvalidArgumentError):
         rt.create("host", disk=disk)  # type: ignore[arg-type]
     assert rt.list() == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"network": "yes"}, {"host_loopback": 1, "network": True}, {"image": 123}],
+)
+def test_bad_isolation_arguments(rt: boxlite_ffi.Runtime, options: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgumentError):
+        rt.create(**{"image": "host", **options})  # type: ignore[arg-type]
+    assert rt.list() == []
