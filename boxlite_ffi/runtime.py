@@ -18,7 +18,7 @@ from typing import Any
 
 from .box import Box, BoxServices, check_argv, env_list, native_config
 from .core import Mount, NativeRuntime
-from .errors import EngineError, ImageError, InvalidArgumentError, NotFoundError
+from .errors import EngineError, ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
 from .image import Images, ResolvedImage
 from .image.media import ImageConfig
@@ -227,6 +227,8 @@ class Runtime:
                 if len(loaded) != 1:
                     raise ImageError(f"{path} holds {len(loaded)} images: load it, pick one")
                 return self._images.resolve(loaded[0].id)
+        if isinstance(image, os.PathLike):
+            raise ImageNotFoundError(f"image {image} not found")
         if not isinstance(image, str):
             raise InvalidArgumentError(f"image {image!r}: a name, an id or a path")
         return self._images.resolve(image)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import textwrap
 from collections.abc import Iterator
@@ -225,3 +226,52 @@ def test_the_hosts_loopback_when_asked_for(
         assert connect(box, port, "10.0.2.2") == {"10.0.2.2": "hello from the host"}
     with pytest.raises(boxlite_ffi.InvalidArgumentError):
         rt.create("host", host_loopback=True)
+
+
+ROOT_RUNTIME = pytest.mark.skipif(os.geteuid() != 0, reason="a root runtime's boxes get a range")
+
+
+@ROOT_RUNTIME
+def test_root_in_the_box_is_not_root_on_the_host(box: boxlite_ffi.Box) -> None:
+    """A runtime running as root gives its boxes a subordinate id range:
+    their root is an otherwise unused uid on the host."""
+    assert box.run(["id", "-u"]).stdout == b"0\n"
+    uid_map = box.run(["cat", "/proc/self/uid_map"]).stdout.split()
+    assert uid_map[0] == b"0" and int(uid_map[1]) >= 100_000 and uid_map[2] == b"65536"
+    agents = [
+        int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and _comm(pid) == "boxlite-agent"
+    ]
+    assert agents and all(uid >= 100_000 for uid in agents)
+    assert box.run(["sh", "-c", "echo mine > /created"]).ok
+    created = box.directory / "upper" / "created"
+    assert created.stat().st_uid == int(uid_map[1])  # what the box writes is the range's
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@ROOT_RUNTIME
+def test_the_image_is_root_owned_inside_and_untouched_outside(
+    rt: boxlite_ffi.Runtime, rootfs: Path, tmp_path: Path
+) -> None:
+    """Files of host root (a root runtime's layers, rootfs=, volumes) show
+    as the box's root's: private ones stay readable, existing ones writable;
+    volumes are written as their host owner."""
+    private = tmp_path / "root"
+    shutil.copytree(rootfs, private, symlinks=True)
+    (private / "etc" / "secret").write_text("for root\n")
+    (private / "etc" / "secret").chmod(0o600)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    with rt.create(rootfs=private, volumes=[f"{volume}:/v"]) as box:
+        script = "cat /etc/secret; echo more >> /etc/passwd && echo appended; echo v > /v/f"
+        result = box.run(["sh", "-c", script + "; stat -c %u /etc/secret"])
+        assert result.stdout == b"for root\nappended\n0\n", result.stderr
+    assert (private / "etc" / "passwd").read_text() == "root:x:0:0:root:/root:/bin/sh\n"
+    assert (volume / "f").stat().st_uid == 0

@@ -62,6 +62,7 @@ static int attach_loop(int fd, char *out, size_t len, const char **step)
 int disk_mount(struct shim_config *cfg, const char **step)
 {
 	int n = snprintf(cfg->layer_dir, sizeof cfg->layer_dir, "%s", cfg->box_dir);
+	cfg->layer_rel = cfg->disk_image ? "disk" : ".";
 	if (!cfg->disk_image)
 		return n < (int)sizeof cfg->layer_dir ? 0 : ENAMETOOLONG;
 	if (snprintf(cfg->layer_dir, sizeof cfg->layer_dir, "%s/disk", cfg->box_dir) >=

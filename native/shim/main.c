@@ -291,6 +291,8 @@ int main(int argc, char **argv)
 	if (err)
 		die(1, err, "disk limit: %s", step);
 	make_box_dirs(&cfg);
+	if ((cfg.idmapped = idmap_wanted(&cfg)) && (err = idmap_mounts(&cfg, &step)) != 0)
+		die(1, err, "map the box's ids: %s", step);
 	err = main_command_prepare(&cfg, &step);
 	if (err)
 		die(1, err, "%s", step);
@@ -314,6 +316,10 @@ int main(int argc, char **argv)
 	if (pipe2(sync_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
 		die(1, errno, "pipe2");
 
+	/* The box starts in its directory: relative paths reach it without
+	 * searching the directories above, which the box's root may not. */
+	if (chdir(cfg.box_dir) < 0)
+		die(1, errno, "chdir %s", cfg.box_dir);
 	int pidfd = -1;
 	pid_t child = clone_box(&pidfd);
 	if (child < 0)
@@ -336,7 +342,11 @@ int main(int argc, char **argv)
 	close(SHIM_CONN_FD); /* the agent holds it now; its end is the box's end */
 	if ((err = cgroup_enter(&cfg, child, &step)) != 0)
 		die(1, err, "limit %s", step); /* the child then dies of PDEATHSIG */
-	write_id_maps(child); /* a failure exits; the child then dies of PDEATHSIG */
+	/* A failure exits; the child then dies of PDEATHSIG. */
+	if (!cfg.idmapped)
+		write_id_maps(child);
+	else if (idmap_write(&cfg, child) < 0)
+		die(1, errno, "write the box's id maps");
 	if ((err = network_start(&cfg, child, &step)) != 0)
 		die(1, err, "%s", step);
 	if (write(sync_pipe[1], "g", 1) != 1)

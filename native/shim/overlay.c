@@ -62,8 +62,8 @@ static int mount_classic(const struct shim_config *cfg, const char *rootfs, bool
 		n += (size_t)snprintf(opts + n, sizeof opts - n, "%s%s", i ? ":" : "", cfg->lowers[i]);
 	if (n < sizeof opts)
 		n += (size_t)snprintf(opts + n, sizeof opts - n,
-				      ",upperdir=%s/upper,workdir=%s/work%s%s", cfg->layer_dir,
-				      cfg->layer_dir, vol ? ",volatile" : "", ux ? ",userxattr" : "");
+				      ",upperdir=%s/upper,workdir=%s/work%s%s", cfg->layer_rel,
+				      cfg->layer_rel, vol ? ",volatile" : "", ux ? ",userxattr" : "");
 	if (n >= sizeof opts) {
 		errno = E2BIG;
 		return -1;
@@ -80,8 +80,8 @@ static int set_string(int fs, const char *key, const char *value)
 static int mount_by_api(const struct shim_config *cfg, const char *rootfs, bool vol, bool ux)
 {
 	char upper[PATH_MAX + 8], work[PATH_MAX + 8];
-	snprintf(upper, sizeof upper, "%s/upper", cfg->layer_dir);
-	snprintf(work, sizeof work, "%s/work", cfg->layer_dir);
+	snprintf(upper, sizeof upper, "%s/upper", cfg->layer_rel);
+	snprintf(work, sizeof work, "%s/work", cfg->layer_rel);
 	int fs = fsopen("overlay", FSOPEN_CLOEXEC);
 	if (fs < 0)
 		return -1;
@@ -109,7 +109,7 @@ static int mount_by_api(const struct shim_config *cfg, const char *rootfs, bool 
 
 int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
 {
-	clear_volatile_marker(cfg->layer_dir);
+	clear_volatile_marker(cfg->layer_rel);
 	int first_err = 0;
 	for (size_t i = 0; i < sizeof VARIANTS / sizeof VARIANTS[0]; i++) {
 		bool vol = VARIANTS[i].is_volatile, ux = VARIANTS[i].userxattr;

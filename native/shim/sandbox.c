@@ -186,10 +186,24 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 		return;
 	}
 	char rootfs[PATH_MAX];
-	if (path_in(rootfs, cfg->box_dir, "rootfs", e) < 0)
+	/* Relative to the box directory, the shim's cwd: the box's root may have
+	 * no right to search the directories above it (a root runtime's home). */
+	if (path_in(rootfs, ".", "rootfs", e) < 0)
 		return;
+	pid_t shim = getppid();
 	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
 		setup_fail(e, errno, "become root in the user namespace");
+		return;
+	}
+	/* Changing to other host ids (a subordinate range) clears the parent
+	 * death signal: set it again, then make sure the shim did not go in
+	 * between. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
+		setup_fail(e, errno, "prctl(PR_SET_PDEATHSIG)");
+		return;
+	}
+	if (getppid() != shim) {
+		setup_fail(e, ECHILD, "the shim went away during set-up");
 		return;
 	}
 	if (build_root(cfg, rootfs, e) < 0)

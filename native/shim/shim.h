@@ -68,7 +68,10 @@ struct shim_config {
 	pid_t network_pid;    /* the helper, once started */
 	int network_exit_fd;  /* its exit pipe's write end */
 	const char *disk_image; /* --disk-image IMG: the writable layer's ext4 image */
+	bool idmapped;          /* root runtime: the box's ids are a subordinate range */
+	uint32_t uid_base, gid_base;
 	char layer_dir[PATH_MAX]; /* where upper/ and work/ are: the box dir, or its disk */
+	const char *layer_rel;    /* the same, relative to the box dir ("." or "disk") */
 	const char *hostname;
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
@@ -118,6 +121,15 @@ void cgroup_remove(const struct shim_config *cfg);
  * errno with *step.  After the box: stop and reap it. */
 int network_start(struct shim_config *cfg, pid_t child, const char **step);
 void network_stop(struct shim_config *cfg);
+
+/* idmap.c: a runtime running as root gives its boxes a range of 65536
+ * otherwise unused ids (idmap_wanted says so, and finds it).  idmap_write
+ * writes a process's maps; idmap_mounts swaps the layers and bind sources
+ * for id-mapped clones (in a mount namespace of the shim's own) and gives
+ * the writable layer to the range's root. */
+bool idmap_wanted(struct shim_config *cfg);
+int idmap_write(const struct shim_config *cfg, pid_t pid);
+int idmap_mounts(struct shim_config *cfg, const char **step);
 
 /* disk.c: with --disk-image, mount the writable layer's image (in a mount
  * namespace of the shim's own) on DIR/disk; set layer_dir either way.
