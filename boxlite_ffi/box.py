@@ -491,7 +491,7 @@ class Box:
         output_window: int | None = None,
     ) -> Execution:
         """Start an execution in the running box (no implicit start)."""
-        args = check_argv(argv)
+        args = as_user(self._config.get("user"), check_argv(argv))
         environment = env_list(self._config["env"], env)
         timeout_ms = timeout_millis(timeout)
         if tty:
@@ -670,6 +670,14 @@ class Box:
             execution._collect()  # output must not wait for the input to go in
             feed_input(execution, input)
         return execution.wait()
+
+
+def as_user(user: str | None, argv: list[str]) -> list[str]:
+    """argv, run as user of the box (by the agent's as-user helper); the
+    agent's own helpers (file copies) run as the box's root."""
+    if not user or argv[0] == file_copy.AGENT:
+        return argv
+    return [file_copy.AGENT, "as-user", user, "--", *argv]
 
 
 def native_config(directory: Path, config: dict[str, Any], detached: bool) -> BoxConfig:

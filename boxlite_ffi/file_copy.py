@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from .execution import ExecResult, Execution
     from .streams import OutputStream
 
-AGENT = "/proc/1/exe"  # PID 1 of every box is the agent
+AGENT = "/proc/1/exe"  # PID 1 of every box is the agent, its helpers in the same binary
+
 BUFFER = 1 << 20
 # The helper's exit statuses (native/agent/copy.c).
 _IO, _MALFORMED, _UNSAFE = 1, 2, 3

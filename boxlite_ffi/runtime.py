@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .box import Box, BoxServices, check_argv, env_list, native_config
+from .box import Box, BoxServices, as_user, check_argv, env_list, native_config
 from .core import Mount, NativeRuntime
 from .errors import EngineError, ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
@@ -176,6 +176,8 @@ class Runtime:
         with self._images.hold():  # no prune between resolving and recording
             made = self._image(image) if image is not None else None
             image_config = made.config if made else ImageConfig(())
+            identity = _from_image(image_config, image, env, workdir, user)
+            main = main_command(image_config, entrypoint, cmd, use_image_cmd)
             box_id = secrets.token_hex(6)
             config = {
                 "image": str(image if image is not None else rootfs),
@@ -186,8 +188,8 @@ class Runtime:
                     for m in (*(made.mounts if made else ()), *_volumes(volumes))
                 ],
                 "hostname": name or box_id,
-                **_from_image(image_config, image, env, workdir, user),
-                "main": main_command(image_config, entrypoint, cmd, use_image_cmd) or None,
+                **identity,
+                "main": as_user(identity["user"], main) if main else None,
                 "limits": parse_limits(memory, cpus, pids),
                 "network": _network(network, host_loopback),
                 "disk": parse_size(disk, "disk", DISK_MIN) if disk is not None else None,
@@ -384,6 +386,7 @@ def _env_dict(pairs: Sequence[str]) -> dict[str, str]:
 
 
 ROOT_USERS = ("", "root", "0", "root:root", "0:0")
+USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
 
 
 def _from_image(
@@ -393,18 +396,22 @@ def _from_image(
     workdir: str | None,
     user: str | None,
 ) -> dict[str, Any]:
-    """The box's environment and working directory: the image's, under what
-    create was given.  Its user must be root (or overridden to be)."""
-    if user is not None and user not in ROOT_USERS:
-        raise InvalidArgumentError(f"user {user!r}: processes in a box run as its root")
-    if user is None and image.user not in ROOT_USERS:
-        raise ImageError(
-            f"image {ref} runs as user {image.user!r}, but processes in a box run as its"
-            " root; pass user='root' to run it so"
-        )
+    """The box's environment, working directory and user: the image's,
+    under what create was given.  Users other than root need the id range
+    a root runtime gives its boxes."""
+    chosen = image.user if user is None else user
+    if not isinstance(chosen, str) or not USER_RE.fullmatch(chosen or "root"):
+        raise InvalidArgumentError(f"user {chosen!r}: a name or id, with :group or :gid")
+    if chosen not in ROOT_USERS and os.geteuid() != 0:
+        complaint = "processes in a box of an unprivileged runtime run as its root"
+        if user is None:
+            raise ImageError(f"image {ref} runs as user {chosen!r}, but {complaint};"
+                             " pass user='root' to run it so")  # fmt: skip
+        raise InvalidArgumentError(f"user {chosen!r}: {complaint}")
     return {
         "env": {**_env_dict(image.env), **(env or {})},
         "workdir": workdir or image.workdir or None,
+        "user": None if chosen in ROOT_USERS else chosen,
     }
 
 

@@ -35,7 +35,8 @@ def home(tmp_path: Path) -> Path:
         (["host", "no-such-command"], 127),
         (["no-such-image:1", "true"], 125),
         (["--timeout", "soon", "host", "true"], 125),
-        (["-u", "nobody", "host", "true"], 125),
+        (["-u", "ghost", "host", "true"], 125),  # no such user in the box
+        (["-u", "nobody", "host", "sh", "-c", "test $(id -u) = 65534"], 0),
         (["-v", "/no/such/dir:/x", "host", "true"], 125),
         (["-m", "64m", "host", "python3", "-c", "x = bytearray(300 << 20)"], 137),
         (["--memory", "lots", "host", "true"], 125),

@@ -21,6 +21,7 @@ from boxlite_ffi import (
     ImageInUseError,
     ImageNotFoundError,
     ImageReason,
+    InvalidArgumentError,
     UnsafePathError,
 )
 
@@ -308,3 +309,41 @@ def test_a_zstd_layer(rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs: Path) -> 
     rt.images.load(layout, tag="zstd")
     with rt.create("zstd") as box:
         assert box.run(["cat", "/z"]).stdout == b"zstd\n"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="users other than root need a root runtime's id range"
+)
+def test_the_images_user_applies(rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs: Path) -> None:
+    accounts = tar_bytes(
+        [
+            Entry("etc/passwd", data=b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n"),
+            Entry("etc/group", data=b"root:x:0:\napp:x:1000:\n"),
+        ]
+    )
+    layout = write_layout(
+        tmp_path / "layout",
+        [tar_directory(rootfs), accounts],
+        config={"User": "app", "Cmd": ["id"]},
+    )
+    rt.images.load(layout, tag="as-app")
+    with rt.create("as-app") as box:
+        assert box.run(["id", "-u"]).stdout == b"1000\n"  # every exec, as the image says
+        assert b"Permission denied" in box.run(["touch", "/root/x"]).stderr
+        assert box.run(["no-such-command"]).exit_code == 127
+        # Copies are root's work: into /root, where app may not write.
+        box.copy_in(str(tmp_path / "layout" / "oci-layout"), "/root")
+        assert box.run(["cat", "/root/oci-layout"]).stdout.startswith(b"{")
+    box = rt.create("as-app", use_image_cmd=True)  # the main command too
+    box.start()
+    assert box.wait().exit_code == 0 and box.logs().stdout.startswith(b"uid=1000(app)")
+    box.remove()
+    with rt.create("as-app", user="root") as box:
+        assert box.run(["id", "-u"]).stdout == b"0\n"
+    with rt.create("as-app", user="0:1000") as box:
+        assert box.run(["id", "-g"]).stdout == b"1000\n"
+    with rt.create("as-app", user="ghost") as box:
+        missing = box.run(["true"])
+        assert missing.exit_code == 125 and b"no user ghost" in missing.stderr
+    with pytest.raises(InvalidArgumentError):
+        rt.create("as-app", user="a b")

@@ -231,6 +231,9 @@ bool main_command_reaped(struct agent *ag, pid_t pid, int status);
 
 int copy_main(int argc, char **argv);
 
+/* as_user.c: `as-user USER -- COMMAND...`, COMMAND as a user of the box. */
+int as_user_main(int argc, char **argv);
+
 /* ---- main.c: the agent's shared state ---- */
 
 struct agent {

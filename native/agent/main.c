@@ -246,6 +246,8 @@ int main(int argc, char **argv)
 	/* The host runs copies as executions of this very binary. */
 	if (argc > 1 && strncmp(argv[1], "copy-", 5) == 0)
 		return copy_main(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "as-user") == 0)
+		return as_user_main(argc, argv);
 	struct agent ag = {0};
 	parse_args(&ag, argc, argv);
 	setup(&ag);
