@@ -102,11 +102,12 @@ def test_proc_reveals_nothing_of_the_host(box: boxlite_ffi.Box) -> None:
     assert len(pids) <= 4 and b"1" in pids  # the agent, sh, ls, grep: nothing of the host
 
 
-def test_host_processes_cannot_be_signalled(box: boxlite_ffi.Box) -> None:
+def test_host_processes_cannot_be_signalled_or_traced(box: boxlite_ffi.Box) -> None:
     """Our pid means nothing in the box's pid namespace (a box has a handful)."""
     assert os.getpid() > 100
-    seen = probe(box, {"kill_host": [62, os.getpid(), 9]})
-    assert seen["kill_host"] == os.strerror(errno.ESRCH)
+    # kill(pid, SIGKILL); ptrace(PTRACE_ATTACH, pid)
+    seen = probe(box, {"kill_host": [62, os.getpid(), 9], "ptrace_host": [101, 16, os.getpid()]})
+    assert seen == {"kill_host": os.strerror(errno.ESRCH), "ptrace_host": os.strerror(errno.ESRCH)}
 
 
 def test_host_files_outside_mounts_are_not_there(box: boxlite_ffi.Box, tmp_path: Path) -> None:
@@ -114,6 +115,9 @@ def test_host_files_outside_mounts_are_not_there(box: boxlite_ffi.Box, tmp_path:
     secret.write_text("host secret\n")
     result = box.run(["cat", str(secret), "/etc/shadow", "/root/.bash_history"])
     assert result.stdout == b"" and result.exit_code != 0
+    # Writing there lands in the box's own /tmp (a tmpfs), not in the host's.
+    assert box.run(["sh", "-c", f"mkdir -p {tmp_path} && echo box > {secret}"]).ok
+    assert secret.read_text() == "host secret\n"
     assert box.run(["sh", "-c", "ls -A /home; ls -A /root"]).stdout == b""
 
 
