@@ -95,8 +95,13 @@ static int mapping_userns(const struct shim_config *cfg)
 	if (pipe2(ready, O_CLOEXEC) < 0)
 		return -1;
 	pid_t pid = fork();
-	if (pid < 0)
+	if (pid < 0) {
+		int err = errno;
+		close(ready[0]);
+		close(ready[1]);
+		errno = err;
 		return -1;
+	}
 	if (pid == 0) {
 		char c;
 		close(ready[1]);
@@ -131,9 +136,15 @@ static int idmapped_clone(const char *source, const char *at, int userns)
 	struct stat st;
 	if (stat(source, &st) < 0)
 		return -1;
-	if (S_ISDIR(st.st_mode) ? mkdir(at, 0755) < 0 && errno != EEXIST
-				: close(open(at, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0)
-		return -1;
+	if (S_ISDIR(st.st_mode)) {
+		if (mkdir(at, 0755) < 0 && errno != EEXIST)
+			return -1;
+	} else {
+		int fd = open(at, O_WRONLY | O_CREAT | O_CLOEXEC, 0644); /* a file's mount point */
+		if (fd < 0)
+			return -1;
+		close(fd);
+	}
 	int tree = (int)syscall(SYS_open_tree, AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 	if (tree < 0)
 		return -1;
