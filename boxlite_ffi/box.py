@@ -228,11 +228,10 @@ class Box:
         return change, BoxStatus(change.get("status", record.status))
 
     def _native_handle(self) -> int:
-        """A handle that can start: ours, or a new one for a new run."""
-        if self._handle is not None and self._svc.native.box_state(self._handle) in (
-            BOX_NEW,
-            BOX_STOPPED,
-        ):
+        """A handle that can start: ours if it never ran, else a new one. A
+        handle whose run ended may still hear of that run (its reactor may
+        not have let go of the old shim yet): a new run gets a new handle."""
+        if self._handle is not None and self._svc.native.box_state(self._handle) == BOX_NEW:
             return self._handle
         self._release_handle()
         config = native_config(self.directory, self._config, self.detached)
@@ -334,8 +333,13 @@ class Box:
         if record.status != BoxStatus.STOPPING:
             self._svc.monitor.discard(self.id, ended)
             return _done()
-        self._signal_shim(signal.SIGTERM)
-        return then(ended, _done)
+        stopping = self._signal_shim(signal.SIGTERM)
+        if stopping is None:
+            return then(ended, _done)
+        # Over when the monitor has recorded the end and our handle knows it
+        # too (its reactor may hear of the shim's exit later than the
+        # monitor): a start or exec right after must not find it still live.
+        return then(ended, lambda: then(stopping, _done))
 
     def _claim_stop(self, record: BoxRecord) -> Change:
         change, status = self._settled(record)
@@ -345,16 +349,19 @@ class Box:
             return change | {"status": BoxStatus.STOPPING}
         return change
 
-    def _signal_shim(self, sig: int) -> None:
+    def _signal_shim(self, sig: int) -> Future[None] | None:
         """Through our handle when we have it (the native core reaps its
-        children), else through a pidfd on the shim.  Watches it either way."""
+        children; its stop's Future is returned), else through a pidfd on
+        the shim.  Watches it either way."""
+        stopping = None
         if sig == signal.SIGTERM and self._native_live():
-            self._svc.native.box_stop(self._handle)  # type: ignore[arg-type]
+            stopping = self._svc.native.box_stop(self._handle)  # type: ignore[arg-type]
             if self._svc.monitor.watching(self.id):
-                return
+                return stopping
         pid = signal_shim(self.directory, sig)
         if pid is None or not self._svc.monitor.watching(self.id):
             self._watch(pid)  # None: gone already, reported at once
+        return stopping
 
     def wait_future(self) -> Future[BoxExit]:
         """``wait`` as a Future."""

@@ -499,3 +499,23 @@ def test_many_processes_one_home(home: Path, rootfs: Path) -> None:
         for info in infos:
             rt.remove(info.id)
     assert box_processes() == []
+
+
+def test_start_right_after_stop_starts_under_load(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
+    """stop() returns once the end is recorded and our handle knows of it
+    too: a start right after must not take the old run for live (under load
+    it did: the native core heard of the shim's exit after the monitor)."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    try:
+        for _ in range(25):
+            with rt.create(rootfs=rootfs) as box:
+                assert box.run(["true"]).ok
+                box.restart()
+                assert box.run(["true"]).ok
+                box.stop()
+                box.start()
+                assert box.run(["true"]).ok
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
