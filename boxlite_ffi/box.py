@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 BOX_NEW = lib.BOXLITE_BOX_NEW
 BOX_RUNNING = lib.BOXLITE_BOX_RUNNING
 BOX_STOPPING = lib.BOXLITE_BOX_STOPPING
-BOX_STOPPED = lib.BOXLITE_BOX_STOPPED
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -83,6 +83,20 @@ class Ingest:
         self.hash.update(data)
         self.file.write(data)
 
+    def copy_from(
+        self,
+        read: Callable[[int], bytes],
+        on_bytes: Callable[[int], None],
+        cancelled: threading.Event,
+    ) -> None:
+        """Append what read gives until it gives nothing (a local file or a
+        download alike), reporting each chunk; stop at ``cancelled``."""
+        while chunk := read(CHUNK):
+            if cancelled.is_set():
+                raise ImageError(f"copying blob {self.digest} was cancelled")
+            self.write(chunk)
+            on_bytes(len(chunk))
+
     def commit(self) -> None:
         if "sha256:" + self.hash.hexdigest() != self.digest:
             self.discard()
@@ -174,9 +188,7 @@ class Content:
             return
         try:
             ingest.restart()  # a local copy starts over; only downloads resume
-            while (chunk := stream.read(CHUNK)) and not cancelled.is_set():
-                ingest.write(chunk)
-                on_bytes(len(chunk))
+            ingest.copy_from(stream.read, on_bytes, cancelled)
             ingest.commit()
         finally:
             ingest.close()
@@ -186,20 +198,14 @@ class Content:
     def layer_path(self, chain_id: str) -> Path:
         return self.layers / _hex(chain_id)
 
-    def unpack(
-        self,
-        blob_digest: str,
-        diff_id: str,
-        chain: list[str],
-        on_bytes: Callable[[int], None] = lambda n: None,
-    ) -> Path:
+    def unpack(self, blob_digest: str, diff_id: str, chain: list[str]) -> Path:
         """The unpacked directory of the last layer of ``chain`` (the
         ones below it unpacked already), unpacking it if needed."""
         lowers = [self.layer_path(c) for c in reversed(chain[:-1])]
 
         def fill(staging: Path) -> None:
             with open(self.blob_path(blob_digest), "rb") as blob:
-                unpack_layer(blob, staging, lowers, diff_id, on_bytes)
+                unpack_layer(blob, staging, lowers, diff_id)
 
         return make_dir_once(self.layer_path(chain[-1]), fill)
 

@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import IO
 
 from ..errors import (
@@ -29,7 +30,7 @@ from ..errors import (
     RegistryNetworkError,
     UnauthorizedError,
 )
-from .content import CHUNK, Content
+from .content import Content
 from .media import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -224,7 +225,7 @@ class Registry:
                     if ingest.offset and response.status != 206:
                         ingest.restart()  # the registry sends it all again
                     on_bytes(ingest.offset)  # what an earlier attempt fetched
-                    _copy(response, ingest.write, on_bytes, cancelled)
+                    ingest.copy_from(partial(_read, response), on_bytes, cancelled)
             if ingest.offset < descriptor.size:  # http.client reads a cut-off body as EOF
                 raise RegistryNetworkError(
                     f"blob {descriptor.digest}: the transfer broke off after"
@@ -235,21 +236,9 @@ class Registry:
             ingest.close()
 
 
-def _copy(
-    response: IO[bytes],
-    write: Callable[[bytes], None],
-    on_bytes: Callable[[int], None],
-    cancelled: threading.Event,
-) -> None:
-    while True:
-        with _transport_errors():
-            chunk = response.read(CHUNK)
-        if not chunk:
-            return
-        if cancelled.is_set():
-            raise ImageError("the pull was cancelled")
-        write(chunk)
-        on_bytes(len(chunk))
+def _read(response: IO[bytes], n: int) -> bytes:
+    with _transport_errors():
+        return response.read(n)
 
 
 @contextmanager

@@ -31,7 +31,6 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DigestMismatchError, ImageError
@@ -53,15 +52,13 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 class _Hashing:
     """A read-only stream that hashes what passes through it (the diff_id)."""
 
-    def __init__(self, raw: io.BufferedIOBase, on_read: Callable[[int], None]) -> None:
+    def __init__(self, raw: io.BufferedIOBase) -> None:
         self.raw = raw
         self.hash = hashlib.sha256()
-        self.on_read = on_read
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.hash.update(data)
-        self.on_read(len(data))
         return data
 
     def drain(self) -> str:
@@ -331,13 +328,12 @@ def unpack_layer(
     top: Path,
     lowers: list[Path],
     diff_id: str,
-    on_read: Callable[[int], None] = lambda n: None,
 ) -> int:
     """Unpack a layer blob into the empty directory ``top``; verifies the
     uncompressed tar against ``diff_id``.  Returns the devices skipped."""
     writer = LayerWriter(str(top), [str(p) for p in lowers])
     try:
-        stream = _Hashing(decompressed(blob), on_read)
+        stream = _Hashing(decompressed(blob))
         with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 writer.add(tar, member)
