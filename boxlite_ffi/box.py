@@ -44,7 +44,6 @@ from .lifecycle import (
     BoxExit,
     BoxInfo,
     BoxStatus,
-    log_paths,
     reconcile,
     settle,
     shim_pid,
@@ -403,8 +402,9 @@ class Box:
             raise BoxliteTimeoutError(f"box {self.id} still runs after {timeout} s") from None
 
     def logs(self) -> BoxLogs:
-        """What the main command wrote so far, over every run."""
-        out, err = (p.read_bytes() if p.exists() else b"" for p in log_paths(self.directory))
+        """What the main command wrote so far, over every run: the newest
+        ``log_limit`` bytes of each stream at most (see ``create``)."""
+        out, err = (_read_log(self.directory / name) for name in ("stdout.log", "stderr.log"))
         return BoxLogs(out, err)
 
     # ---- letting go -----------------------------------------------------
@@ -704,6 +704,30 @@ def native_config(directory: Path, config: dict[str, Any], detached: bool) -> Bo
         **(config.get("network") or {}),
         disk_image=str(directory / DISK_IMAGE) if config.get("disk") else None,
     )
+
+
+def _read_log(path: Path) -> bytes:
+    """A log the shim keeps (logs.c): NAME.1, the older half, then NAME.
+    A rotation replaces NAME.1, so if NAME.1 is the same file after NAME
+    was read, the two were consecutive."""
+    older = path.with_name(path.name + ".1")
+    while True:
+        try:
+            with open(older, "rb") as first:
+                head = first.read()
+                inode = os.fstat(first.fileno()).st_ino
+        except FileNotFoundError:
+            head, inode = b"", None
+        try:
+            tail = path.read_bytes()
+        except FileNotFoundError:
+            tail = b""
+        try:
+            now = older.stat().st_ino
+        except FileNotFoundError:
+            now = None
+        if now == inode:
+            return head + tail
 
 
 def _done() -> Future[Any]:

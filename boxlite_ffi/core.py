@@ -123,6 +123,8 @@ class BoxConfig:
     memory_limit: int = 0
     pids_limit: int = 0
     cpu_millis: int = 0
+    # The main command's output kept per stream (0: the native default).
+    log_limit: int = 0
     # Outbound network: slirp4netns's path (None: loopback only).
     network_helper: str | None = None
     host_loopback: bool = False
@@ -170,6 +172,7 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
     opts.memory_limit = config.memory_limit
     opts.pids_limit = config.pids_limit
     opts.cpu_millis = config.cpu_millis
+    opts.log_limit = config.log_limit
     return opts
 
 

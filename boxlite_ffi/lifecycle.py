@@ -185,10 +185,6 @@ def read_exit(box_dir: Path) -> Change | None:
     return {"status": BoxStatus.FAILED, "exit_code": code, "reason": reason, "finished": finished}
 
 
-def log_paths(box_dir: Path) -> tuple[Path, Path]:
-    return box_dir / "stdout.log", box_dir / "stderr.log"
-
-
 # ---- reconciling ----------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from ._native import lib
 from .errors import EngineError, InvalidArgumentError
 
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)i?b?")
@@ -24,13 +25,22 @@ def parse_size(value: int | str, what: str, least: int) -> int:
         raise InvalidArgumentError(f"{what} {value!r}: bytes, or a number with k, m, g or t")
     size = int(found[1]) * _UNITS[found[2]]
     if not least <= size < 1 << 62:
-        raise InvalidArgumentError(f"{what} {value!r}: at least {least >> 20} MiB")
+        least_text = f"{least >> 20} MiB" if least >= 1 << 20 else f"{least >> 10} KiB"
+        raise InvalidArgumentError(f"{what} {value!r}: at least {least_text}")
     return size
 
 
-def parse_limits(memory: int | str | None, cpus: float | None, pids: int | None) -> dict[str, int]:
-    """The native limits (absent: none) from create's arguments."""
+def parse_limits(
+    memory: int | str | None,
+    cpus: float | None,
+    pids: int | None,
+    log_limit: int | str | None = None,
+) -> dict[str, int]:
+    """The native limits (absent: none, or the default log limit) from
+    create's arguments."""
     limits = {}
+    if log_limit is not None:
+        limits["log_limit"] = parse_size(log_limit, "log_limit", lib.BOXLITE_MIN_LOG_LIMIT)
     if memory is not None:
         limits["memory_limit"] = parse_size(memory, "memory", 1 << 20)
     if cpus is not None:

@@ -120,6 +120,7 @@ class Runtime:
         network: bool = False,
         host_loopback: bool = False,
         disk: int | str | None = None,
+        log_limit: int | str | None = None,
         detach: bool = False,
         auto_remove: bool = False,
     ) -> Box:
@@ -154,9 +155,11 @@ class Runtime:
 
         ``entrypoint`` + ``cmd`` is the box's main command: when it ends,
         so does the box (status ``exited``; ``wait`` says how, ``logs`` what
-        it wrote).  A ``cmd`` alone runs after the image's Entrypoint;
-        ``use_image_cmd=True`` runs the image's Entrypoint + Cmd.  Without
-        any, the box idles until stopped, to be exec'd into.
+        it wrote: the newest ``log_limit`` bytes at most of each stream,
+        and at least half that, 32 MiB by default).  A ``cmd`` alone runs
+        after the image's Entrypoint; ``use_image_cmd=True`` runs the
+        image's Entrypoint + Cmd.  Without any, the box idles until
+        stopped, to be exec'd into.
 
         Processes in a box run as its root; an image whose User is another
         user raises ``ImageError`` unless ``user="root"`` says so is fine.
@@ -190,7 +193,7 @@ class Runtime:
                 "hostname": name or box_id,
                 **identity,
                 "main": as_user(identity["user"], main) if main else None,
-                "limits": parse_limits(memory, cpus, pids),
+                "limits": parse_limits(memory, cpus, pids, log_limit),
                 "network": _network(network, host_loopback),
                 "disk": parse_size(disk, "disk", DISK_MIN) if disk is not None else None,
                 "auto_remove": auto_remove,

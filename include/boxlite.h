@@ -166,8 +166,10 @@ typedef struct boxlite_box_options {
 	 * When it ends, so does the box: its outcome goes to <box_dir>/exit as
 	 * one line, "exited <code>", "signaled <signal>" or "failed <errno>",
 	 * unless the box was being stopped; its stdout and stderr are appended
-	 * to <box_dir>/stdout.log and <box_dir>/stderr.log.  Its stdin is
-	 * /dev/null.  main_env and main_cwd as for boxlite_exec_options. */
+	 * to <box_dir>/stdout.log and <box_dir>/stderr.log, at most log_limit
+	 * bytes of each kept: a log that reaches half of it becomes
+	 * <name>.log.1, replacing the one before.  Its stdin is /dev/null.
+	 * main_env and main_cwd as for boxlite_exec_options. */
 	const char *const *main_argv;
 	const char *const *main_env;
 	const char *main_cwd;
@@ -187,7 +189,16 @@ typedef struct boxlite_box_options {
 	 * by the caller, e.g. mkfs.ext4) holding it, loop-mounted for the box;
 	 * NULL: the layer lives in box_dir, unlimited.  Needs root. */
 	const char *disk_image;
+	/* The main command's output kept per stream, in bytes: the newest,
+	 * between half of it and all of it.  0 means BOXLITE_DEFAULT_LOG_LIMIT;
+	 * less than BOXLITE_MIN_LOG_LIMIT is INVALID_ARGUMENT. */
+	uint64_t log_limit;
 } boxlite_box_options;
+
+enum {
+	BOXLITE_DEFAULT_LOG_LIMIT = 32 << 20,
+	BOXLITE_MIN_LOG_LIMIT = 4096,
+};
 
 /* Box flags (boxlite_box_options.flags). */
 enum {

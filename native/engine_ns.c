@@ -123,12 +123,12 @@ static int open_fds(const struct bl_box *box, struct spawn_fds *f, char *err, si
 }
 
 /* argv for the shim; numbers live in the caller's buffers. */
-static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, char nums[6][24])
+static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, char nums[7][24])
 {
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
 		n_lowers++;
-	char **argv = calloc(32 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
+	char **argv = calloc(36 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
 	if (!argv)
 		return NULL;
 	size_t i = 0;
@@ -161,6 +161,11 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 	argv[i++] = nums[1];
 	argv[i++] = "--owner-pid";
 	argv[i++] = nums[2];
+	if (box->main_req) {
+		snprintf(nums[6], 24, "%" PRIu64, box->log_limit);
+		argv[i++] = "--log-limit";
+		argv[i++] = nums[6];
+	}
 	if (box->disk_image) {
 		argv[i++] = "--disk-image";
 		argv[i++] = box->disk_image;
@@ -225,7 +230,7 @@ static int spawn_attrs(posix_spawnattr_t *attr)
 static int spawn_shim(const boxlite_runtime *rt, const struct bl_box *box, struct spawn_fds *f,
 		      pid_t *pid, char *err, size_t errlen)
 {
-	char nums[6][24];
+	char nums[7][24];
 	char **argv = build_argv(rt, box, nums);
 	if (!argv) {
 		set_err(err, errlen, "spawn", ENOMEM);

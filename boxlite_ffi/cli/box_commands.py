@@ -68,6 +68,7 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": args.cpus,
         "pids": args.pids_limit,
         "disk": args.disk,
+        "log_limit": args.log_limit,
         "network": args.network == "outbound",
         "host_loopback": args.host_loopback,
     }

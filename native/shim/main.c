@@ -129,6 +129,8 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 			cfg->limits.pids = parse_u32(flag, val);
 		else if (strcmp(flag, "--cpu-millis") == 0)
 			cfg->limits.cpu_millis = parse_u32(flag, val);
+		else if (strcmp(flag, "--log-limit") == 0)
+			cfg->log_limit = parse_u64(flag, val);
 		else if (strcmp(flag, "--owner-pid") == 0)
 			cfg->owner_pid = (pid_t)parse_u32(flag, val);
 		else
@@ -374,6 +376,8 @@ int main(int argc, char **argv)
 	int code = supervise(&cfg, pidfd, owner_pidfd);
 	network_stop(&cfg);
 	cgroup_remove(&cfg);
+	log_close(&cfg.logs[0], cfg.log_limit);
+	log_close(&cfg.logs[1], cfg.log_limit);
 	if (cfg.detached)
 		sync_writable_layer(&cfg);
 	main_command_record(&cfg);

@@ -1,6 +1,6 @@
 /*
- * main_command.c - the shim's part in a box's main command: the files the
- * agent writes its output to, and the record of how it ended (shim.h).
+ * main_command.c - the shim's part in a box's main command: the pipes its
+ * output goes to (logs.c), and the record of how it ended (shim.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,20 +17,12 @@ static int path_in(char *out, const char *dir, const char *name)
 	return snprintf(out, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX ? ENAMETOOLONG : 0;
 }
 
-static int open_log(const char *dir, const char *name, int *fd)
-{
-	char p[PATH_MAX];
-	int err = path_in(p, dir, name);
-	if (!err && (*fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
-		err = errno;
-	return err;
-}
-
 int main_command_prepare(struct shim_config *cfg, const char **step)
 {
 	for (size_t i = 0; i < 4; i++)
 		cfg->main_fds[i] = -1;
-	cfg->outcome_fd = -1;
+	cfg->outcome_fd = cfg->logs[0].pipe_fd = cfg->logs[1].pipe_fd = -1;
+	cfg->logs[0].file_fd = cfg->logs[1].file_fd = -1;
 	char p[PATH_MAX];
 	int err = path_in(p, cfg->box_dir, "exit");
 	*step = "remove the outcome of the last run";
@@ -43,8 +35,8 @@ int main_command_prepare(struct shim_config *cfg, const char **step)
 		return errno;
 	cfg->main_fds[0] = SHIM_MAIN_FD;
 	*step = "open the main command's logs";
-	if ((err = open_log(cfg->box_dir, "stdout.log", &cfg->main_fds[1])) ||
-	    (err = open_log(cfg->box_dir, "stderr.log", &cfg->main_fds[2])))
+	if ((err = log_open(&cfg->logs[0], cfg->box_dir, "stdout.log", &cfg->main_fds[1])) ||
+	    (err = log_open(&cfg->logs[1], cfg->box_dir, "stderr.log", &cfg->main_fds[2])))
 		return err;
 	int report[2];
 	*step = "pipe2";

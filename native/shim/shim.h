@@ -3,7 +3,7 @@
  *
  *   boxlite-shim --box-dir DIR --agent PATH --lower DIR [--lower DIR ...]
  *                [--hostname NAME] [--grace-ms N] [--drain-ms N] [--owner-pid PID]
- *                [--detached] [--main]
+ *                [--detached] [--main] [--log-limit BYTES]
  *
  * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
  * one line, "ok <shim pid>" or "error <errno> <step>: <reason>".  The agent
@@ -20,8 +20,9 @@
  * per box, and F_GETLK names it.
  *
  * --main: fd 5 holds the box's main command (an EXEC payload).  The agent
- * runs it with stdout and stderr appended to DIR/stdout.log and
- * DIR/stderr.log; when it ends, so does the box, and the shim writes its
+ * runs it with stdout and stderr going to pipes the shim appends to
+ * DIR/stdout.log and DIR/stderr.log, keeping at most --log-limit BYTES of
+ * each (logs.c); when it ends, so does the box, and the shim writes its
  * outcome to DIR/exit (main_command.c).
  *
  * main.c builds the box (sandbox.c runs in the cloned child, which becomes
@@ -55,6 +56,15 @@ struct shim_limits {
 	uint32_t pids, cpu_millis;
 };
 
+/* A log of the main command: the pipe it writes to, the file it goes to. */
+struct shim_log {
+	int pipe_fd; /* the read end; -1 once every writer is gone */
+	int file_fd;
+	uint64_t size; /* of the current file */
+	bool failed;   /* the host refused a write: the rest is dropped */
+	char path[PATH_MAX], old[PATH_MAX + 4];
+};
+
 struct shim_config {
 	const char *box_dir;
 	const char *agent;
@@ -82,6 +92,8 @@ struct shim_config {
 	 * logs, and the write end of the pipe it reports the outcome on. */
 	int main_fds[4];
 	int outcome_fd; /* the read end of that pipe; -1 without --main */
+	struct shim_log logs[2]; /* stdout, stderr; with --main */
+	uint64_t log_limit;      /* --log-limit BYTES per stream; 0: no limit */
 };
 
 /* What the child reports through the error pipe when a step fails. */
@@ -155,12 +167,20 @@ int bind_host_paths(const struct shim_config *cfg, const char *rootfs, struct se
 int main_command_prepare(struct shim_config *cfg, const char **step);
 void main_command_record(const struct shim_config *cfg);
 
+/* logs.c: log_open makes the pipe (its write end, CLOEXEC, in *box_end)
+ * and opens DIR/NAME; 0 or an errno.  log_pump moves what the pipe holds
+ * now into the file, false once there was nothing to move; log_close
+ * moves the rest, once the box is gone, and closes both. */
+int log_open(struct shim_log *l, const char *dir, const char *name, int *box_end);
+bool log_pump(struct shim_log *l, uint64_t limit);
+void log_close(struct shim_log *l, uint64_t limit);
+
 /* fdio.c: read until len bytes, EOF or an error; write until len bytes or
  * an error (errno set).  Both return the bytes done. */
 size_t fd_read_full(int fd, void *buf, size_t len);
 size_t fd_write_full(int fd, const void *buf, size_t len);
 
 /* supervise.c: run until the agent exits; returns the shim's exit code. */
-int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd);
+int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd);
 
 #endif

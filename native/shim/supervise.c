@@ -1,12 +1,13 @@
 /*
- * supervise.c - the shim's life after set-up: wait for the agent to exit.
+ * supervise.c - the shim's life after set-up: wait for the agent to exit,
+ * moving the main command's output to its logs meanwhile.
  *
  * SIGTERM (stop the box) is forwarded to the agent, which terminates the
  * box's processes itself; if it is still alive grace + 2 s later, SIGKILL
  * ends the whole pid namespace.  SIGUSR1 (kill the box) sends that SIGKILL
- * at once.  Either way the shim exits only after reaping the agent, which,
- * as the namespace's init, is reaped only once every process in it is gone.  The owner's death (a pidfd) kills the box
- * at once.  The shim exits as soon as it has reaped the agent.
+ * at once, and so does the owner's death (a pidfd).  Either way the shim
+ * exits only after reaping the agent, which, as the namespace's init, is
+ * reaped only once every process in it is gone.
  */
 #include <errno.h>
 #include <poll.h>
@@ -63,7 +64,7 @@ static int reap(int pidfd)
 	return info.si_code == CLD_EXITED && info.si_status == 0 ? 0 : 1;
 }
 
-int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
+int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 {
 	int sfd = signal_fd();
 	if (sfd < 0) {
@@ -74,15 +75,17 @@ int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 	}
 	int64_t kill_at = -1;
 	for (;;) {
-		struct pollfd p[3] = {
+		struct pollfd p[5] = {
 			{.fd = agent_pidfd, .events = POLLIN},
 			{.fd = sfd, .events = POLLIN},
 			{.fd = owner_pidfd, .events = POLLIN}, /* -1 is ignored by poll */
+			{.fd = cfg->logs[0].pipe_fd, .events = POLLIN},
+			{.fd = cfg->logs[1].pipe_fd, .events = POLLIN},
 		};
 		int timeout = -1;
 		if (kill_at >= 0)
 			timeout = kill_at > now_ms() ? (int)(kill_at - now_ms()) : 0;
-		int n = poll(p, 3, timeout);
+		int n = poll(p, 5, timeout);
 		if (n < 0 && errno != EINTR) {
 			fprintf(stderr, "boxlite-shim: poll: %s\n", strerror(errno));
 			signal_agent(agent_pidfd, SIGKILL);
@@ -90,6 +93,9 @@ int supervise(const struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 		}
 		if (n > 0 && p[0].revents)
 			break;
+		for (size_t i = 0; n > 0 && i < 2; i++)
+			if (p[3 + i].revents)
+				log_pump(&cfg->logs[i], cfg->log_limit);
 		if (n > 0 && p[1].revents) {
 			struct signalfd_siginfo si;
 			bool kill_now = false;

@@ -74,6 +74,9 @@ static void test_null_arguments_are_refused(void)
 	const char *lowers[] = {"/", NULL};
 	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
 	CHECK(boxlite_box_new(rt, &bo, NULL) == BOXLITE_ERR_INVALID_ARGUMENT);
+	bo.log_limit = BOXLITE_MIN_LOG_LIMIT - 1;
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_ERR_INVALID_ARGUMENT && h == 0);
+	bo.log_limit = BOXLITE_MIN_LOG_LIMIT;
 	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_OK && h != 0);
 	int state = -1;
 	CHECK(boxlite_box_state(rt, h, NULL) == BOXLITE_ERR_INVALID_ARGUMENT);
