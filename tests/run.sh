@@ -8,12 +8,26 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 for pkg in gcc make libc6-dev libseccomp-dev python3-dev python3-pip busybox-static bubblewrap \
-	slirp4netns docker-registry skopeo umoci openssl tmux; do
+	slirp4netns docker-registry skopeo umoci openssl tmux qemu-system-x86 cpio kmod e2fsprogs; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
 	as_root apt-get update -q
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+
+# The guest kernel of the cgroup layout tests (tests/guest_vm.py): Debian's,
+# unpacked, not installed.
+KERNEL_DIR=${BOXLITE_TEST_KERNEL:-/var/cache/boxlite-test/kernel}
+if ! compgen -G "$KERNEL_DIR/boot/vmlinuz-*" >/dev/null; then
+	kernel_pkg() { apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}'; }
+	[ -n "$(kernel_pkg)" ] || as_root apt-get update -q
+	tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$(kernel_pkg)")
+	as_root mkdir -p "$KERNEL_DIR"
+	as_root dpkg-deb -x "$tmp"/*.deb "$KERNEL_DIR"
+	as_root depmod -b "$KERNEL_DIR" "$(ls "$KERNEL_DIR/lib/modules")"
+	rm -rf "$tmp"
 fi
 
 PY=${PYTHON:-python3}

@@ -1,12 +1,13 @@
 /*
  * cgroup.c - a box's resource limits: memory (no swap beyond it), pids and
- * CPU, in a cgroup of its own under the shim's, per controller.
+ * CPU, in a cgroup of the box's own, per controller.
  *
- * cgroup v2 where the controller is there (the unified hierarchy), else the
- * controller's v1 hierarchy: machines have either, or a mix.  A limit that
- * cannot be set (no controller, or no right to make a cgroup: rootless
- * without delegation) fails the start with the reason; it is never
- * silently dropped.  The directories made are listed in DIR/cgroups
+ * cgroup v2 where the unified hierarchy has the controller (the box's
+ * cgroup then goes under <root>/boxlite, see cgroup_dir), else under the
+ * shim's own cgroup in the controller's v1 hierarchy: machines have
+ * either, or a mix.  A limit that cannot be set (no controller, or no
+ * right to make a cgroup: rootless without delegation) fails the start
+ * with the reason; it is never silently dropped.  The directories made are listed in DIR/cgroups
  * ("<controller> <path>" per line) for the host, which reads the OOM
  * counter there, and removed once the box is gone.
  */
@@ -26,7 +27,7 @@
 #define CGROUP_ROOT "/sys/fs/cgroup"
 #define CGROUP2_SUPER_MAGIC 0x63677270
 
-/* The shim's own cgroup in the hierarchy of controller (NULL: v2), from
+/* The shim's own cgroup in controller's v1 hierarchy, from
  * /proc/self/cgroup; 0 or -1. */
 static int own_cgroup(const char *controller, char *out, size_t len)
 {
@@ -41,8 +42,8 @@ static int own_cgroup(const char *controller, char *out, size_t len)
 			continue;
 		*path++ = '\0';
 		path[strcspn(path, "\n")] = '\0';
-		bool match = !controller ? strcmp(ctrls + 1, "") == 0 : false;
-		for (char *c = strtok(ctrls + 1, ","); controller && c; c = strtok(NULL, ","))
+		bool match = false;
+		for (char *c = strtok(ctrls + 1, ","); c; c = strtok(NULL, ","))
 			match |= strcmp(c, controller) == 0;
 		if (match && snprintf(out, len, "%s", path) < (int)len)
 			rc = 0;
@@ -51,28 +52,46 @@ static int own_cgroup(const char *controller, char *out, size_t len)
 	return rc;
 }
 
-/* Where a controller lives: its v2 directory if the unified hierarchy has
- * it, else its v1 hierarchy's. */
+/* The unified hierarchy's mount: /sys/fs/cgroup on a v2 machine, else
+ * the hybrid layout's /sys/fs/cgroup/unified. */
+static const char *v2_root(void)
+{
+	struct statfs fs;
+	return statfs(CGROUP_ROOT, &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC
+		   ? CGROUP_ROOT
+		   : CGROUP_ROOT "/unified";
+}
+
+/* Whether the unified hierarchy has the controller (its root lists it). */
+static bool in_v2(const char *controller)
+{
+	char path[PATH_MAX], controllers[256] = "";
+	snprintf(path, sizeof path, "%s/cgroup.controllers", v2_root());
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, controllers, sizeof controllers - 1);
+	controllers[n > 0 ? n : 0] = '\0';
+	close(fd);
+	for (char *c = strtok(controllers, " \n"); c; c = strtok(NULL, " \n"))
+		if (strcmp(c, controller) == 0)
+			return true;
+	return false;
+}
+
+/* Where the box's cgroup for a controller goes: 2 and <v2 root>/boxlite,
+ * 1 and the v1 hierarchy's cgroup of the shim, or -1 (no controller).
+ *
+ * v2 allows limits only in leaves whose ancestors hand the controller
+ * down, and a cgroup with processes cannot hand one down (except the
+ * root): the shim's own cgroup, which holds the embedding program, is
+ * unusable.  So boxes get a parent of their own at the top, as runtimes
+ * using cgroupfs do; only root may make it (rootless needs delegation). */
 static int cgroup_dir(const char *controller, char *out, size_t len)
 {
-	char own[PATH_MAX], controllers[256] = "";
-	struct statfs fs;
-	const char *v2 = statfs(CGROUP_ROOT, &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC
-			     ? CGROUP_ROOT
-			     : CGROUP_ROOT "/unified";
-	if (own_cgroup(NULL, own, sizeof own) == 0) {
-		char path[PATH_MAX + 64];
-		snprintf(path, sizeof path, "%s%s/cgroup.controllers", v2, own);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			ssize_t n = read(fd, controllers, sizeof controllers - 1);
-			controllers[n > 0 ? n : 0] = '\0';
-			close(fd);
-		}
-		for (char *c = strtok(controllers, " \n"); c; c = strtok(NULL, " \n"))
-			if (strcmp(c, controller) == 0)
-				return snprintf(out, len, "%s%s", v2, own) < (int)len ? 2 : -1;
-	}
+	if (in_v2(controller))
+		return snprintf(out, len, "%s/boxlite", v2_root()) < (int)len ? 2 : -1;
+	char own[PATH_MAX];
 	if (own_cgroup(controller, own, sizeof own) < 0)
 		return -1;
 	const char *sub = strcmp(own, "/") == 0 ? "" : own;
@@ -94,7 +113,14 @@ static int put(const char *dir, const char *file, const char *value)
 	return n == (ssize_t)len ? 0 : -1;
 }
 
-/* The limit's files and values, by hierarchy version. */
+/* Swap limits exist only with swap accounting: without it, no swap
+ * escape to close. */
+static int put_swap(const char *dir, const char *file, const char *value)
+{
+	return put(dir, file, value) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* The limit's files and values, by hierarchy version; 0 or -1 (errno). */
 static int write_limit(const char *dir, int version, const char *controller,
 		       const struct shim_limits *l)
 {
@@ -102,11 +128,10 @@ static int write_limit(const char *dir, int version, const char *controller,
 	if (strcmp(controller, "memory") == 0) {
 		snprintf(v, sizeof v, "%" PRIu64, l->memory);
 		if (version == 2)
-			return put(dir, "memory.max", v) || (put(dir, "memory.swap.max", "0") && errno != ENOENT);
+			return put(dir, "memory.max", v) < 0 ? -1 : put_swap(dir, "memory.swap.max", "0");
 		if (put(dir, "memory.limit_in_bytes", v) < 0)
 			return -1;
-		/* memsw exists only with swap accounting: without it, no swap escape to close. */
-		return put(dir, "memory.memsw.limit_in_bytes", v) < 0 && errno != ENOENT ? -1 : 0;
+		return put_swap(dir, "memory.memsw.limit_in_bytes", v);
 	}
 	if (strcmp(controller, "pids") == 0) {
 		snprintf(v, sizeof v, "%" PRIu32, l->pids);
@@ -118,7 +143,7 @@ static int write_limit(const char *dir, int version, const char *controller,
 		return put(dir, "cpu.max", v);
 	}
 	snprintf(v, sizeof v, "%" PRIu64, quota);
-	return put(dir, "cpu.cfs_period_us", "100000") || put(dir, "cpu.cfs_quota_us", v);
+	return put(dir, "cpu.cfs_period_us", "100000") < 0 ? -1 : put(dir, "cpu.cfs_quota_us", v);
 }
 
 static bool wanted(const struct shim_limits *l, const char *controller)
@@ -130,9 +155,32 @@ static bool wanted(const struct shim_limits *l, const char *controller)
 
 static const char *const CONTROLLERS[] = {"memory", "pids", "cpu"};
 
+/* v2: make the boxes' parent and have the root and it hand the controller
+ * down to their children (writing what is already there changes nothing). */
+static int hand_down(const char *parent, const char *controller)
+{
+	char plus[16];
+	snprintf(plus, sizeof plus, "+%s", controller);
+	if (mkdir(parent, 0755) < 0 && errno != EEXIST)
+		return errno;
+	if (put(v2_root(), "cgroup.subtree_control", plus) < 0 ||
+	    put(parent, "cgroup.subtree_control", plus) < 0)
+		return errno ? errno : EIO;
+	return 0;
+}
+
+/* The failing step, named for the shim's error line. */
+static const char *failed_at(const char *what, const char *ctrl, const char *dir)
+{
+	static char step[PATH_MAX + 96];
+	snprintf(step, sizeof step, "%s: %s %s", ctrl, what, dir);
+	return step;
+}
+
 int cgroup_enter(const struct shim_config *cfg, pid_t child, const char **step)
 {
 	char list[3 * (PATH_MAX + 16)] = "", pid[16];
+	int err;
 	snprintf(pid, sizeof pid, "%d", (int)child);
 	const char *name = strrchr(cfg->box_dir, '/');
 	name = name ? name + 1 : cfg->box_dir;
@@ -142,16 +190,24 @@ int cgroup_enter(const struct shim_config *cfg, pid_t child, const char **step)
 			continue;
 		char parent[PATH_MAX], dir[PATH_MAX + 64];
 		int version = cgroup_dir(ctrl, parent, sizeof parent);
-		*step = ctrl;
+		*step = failed_at("no such controller", ctrl, "here");
 		if (version < 0)
-			return ENOTSUP; /* no such controller here */
+			return ENOTSUP;
 		if (snprintf(dir, sizeof dir, "%s/boxlite-%s", parent, name) >= (int)sizeof dir)
 			return ENAMETOOLONG;
+		*step = failed_at("hand the controller down to", ctrl, parent);
+		if (version == 2 && (err = hand_down(parent, ctrl)) != 0)
+			return err;
+		*step = failed_at("make", ctrl, dir);
 		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 			return errno;
 		size_t n = strlen(list);
 		snprintf(list + n, sizeof list - n, "%s %s\n", ctrl, dir);
-		if (write_limit(dir, version, ctrl, &cfg->limits) < 0 || put(dir, "cgroup.procs", pid) < 0)
+		*step = failed_at("set the limit in", ctrl, dir);
+		if (write_limit(dir, version, ctrl, &cfg->limits) < 0)
+			return errno ? errno : EIO;
+		*step = failed_at("join", ctrl, dir);
+		if (put(dir, "cgroup.procs", pid) < 0)
 			return errno ? errno : EIO;
 	}
 	if (!list[0])
@@ -162,7 +218,7 @@ int cgroup_enter(const struct shim_config *cfg, pid_t child, const char **step)
 	*step = "record the cgroups";
 	if (fd < 0)
 		return errno;
-	int err = fd_write_full(fd, list, strlen(list)) == strlen(list) ? 0 : errno;
+	err = fd_write_full(fd, list, strlen(list)) == strlen(list) ? 0 : errno;
 	close(fd);
 	return err;
 }
