@@ -708,26 +708,27 @@ def native_config(directory: Path, config: dict[str, Any], detached: bool) -> Bo
 
 def _read_log(path: Path) -> bytes:
     """A log the shim keeps (logs.c): NAME.1, the older half, then NAME.
-    A rotation replaces NAME.1, so if NAME.1 is the same file after NAME
-    was read, the two were consecutive."""
+    A rotation replaces NAME.1, so if NAME.1 is still the file read first
+    once NAME is read, the two were consecutive.  The first stays open
+    meanwhile, so its inode cannot be freed and reused by a later NAME.1."""
     older = path.with_name(path.name + ".1")
     while True:
-        try:
-            with open(older, "rb") as first:
-                head = first.read()
-                inode = os.fstat(first.fileno()).st_ino
-        except FileNotFoundError:
-            head, inode = b"", None
-        try:
-            tail = path.read_bytes()
-        except FileNotFoundError:
-            tail = b""
-        try:
-            now = older.stat().st_ino
-        except FileNotFoundError:
-            now = None
-        if now == inode:
-            return head + tail
+        with contextlib.ExitStack() as stack:
+            try:
+                first = stack.enter_context(open(older, "rb"))
+                head, inode = first.read(), os.fstat(first.fileno()).st_ino
+            except FileNotFoundError:
+                head, inode = b"", None
+            try:
+                tail = path.read_bytes()
+            except FileNotFoundError:
+                tail = b""
+            try:
+                now = older.stat().st_ino
+            except FileNotFoundError:
+                now = None
+            if now == inode:
+                return head + tail
 
 
 def _done() -> Future[Any]:

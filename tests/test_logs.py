@@ -87,8 +87,9 @@ def test_logs_go_on_across_restarts(rt: boxlite_ffi.Runtime) -> None:
 
 
 def test_a_read_during_rotations_is_one_piece(rt: boxlite_ffi.Runtime) -> None:
-    """Reads while the shim rotates: always a contiguous run of the stream."""
-    with rt.create("host", cmd=["seq", "1", "400000"], log_limit=4096) as box:
+    """Reads while the shim rotates (every 2 KiB, so freed inodes are soon
+    reused): always a contiguous run of the stream."""
+    with rt.create("host", cmd=["seq", "1", "2000000"], log_limit=4096) as box:
         box.start()
         reads = 0
         while box.status is BoxStatus.RUNNING:
@@ -98,7 +99,7 @@ def test_a_read_during_rotations_is_one_piece(rt: boxlite_ffi.Runtime) -> None:
             reads += 1
         assert reads > 10
         box.wait(60)
-        assert box.logs().stdout == kept(numbers(1, 400000), 4096)
+        assert box.logs().stdout == kept(numbers(1, 2000000), 4096)
         box.remove()
 
 
