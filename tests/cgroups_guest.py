@@ -4,10 +4,14 @@ the guest of test_cgroup_layouts.py.
     python cgroups_guest.py v2       # cgroup v2 only, every controller there
     python cgroups_guest.py hybrid   # memory in its v1 hierarchy, the rest in v2
 
+(and, as its own child, `rootless`: see check_rootless_with_delegation).
+
 Each check prints "ok <name>"; any failure raises, and the exit code says so."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import boxlite_ffi
 from boxlite_ffi import EngineError, Outcome
+from boxlite_ffi.home import libexec_dir
 from boxlite_ffi.image.busybox import build
 
 HOG = "x=$(head -c 200m /dev/zero | tr '\\0' x); echo survived"
@@ -22,20 +27,26 @@ BOMB = "bomb() { bomb | bomb & }; bomb"
 SPIN = "timeout 3 sh -c 'while :; do :; done'"
 
 LAYOUT = sys.argv[1] if len(sys.argv) > 1 else "v2"
-V2 = Path("/sys/fs/cgroup") if LAYOUT == "v2" else Path("/sys/fs/cgroup/unified")
 MEMORY_V1 = LAYOUT == "hybrid"
+V2 = Path("/sys/fs/cgroup/unified") if MEMORY_V1 else Path("/sys/fs/cgroup")
+NOBODY = 65534
+# What systemd's user@.service is to a user: a subtree of theirs, the
+# controllers handed down to it, their programs in a leaf of it.
+DELEGATED = V2 / "user.slice" / "nobody"
+SESSION = DELEGATED / "session"
+ROOTLESS = Path("/tmp/rootless")
 
 
-def cgroups_of(box: boxlite_ffi.Box) -> dict[str, Path]:
+def cgroups_of(box: boxlite_ffi.Box, v2_parent: Path = V2 / "boxlite") -> dict[str, Path]:
     """The box's cgroup of each controller, each where the layout puts it:
-    v2 boxes under <v2 root>/boxlite, v1 ones under the shim's cgroup."""
+    v2 boxes under v2_parent, v1 ones under the shim's cgroup."""
     listing = (box.directory / "cgroups").read_text().splitlines()
     found = {c: Path(p) for c, _, p in (line.partition(" ") for line in listing)}
     for controller, path in found.items():
         if controller == "memory" and MEMORY_V1:
             assert path.parent == Path("/sys/fs/cgroup/memory"), path
         else:
-            assert path.parent == V2 / "boxlite", path
+            assert path.parent == v2_parent, path
     return found
 
 
@@ -117,17 +128,61 @@ def check_a_limit_that_cannot_be_set_fails_the_start(rt: boxlite_ffi.Runtime, im
         assert started(box)["pids"].is_dir()
 
 
+def check_rootless_with_delegation(rt: boxlite_ffi.Runtime, image: str) -> None:
+    """An unprivileged runtime in a subtree delegated to its user: its
+    boxes' cgroups go beside its own, and the limits hold."""
+    del rt, image  # the child has its own
+    SESSION.mkdir(parents=True)
+    for above in (V2, DELEGATED.parent):
+        (above / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+    for cgroup in (DELEGATED, SESSION):
+        for path in (cgroup, *(cgroup / f for f in ("cgroup.procs", "cgroup.subtree_control"))):
+            os.chown(path, NOBODY, NOBODY)
+    ROOTLESS.mkdir()
+    build(ROOTLESS / "layout", ROOTLESS / "staging")
+    shutil.copytree(libexec_dir(), ROOTLESS / "libexec")
+    for path in [ROOTLESS, *ROOTLESS.rglob("*")]:
+        os.lchown(path, NOBODY, NOBODY)
+    child = f"echo $$ > {SESSION}/cgroup.procs && exec {sys.executable} {__file__} rootless"
+    env = {**os.environ, "BOXLITE_LIBEXEC": str(ROOTLESS / "libexec")}
+    done = subprocess.run(["sh", "-c", child], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(done.stdout, end="")
+
+
+def rootless() -> None:
+    """The child of check_rootless_with_delegation: drops to nobody."""
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+    with boxlite_ffi.Runtime(ROOTLESS / "home") as rt:
+        (image,) = rt.images.load(ROOTLESS / "layout")
+        with rt.create(image.id, memory="32m", pids=32) as box:
+            result = box.run(["sh", "-c", HOG], timeout=300)
+            assert (result.outcome, result.exit_code) == (Outcome.OOM, 137), result
+            cgroups = cgroups_of(box, DELEGATED / "boxlite")
+            assert (cgroups["pids"] / "pids.max").read_text() == "32\n"
+        assert not any(c.exists() for c in cgroups.values())
+    print("rootless: limits held in", cgroups["memory"])
+
+
 def main() -> None:
+    if LAYOUT == "rootless":
+        rootless()
+        return
     assert Path("/sys/fs/cgroup/memory").exists() == MEMORY_V1
+    checks = [
+        check_a_limit_that_cannot_be_set_fails_the_start,
+        check_memory,
+        check_pids,
+        check_cpu,
+        check_all_limits_in_one_box,
+    ]
+    if not MEMORY_V1:
+        checks.append(check_rootless_with_delegation)
     with boxlite_ffi.Runtime(Path("/tmp/home")) as rt:
         (image,) = rt.images.load(build(Path("/tmp/layout"), Path("/tmp/staging")))
-        for check in (
-            check_a_limit_that_cannot_be_set_fails_the_start,
-            check_memory,
-            check_pids,
-            check_cpu,
-            check_all_limits_in_one_box,
-        ):
+        for check in checks:
             check(rt, image.id)
             print("ok", check.__name__, flush=True)
 

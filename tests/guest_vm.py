@@ -69,6 +69,7 @@ exec switch_root /newroot /bin/sh /tmp/job.sh
 
 JOB = """export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+chmod 1777 /tmp
 cd /tmp
 {python} /tmp/script.py {args} 2>&1
 echo "BOXLITE-GUEST-EXIT $?"

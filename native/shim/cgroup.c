@@ -3,7 +3,7 @@
  * CPU, in a cgroup of the box's own, per controller.
  *
  * cgroup v2 where the unified hierarchy has the controller (the box's
- * cgroup then goes under <root>/boxlite, see cgroup_dir), else under the
+ * cgroup then goes under a boxlite parent, see v2_parent), else under the
  * shim's own cgroup in the controller's v1 hierarchy: machines have
  * either, or a mix.  A limit that cannot be set (no controller, or no
  * right to make a cgroup: rootless without delegation) fails the start
@@ -27,7 +27,7 @@
 #define CGROUP_ROOT "/sys/fs/cgroup"
 #define CGROUP2_SUPER_MAGIC 0x63677270
 
-/* The shim's own cgroup in controller's v1 hierarchy, from
+/* The shim's own cgroup in controller's v1 hierarchy (NULL: in v2), from
  * /proc/self/cgroup; 0 or -1. */
 static int own_cgroup(const char *controller, char *out, size_t len)
 {
@@ -42,8 +42,8 @@ static int own_cgroup(const char *controller, char *out, size_t len)
 			continue;
 		*path++ = '\0';
 		path[strcspn(path, "\n")] = '\0';
-		bool match = false;
-		for (char *c = strtok(ctrls + 1, ","); c; c = strtok(NULL, ","))
+		bool match = !controller && !ctrls[1];
+		for (char *c = strtok(ctrls + 1, ","); controller && c; c = strtok(NULL, ","))
 			match |= strcmp(c, controller) == 0;
 		if (match && snprintf(out, len, "%s", path) < (int)len)
 			rc = 0;
@@ -79,18 +79,33 @@ static bool in_v2(const char *controller)
 	return false;
 }
 
-/* Where the box's cgroup for a controller goes: 2 and <v2 root>/boxlite,
- * 1 and the v1 hierarchy's cgroup of the shim, or -1 (no controller).
- *
- * v2 allows limits only in leaves whose ancestors hand the controller
- * down, and a cgroup with processes cannot hand one down (except the
- * root): the shim's own cgroup, which holds the embedding program, is
- * unusable.  So boxes get a parent of their own at the top, as runtimes
- * using cgroupfs do; only root may make it (rootless needs delegation). */
+/* The boxes' parent in v2.  v2 allows limits only in leaves whose
+ * ancestors hand the controller down, and a cgroup with processes cannot
+ * hand one down (except the root): the shim's own cgroup, which holds the
+ * embedding program, is unusable.  As root, boxes get a parent at the
+ * top, <v2 root>/boxlite, as runtimes using cgroupfs do.  Otherwise it is
+ * beside the shim's own cgroup: a service manager that delegates a subtree
+ * to a user (systemd's user@.service) runs the user's programs in leaves
+ * of it, whose parent the user may write; without delegation, the user
+ * may not, and the start fails saying so. */
+static int v2_parent(char *out, size_t len)
+{
+	char own[PATH_MAX] = "";
+	if (geteuid() != 0) {
+		char *last = own_cgroup(NULL, own, sizeof own) == 0 ? strrchr(own, '/') : NULL;
+		if (!last)
+			return -1;
+		*last = '\0'; /* "/a/b" -> "/a", "/" -> "" */
+	}
+	return snprintf(out, len, "%s%s/boxlite", v2_root(), own) < (int)len ? 0 : -1;
+}
+
+/* Where the box's cgroup for a controller goes: 2 and the v2 parent, 1
+ * and the shim's cgroup in the controller's v1 hierarchy, or -1. */
 static int cgroup_dir(const char *controller, char *out, size_t len)
 {
 	if (in_v2(controller))
-		return snprintf(out, len, "%s/boxlite", v2_root()) < (int)len ? 2 : -1;
+		return v2_parent(out, len) == 0 ? 2 : -1;
 	char own[PATH_MAX];
 	if (own_cgroup(controller, own, sizeof own) < 0)
 		return -1;
@@ -155,15 +170,17 @@ static bool wanted(const struct shim_limits *l, const char *controller)
 
 static const char *const CONTROLLERS[] = {"memory", "pids", "cpu"};
 
-/* v2: make the boxes' parent and have the root and it hand the controller
- * down to their children (writing what is already there changes nothing). */
+/* v2: make the boxes' parent and have its parent and it hand the
+ * controller down (writing what is already there changes nothing). */
 static int hand_down(const char *parent, const char *controller)
 {
-	char plus[16];
+	char plus[16], above[PATH_MAX];
 	snprintf(plus, sizeof plus, "+%s", controller);
+	snprintf(above, sizeof above, "%s", parent);
+	*strrchr(above, '/') = '\0'; /* parent is "<v2 root>.../boxlite" */
 	if (mkdir(parent, 0755) < 0 && errno != EEXIST)
 		return errno;
-	if (put(v2_root(), "cgroup.subtree_control", plus) < 0 ||
+	if (put(above, "cgroup.subtree_control", plus) < 0 ||
 	    put(parent, "cgroup.subtree_control", plus) < 0)
 		return errno ? errno : EIO;
 	return 0;
