@@ -10,6 +10,7 @@ Each check prints "ok <name>"; any failure raises, and the exit code says so."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import subprocess
@@ -167,6 +168,7 @@ def rootless() -> None:
 
 
 def main() -> None:
+    faulthandler.dump_traceback_later(120, repeat=True)  # a hang shows where
     if LAYOUT == "rootless":
         rootless()
         return

@@ -30,7 +30,7 @@ CHECKS = (
 def test_limits_on_a_cgroup_layout(tmp_path: Path, layout: str) -> None:
     assert guest_vm.missing() is None, guest_vm.missing()
     script = Path(__file__).with_name("cgroups_guest.py")
-    run = guest_vm.run_script(script, tmp_path, [layout], cgroups=layout, timeout=900)
+    run = guest_vm.run_script(script, tmp_path, [layout], cgroups=layout, timeout=300)
     assert run.exit_code == 0, run.console
     for check in CHECKS + (("rootless_with_delegation",) if layout == "v2" else ()):
         assert f"ok check_{check}" in run.console

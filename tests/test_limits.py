@@ -4,6 +4,7 @@ stay responsive.  Bad limits are refused; the cgroups go with the box."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -32,6 +33,18 @@ def test_a_memory_hog_is_killed_in_its_box(rt: boxlite_ffi.Runtime) -> None:
         dirs = cgroups_of(box)
         assert dirs and all(d.is_dir() for d in dirs)
     assert not any(d.exists() for d in dirs)  # removed with the box
+
+
+def test_the_oom_killer_takes_box_processes_before_the_agent(rt: boxlite_ffi.Runtime) -> None:
+    """The agent's death would end the box: its processes go first."""
+    main = ["sh", "-c", "cat /proc/self/oom_score_adj; exec sleep 60"]
+    with rt.create("host", memory="64m", cmd=main) as box:
+        box.start()
+        read = box.run(["cat", "/proc/self/oom_score_adj", "/proc/1/oom_score_adj"])
+        assert read.stdout == b"500\n0\n"
+        box.stop()
+        assert box.logs().stdout == b"500\n"  # the main command too
+        assert int(Path(f"/proc/{os.getpid()}/oom_score_adj").read_text()) == 0
 
 
 def test_a_fork_bomb_is_contained(rt: boxlite_ffi.Runtime) -> None:

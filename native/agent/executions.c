@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -583,6 +584,48 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, const char *cwd, const 
 	return rc;
 }
 
+/*
+ * The OOM killer's choice in a box whose memory runs out: its processes
+ * before the agent, whose death would end the box (as the second victim
+ * of one shortage it was seen to go).  A process inherits the agent's
+ * oom_score_adj at the fork; raising it needs no privilege, and the agent
+ * may go back down to where it started, so it raises its own for the
+ * spawn only (single-threaded: no one spawns meanwhile).  A box process
+ * may lower itself to where the agent is again; it then only competes
+ * with the agent, inside its own box.  Host processes (at 0, as a rule)
+ * also go after box processes.
+ */
+#define BOX_OOM_SCORE_ADJ 500
+
+static int oom_fd = -2;  /* /proc/self/oom_score_adj; -2: not opened yet, -1: cannot be */
+static int agent_oom_adj; /* what the agent started with */
+
+static void set_oom_score_adj(int value)
+{
+	char text[16];
+	int len = snprintf(text, sizeof text, "%d", value);
+	if (pwrite(oom_fd, text, (size_t)len, 0) < 0)
+		fprintf(stderr, "boxlite-agent: oom_score_adj %d: %s\n", value, strerror(errno));
+}
+
+/* Lend a spawn the box's score (lend: true), or take it back. */
+static void lend_oom_score(bool lend)
+{
+	if (oom_fd == -2) {
+		char text[16] = "";
+		oom_fd = open("/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC);
+		if (oom_fd < 0 || pread(oom_fd, text, sizeof text - 1, 0) < 0) {
+			fprintf(stderr, "boxlite-agent: oom_score_adj: %s\n", strerror(errno));
+			if (oom_fd >= 0)
+				close(oom_fd);
+			oom_fd = -1;
+		}
+		agent_oom_adj = atoi(text);
+	}
+	if (oom_fd >= 0 && agent_oom_adj < BOX_OOM_SCORE_ADJ)
+		set_oom_score_adj(lend ? BOX_OOM_SCORE_ADJ : agent_oom_adj);
+}
+
 /* glibc's posix_spawn shares our memory until the exec (CLONE_VFORK), which
  * is what makes a warm exec cheap, and reports exec and chdir failures as
  * its return value. */
@@ -601,7 +644,9 @@ static int spawn_on(const struct bl_exec_request *req, const char *slave, int in
 	int rc = use_path_of(req);
 	if (!rc && !(rc = spawn_attrs(&attr))) {
 		if ((rc = spawn_actions(&fa, req->cwd, slave, in, out, err)) == 0) {
+			lend_oom_score(true);
 			rc = posix_spawnp(pid, req->argv[0], &fa, &attr, req->argv, envp);
+			lend_oom_score(false);
 			posix_spawn_file_actions_destroy(&fa);
 		}
 		posix_spawnattr_destroy(&attr);

@@ -7,9 +7,10 @@
  * shim's own cgroup in the controller's v1 hierarchy: machines have
  * either, or a mix.  A limit that cannot be set (no controller, or no
  * right to make a cgroup: rootless without delegation) fails the start
- * with the reason; it is never silently dropped.  The directories made are listed in DIR/cgroups
- * ("<controller> <path>" per line) for the host, which reads the OOM
- * counter there, and removed once the box is gone.
+ * with the reason; it is never silently dropped.  The directories made
+ * are listed in DIR/cgroups ("<controller> <path>" per line) for the
+ * host, which reads the OOM counter there, and removed once the box is
+ * gone.
  */
 #include <errno.h>
 #include <fcntl.h>
