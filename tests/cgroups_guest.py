@@ -4,17 +4,19 @@ the guest of test_cgroup_layouts.py.
     python cgroups_guest.py v2       # cgroup v2 only, every controller there
     python cgroups_guest.py hybrid   # memory in its v1 hierarchy, the rest in v2
 
-(and, as its own child, `rootless`: see check_rootless_with_delegation).
+(and, as its own child, `rootless`: see check_rootless).
 
 Each check prints "ok <name>"; any failure raises, and the exit code says so."""
 
 from __future__ import annotations
 
 import faulthandler
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,10 +131,16 @@ def check_a_limit_that_cannot_be_set_fails_the_start(rt: boxlite_ffi.Runtime, im
         assert started(box)["pids"].is_dir()
 
 
-def check_rootless_with_delegation(rt: boxlite_ffi.Runtime, image: str) -> None:
+def check_rootless(rt: boxlite_ffi.Runtime, image: str) -> None:
     """An unprivileged runtime in a subtree delegated to its user: its
-    boxes' cgroups go beside its own, and the limits hold."""
+    boxes' cgroups go beside its own, and the limits hold.  Its user-mode
+    network too, /dev/net/tun open to users as on most machines (this one
+    keeps it root's): a server on the guest's loopback is reached with
+    host_loopback=True only."""
     del rt, image  # the child has its own
+    os.chmod("/dev/net/tun", 0o666)  # as udev's default rules make it; the kernel's is 0600
+    server = http.server.HTTPServer(("127.0.0.1", 0), Greeter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     SESSION.mkdir(parents=True)
     for above in (V2, DELEGATED.parent):
         (above / "cgroup.subtree_control").write_text("+memory +pids +cpu")
@@ -145,14 +153,26 @@ def check_rootless_with_delegation(rt: boxlite_ffi.Runtime, image: str) -> None:
     for path in [ROOTLESS, *ROOTLESS.rglob("*")]:
         os.lchown(path, NOBODY, NOBODY)
     child = f"echo $$ > {SESSION}/cgroup.procs && exec {sys.executable} {__file__} rootless"
-    env = {**os.environ, "BOXLITE_LIBEXEC": str(ROOTLESS / "libexec")}
+    env = {
+        **os.environ,
+        "BOXLITE_LIBEXEC": str(ROOTLESS / "libexec"),
+        "SERVER_PORT": str(server.server_address[1]),
+    }
     done = subprocess.run(["sh", "-c", child], env=env, capture_output=True, text=True)
+    server.shutdown()
     assert done.returncode == 0, done.stdout + done.stderr
     print(done.stdout, end="")
 
 
+class Greeter(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello from the host\n")
+
+
 def rootless() -> None:
-    """The child of check_rootless_with_delegation: drops to nobody."""
+    """The child of check_rootless: drops to nobody."""
     os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)
@@ -164,7 +184,18 @@ def rootless() -> None:
             cgroups = cgroups_of(box, DELEGATED / "boxlite")
             assert (cgroups["pids"] / "pids.max").read_text() == "32\n"
         assert not any(c.exists() for c in cgroups.values())
-    print("rootless: limits held in", cgroups["memory"])
+        print("rootless: limits held in", cgroups["memory"])
+        url = f"http://10.0.2.2:{os.environ['SERVER_PORT']}/"
+        # busybox's static wget crashes in its libc's NSS: the host's python3 is the client.
+        get = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=10).read().decode())"
+        fetch = ["python3", "-c", get]
+        with rt.create("host", network=True, host_loopback=True) as box:
+            fetched = box.run(fetch, timeout=60)
+            assert fetched.stdout == b"hello from the host\n\n", fetched
+        with rt.create("host", network=True) as box:
+            refused = box.run(fetch, timeout=60)
+            assert refused.exit_code != 0 and refused.stdout == b"", refused
+        print("rootless: the user-mode network came up")
 
 
 def main() -> None:
@@ -181,7 +212,7 @@ def main() -> None:
         check_all_limits_in_one_box,
     ]
     if not MEMORY_V1:
-        checks.append(check_rootless_with_delegation)
+        checks.append(check_rootless)
     with boxlite_ffi.Runtime(Path("/tmp/home")) as rt:
         (image,) = rt.images.load(build(Path("/tmp/layout"), Path("/tmp/staging")))
         for check in checks:

@@ -33,6 +33,7 @@ MODULES = (
     "ext4",
     "overlay",
     "loop",
+    "tun",
 )
 EXIT = re.compile(r"BOXLITE-GUEST-EXIT (\d+)")
 # How /sys/fs/cgroup is mounted: and the kernel's say in it.
@@ -53,6 +54,7 @@ INIT = """#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /modules/order); do insmod /modules/$m || echo "insmod $m failed"; done
+ip link set lo up
 mkdir -p /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot
 mount -t ext4 /dev/vda /newroot/tmp
