@@ -2,8 +2,10 @@
 cgroup v2 only, and the hybrid one (memory in its v1 hierarchy, the other
 controllers in v2).  This machine mounts every controller as v1, so each
 layout runs in a guest under QEMU (guest_vm.py): Debian's kernel, this
-machine's root read-only and boxlite as installed here.  The checks
-themselves are in cgroups_guest.py; here they must all pass."""
+machine's root read-only and boxlite as installed here.  The v2 guest also
+runs an unprivileged runtime in a delegated subtree, with its user-mode
+network (this machine keeps /dev/net/tun root's).  The checks themselves
+are in cgroups_guest.py; here they must all pass."""
 
 from __future__ import annotations
 
