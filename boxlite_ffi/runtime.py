@@ -161,8 +161,11 @@ class Runtime:
         image's Entrypoint + Cmd.  Without any, the box idles until
         stopped, to be exec'd into.
 
-        Processes in a box run as its root; an image whose User is another
-        user raises ``ImageError`` unless ``user="root"`` says so is fine.
+        Every process of the box runs as the image's User, or ``user``.
+        Only a root runtime's boxes (which have an id range) run users other
+        than root: an unprivileged runtime raises ``ImageError`` for such an
+        image's User (``user="root"`` overrides) and ``InvalidArgumentError``
+        for such a ``user``.
 
         A box dies with this program, unless ``detach=True``: then closing
         it or the runtime lets go of it, and ``Runtime.get`` finds it again
