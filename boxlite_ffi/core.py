@@ -123,6 +123,8 @@ class BoxConfig:
     memory_limit: int = 0
     pids_limit: int = 0
     cpu_millis: int = 0
+    # pids_limit is a default: left out where it cannot be set.
+    pids_optional: bool = False
     # The main command's output kept per stream (0: the native default).
     log_limit: int = 0
     # Outbound network: slirp4netns's path (None: loopback only).
@@ -149,8 +151,10 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
     opts.stop_grace_ms = config.stop_grace_ms
     opts.drain_ms = config.drain_ms
     opts.owner_pid = owner_pid
-    opts.flags = (lib.BOXLITE_BOX_DETACHED if config.detached else 0) | (
-        lib.BOXLITE_BOX_HOST_LOOPBACK if config.host_loopback else 0
+    opts.flags = (
+        (lib.BOXLITE_BOX_DETACHED if config.detached else 0)
+        | (lib.BOXLITE_BOX_HOST_LOOPBACK if config.host_loopback else 0)
+        | (lib.BOXLITE_BOX_PIDS_OPTIONAL if config.pids_optional else 0)
     )
     if config.network_helper is not None:
         opts.network_helper = _cstring(config.network_helper, keep)

@@ -14,6 +14,11 @@ from pathlib import Path
 from ._native import lib
 from .errors import EngineError, InvalidArgumentError
 
+# Processes and threads of a box that asked for no limit (podman's
+# default: room for any build, not for a fork bomb that takes the host's
+# pids), where the pids controller is in cgroup v2: there the box starts in
+# its cgroup at no cost, while joining a v1 one costs each start ~5 ms.
+DEFAULT_PIDS = 2048
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)i?b?")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -35,10 +40,10 @@ def parse_limits(
     cpus: float | None,
     pids: int | None,
     log_limit: int | str | None = None,
-) -> dict[str, int]:
-    """The native limits (absent: none, or the default log limit) from
-    create's arguments."""
-    limits = {}
+) -> dict[str, int | bool]:
+    """The native limits from create's arguments (absent: none, but for the
+    default pids and log limits)."""
+    limits: dict[str, int | bool] = {}
     if log_limit is not None:
         limits["log_limit"] = parse_size(log_limit, "log_limit", lib.BOXLITE_MIN_LOG_LIMIT)
     if memory is not None:
@@ -47,9 +52,11 @@ def parse_limits(
         if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0.01 <= cpus <= 4096:
             raise InvalidArgumentError(f"cpus {cpus!r}: between 0.01 and 4096")
         limits["cpu_millis"] = round(cpus * 1000)
-    if pids is not None:
-        if isinstance(pids, bool) or not isinstance(pids, int) or not 1 <= pids <= 1 << 22:
-            raise InvalidArgumentError(f"pids {pids!r}: between 1 and {1 << 22}")
+    if pids is None:  # a default, where this machine can enforce it
+        limits.update(pids_limit=DEFAULT_PIDS, pids_optional=True)
+    elif isinstance(pids, bool) or not isinstance(pids, int) or not 0 <= pids <= 1 << 22:
+        raise InvalidArgumentError(f"pids {pids!r}: between 1 and {1 << 22}, or 0 for none")
+    elif pids:
         limits["pids_limit"] = pids
     return limits
 

@@ -137,7 +137,10 @@ class Runtime:
         cgroup of its own; a process killed for lack of memory ends with
         outcome ``oom``.  A limit this machine cannot enforce (no
         controller, no right to make cgroups) makes ``start`` fail with
-        ``EngineError``, never goes unenforced.
+        ``EngineError``, never goes unenforced.  Without ``pids``, a box
+        gets 2048 where the pids controller is in cgroup v2 and this
+        runtime may use it (elsewhere none, and its ``shim.log`` says
+        why); ``pids=0`` asks for none.
 
         ``disk`` (bytes, or "1g") limits the box's writable layer, which
         then lives in an ext4 image of that size (needs root: loop devices).

@@ -207,6 +207,11 @@ enum {
 				   * run on) instead of killing it */
 	BOXLITE_BOX_HOST_LOOPBACK = 2, /* with a network helper: the box may reach
 					* the host's 127.0.0.1 (as 10.0.2.2) */
+	BOXLITE_BOX_PIDS_OPTIONAL = 4, /* pids_limit is a default: set where the pids
+					* controller is in cgroup v2 (the box's init
+					* starts in its cgroup, at no cost); elsewhere,
+					* or where it cannot be set, the box starts
+					* without it (the shim's log says why) */
 };
 
 /* Box states (boxlite_box_state). */

@@ -120,12 +120,14 @@ static int encode_main(struct bl_box *box, const boxlite_box_options *o)
 
 static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 {
-	const uint32_t known = BOXLITE_BOX_DETACHED | BOXLITE_BOX_HOST_LOOPBACK;
+	const uint32_t known =
+	    BOXLITE_BOX_DETACHED | BOXLITE_BOX_HOST_LOOPBACK | BOXLITE_BOX_PIDS_OPTIONAL;
 	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs || o->owner_pid < 0 ||
 	    (o->flags & ~known) || (o->network_helper && !usable_path(o->network_helper)) ||
 	    (o->disk_image && !usable_path(o->disk_image)) ||
 	    ((o->flags & BOXLITE_BOX_HOST_LOOPBACK) && !o->network_helper) ||
-	    (o->log_limit && o->log_limit < BOXLITE_MIN_LOG_LIMIT))
+	    (o->log_limit && o->log_limit < BOXLITE_MIN_LOG_LIMIT) ||
+	    ((o->flags & BOXLITE_BOX_PIDS_OPTIONAL) && !o->pids_limit))
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	const char *host = o->hostname ? o->hostname : "box";
 	if (!host[0] || strlen(host) > 64)
@@ -147,6 +149,7 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	box->memory_limit = o->memory_limit;
 	box->pids_limit = o->pids_limit;
 	box->cpu_millis = o->cpu_millis;
+	box->pids_optional = o->flags & BOXLITE_BOX_PIDS_OPTIONAL;
 	box->log_limit = o->log_limit ? o->log_limit : BOXLITE_DEFAULT_LOG_LIMIT;
 	box->detached = o->flags & BOXLITE_BOX_DETACHED;
 	box->kept = box->detached;

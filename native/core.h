@@ -93,6 +93,7 @@ struct bl_box {
 	uint32_t n_mounts;
 	uint64_t memory_limit;
 	uint32_t pids_limit, cpu_millis;
+	bool pids_optional;   /* BOXLITE_BOX_PIDS_OPTIONAL */
 	uint64_t log_limit;   /* bytes of each main command log kept */
 	char *network_helper; /* NULL: no network */
 	char *disk_image;     /* NULL: no size limit on the writable layer */

@@ -185,6 +185,8 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 		argv[i++] = (char *)limit_flags[l];
 		argv[i++] = nums[3 + l];
 	}
+	if (box->pids_optional)
+		argv[i++] = "--pids-optional";
 	argv[i] = NULL;
 	return argv;
 }

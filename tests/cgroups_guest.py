@@ -107,6 +107,23 @@ def check_all_limits_in_one_box(rt: boxlite_ffi.Runtime, image: str) -> None:
         assert enabled == ({"pids", "cpu"} if MEMORY_V1 else {"memory", "pids", "cpu"}), enabled
 
 
+def check_the_default_pids_limit(rt: boxlite_ffi.Runtime, image: str) -> None:
+    """Without pids=, 2048: the box's init starts in its v2 cgroup."""
+    with rt.create(image) as box, rt.create(image, pids=0) as unlimited:
+        cgroups = started(box)
+        assert set(cgroups) == {"pids"}, cgroups
+        assert (cgroups["pids"] / "pids.max").read_text() == "2048\n"
+        assert (cgroups["pids"] / "cgroup.procs").read_text().split()
+        unlimited.start()
+        assert not (unlimited.directory / "cgroups").exists()
+    # Informational (software emulation): what the default costs a cold start.
+    for options in ({}, {"pids": 0}) * 3:
+        began = time.monotonic()
+        with rt.create(image, **options) as box:  # type: ignore[arg-type]
+            box.run(["true"])
+        print(f"cold start {options or 'default'}: {(time.monotonic() - began) * 1e3:.0f} ms")
+
+
 def check_a_limit_that_cannot_be_set_fails_the_start(rt: boxlite_ffi.Runtime, image: str) -> None:
     """v2 keeps processes out of cgroups that hand controllers down: a
     process in the boxes' parent makes a v2 limit impossible."""
@@ -124,6 +141,10 @@ def check_a_limit_that_cannot_be_set_fails_the_start(rt: boxlite_ffi.Runtime, im
         else:
             raise AssertionError("a limit that could not be set was not reported")
         box.remove()
+        with rt.create(image) as default:  # a default limit is left out instead
+            default.start()
+            assert not (default.directory / "cgroups").exists()
+            assert "the default limit is not set" in (default.directory / "shim.log").read_text()
     finally:
         squatter.kill()
         squatter.wait()
@@ -205,6 +226,7 @@ def main() -> None:
         return
     assert Path("/sys/fs/cgroup/memory").exists() == MEMORY_V1
     checks = [
+        check_the_default_pids_limit,
         check_a_limit_that_cannot_be_set_fails_the_start,
         check_memory,
         check_pids,

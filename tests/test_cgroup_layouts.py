@@ -16,6 +16,7 @@ import guest_vm
 import pytest
 
 CHECKS = (
+    "the_default_pids_limit",
     "a_limit_that_cannot_be_set_fails_the_start",
     "memory",
     "pids",

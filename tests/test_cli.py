@@ -40,7 +40,7 @@ def home(tmp_path: Path) -> Path:
         (["-v", "/no/such/dir:/x", "host", "true"], 125),
         (["-m", "64m", "host", "python3", "-c", "x = bytearray(300 << 20)"], 137),
         (["--memory", "lots", "host", "true"], 125),
-        (["--pids-limit", "0", "host", "true"], 125),
+        (["--pids-limit", "-1", "host", "true"], 125),
         (["--network", "outbound", "host", "grep", "-q", "tap0", "/proc/net/dev"], 0),
         (["host", "grep", "-q", "tap0", "/proc/net/dev"], 1),
     ],

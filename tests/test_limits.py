@@ -40,11 +40,38 @@ def test_the_oom_killer_takes_box_processes_before_the_agent(rt: boxlite_ffi.Run
     main = ["sh", "-c", "cat /proc/self/oom_score_adj; exec sleep 60"]
     with rt.create("host", memory="64m", cmd=main) as box:
         box.start()
-        read = box.run(["cat", "/proc/self/oom_score_adj", "/proc/1/oom_score_adj"])
-        assert read.stdout == b"500\n0\n"
+        # The agent lends its spawns 500 until posix_spawn returns: wait that out.
+        script = "cat /proc/self/oom_score_adj; sleep 0.2; cat /proc/1/oom_score_adj"
+        assert box.run(["sh", "-c", script]).stdout == b"500\n0\n"
         box.stop()
         assert box.logs().stdout == b"500\n"  # the main command too
         assert int(Path(f"/proc/{os.getpid()}/oom_score_adj").read_text()) == 0
+
+
+def pids_in_v2() -> bool:
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        controllers = Path(root, "cgroup.controllers")
+        if controllers.exists() and "pids" in controllers.read_text().split():
+            return True
+    return False
+
+
+def test_a_box_that_asks_for_no_pids_limit_gets_the_default(rt: boxlite_ffi.Runtime) -> None:
+    """2048 where the pids controller is in cgroup v2 (the guest of
+    test_cgroup_layouts.py checks that); none on v1, as on this machine,
+    where joining a cgroup would cost each start ~5 ms: the log says so."""
+    with rt.create("host") as box, rt.create("host", pids=0) as unlimited:
+        box.start()
+        unlimited.start()
+        log = (box.directory / "shim.log").read_text()
+        if pids_in_v2():
+            (pids,) = cgroups_of(box)
+            assert (pids / "pids.max").read_text() == "2048\n"
+        else:
+            assert not (box.directory / "cgroups").exists()
+            assert "the default limit is not set: pids: a v1 controller here" in log
+        assert not (unlimited.directory / "cgroups").exists()
+        assert "default" not in (unlimited.directory / "shim.log").read_text()
 
 
 def test_a_fork_bomb_is_contained(rt: boxlite_ffi.Runtime) -> None:
@@ -79,7 +106,7 @@ def test_cpu_is_capped(rt: boxlite_ffi.Runtime) -> None:
         {"memory": True},
         {"cpus": 0},
         {"cpus": "1"},
-        {"pids": 0},
+        {"pids": -1},
         {"pids": 1.5},
     ],
 )

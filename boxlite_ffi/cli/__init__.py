@@ -48,7 +48,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entrypoint", help="replaces the image's Entrypoint (and Cmd)")
     p.add_argument("-m", "--memory", help="memory limit (bytes, or 512m, 2g)")
     p.add_argument("--cpus", type=float, help="CPU limit, in CPUs (0.5)")
-    p.add_argument("--pids-limit", type=int, help="process limit")
+    p.add_argument("--pids-limit", type=int, help="process limit (0: none; default 2048 on v2)")
     p.add_argument("--disk", help="size limit of the writable layer (1g)")
     p.add_argument("--log-limit", help="output of the command kept per stream (32m)")
     p.add_argument(

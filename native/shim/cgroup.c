@@ -195,67 +195,145 @@ static const char *failed_at(const char *what, const char *ctrl, const char *dir
 	return step;
 }
 
-int cgroup_enter(const struct shim_config *cfg, pid_t child, const char **step)
+/* One controller's cgroup for the box: made (and listed in cfg), its
+ * limit set; 0 or an errno with *step. */
+static int prepare_one(struct shim_config *cfg, const char *ctrl, const char *name,
+		       const char **step)
 {
-	char list[3 * (PATH_MAX + 16)] = "", pid[16];
-	int err;
-	snprintf(pid, sizeof pid, "%d", (int)child);
+	char parent[PATH_MAX];
+	struct shim_cgroup *cg = &cfg->cgroups[cfg->n_cgroups];
+	int version = cgroup_dir(ctrl, parent, sizeof parent), err;
+	*step = failed_at("no such controller", ctrl, "here");
+	if (version < 0)
+		return ENOTSUP;
+	if (snprintf(cg->dir, sizeof cg->dir, "%s/boxlite-%s", parent, name) >= (int)sizeof cg->dir)
+		return ENAMETOOLONG;
+	*step = failed_at("hand the controller down to", ctrl, parent);
+	if (version == 2 && (err = hand_down(parent, ctrl)) != 0)
+		return err;
+	*step = failed_at("make", ctrl, cg->dir);
+	if (mkdir(cg->dir, 0755) < 0 && errno != EEXIST)
+		return errno;
+	cg->controller = ctrl;
+	cg->version = version;
+	cfg->n_cgroups++;
+	*step = failed_at("set the limit in", ctrl, cg->dir);
+	return write_limit(cg->dir, version, ctrl, &cfg->limits) < 0 ? (errno ? errno : EIO) : 0;
+}
+
+/* A default limit (--pids-optional) that cannot be set here is left out,
+ * and the shim's log says why: the box starts without it.  Its cgroup,
+ * cgroups[at] if listed, goes. */
+static void drop_optional(struct shim_config *cfg, unsigned at, const char *step, int err)
+{
+	if (at < cfg->n_cgroups) {
+		bool shared = false;
+		for (unsigned i = 0; i < cfg->n_cgroups; i++)
+			shared |= i != at && strcmp(cfg->cgroups[i].dir, cfg->cgroups[at].dir) == 0;
+		if (!shared)
+			(void)rmdir(cfg->cgroups[at].dir); /* empty: nothing joined yet */
+		memmove(&cfg->cgroups[at], &cfg->cgroups[at + 1],
+			(cfg->n_cgroups - at - 1) * sizeof cfg->cgroups[0]);
+		cfg->n_cgroups--;
+	}
+	fprintf(stderr, "boxlite-shim: the default limit is not set: %s: %s\n", step,
+		strerror(err));
+}
+
+/* DIR/cgroups, where the host reads the OOM counter; none without any. */
+static int record(const struct shim_config *cfg)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/cgroups", cfg->box_dir);
+	if (!cfg->n_cgroups) /* an earlier run's is out of date */
+		return unlink(path) < 0 && errno != ENOENT ? errno : 0;
+	FILE *f = fopen(path, "we");
+	if (!f)
+		return errno;
+	for (unsigned i = 0; i < cfg->n_cgroups; i++)
+		fprintf(f, "%s %s\n", cfg->cgroups[i].controller, cfg->cgroups[i].dir);
+	int err = ferror(f) ? EIO : 0;
+	return fclose(f) != 0 && !err ? errno : err;
+}
+
+int cgroup_prepare(struct shim_config *cfg, int *into, const char **step)
+{
 	const char *name = strrchr(cfg->box_dir, '/');
 	name = name ? name + 1 : cfg->box_dir;
-	for (size_t i = 0; i < 3; i++) {
+	int err = 0;
+	*into = -1;
+	for (size_t i = 0; i < 3 && !err; i++) {
 		const char *ctrl = CONTROLLERS[i];
 		if (!wanted(&cfg->limits, ctrl))
 			continue;
-		char parent[PATH_MAX], dir[PATH_MAX + 64];
-		int version = cgroup_dir(ctrl, parent, sizeof parent);
-		*step = failed_at("no such controller", ctrl, "here");
-		if (version < 0)
-			return ENOTSUP;
-		if (snprintf(dir, sizeof dir, "%s/boxlite-%s", parent, name) >= (int)sizeof dir)
-			return ENAMETOOLONG;
-		*step = failed_at("hand the controller down to", ctrl, parent);
-		if (version == 2 && (err = hand_down(parent, ctrl)) != 0)
-			return err;
-		*step = failed_at("make", ctrl, dir);
-		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-			return errno;
-		size_t n = strlen(list);
-		snprintf(list + n, sizeof list - n, "%s %s\n", ctrl, dir);
-		*step = failed_at("set the limit in", ctrl, dir);
-		if (write_limit(dir, version, ctrl, &cfg->limits) < 0)
-			return errno ? errno : EIO;
-		*step = failed_at("join", ctrl, dir);
-		if (put(dir, "cgroup.procs", pid) < 0)
+		bool optional = cfg->limits.pids_optional && strcmp(ctrl, "pids") == 0;
+		if (optional && !in_v2(ctrl)) {
+			/* Joining a v1 cgroup costs each start a grace period of
+			 * RCU (~5 ms): worth paying for a limit asked for only. */
+			drop_optional(cfg, cfg->n_cgroups, "pids: a v1 controller here", ENOTSUP);
+			continue;
+		}
+		unsigned listed = cfg->n_cgroups;
+		err = prepare_one(cfg, ctrl, name, step);
+		if (err && optional) {
+			drop_optional(cfg, listed, *step, err);
+			err = 0;
+		}
+	}
+	if (err)
+		return err;
+	*step = "record the cgroups";
+	if ((err = record(cfg)) != 0)
+		return err;
+	for (unsigned i = 0; !err && i < cfg->n_cgroups; i++) {
+		if (cfg->cgroups[i].version != 2 || *into >= 0)
+			continue; /* one v2 cgroup serves every v2 controller */
+		*step = failed_at("open", cfg->cgroups[i].controller, cfg->cgroups[i].dir);
+		if ((*into = open(cfg->cgroups[i].dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			err = errno;
+	}
+	return err;
+}
+
+int cgroup_unjoinable(struct shim_config *cfg, int err, const char **step)
+{
+	unsigned at = cfg->n_cgroups;
+	for (unsigned i = 0; i < cfg->n_cgroups; i++) {
+		const struct shim_cgroup *cg = &cfg->cgroups[i];
+		if (cg->version != 2)
+			continue;
+		*step = failed_at("join", cg->controller, cg->dir);
+		if (strcmp(cg->controller, "pids") != 0 || !cfg->limits.pids_optional)
+			return err; /* a limit asked for */
+		at = i;
+	}
+	drop_optional(cfg, at, *step, err);
+	*step = "record the cgroups";
+	return record(cfg);
+}
+
+int cgroup_join(const struct shim_config *cfg, pid_t child, const char **step)
+{
+	char pid[16];
+	snprintf(pid, sizeof pid, "%d", (int)child);
+	for (unsigned i = 0; i < cfg->n_cgroups; i++) {
+		const struct shim_cgroup *cg = &cfg->cgroups[i];
+		if (cg->version == 2)
+			continue; /* born there (CLONE_INTO_CGROUP) */
+		*step = failed_at("join", cg->controller, cg->dir);
+		if (put(cg->dir, "cgroup.procs", pid) < 0)
 			return errno ? errno : EIO;
 	}
-	if (!list[0])
-		return 0;
-	char path[PATH_MAX];
-	snprintf(path, sizeof path, "%s/cgroups", cfg->box_dir);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	*step = "record the cgroups";
-	if (fd < 0)
-		return errno;
-	err = fd_write_full(fd, list, strlen(list)) == strlen(list) ? 0 : errno;
-	close(fd);
-	return err;
+	return 0;
 }
 
 void cgroup_remove(const struct shim_config *cfg)
 {
-	char path[PATH_MAX], line[PATH_MAX + 16];
-	snprintf(path, sizeof path, "%s/cgroups", cfg->box_dir);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return;
-	while (fgets(line, sizeof line, f)) {
-		char *dir = strchr(line, ' ');
-		if (!dir)
-			continue;
-		dir[strcspn(dir, "\n")] = '\0';
-		/* The last processes of a box may still be leaving it. */
-		for (int tries = 0; rmdir(dir + 1) < 0 && errno == EBUSY && tries < 2000; tries++)
+	for (unsigned i = 0; i < cfg->n_cgroups; i++) {
+		/* The last processes of a box may still be leaving it; a v2
+		 * cgroup shared by several controllers goes with the first. */
+		const char *dir = cfg->cgroups[i].dir;
+		for (int tries = 0; rmdir(dir) < 0 && errno == EBUSY && tries < 2000; tries++)
 			nanosleep(&(struct timespec){0, 500 * 1000}, NULL);
 	}
-	fclose(f);
 }

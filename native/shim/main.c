@@ -24,7 +24,7 @@
 #define NAMESPACES \
 	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
 
-/* ---- status line ---- */
+/* ---- status line, and dying ---- */
 
 static void status_line(const char *line)
 {
@@ -32,6 +32,23 @@ static void status_line(const char *line)
 	(void)fd_write_full(SHIM_STATUS_FD, line, strlen(line));
 	close(SHIM_STATUS_FD);
 }
+
+static void kill_and_reap(int pidfd)
+{
+	siginfo_t info;
+	if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+		fprintf(stderr, "boxlite-shim: kill the box's init: %s\n", strerror(errno));
+	while (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0 && errno == EINTR)
+		;
+}
+
+/* A failure once the box's cgroups are made removes them, and once its
+ * init is cloned (pidfd), takes that down first: a cgroup cannot go while
+ * a process is in it. */
+static struct {
+	struct shim_config *cfg;
+	int pidfd;
+} undo = {NULL, -1};
 
 static _Noreturn void die(int code, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -46,6 +63,10 @@ static _Noreturn void die(int code, int err, const char *fmt, ...)
 	snprintf(line, sizeof line, "error %d %s%s%s\n", err, msg, err ? ": " : "",
 		 err ? strerror(err) : "");
 	fputs(line + 6, stderr); /* the shim log */
+	if (undo.pidfd >= 0)
+		kill_and_reap(undo.pidfd);
+	if (undo.cfg)
+		cgroup_remove(undo.cfg);
 	status_line(line);
 	exit(code);
 }
@@ -79,6 +100,16 @@ static void check_lower(const char *dir)
 		die(2, EINVAL, "unusable --lower '%s'", dir);
 }
 
+/* The flag's field, for a flag that takes no value; else NULL. */
+static bool *switch_of(struct shim_config *cfg, const char *flag)
+{
+	return strcmp(flag, "--detached") == 0        ? &cfg->detached
+	       : strcmp(flag, "--main") == 0          ? &cfg->main
+	       : strcmp(flag, "--host-loopback") == 0 ? &cfg->host_loopback
+	       : strcmp(flag, "--pids-optional") == 0 ? &cfg->limits.pids_optional
+						      : NULL;
+}
+
 static void parse_args(struct shim_config *cfg, int argc, char **argv)
 {
 	cfg->hostname = "box";
@@ -86,10 +117,9 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 	cfg->drain_ms = 100;
 	for (int i = 1; i < argc; i += 2) {
 		const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-		if (strcmp(flag, "--detached") == 0 || strcmp(flag, "--main") == 0 ||
-		    strcmp(flag, "--host-loopback") == 0) {
-			*(flag[2] == 'd' ? &cfg->detached : flag[2] == 'm' ? &cfg->main
-									   : &cfg->host_loopback) = true;
+		bool *on = switch_of(cfg, flag);
+		if (on) {
+			*on = true;
 			i--; /* a flag without a value */
 			continue;
 		}
@@ -255,11 +285,13 @@ static void sync_writable_layer(const struct shim_config *cfg)
 		close(fd);
 }
 
-static pid_t clone_box(int *pidfd)
+/* The box's init, in new namespaces, and in the cgroup of fd into if >= 0. */
+static pid_t clone_box(int *pidfd, int into)
 {
 	struct clone_args args;
 	memset(&args, 0, sizeof args);
-	args.flags = NAMESPACES | CLONE_PIDFD;
+	args.flags = NAMESPACES | CLONE_PIDFD | (into >= 0 ? CLONE_INTO_CGROUP : 0);
+	args.cgroup = into >= 0 ? (uint64_t)into : 0;
 	args.pidfd = (uint64_t)(uintptr_t)pidfd;
 	args.exit_signal = SIGCHLD;
 	return (pid_t)syscall(SYS_clone3, &args, sizeof args);
@@ -322,8 +354,16 @@ int main(int argc, char **argv)
 	 * searching the directories above, which the box's root may not. */
 	if (chdir(cfg.box_dir) < 0)
 		die(1, errno, "chdir %s", cfg.box_dir);
-	int pidfd = -1;
-	pid_t child = clone_box(&pidfd);
+	int pidfd = -1, into;
+	undo.cfg = &cfg;
+	if ((err = cgroup_prepare(&cfg, &into, &step)) != 0)
+		die(1, err, "limit %s", step);
+	pid_t child = clone_box(&pidfd, into);
+	if (child < 0 && into >= 0) {
+		if ((err = cgroup_unjoinable(&cfg, errno, &step)) != 0)
+			die(1, err, "limit %s", step);
+		child = clone_box(&pidfd, -1); /* without the default limit */
+	}
 	if (child < 0)
 		die(1, errno, "clone namespaces");
 	if (child == 0) {
@@ -342,9 +382,11 @@ int main(int argc, char **argv)
 		if (cfg.main_fds[i] >= 0)
 			close(cfg.main_fds[i]); /* the agent's now */
 	close(SHIM_CONN_FD); /* the agent holds it now; its end is the box's end */
-	if ((err = cgroup_enter(&cfg, child, &step)) != 0)
-		die(1, err, "limit %s", step); /* the child then dies of PDEATHSIG */
-	/* A failure exits; the child then dies of PDEATHSIG. */
+	undo.pidfd = pidfd;
+	if (into >= 0)
+		close(into);
+	if ((err = cgroup_join(&cfg, child, &step)) != 0)
+		die(1, err, "limit %s", step);
 	if (!cfg.idmapped)
 		write_id_maps(child);
 	else if (idmap_write(&cfg, child) < 0)
@@ -359,9 +401,6 @@ int main(int argc, char **argv)
 	read_setup_error(err_pipe[0], &e);
 	close(err_pipe[0]);
 	if (e.err || e.step[0]) {
-		siginfo_t info;
-		while (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0 && errno == EINTR)
-			;
 		die(1, e.err, "%s", e.step);
 	}
 	char line[32];

@@ -4,6 +4,7 @@
  *   boxlite-shim --box-dir DIR --agent PATH --lower DIR [--lower DIR ...]
  *                [--hostname NAME] [--grace-ms N] [--drain-ms N] [--owner-pid PID]
  *                [--detached] [--main] [--log-limit BYTES]
+ *                [--memory BYTES] [--pids N [--pids-optional]] [--cpu-millis N]
  *
  * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
  * one line, "ok <shim pid>" or "error <errno> <step>: <reason>".  The agent
@@ -50,10 +51,14 @@ struct shim_bind {
 	bool readonly;
 };
 
-/* --memory BYTES, --pids N, --cpu-millis N: 0 is no limit. */
+/* --memory BYTES, --pids N, --cpu-millis N: 0 is no limit.
+ * --pids-optional: the pids limit is a default, set only in cgroup v2 and
+ * left out where it cannot be (the shim's log says why) instead of failing
+ * the start. */
 struct shim_limits {
 	uint64_t memory;
 	uint32_t pids, cpu_millis;
+	bool pids_optional;
 };
 
 /* A log of the main command: the pipe it writes to, the file it goes to. */
@@ -65,6 +70,13 @@ struct shim_log {
 	char path[PATH_MAX], old[PATH_MAX + 4];
 };
 
+/* One of the box's cgroups (cgroup.c). */
+struct shim_cgroup {
+	const char *controller;
+	int version; /* 1 or 2 */
+	char dir[PATH_MAX + 64];
+};
+
 struct shim_config {
 	const char *box_dir;
 	const char *agent;
@@ -73,6 +85,8 @@ struct shim_config {
 	struct shim_bind binds[SHIM_MAX_BINDS];
 	unsigned n_binds;
 	struct shim_limits limits;
+	struct shim_cgroup cgroups[3]; /* made for the limits */
+	unsigned n_cgroups;
 	const char *network;  /* --network HELPER: slirp4netns's path; NULL: none */
 	bool host_loopback;   /* --host-loopback: the box may reach the host's 127.0.0.1 */
 	pid_t network_pid;    /* the helper, once started */
@@ -122,10 +136,20 @@ int confine(struct setup_error *e);
  * tunables read-only (after /proc and /dev are mounted). */
 int mask_proc(const char *rootfs, struct setup_error *e);
 
-/* cgroup.c: put the (still waiting) box init in cgroups with the limits
- * asked for; 0 or an errno with *step naming the controller.  After the
- * box is gone, remove them. */
-int cgroup_enter(const struct shim_config *cfg, pid_t child, const char **step);
+/*
+ * cgroup.c: cgroup_prepare makes the box's cgroups with the limits asked
+ * for, before the clone; *into is the v2 one's fd (-1: none), for the
+ * clone to start the box's init in (CLONE_INTO_CGROUP: no migration, which
+ * costs a grace period of RCU, ~5 ms here).  If that clone fails with err,
+ * cgroup_unjoinable drops the v2 cgroup if it holds only a default limit
+ * (0) or returns err.  cgroup_join moves the (still waiting) init into the
+ * v1 ones.  Each returns 0 or an errno with *step naming the controller
+ * and the step.  After the box is gone, or after a failure, cgroup_remove
+ * removes them.
+ */
+int cgroup_prepare(struct shim_config *cfg, int *into, const char **step);
+int cgroup_unjoinable(struct shim_config *cfg, int err, const char **step);
+int cgroup_join(const struct shim_config *cfg, pid_t child, const char **step);
 void cgroup_remove(const struct shim_config *cfg);
 
 /* network.c: with --network, start the user-mode network helper for the
