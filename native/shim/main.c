@@ -400,9 +400,8 @@ int main(int argc, char **argv)
 	struct setup_error e;
 	read_setup_error(err_pipe[0], &e);
 	close(err_pipe[0]);
-	if (e.err || e.step[0]) {
+	if (e.err || e.step[0])
 		die(1, e.err, "%s", e.step);
-	}
 	char line[32];
 	snprintf(line, sizeof line, "ok %d\n", (int)getpid());
 	status_line(line);
