@@ -165,6 +165,7 @@ class Box:
         rows: int = 24,
         cols: int = 80,
         output_window: int | None = None,
+        user: str | None = None,
     ) -> Execution:
         await self.start()
         inner = self._inner.exec_now(
@@ -180,6 +181,7 @@ class Box:
             rows=rows,
             cols=cols,
             output_window=output_window,
+            user=user,
         )
         return Execution(inner)
 
@@ -217,9 +219,10 @@ class Box:
         cwd: str | None = None,
         timeout: float | None = None,
         input: bytes | None = None,
+        user: str | None = None,
     ) -> ExecResult:
         execution = await self.exec(
-            argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout
+            argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user
         )
         if input is not None:
             execution._inner._collect()  # output must not wait for the input to go in

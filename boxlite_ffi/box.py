@@ -52,6 +52,7 @@ from .lifecycle import (
 from .limits import DISK_IMAGE, oom_watch
 from .store import DELETE, BoxRecord, Change, Proc, start_ticks
 from .tree import remove_tree
+from .users import as_user, check_user
 
 if TYPE_CHECKING:
     from .core import NativeRuntime
@@ -495,9 +496,11 @@ class Box:
         rows: int = 24,
         cols: int = 80,
         output_window: int | None = None,
+        user: str | None = None,
     ) -> Execution:
         """Start an execution in the running box (no implicit start)."""
-        args = as_user(self._config.get("user"), check_argv(argv))
+        who = self._config.get("user") if user is None else check_user(user)
+        args = as_user(who, check_argv(argv))
         environment = env_list(self._config["env"], env)
         timeout_ms = timeout_millis(timeout)
         if tty:
@@ -612,6 +615,7 @@ class Box:
         rows: int = 24,
         cols: int = 80,
         output_window: int | None = None,
+        user: str | None = None,
     ) -> Execution:
         """Run ``argv`` in the box, starting the box first if needed.
 
@@ -625,7 +629,8 @@ class Box:
         stdout, ``write_stdin`` types into it, ``resize`` changes its size.
         ``output_window`` bounds the bytes of each stream held for a reader
         (default 2 MiB): a stream nobody reads stops its writers after that
-        much, and only them; ``wait()`` collects instead.
+        much, and only them; ``wait()`` collects instead.  ``user`` runs it
+        as another user of the box than the box's own (see ``create``).
         """
         self._ensure_running()
         return self.exec_now(
@@ -641,6 +646,7 @@ class Box:
             rows=rows,
             cols=cols,
             output_window=output_window,
+            user=user,
         )
 
     # ---- files ---------------------------------------------------------------
@@ -664,6 +670,7 @@ class Box:
         cwd: str | None = None,
         timeout: float | None = None,
         input: bytes | None = None,
+        user: str | None = None,
     ) -> ExecResult:
         """Run ``argv`` to completion and collect its output, like ``subprocess.run``.
 
@@ -671,19 +678,13 @@ class Box:
         reading it all is not an error (as with ``subprocess.run``).  A
         ``timeout`` ends the process tree (see ``exec``) instead of raising.
         """
-        execution = self.exec(argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout)
+        execution = self.exec(
+            argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user
+        )
         if input is not None:
             execution._collect()  # output must not wait for the input to go in
             feed_input(execution, input)
         return execution.wait()
-
-
-def as_user(user: str | None, argv: list[str]) -> list[str]:
-    """argv, run as user of the box (by the agent's as-user helper); the
-    agent's own helpers (file copies) run as the box's root."""
-    if not user or argv[0] == file_copy.AGENT:
-        return argv
-    return [file_copy.AGENT, "as-user", user, "--", *argv]
 
 
 def native_config(directory: Path, config: dict[str, Any], detached: bool) -> BoxConfig:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .box import Box, BoxServices, as_user, check_argv, env_list, native_config
+from .box import Box, BoxServices, check_argv, env_list, native_config
 from .core import Mount, NativeRuntime
 from .errors import EngineError, ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
 from .home import libexec_dir, resolve_home
@@ -34,6 +34,7 @@ from .limits import DISK_MIN, make_disk, parse_limits, parse_size
 from .monitor import Monitor
 from .store import BoxRecord, Proc, Store
 from .tree import remove_tree
+from .users import ROOT_USERS, UNPRIVILEGED, as_user, check_user, runs_users
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_STOP_GRACE_MS = 10_000
@@ -394,10 +395,6 @@ def _env_dict(pairs: Sequence[str]) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
 
-ROOT_USERS = ("", "root", "0", "root:root", "0:0")
-USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
-
-
 def _from_image(
     image: ImageConfig,
     ref: object,
@@ -408,19 +405,13 @@ def _from_image(
     """The box's environment, working directory and user: the image's,
     under what create was given.  Users other than root need the id range
     a root runtime gives its boxes."""
-    chosen = image.user if user is None else user
-    if not isinstance(chosen, str) or not USER_RE.fullmatch(chosen or "root"):
-        raise InvalidArgumentError(f"user {chosen!r}: a name or id, with :group or :gid")
-    if chosen not in ROOT_USERS and os.geteuid() != 0:
-        complaint = "processes in a box of an unprivileged runtime run as its root"
-        if user is None:
-            raise ImageError(f"image {ref} runs as user {chosen!r}, but {complaint};"
-                             " pass user='root' to run it so")  # fmt: skip
-        raise InvalidArgumentError(f"user {chosen!r}: {complaint}")
+    if user is None and image.user not in ROOT_USERS and not runs_users():
+        raise ImageError(f"image {ref} runs as user {image.user!r}, but {UNPRIVILEGED};"
+                         " pass user='root' to run it so")  # fmt: skip
     return {
         "env": {**_env_dict(image.env), **(env or {})},
         "workdir": workdir or image.workdir or None,
-        "user": None if chosen in ROOT_USERS else chosen,
+        "user": check_user(image.user if user is None else user),
     }
 
 

@@ -149,7 +149,9 @@ def test_box_lifecycle_commands(home: Path, tmp_path: Path) -> None:
     assert boxlite(home, "exec", "idle", "test", "-e", "/tmp/done").returncode == 0
     piped = boxlite(home, "exec", "-i", "idle", "tr", "a-z", "A-Z", stdin=b"through exec")
     assert (piped.returncode, piped.stdout) == (0, b"THROUGH EXEC")
-    assert boxlite(home, "exec", "-u", "nobody", "idle", "true").returncode == 125
+    as_nobody = boxlite(home, "exec", "-u", "nobody", "idle", "id", "-u")
+    assert (as_nobody.returncode, as_nobody.stdout) == (0, b"65534\n")
+    assert boxlite(home, "exec", "-u", "a b", "idle", "true").returncode == 125
     assert boxlite(home, "restart", "idle").returncode == 0
     rm = boxlite(home, "rm", "idle")
     assert rm.returncode == 1 and b"running" in rm.stderr  # needs -f

@@ -347,3 +347,10 @@ def test_the_images_user_applies(rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs
         assert missing.exit_code == 125 and b"no user ghost" in missing.stderr
     with pytest.raises(InvalidArgumentError):
         rt.create("as-app", user="a b")
+    with rt.create("as-app") as box:  # one execution as another user
+        assert box.run(["id", "-u"], user="root").stdout == b"0\n"
+        assert box.run(["id", "-u"], user="1000:1000").stdout == b"1000\n"
+        assert box.run(["id", "-u"]).stdout == b"1000\n"  # the box's own again
+        assert box.run(["true"], user="ghost").exit_code == 125
+        with pytest.raises(InvalidArgumentError):
+            box.run(["true"], user="a b")

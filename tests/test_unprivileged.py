@@ -39,6 +39,10 @@ SCRIPT = textwrap.dedent(
         sys.stdout.write(box.run(["cat", "/copied/f"]).stdout.decode())
         # The default pids limit is left out here (v1; and no right to make cgroups).
         print("the default limit is not set" in (box.directory / "shim.log").read_text())
+        try:  # one id: no users but root
+            box.run(["true"], user="nobody")
+        except boxlite_ffi.InvalidArgumentError as e:
+            print("unprivileged runtime" in str(e))
         sys.exit(r.exit_code)
     """
 )
@@ -126,7 +130,7 @@ def test_unprivileged_user_runs_a_box(base: Path) -> None:
     # in the box (their uid outside) owns it.
     proc = _as_nobody(base, SCRIPT.format(home=str(home), rootfs=str(rootfs)))
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    assert proc.stdout == "0\nboxlite-agent\ndata\ndata\nTrue\n"
+    assert proc.stdout == "0\nboxlite-agent\ndata\ndata\nTrue\nTrue\n"
     assert list((home / "boxes").iterdir()) == []
     # The box's writable layer never reached the image.
     assert not (rootfs / "root" / "f").exists()

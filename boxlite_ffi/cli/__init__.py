@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def _box_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="environment")
     p.add_argument("-w", "--workdir", help="working directory in the box")
-    p.add_argument("-u", "--user", help="user in the box (root only)")
+    p.add_argument("-u", "--user", help="user in the box: name or uid, [:group or :gid]")
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

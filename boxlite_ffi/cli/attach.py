@@ -143,6 +143,7 @@ def run_attached(
     interactive: bool,
     tty_mode: bool,
     timeout: float | None,
+    user: str | None = None,
 ) -> int:
     """Run argv in box, attached to this process; its exit code."""
     rows, cols = terminal_size() if tty_mode else (24, 80)
@@ -156,6 +157,7 @@ def run_attached(
             rows=rows,
             cols=cols,
             timeout=timeout,
+            user=user,
             on_stdout=_writer(sys.stdout.fileno()),
             on_stderr=_writer(sys.stderr.fileno()),
         )

@@ -15,7 +15,7 @@ from ..box import Box
 from ..errors import BoxliteError, InvalidArgumentError, NotFoundError
 from ..image.media import ImageConfig
 from ..lifecycle import BoxStatus
-from ..runtime import ROOT_USERS, Runtime, main_command
+from ..runtime import Runtime, main_command
 from . import output
 from .attach import run_attached
 from .signals import Signals
@@ -184,11 +184,9 @@ def inspect(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
 
 def exec_(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
     _check_tty(args)
-    if args.user not in (None, *ROOT_USERS):
-        raise InvalidArgumentError(f"user {args.user!r}: processes in a box run as its root")
     box: Box = rt.get(args.box)
     if args.detach:
-        execution = box.exec(args.command, env=_env(args.env), cwd=args.workdir)
+        execution = box.exec(args.command, env=_env(args.env), cwd=args.workdir, user=args.user)
         execution.detach()
         print(execution.id)
         return 0
@@ -200,6 +198,7 @@ def exec_(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
         interactive=args.interactive,
         tty_mode=args.tty,
         timeout=None,
+        user=args.user,
     )
 
 
