@@ -196,15 +196,20 @@ static const char *failed_at(const char *what, const char *ctrl, const char *dir
 }
 
 /* One controller's cgroup for the box: made (and listed in cfg), its
- * limit set; 0 or an errno with *step. */
+ * limit set; 0 or an errno with *step.  A default (optional) limit only
+ * in v2: joining a v1 cgroup costs each start a grace period of RCU
+ * (~5 ms), worth paying for a limit asked for only. */
 static int prepare_one(struct shim_config *cfg, const char *ctrl, const char *name,
-		       const char **step)
+		       bool optional, const char **step)
 {
 	char parent[PATH_MAX];
 	struct shim_cgroup *cg = &cfg->cgroups[cfg->n_cgroups];
 	int version = cgroup_dir(ctrl, parent, sizeof parent), err;
 	*step = failed_at("no such controller", ctrl, "here");
 	if (version < 0)
+		return ENOTSUP;
+	*step = failed_at("a v1 controller", ctrl, "here");
+	if (optional && version == 1)
 		return ENOTSUP;
 	if (snprintf(cg->dir, sizeof cg->dir, "%s/boxlite-%s", parent, name) >= (int)sizeof cg->dir)
 		return ENAMETOOLONG;
@@ -267,14 +272,8 @@ int cgroup_prepare(struct shim_config *cfg, int *into, const char **step)
 		if (!wanted(&cfg->limits, ctrl))
 			continue;
 		bool optional = cfg->limits.pids_optional && strcmp(ctrl, "pids") == 0;
-		if (optional && !in_v2(ctrl)) {
-			/* Joining a v1 cgroup costs each start a grace period of
-			 * RCU (~5 ms): worth paying for a limit asked for only. */
-			drop_optional(cfg, cfg->n_cgroups, "pids: a v1 controller here", ENOTSUP);
-			continue;
-		}
 		unsigned listed = cfg->n_cgroups;
-		err = prepare_one(cfg, ctrl, name, step);
+		err = prepare_one(cfg, ctrl, name, optional, step);
 		if (err && optional) {
 			drop_optional(cfg, listed, *step, err);
 			err = 0;

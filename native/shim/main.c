@@ -33,15 +33,6 @@ static void status_line(const char *line)
 	close(SHIM_STATUS_FD);
 }
 
-static void kill_and_reap(int pidfd)
-{
-	siginfo_t info;
-	if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
-		fprintf(stderr, "boxlite-shim: kill the box's init: %s\n", strerror(errno));
-	while (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED) < 0 && errno == EINTR)
-		;
-}
-
 /* A failure once the box's cgroups are made removes them, and once its
  * init is cloned (pidfd), takes that down first: a cgroup cannot go while
  * a process is in it. */
@@ -63,8 +54,10 @@ static _Noreturn void die(int code, int err, const char *fmt, ...)
 	snprintf(line, sizeof line, "error %d %s%s%s\n", err, msg, err ? ": " : "",
 		 err ? strerror(err) : "");
 	fputs(line + 6, stderr); /* the shim log */
-	if (undo.pidfd >= 0)
-		kill_and_reap(undo.pidfd);
+	if (undo.pidfd >= 0) {
+		signal_agent(undo.pidfd, SIGKILL);
+		(void)reap_agent(undo.pidfd);
+	}
 	if (undo.cfg)
 		cgroup_remove(undo.cfg);
 	status_line(line);

@@ -204,7 +204,11 @@ void log_close(struct shim_log *l, uint64_t limit);
 size_t fd_read_full(int fd, void *buf, size_t len);
 size_t fd_write_full(int fd, const void *buf, size_t len);
 
-/* supervise.c: run until the agent exits; returns the shim's exit code. */
+/* supervise.c: run until the agent exits; returns the shim's exit code.
+ * signal_agent sends sig to the box's init (gone already: no error);
+ * reap_agent waits for it, and returns 0 only for a clean exit. */
 int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd);
+void signal_agent(int pidfd, int sig);
+int reap_agent(int pidfd);
 
 #endif

@@ -32,7 +32,7 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void signal_agent(int pidfd, int sig)
+void signal_agent(int pidfd, int sig)
 {
 	/* ESRCH: already exiting, the pidfd will report it. */
 	if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
@@ -50,8 +50,7 @@ static int signal_fd(void)
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-/* Exit code for the agent's status: 0 only for a clean exit. */
-static int reap(int pidfd)
+int reap_agent(int pidfd)
 {
 	siginfo_t info;
 	memset(&info, 0, sizeof info);
@@ -71,7 +70,7 @@ int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 		/* Without it a stop could not be graceful; a box must still end. */
 		fprintf(stderr, "boxlite-shim: signalfd: %s\n", strerror(errno));
 		signal_agent(agent_pidfd, SIGKILL);
-		return reap(agent_pidfd);
+		return reap_agent(agent_pidfd);
 	}
 	int64_t kill_at = -1;
 	for (;;) {
@@ -118,5 +117,5 @@ int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 		}
 	}
 	close(sfd);
-	return reap(agent_pidfd);
+	return reap_agent(agent_pidfd);
 }
