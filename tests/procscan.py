@@ -1,25 +1,55 @@
-"""Find live box processes (shims and agents) by scanning /proc."""
+"""Find live box processes (shims and agents) by scanning /proc.
+
+Only the boxes of the boxlite_ffi this test run imports count: a shim whose
+--agent lies in its libexec directory, and the agents and network helpers
+under such a shim.  So two suites on one machine (two checkouts, each
+installed in a virtualenv of its own) do not take each other's boxes for
+leaks."""
 
 from __future__ import annotations
 
 import os
 
+from boxlite_ffi.home import libexec_dir
+
 BOX_PROCESS_NAMES = {"boxlite-shim", "boxlite-agent", "slirp4netns"}
 
 
+def _read(pid: int, name: str) -> bytes:
+    with open(f"/proc/{pid}/{name}", "rb") as f:
+        return f.read()
+
+
+def _ours(pid: int, comm: str, parents: dict[int, int], shims: set[int]) -> bool:
+    """Whether this process belongs to a box of our installed package."""
+    if comm == "boxlite-shim":
+        return pid in shims
+    for _ in range(4):  # agent and helper: a child or grandchild of the shim
+        pid = parents.get(pid, 0)
+        if pid in shims:
+            return True
+    return False
+
+
 def box_processes() -> list[tuple[int, str]]:
-    """(pid, name) of every live, non-zombie shim or agent."""
-    found = []
+    """(pid, name) of every live, non-zombie shim or agent of ours."""
+    ours_agent = os.fsencode(libexec_dir() / "boxlite-agent")
+    live: dict[int, str] = {}
+    parents: dict[int, int] = {}
+    shims: set[int] = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
-            with open(f"/proc/{entry.name}/comm") as f:
-                comm = f.read().strip()
-            with open(f"/proc/{entry.name}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
+            comm = _read(pid, "comm").decode().strip()
+            state, ppid = _read(pid, "stat").rsplit(b")", 1)[1].split()[:2]
+            parents[pid] = int(ppid)
+            if comm not in BOX_PROCESS_NAMES or state == b"Z":
+                continue
+            live[pid] = comm
+            if comm == "boxlite-shim" and ours_agent in _read(pid, "cmdline").split(b"\0"):
+                shims.add(pid)
+        except (OSError, ValueError):
             continue  # exited while we looked
-        if comm in BOX_PROCESS_NAMES and state != "Z":
-            found.append((int(entry.name), comm))
-    return found
+    return sorted((pid, comm) for pid, comm in live.items() if _ours(pid, comm, parents, shims))
