@@ -123,8 +123,10 @@ enum bl_conn_status bl_conn_read(struct bl_conn *c, const struct bl_conn_handler
 int bl_conn_send(struct bl_conn *c, uint8_t *frame, size_t len)
 {
 	struct out_frame *f = malloc(sizeof *f);
-	if (!f)
+	if (!f) {
+		free(frame);
 		return -ENOMEM;
+	}
 	f->next = NULL;
 	f->data = frame;
 	f->len = len;

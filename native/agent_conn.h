@@ -38,7 +38,8 @@ int bl_conn_fd(const struct bl_conn *c);
 enum bl_conn_status bl_conn_read(struct bl_conn *c, const struct bl_conn_handler *h, void *ctx,
 				 size_t budget);
 
-/* Queue a whole frame for writing (takes ownership of frame). 0 or -ENOMEM. */
+/* Queue a whole frame for writing.  Takes ownership of frame whatever the
+ * result: on -ENOMEM it is already freed. */
 int bl_conn_send(struct bl_conn *c, uint8_t *frame, size_t len);
 /* Write what the socket takes.  Returns 0 when everything is written, 1 when
  * some remains (wait for writability), -1 when the peer is gone. */

@@ -628,21 +628,28 @@ static struct bl_attachment *exec_attachment(struct bl_exec *ex)
 	return a && !a->conn_done ? a : NULL;
 }
 
+/* An execution whose EXEC frame never reached the connection. */
+static void exec_unsent(struct bl_exec *ex, int status)
+{
+	bool attaching = ex->attach_op != NULL;
+	fail_attach(ex, status);
+	bl_exec_end(ex, attaching ? BOXLITE_OUTCOME_LOST : BOXLITE_OUTCOME_FAILED_TO_START, status);
+}
+
 static void run_exec(struct bl_reactor *r, struct cmd *c)
 {
 	struct bl_attachment *a = exec_attachment(c->ex);
-	if (!a || r->closing || bl_conn_send(a->conn, c->frame, c->len) < 0) {
-		free(c->frame);
-		int status = r->closing ? BOXLITE_ERR_RUNTIME_CLOSED
-			     : a	? BOXLITE_ERR_NO_MEMORY
-					: BOXLITE_ERR_INVALID_STATE;
-		bool attaching = c->ex->attach_op != NULL;
-		fail_attach(c->ex, status);
-		bl_exec_end(c->ex, attaching ? BOXLITE_OUTCOME_LOST : BOXLITE_OUTCOME_FAILED_TO_START,
-			    status);
+	uint8_t *frame = c->frame;
+	c->frame = NULL; /* from here on the frame is this function's, then the connection's */
+	if (!a || r->closing) {
+		free(frame);
+		exec_unsent(c->ex, r->closing ? BOXLITE_ERR_RUNTIME_CLOSED : BOXLITE_ERR_INVALID_STATE);
 		return;
 	}
-	c->frame = NULL;
+	if (bl_conn_send(a->conn, frame, c->len) < 0) {
+		exec_unsent(c->ex, BOXLITE_ERR_NO_MEMORY);
+		return;
+	}
 	c->ex->next = a->execs; /* the command's reference moves to the list */
 	a->execs = c->ex;
 	c->ex = NULL;
@@ -660,10 +667,8 @@ static bool send_frame(struct bl_reactor *r, struct bl_attachment *a, uint16_t t
 	bl_header_encode(&h, frame);
 	if (len)
 		memcpy(frame + BL_FRAME_HEADER_SIZE, payload, len);
-	if (bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE + len) < 0) {
-		free(frame);
+	if (bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE + len) < 0)
 		return false;
-	}
 	flush_conn(r, a);
 	return true;
 }
@@ -816,12 +821,13 @@ static void run_write(struct bl_reactor *r, struct cmd *c)
 		bl_op_complete(r->rt, c->op, BOXLITE_OK, NULL);
 		return;
 	}
-	if (bl_conn_send(a->conn, c->frame, c->len) < 0) {
+	uint8_t *frame = c->frame;
+	c->frame = NULL;
+	if (bl_conn_send(a->conn, frame, c->len) < 0) {
 		free(w);
 		bl_op_complete(r->rt, c->op, BOXLITE_ERR_NO_MEMORY, NULL);
 		return;
 	}
-	c->frame = NULL;
 	*w = (struct bl_write){.op = c->op, .remaining = c->data_len};
 	if (ex->writes_tail)
 		ex->writes_tail->next = w;
@@ -842,7 +848,6 @@ static void run_close_stdin(struct bl_reactor *r, struct cmd *c)
 		bl_header_encode(&h, frame);
 	if (!frame || bl_conn_send(a->conn, frame, BL_FRAME_HEADER_SIZE) < 0) {
 		/* The process would wait for EOF forever: end it instead. */
-		free(frame);
 		send_signal_frame(r, a, c->ex->wire_id, SIGKILL, 0);
 		return;
 	}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -113,3 +115,50 @@ def test_a_stream_keeps_its_execution_alive(box: boxlite_ffi.Box) -> None:
         stop.set()
         collector.join()
     assert out == b"still here\n"
+
+
+# Boxes whose main command ends while threads keep starting executions in
+# them: each execution ends once, with a typed outcome (signaled: the end of
+# the box killed it) or error.  This once
+# freed an EXEC frame twice in the reactor (the execution started after the
+# agent's connection was gone) and aborted the whole program, so the race
+# runs in a child process whose death is the failure.
+RACING_EXECS = """
+import sys, threading
+import boxlite_ffi
+
+def hammer(box, stop, outcomes):
+    while not stop.is_set():
+        try:
+            outcomes.append(box.exec(["true"]).wait().outcome)
+        except (boxlite_ffi.InvalidStateError, boxlite_ffi.ExecClosedError):
+            outcomes.append("refused")
+
+with boxlite_ffi.Runtime(home=sys.argv[1]) as rt:
+    for _ in range(int(sys.argv[2])):
+        box = rt.create("host", cmd=["sleep", "0.1"])
+        box.start()
+        stop, outcomes = threading.Event(), []
+        threads = [threading.Thread(target=hammer, args=(box, stop, outcomes)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        box.wait()
+        stop.set()
+        for t in threads:
+            t.join()
+        box.remove()
+        assert outcomes and set(outcomes) <= {
+            boxlite_ffi.Outcome.EXITED, boxlite_ffi.Outcome.SIGNALED, boxlite_ffi.Outcome.LOST,
+            boxlite_ffi.Outcome.FAILED_TO_START, "refused"}, outcomes
+print("done")
+"""
+
+
+def test_executions_racing_the_end_of_their_box(home: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", RACING_EXECS, str(home), "40"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0 and child.stdout == "done\n", child.stderr[-2000:]

@@ -281,6 +281,88 @@ static void test_free_releases_undelivered_events(void)
 	CHECK(r.calls == 0);
 }
 
+struct exits {
+	pthread_mutex_t lock;
+	int n, failed;
+};
+
+static void ignore_output(void *ud, int stream, const uint8_t *data, size_t len)
+{
+	(void)ud, (void)stream, (void)data, (void)len;
+}
+
+static void count_exit(void *ud, const boxlite_exit *e)
+{
+	struct exits *x = ud;
+	pthread_mutex_lock(&x->lock);
+	x->n++;
+	x->failed += e->outcome == BOXLITE_OUTCOME_FAILED_TO_START || e->outcome == BOXLITE_OUTCOME_LOST;
+	pthread_mutex_unlock(&x->lock);
+}
+
+static int exits_seen(struct exits *x)
+{
+	pthread_mutex_lock(&x->lock);
+	int n = x->n;
+	pthread_mutex_unlock(&x->lock);
+	return n;
+}
+
+/* Executions started on a box whose agent connection ends (the agent died,
+ * or sent a frame the host refuses) each end once, as failed to start or
+ * lost; nothing is freed twice (the sanitizer build checks).  The stand-in
+ * shim ignores the SIGTERM the host sends it then, so the box stays up with
+ * its connection gone: the window in which executions used to be freed twice. */
+static void execs_on_broken_connection(const char *shim_body)
+{
+	enum { EXECS = 64 };
+	boxlite_runtime *rt = new_runtime(0, shim_body);
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	boxlite_handle box;
+	CHECK(boxlite_box_new(rt, &bo, &box) == BOXLITE_OK);
+	struct record started = {0};
+	CHECK(boxlite_box_start(rt, box, on_done, &started) == BOXLITE_OK);
+	while (started.calls == 0)
+		CHECK(boxlite_runtime_drain(rt, 1, 5000) >= 0);
+	CHECK(started.last_status == BOXLITE_OK);
+	struct exits x = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	const char *argv[] = {"true", NULL};
+	boxlite_exec_options eo = {.argv = argv};
+	boxlite_exec_callbacks cb = {.on_output = ignore_output, .on_exit = count_exit, .user_data = &x};
+	boxlite_handle execs[EXECS];
+	int accepted = 0;
+	for (int i = 0; i < EXECS; i++) {
+		int rc = boxlite_exec_start(rt, box, &eo, &cb, &execs[accepted]);
+		CHECK(rc == BOXLITE_OK || rc == BOXLITE_ERR_INVALID_STATE);
+		accepted += rc == BOXLITE_OK;
+		CHECK(boxlite_runtime_drain(rt, 16, 0) >= 0);
+		usleep(1000);
+	}
+	while (exits_seen(&x) < accepted)
+		CHECK(boxlite_runtime_drain(rt, 16, 5000) >= 0);
+	CHECK(accepted > 0 && x.n == accepted && x.failed == accepted);
+	for (int i = 0; i < accepted; i++)
+		CHECK(boxlite_exec_free(rt, execs[i]) == BOXLITE_OK);
+	CHECK(boxlite_box_free(rt, box) == BOXLITE_OK);
+	boxlite_runtime_close(rt);
+	drain_until_closed(rt);
+	boxlite_runtime_free(rt);
+}
+
+static void test_execs_after_agent_death(void)
+{
+	execs_on_broken_connection("trap '' TERM; echo \"ok $$\" >&4; exec 3>&-; exec sleep 30");
+}
+
+static void test_execs_after_malformed_frame(void)
+{
+	/* A header whose length is far beyond the largest frame: the host must
+	 * drop the connection, not read 4 GiB. */
+	execs_on_broken_connection("trap '' TERM; echo \"ok $$\" >&4; printf '\\377\\377\\377\\377\\001\\000\\000\\000"
+				   "\\000\\000\\000\\000\\000\\000\\000\\000' >&3; exec sleep 30");
+}
+
 int main(void)
 {
 	snprintf(libexec, sizeof libexec, "/tmp/boxlite-native-XXXXXX");
@@ -293,6 +375,8 @@ int main(void)
 	RUN(test_failed_start_reports_engine_error);
 	RUN(test_close_completes_inflight_start_once);
 	RUN(test_free_releases_undelivered_events);
+	RUN(test_execs_after_agent_death);
+	RUN(test_execs_after_malformed_frame);
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", libexec);
 	CHECK(system(cmd) == 0);
