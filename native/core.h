@@ -132,6 +132,8 @@ struct bl_exec {
 	uint32_t window;   /* immutable: bytes in flight per stream, at most */
 	uint64_t acked[2]; /* stdout, stderr bytes acknowledged and not yet
 			    * returned to the agent (rt->lock) */
+	uint64_t credit[2]; /* stdout, stderr bytes the agent may still send
+			     * (reactor): more is a broken agent, not buffered */
 	bool stdin_closed; /* close requested (rt->lock) */
 	bool stdin_gone;   /* the agent said its stdin is gone (reactor) */
 	struct bl_write *writes, *writes_tail; /* in write order (reactor) */

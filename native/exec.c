@@ -62,6 +62,7 @@ static struct bl_exec *exec_new(struct bl_box *box, const boxlite_exec_callbacks
 	ex->has_tty = flags & BOXLITE_EXEC_TTY;
 	ex->manual_ack = flags & BOXLITE_EXEC_ACK_OUTPUT;
 	ex->window = o->window ? o->window : BOXLITE_EXEC_WINDOW_DEFAULT;
+	ex->credit[0] = ex->credit[1] = ex->window;
 	ex->on_output = cbs->on_output;
 	ex->user_data = cbs->user_data;
 	ex->box = box;

@@ -47,6 +47,7 @@ struct bl_attachment {
 	struct bl_event *pending; /* output event whose body is being read */
 	struct bl_exec *pending_ex;
 	bool hello, writing, shim_reaped, conn_done;
+	bool violated; /* the agent broke the protocol: its connection is dropped */
 	bool dead; /* detached; freed after the current epoll batch */
 };
 
@@ -461,6 +462,12 @@ static uint8_t *body_dest(void *ctx, const struct bl_frame_header *h)
 	if (!ex || atomic_load(&ex->exit_claimed))
 		return NULL; /* force-closed: its remaining output is discarded */
 	int stream = h->type == BL_FRAME_STDOUT ? BOXLITE_STDOUT : BOXLITE_STDERR;
+	uint64_t *credit = &ex->credit[stream == BOXLITE_STDERR];
+	if (h->len > *credit) { /* beyond its window: the host would buffer without bound */
+		a->violated = true;
+		return NULL;
+	}
+	*credit -= h->len;
 	a->pending = bl_event_output(ex->on_output, ex->user_data, stream, h->len);
 	if (!a->pending)
 		return NULL; /* cannot happen quietly: see on_output below */
@@ -493,32 +500,36 @@ static void on_output(struct bl_attachment *a, const struct bl_frame_header *h)
 	bl_exec_unref(ex);
 }
 
-static boxlite_exit exit_from_wire(const struct bl_exit_payload *w)
+/* The Exit an agent's EXIT payload describes; false when no real process
+ * could have ended that way (the payload is hostile or corrupt). */
+static bool exit_from_wire(const struct bl_exit_payload *w, boxlite_exit *e)
 {
-	boxlite_exit e = {.exit_code = -1};
+	*e = (boxlite_exit){.exit_code = -1};
+	bool real_signal = w->signal > 0 && w->signal < NSIG;
 	switch (w->outcome) {
 	case BL_WIRE_EXITED:
-		e.outcome = BOXLITE_OUTCOME_EXITED;
-		e.exit_code = w->code;
-		break;
+		e->outcome = BOXLITE_OUTCOME_EXITED;
+		e->exit_code = w->code;
+		return w->code >= 0 && w->code <= 255;
 	case BL_WIRE_SIGNALED:
-		e.outcome = BOXLITE_OUTCOME_SIGNALED;
-		e.signal = w->signal;
-		e.exit_code = 128 + w->signal;
-		break;
+		e->outcome = BOXLITE_OUTCOME_SIGNALED;
+		e->signal = w->signal;
+		e->exit_code = real_signal ? 128 + w->signal : -1;
+		return real_signal;
 	case BL_WIRE_TIMED_OUT:
-		e.outcome = BOXLITE_OUTCOME_TIMED_OUT;
-		e.signal = w->signal;
-		e.exit_code = 124; /* timeout(1)'s convention, distinct from any signal */
-		break;
-	default:
-		e.outcome = BOXLITE_OUTCOME_FAILED_TO_START;
-		e.os_error = w->error;
+		e->outcome = BOXLITE_OUTCOME_TIMED_OUT;
+		e->signal = w->signal;
+		e->exit_code = 124; /* timeout(1)'s convention, distinct from any signal */
+		return real_signal;
+	case BL_WIRE_FAILED_TO_START:
+		e->outcome = BOXLITE_OUTCOME_FAILED_TO_START;
+		e->os_error = w->error;
 		/* The shell's convention: 127 not found, 126 found but not runnable. */
-		e.exit_code = w->error == ENOENT ? 127 : 126;
-		break;
+		e->exit_code = w->error == ENOENT ? 127 : 126;
+		return w->error > 0 && w->error < 4096;
+	default:
+		return false;
 	}
-	return e;
 }
 
 static void on_exit_frame(struct bl_attachment *a, const struct bl_frame_header *h, const uint8_t *body)
@@ -528,10 +539,13 @@ static void on_exit_frame(struct bl_attachment *a, const struct bl_frame_header 
 		return;
 	struct bl_exit_payload w;
 	bl_exit_decode(body, &w);
-	if (bl_exec_claim_exit(ex)) {
-		boxlite_exit e = exit_from_wire(&w);
-		bl_exec_post_exit(ex, &e);
+	boxlite_exit e;
+	if (!exit_from_wire(&w, &e)) {
+		a->violated = true;
+		return;
 	}
+	if (bl_exec_claim_exit(ex))
+		bl_exec_post_exit(ex, &e);
 	unlink_exec(a, ex);
 }
 
@@ -571,6 +585,8 @@ static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 {
 	struct bl_attachment *a = ctx;
 	struct bl_exec *ex;
+	if (a->violated)
+		return false; /* body_dest refused this frame */
 	switch (h->type) {
 	case BL_FRAME_HELLO:
 		a->hello = h->len >= 4;
@@ -608,7 +624,7 @@ static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 	default: /* STARTED and frames from newer agents: nothing to do */
 		break;
 	}
-	return true;
+	return !a->violated;
 }
 
 static const struct bl_conn_handler handler = {.body_dest = body_dest, .frame = on_frame};
@@ -616,7 +632,7 @@ static const struct bl_conn_handler handler = {.body_dest = body_dest, .frame = 
 static void conn_readable(struct bl_reactor *r, struct bl_attachment *a)
 {
 	enum bl_conn_status st = bl_conn_read(a->conn, &handler, a, READ_BUDGET);
-	if (st == BL_CONN_CLOSED || st == BL_CONN_BROKEN)
+	if (st == BL_CONN_CLOSED || st == BL_CONN_BROKEN || a->violated)
 		conn_finished(r, a);
 }
 
@@ -797,9 +813,13 @@ static void run_credit(struct bl_reactor *r, struct cmd *c)
 {
 	struct bl_attachment *a = exec_attachment(c->ex);
 	struct bl_exec *ex = c->ex;
-	if (!a || !find_exec(a, ex->wire_id) || atomic_load(&ex->exit_claimed) ||
-	    send_credit_frame(r, a, ex->wire_id, c->credit))
+	if (!a || !find_exec(a, ex->wire_id) || atomic_load(&ex->exit_claimed))
 		return;
+	if (send_credit_frame(r, a, ex->wire_id, c->credit)) {
+		ex->credit[0] += c->credit[0];
+		ex->credit[1] += c->credit[1];
+		return;
+	}
 	/* Its output would stall for good: end it rather than hang its reader. */
 	bl_exec_end(ex, BOXLITE_OUTCOME_LOST, BOXLITE_ERR_NO_MEMORY);
 	if (!send_signal_frame(r, a, ex->wire_id, SIGKILL, 0))

@@ -363,12 +363,125 @@ static void test_execs_after_malformed_frame(void)
 				   "\\000\\000\\000\\000\\000\\000\\000\\000' >&3; exec sleep 30");
 }
 
-int main(void)
+static char hostile_agent[160];
+
+struct one_exit {
+	int exits;
+};
+
+static void note_exit(void *ud, const boxlite_exit *e)
+{
+	(void)e;
+	((struct one_exit *)ud)->exits++;
+}
+
+/* The host survives whatever its agent sends, and still ends every
+ * execution exactly once (the agent's EXIT, a force close, or lost with a
+ * connection it dropped).  Run plain and under ASan/UBSan. */
+static void test_hostile_agent_frames(void)
+{
+	enum { SEEDS = 40, EXECS = 12 };
+	for (int seed = 1; seed <= SEEDS; seed++) {
+		char body[256];
+		snprintf(body, sizeof body, "exec %s %d", hostile_agent, seed);
+		boxlite_runtime *rt = new_runtime(0, body);
+		const char *lowers[] = {"/", NULL};
+		boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+		boxlite_handle box;
+		CHECK(boxlite_box_new(rt, &bo, &box) == BOXLITE_OK);
+		struct record started = {0};
+		CHECK(boxlite_box_start(rt, box, on_done, &started) == BOXLITE_OK);
+		while (started.calls == 0)
+			CHECK(boxlite_runtime_drain(rt, 1, 5000) >= 0);
+		CHECK(started.last_status == BOXLITE_OK);
+		const char *argv[] = {"true", NULL};
+		boxlite_exec_options eo = {.argv = argv, .window = 65536};
+		struct one_exit seen[EXECS] = {{0}};
+		boxlite_handle execs[EXECS];
+		int n = 0;
+		for (int i = 0; i < EXECS; i++) {
+			boxlite_exec_callbacks cb = {ignore_output, note_exit, &seen[n]};
+			int rc = boxlite_exec_start(rt, box, &eo, &cb, &execs[n]);
+			CHECK(rc == BOXLITE_OK || rc == BOXLITE_ERR_INVALID_STATE);
+			n += rc == BOXLITE_OK;
+			CHECK(boxlite_runtime_drain(rt, 64, 10) >= 0);
+		}
+		for (int i = 0; i < n; i++) /* ends the ones still running */
+			CHECK(boxlite_exec_free(rt, execs[i]) == BOXLITE_OK);
+		for (int i = 0; i < n; i++)
+			while (seen[i].exits == 0)
+				CHECK(boxlite_runtime_drain(rt, 64, 5000) >= 0);
+		CHECK(boxlite_box_free(rt, box) == BOXLITE_OK);
+		boxlite_runtime_close(rt);
+		drain_until_closed(rt);
+		for (int i = 0; i < n; i++)
+			CHECK(seen[i].exits == 1);
+		boxlite_runtime_free(rt);
+	}
+}
+
+struct flooded {
+	size_t bytes;
+	int outcome, exits;
+};
+
+static void count_bytes(void *ud, int stream, const uint8_t *data, size_t len)
+{
+	(void)stream, (void)data;
+	((struct flooded *)ud)->bytes += len;
+}
+
+static void flooded_exit(void *ud, const boxlite_exit *e)
+{
+	struct flooded *f = ud;
+	f->outcome = e->outcome;
+	f->exits++;
+}
+
+/* An agent that sends more output than the execution's window (nobody
+ * acknowledges it here) is broken: the host drops its connection and the
+ * execution is lost, with no more than its window delivered, instead of
+ * buffering whatever the box sends. */
+static void test_output_beyond_the_window_is_refused(void)
+{
+	char body[256];
+	snprintf(body, sizeof body, "exec %s flood", hostile_agent);
+	boxlite_runtime *rt = new_runtime(0, body);
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	boxlite_handle box, ex;
+	CHECK(boxlite_box_new(rt, &bo, &box) == BOXLITE_OK);
+	struct record started = {0};
+	CHECK(boxlite_box_start(rt, box, on_done, &started) == BOXLITE_OK);
+	while (started.calls == 0)
+		CHECK(boxlite_runtime_drain(rt, 1, 5000) >= 0);
+	const char *argv[] = {"yes", NULL};
+	boxlite_exec_options eo = {.argv = argv, .flags = BOXLITE_EXEC_ACK_OUTPUT, .window = 65536};
+	struct flooded f = {0};
+	boxlite_exec_callbacks cb = {count_bytes, flooded_exit, &f};
+	CHECK(boxlite_exec_start(rt, box, &eo, &cb, &ex) == BOXLITE_OK);
+	for (int i = 0; i < 100 && f.exits == 0; i++) /* 10 s at most */
+		CHECK(boxlite_runtime_drain(rt, 64, 100) >= 0);
+	CHECK(f.exits == 1 && f.outcome == BOXLITE_OUTCOME_LOST && f.bytes <= 65536);
+	CHECK(boxlite_exec_free(rt, ex) == BOXLITE_OK);
+	CHECK(boxlite_box_free(rt, box) == BOXLITE_OK);
+	boxlite_runtime_close(rt);
+	drain_until_closed(rt);
+	boxlite_runtime_free(rt);
+}
+
+int main(int argc, char **argv)
 {
 	snprintf(libexec, sizeof libexec, "/tmp/boxlite-native-XXXXXX");
 	CHECK(mkdtemp(libexec));
 	snprintf(boxdir, sizeof boxdir, "%s/box", libexec);
 	CHECK(mkdir(boxdir, 0700) == 0);
+	(void)argc;
+	/* Built beside this test (see the Makefile). */
+	char *slash = strrchr(argv[0], '/');
+	snprintf(hostile_agent, sizeof hostile_agent, "%.*s/hostile_agent",
+		 slash ? (int)(slash - argv[0]) : 1, slash ? argv[0] : ".");
+	CHECK(access(hostile_agent, X_OK) == 0);
 	RUN(test_null_arguments_are_refused);
 	RUN(test_post_drain_runs_on_caller_in_order);
 	RUN(test_close_wakes_blocked_drain);
@@ -377,6 +490,8 @@ int main(void)
 	RUN(test_free_releases_undelivered_events);
 	RUN(test_execs_after_agent_death);
 	RUN(test_execs_after_malformed_frame);
+	RUN(test_hostile_agent_frames);
+	RUN(test_output_beyond_the_window_is_refused);
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", libexec);
 	CHECK(system(cmd) == 0);
