@@ -74,9 +74,12 @@ static int do_mount(const char *src, const char *dst, const char *type, unsigned
 	return 0;
 }
 
-/* The listening socket and the main command's fds are the agent's to keep. */
+/* The listening socket and the main command's fds are the agent's to keep;
+ * its stdout and stderr become shim.log's pipe (no host file: logs.c). */
 static int pass_fds(const struct shim_config *cfg, struct setup_error *e)
 {
+	if (dup2(cfg->messages_fd, STDOUT_FILENO) < 0 || dup2(cfg->messages_fd, STDERR_FILENO) < 0)
+		return setup_fail(e, errno, "give the agent shim.log's pipe");
 	if (fcntl(cfg->listen_fd, F_SETFD, 0) < 0)
 		return setup_fail(e, errno, "pass the listening socket");
 	for (size_t i = 0; cfg->main && i < 4; i++)
