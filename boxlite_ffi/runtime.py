@@ -122,6 +122,7 @@ class Runtime:
         host_loopback: bool = False,
         disk: int | str | None = None,
         log_limit: int | str | None = None,
+        tmp_size: int | str | None = None,
         detach: bool = False,
         auto_remove: bool = False,
     ) -> Box:
@@ -145,6 +146,9 @@ class Runtime:
 
         ``disk`` (bytes, or "1g") limits the box's writable layer, which
         then lives in an ext4 image of that size (needs root: loop devices).
+        ``tmp_size`` (bytes, or "64m"; 1 GiB by default) is the size of each
+        of the box's /tmp and /dev/shm (memory, so never more than
+        ``memory``): filling one ends in ENOSPC.
 
         A box has only its own loopback, unless ``network=True``: then
         outbound IPv4 through slirp4netns (a user-mode network stack from
@@ -200,7 +204,7 @@ class Runtime:
                 "hostname": name or box_id,
                 **identity,
                 "main": as_user(identity["user"], main) if main else None,
-                "limits": parse_limits(memory, cpus, pids, log_limit),
+                "limits": parse_limits(memory, cpus, pids, log_limit, tmp_size),
                 "network": _network(network, host_loopback),
                 "disk": parse_size(disk, "disk", DISK_MIN) if disk is not None else None,
                 "auto_remove": auto_remove,

@@ -152,6 +152,8 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 			cfg->limits.pids = parse_u32(flag, val);
 		else if (strcmp(flag, "--cpu-millis") == 0)
 			cfg->limits.cpu_millis = parse_u32(flag, val);
+		else if (strcmp(flag, "--tmp-size") == 0)
+			cfg->tmp_size = parse_u64(flag, val);
 		else if (strcmp(flag, "--log-limit") == 0)
 			cfg->log_limit = parse_u64(flag, val);
 		else if (strcmp(flag, "--owner-pid") == 0)

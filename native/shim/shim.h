@@ -5,6 +5,7 @@
  *                [--hostname NAME] [--grace-ms N] [--drain-ms N] [--owner-pid PID]
  *                [--detached] [--main] [--log-limit BYTES]
  *                [--memory BYTES] [--pids N [--pids-optional]] [--cpu-millis N]
+ *                [--tmp-size BYTES]
  *
  * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
  * one line, "ok <shim pid>" or "error <errno> <step>: <reason>".  The agent
@@ -106,6 +107,9 @@ struct shim_config {
 	char layer_dir[PATH_MAX]; /* where upper/ and work/ are: the box dir, or its disk */
 	const char *layer_rel;    /* the same, relative to the box dir ("." or "disk") */
 	const char *hostname;
+	/* --tmp-size BYTES: of each of /tmp and /dev/shm (the engine always
+	 * gives it, within the memory limit); 0: tmpfs's own, half the RAM */
+	uint64_t tmp_size;
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
 	bool detached;
