@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import dataclasses
 import os
+import posixpath
 import re
 import secrets
 import shutil
@@ -381,10 +382,27 @@ def _volumes(
         source, target = Path(parts[0]).resolve(), parts[1]
         if not source.exists():
             raise NotFoundError(f"volume {volume!r}: {source} does not exist")
-        if not target.startswith("/") or target.strip("/") == "" or "\0" in target:
-            raise InvalidArgumentError(f"volume {volume!r}: the box path must be absolute, not /")
+        if not target.startswith("/") or "\0" in target:
+            raise InvalidArgumentError(f"volume {volume!r}: the box path must be absolute")
+        if _reserved(target):
+            raise InvalidArgumentError(
+                f"volume {volume!r}: not / nor on or under {', '.join(RESERVED_TARGETS)}"
+                " (the box's own)"
+            )
         mounts.append(Mount(str(source), target, readonly=parts[2] == "ro"))
     return mounts
+
+
+# Where no volume goes, nor anything under them: the kernel's interfaces,
+# which the shim mounts itself (/proc, /dev) or keeps out (/sys).  The root
+# "/" is refused too.  The shim refuses the same at start, where an image's
+# symlinks are resolved (native/shim/binds.c).
+RESERVED_TARGETS = ("/proc", "/dev", "/sys")
+
+
+def _reserved(target: str) -> bool:
+    path = posixpath.normpath("/" + target.lstrip("/"))
+    return path == "/" or any(path == r or path.startswith(r + "/") for r in RESERVED_TARGETS)
 
 
 def _rootfs(rootfs: str | os.PathLike[str] | None) -> Path:

@@ -496,3 +496,54 @@ def test_a_compromised_agent_cannot_fill_the_hosts_disk(tmp_path: Path, rootfs: 
     older = (box_dir / "shim.log.1").read_bytes()
     assert len(current) + len(older) <= SHIM_LOG_LIMIT
     assert (older + current).endswith(b"x\nthe end\n")  # the newest is kept
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/",
+        "//",
+        "/proc",
+        "/proc/sys",
+        "/proc/",
+        "//proc",
+        "/./dev",
+        "/usr/../proc",
+        "/dev",
+        "/dev/shm",
+        "/dev/null",
+        "/sys",
+        "/sys/fs/cgroup",
+    ],
+)
+def test_volumes_over_the_kernels_interfaces_are_refused(
+    rt: boxlite_ffi.Runtime, tmp_path: Path, target: str
+) -> None:
+    """The root, /proc, /dev and /sys, and anything under them, are the
+    box's own: a volume there is refused at create (runc refuses them too)."""
+    with pytest.raises(boxlite_ffi.InvalidArgumentError, match="volume"):
+        rt.create("host", volumes=[f"{tmp_path}:{target}"])
+    assert rt.list() == []
+
+
+def test_volumes_next_to_them_are_fine(rt: boxlite_ffi.Runtime, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("here\n")
+    volumes = [f"{tmp_path}:{target}:ro" for target in ("/process", "/devices", "/system")]
+    with rt.create("host", volumes=volumes) as box:
+        assert box.run(["cat", "/process/f", "/devices/f", "/system/f"]).stdout == b"here\n" * 3
+
+
+@pytest.mark.parametrize("link", ["/proc", "/dev", "/"])
+def test_an_images_symlink_cannot_point_a_volume_at_them(
+    rt: boxlite_ffi.Runtime, rootfs: Path, tmp_path: Path, link: str
+) -> None:
+    """Resolved inside the box's root, /data -> /proc is /proc: the start
+    refuses it (the image's contents are only known then)."""
+    private = tmp_path / "root"
+    shutil.copytree(rootfs, private, symlinks=True)
+    (private / "data").symlink_to(link)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    box = rt.create(rootfs=private, volumes=[f"{volume}:/data"])
+    with box, pytest.raises(boxlite_ffi.EngineError, match="reserved"):
+        box.start()
