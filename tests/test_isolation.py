@@ -547,3 +547,27 @@ def test_an_images_symlink_cannot_point_a_volume_at_them(
     box = rt.create(rootfs=private, volumes=[f"{volume}:/data"])
     with box, pytest.raises(boxlite_ffi.EngineError, match="reserved"):
         box.start()
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_the_hosts_sockets_stay_out_of_reach(rt: boxlite_ffi.Runtime, network: bool) -> None:
+    """Neither the agent's socket (a path outside the box's root) nor the
+    host's abstract unix sockets (its network namespace has its own), with
+    or without network=True."""
+    with socket.socket(socket.AF_UNIX) as host, rt.create("host", network=network) as box:
+        name = f"\0boxlite-test-{os.getpid()}"
+        host.bind(name)
+        host.listen()
+        code = (
+            "import socket, sys\n"
+            "for where in sys.argv[1:]:\n"
+            "    s = socket.socket(socket.AF_UNIX)\n"
+            "    try:\n"
+            "        s.connect(where.replace('@', '\\0'))\n"
+            "        print('connected')\n"
+            "    except OSError as exc:\n"
+            "        print(type(exc).__name__)\n"
+        )
+        agent_sock = str(box.directory / "agent.sock")
+        result = box.run(["python3", "-c", code, "@" + name[1:], agent_sock])
+        assert result.stdout.split() == [b"ConnectionRefusedError", b"FileNotFoundError"]
