@@ -127,6 +127,8 @@ class BoxConfig:
     pids_optional: bool = False
     # The main command's output kept per stream (0: the native default).
     log_limit: int = 0
+    # Bytes of each of /tmp and /dev/shm (0: the native default, 1 GiB).
+    tmp_size: int = 0
     # Outbound network: slirp4netns's path (None: loopback only).
     network_helper: str | None = None
     host_loopback: bool = False
@@ -177,6 +179,7 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
     opts.pids_limit = config.pids_limit
     opts.cpu_millis = config.cpu_millis
     opts.log_limit = config.log_limit
+    opts.tmp_size = config.tmp_size
     return opts
 
 

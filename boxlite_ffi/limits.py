@@ -40,12 +40,15 @@ def parse_limits(
     cpus: float | None,
     pids: int | None,
     log_limit: int | str | None = None,
+    tmp_size: int | str | None = None,
 ) -> dict[str, int | bool]:
     """The native limits from create's arguments (absent: none, but for the
-    default pids and log limits)."""
+    default pids, log and tmp limits, the last two the native core's)."""
     limits: dict[str, int | bool] = {}
     if log_limit is not None:
         limits["log_limit"] = parse_size(log_limit, "log_limit", lib.BOXLITE_MIN_LOG_LIMIT)
+    if tmp_size is not None:
+        limits["tmp_size"] = parse_size(tmp_size, "tmp_size", lib.BOXLITE_MIN_TMP_SIZE)
     if memory is not None:
         limits["memory_limit"] = parse_size(memory, "memory", 1 << 20)
     if cpus is not None:

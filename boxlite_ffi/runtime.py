@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import dataclasses
 import os
+import posixpath
 import re
 import secrets
 import shutil
@@ -122,6 +123,7 @@ class Runtime:
         host_loopback: bool = False,
         disk: int | str | None = None,
         log_limit: int | str | None = None,
+        tmp_size: int | str | None = None,
         detach: bool = False,
         auto_remove: bool = False,
     ) -> Box:
@@ -145,6 +147,9 @@ class Runtime:
 
         ``disk`` (bytes, or "1g") limits the box's writable layer, which
         then lives in an ext4 image of that size (needs root: loop devices).
+        ``tmp_size`` (bytes, or "64m"; 1 GiB by default) is the size of each
+        of the box's /tmp and /dev/shm (memory, so never more than
+        ``memory``): filling one ends in ENOSPC.
 
         A box has only its own loopback, unless ``network=True``: then
         outbound IPv4 through slirp4netns (a user-mode network stack from
@@ -200,7 +205,7 @@ class Runtime:
                 "hostname": name or box_id,
                 **identity,
                 "main": as_user(identity["user"], main) if main else None,
-                "limits": parse_limits(memory, cpus, pids, log_limit),
+                "limits": parse_limits(memory, cpus, pids, log_limit, tmp_size),
                 "network": _network(network, host_loopback),
                 "disk": parse_size(disk, "disk", DISK_MIN) if disk is not None else None,
                 "auto_remove": auto_remove,
@@ -377,10 +382,27 @@ def _volumes(
         source, target = Path(parts[0]).resolve(), parts[1]
         if not source.exists():
             raise NotFoundError(f"volume {volume!r}: {source} does not exist")
-        if not target.startswith("/") or target.strip("/") == "" or "\0" in target:
-            raise InvalidArgumentError(f"volume {volume!r}: the box path must be absolute, not /")
+        if not target.startswith("/") or "\0" in target:
+            raise InvalidArgumentError(f"volume {volume!r}: the box path must be absolute")
+        if _reserved(target):
+            raise InvalidArgumentError(
+                f"volume {volume!r}: not / nor on or under {', '.join(RESERVED_TARGETS)}"
+                " (the box's own)"
+            )
         mounts.append(Mount(str(source), target, readonly=parts[2] == "ro"))
     return mounts
+
+
+# Where no volume goes, nor anything under them: the kernel's interfaces,
+# which the shim mounts itself (/proc, /dev) or keeps out (/sys).  The root
+# "/" is refused too.  The shim refuses the same at start, where an image's
+# symlinks are resolved (native/shim/binds.c).
+RESERVED_TARGETS = ("/proc", "/dev", "/sys")
+
+
+def _reserved(target: str) -> bool:
+    path = posixpath.normpath("/" + target.lstrip("/"))
+    return path == "/" or any(path == r or path.startswith(r + "/") for r in RESERVED_TARGETS)
 
 
 def _rootfs(rootfs: str | os.PathLike[str] | None) -> Path:

@@ -193,11 +193,17 @@ typedef struct boxlite_box_options {
 	 * between half of it and all of it.  0 means BOXLITE_DEFAULT_LOG_LIMIT;
 	 * less than BOXLITE_MIN_LOG_LIMIT is INVALID_ARGUMENT. */
 	uint64_t log_limit;
+	/* The size of each of the box's /tmp and /dev/shm (tmpfs), in bytes.
+	 * 0 means BOXLITE_DEFAULT_TMP_SIZE; less than BOXLITE_MIN_TMP_SIZE is
+	 * INVALID_ARGUMENT; more than a memory_limit is cut to it. */
+	uint64_t tmp_size;
 } boxlite_box_options;
 
 enum {
 	BOXLITE_DEFAULT_LOG_LIMIT = 32 << 20,
 	BOXLITE_MIN_LOG_LIMIT = 4096,
+	BOXLITE_DEFAULT_TMP_SIZE = 1 << 30,
+	BOXLITE_MIN_TMP_SIZE = 1 << 20,
 };
 
 /* Box flags (boxlite_box_options.flags). */

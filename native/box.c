@@ -127,6 +127,7 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	    (o->disk_image && !usable_path(o->disk_image)) ||
 	    ((o->flags & BOXLITE_BOX_HOST_LOOPBACK) && !o->network_helper) ||
 	    (o->log_limit && o->log_limit < BOXLITE_MIN_LOG_LIMIT) ||
+	    (o->tmp_size && o->tmp_size < BOXLITE_MIN_TMP_SIZE) ||
 	    ((o->flags & BOXLITE_BOX_PIDS_OPTIONAL) && !o->pids_limit))
 		return BOXLITE_ERR_INVALID_ARGUMENT;
 	const char *host = o->hostname ? o->hostname : "box";
@@ -151,6 +152,10 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	box->cpu_millis = o->cpu_millis;
 	box->pids_optional = o->flags & BOXLITE_BOX_PIDS_OPTIONAL;
 	box->log_limit = o->log_limit ? o->log_limit : BOXLITE_DEFAULT_LOG_LIMIT;
+	/* tmpfs pages are the box's memory: a bound past its limit is none. */
+	box->tmp_size = o->tmp_size ? o->tmp_size : BOXLITE_DEFAULT_TMP_SIZE;
+	if (box->memory_limit && box->tmp_size > box->memory_limit)
+		box->tmp_size = box->memory_limit;
 	box->detached = o->flags & BOXLITE_BOX_DETACHED;
 	box->kept = box->detached;
 	return BOXLITE_OK;

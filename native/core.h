@@ -95,6 +95,7 @@ struct bl_box {
 	uint32_t pids_limit, cpu_millis;
 	bool pids_optional;   /* BOXLITE_BOX_PIDS_OPTIONAL */
 	uint64_t log_limit;   /* bytes of each main command log kept */
+	uint64_t tmp_size;    /* bytes of each of /tmp and /dev/shm */
 	char *network_helper; /* NULL: no network */
 	char *disk_image;     /* NULL: no size limit on the writable layer */
 	bool host_loopback;

@@ -123,12 +123,12 @@ static int open_fds(const struct bl_box *box, struct spawn_fds *f, char *err, si
 }
 
 /* argv for the shim; numbers live in the caller's buffers. */
-static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, char nums[7][24])
+static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, char nums[8][24])
 {
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
 		n_lowers++;
-	char **argv = calloc(36 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
+	char **argv = calloc(38 + 2 * n_lowers + 3 * (size_t)box->n_mounts, sizeof(char *));
 	if (!argv)
 		return NULL;
 	size_t i = 0;
@@ -166,6 +166,9 @@ static char **build_argv(const boxlite_runtime *rt, const struct bl_box *box, ch
 		argv[i++] = "--log-limit";
 		argv[i++] = nums[6];
 	}
+	snprintf(nums[7], 24, "%" PRIu64, box->tmp_size);
+	argv[i++] = "--tmp-size";
+	argv[i++] = nums[7];
 	if (box->disk_image) {
 		argv[i++] = "--disk-image";
 		argv[i++] = box->disk_image;
@@ -232,7 +235,7 @@ static int spawn_attrs(posix_spawnattr_t *attr)
 static int spawn_shim(const boxlite_runtime *rt, const struct bl_box *box, struct spawn_fds *f,
 		      pid_t *pid, char *err, size_t errlen)
 {
-	char nums[7][24];
+	char nums[8][24];
 	char **argv = build_argv(rt, box, nums);
 	if (!argv) {
 		set_err(err, errlen, "spawn", ENOMEM);

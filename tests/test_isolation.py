@@ -5,6 +5,7 @@ was.  Runs the host's python3 in boxes of the built-in host image."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -55,12 +56,19 @@ SYSCALLS = {
     "syslog": [103, 3, 0, 0],
     "open_by_handle_at": [304, -1, 0, 0],
     "clone_newns": [56, 0x00020000 | 17, 0, 0, 0, 0],  # CLONE_NEWNS | SIGCHLD
+    "memfd_secret": [447, 0],
+    "kcmp": [312, 1, 1, 0, 0, 0],  # KCMP_FILE of PID 1 with itself
+}
+# As on a kernel built without it: its users fall back to plain system calls.
+ABSENT = {
+    "clone3": [435, 0, 0],
+    "io_uring_setup": [425, 1, 0],
+    "io_uring_enter": [426, -1, 0, 0, 0, 0, 0],
+    "io_uring_register": [427, -1, 0, 0, 0],
 }
 
 
 def probe(box: boxlite_ffi.Box, calls: dict[str, list[int]]) -> dict[str, str]:
-    import json
-
     result = box.run(["python3", "-c", PROBE, json.dumps(calls)])
     assert result.ok, result.stderr
     return json.loads(result.stdout)
@@ -75,7 +83,7 @@ def box(rt: boxlite_ffi.Runtime):  # type: ignore[no-untyped-def]
 def test_refused_system_calls(box: boxlite_ffi.Box) -> None:
     seen = probe(box, SYSCALLS)
     assert seen == {name: os.strerror(errno.EPERM) for name in SYSCALLS}
-    assert probe(box, {"clone3": [435, 0, 0]})["clone3"] == os.strerror(errno.ENOSYS)
+    assert probe(box, ABSENT) == {name: os.strerror(errno.ENOSYS) for name in ABSENT}
     # The box's own work goes on: processes, files, pipes.
     assert box.run(["sh", "-c", "echo x | cat > /tmp/f && cat /tmp/f"]).stdout == b"x\n"
 
@@ -279,3 +287,287 @@ def test_the_image_is_root_owned_inside_and_untouched_outside(
         assert result.stdout == b"for root\nappended\n0\n", result.stderr
     assert (private / "etc" / "passwd").read_text() == "root:x:0:0:root:/root:/bin/sh\n"
     assert (volume / "f").stat().st_uid == 0
+
+
+# ---- the agent (PID 1) is out of the box's reach ----
+
+AGENT_REACH = textwrap.dedent(
+    """
+    import ctypes, json, os, subprocess
+    libc = ctypes.CDLL(None, use_errno=True)
+    def call(nr, *args):
+        ctypes.set_errno(0)
+        rc = libc.syscall(nr, *[ctypes.c_long(a) for a in args])
+        return os.strerror(ctypes.get_errno()) if rc == -1 else "allowed"
+    def attempt(fn, path):
+        try:
+            fn(path)
+            return "allowed"
+        except OSError as exc:
+            return os.strerror(exc.errno)
+    def read(path):
+        with open(path, "rb") as f:
+            f.read(64)
+    def write(path):
+        with open(path, "wb", buffering=0) as f:
+            f.write(b"written from the box\\n")
+    def run(path):
+        subprocess.run([path], capture_output=True)
+    seen = {
+        "ptrace seize": call(101, 0x4206, 1, 0, 0),
+        "ptrace attach": call(101, 16, 1, 0, 0),
+        "list /proc/1/fdinfo": attempt(os.listdir, "/proc/1/fdinfo"),
+        "link /proc/1/exe": attempt(os.readlink, "/proc/1/exe"),
+        "link /proc/1/fd/2": attempt(os.readlink, "/proc/1/fd/2"),
+        "link /proc/1/root": attempt(os.readlink, "/proc/1/root"),
+        "write /proc/1/fd/1": attempt(write, "/proc/1/fd/1"),
+        "write /proc/1/fd/2": attempt(write, "/proc/1/fd/2"),
+        "exec /proc/1/exe": attempt(run, "/proc/1/exe"),
+    }
+    # Its fd numbers can be listed (the kernel shows them to its owner), but
+    # none can be opened, read, written or resolved.
+    for fd in os.listdir("/proc/1/fd"):
+        seen[f"link /proc/1/fd/{fd}"] = attempt(os.readlink, f"/proc/1/fd/{fd}")
+        seen[f"open /proc/1/fd/{fd}"] = attempt(read, f"/proc/1/fd/{fd}")
+        seen[f"read /proc/1/fdinfo/{fd}"] = attempt(read, f"/proc/1/fdinfo/{fd}")
+    for name in ("mem", "environ", "maps", "auxv", "pagemap", "syscall"):
+        seen["read /proc/1/" + name] = attempt(read, "/proc/1/" + name)
+    seen["write /proc/1/mem"] = attempt(write, "/proc/1/mem")
+    pidfd = libc.syscall(434, 1, 0)  # pidfd_open needs no right; what it opens does
+    for fd in (1, 2, 3):
+        seen[f"pidfd_getfd {fd}"] = call(438, pidfd, fd, 0)
+    class iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+    buf = ctypes.create_string_buffer(8)
+    local, remote = iovec(ctypes.addressof(buf), 8), iovec(0x10000, 8)
+    for name, nr in (("process_vm_readv", 310), ("process_vm_writev", 311)):
+        seen[name] = call(nr, 1, ctypes.addressof(local), 1, ctypes.addressof(remote), 1, 0)
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_the_agent_cannot_be_traced_read_or_written(box: boxlite_ffi.Box) -> None:
+    """Nothing in a box, root included, traces the agent, reads its memory or
+    environment, or takes its descriptors (the host connection, its log)."""
+    result = box.run(["python3", "-c", AGENT_REACH])
+    assert result.ok, result.stderr
+    seen = json.loads(result.stdout)
+    refused = {os.strerror(errno.EPERM), os.strerror(errno.EACCES)}
+    assert {name for name, what in seen.items() if what not in refused} == set(), seen
+    assert not (box.directory / "shim.log").read_bytes().count(b"written from the box")
+    # Its own children stay debuggable: ptrace within the box works.
+    traced = box.run(["python3", "-c", TRACE_OWN_CHILD])
+    assert traced.stdout == b"seized 0\n", traced.stderr
+    assert box.run(["echo", "still fine"]).stdout == b"still fine\n"
+
+
+TRACE_OWN_CHILD = textwrap.dedent(
+    """
+    import ctypes, os, signal, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    rc = libc.ptrace(ctypes.c_long(0x4206), ctypes.c_long(child), None, None)  # PTRACE_SEIZE
+    print("seized", rc if rc == 0 else os.strerror(ctypes.get_errno()))
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    """
+)
+
+
+def test_the_agent_holds_no_host_file(box: boxlite_ffi.Box) -> None:
+    """What the agent holds, seen from the host: /dev/null, pipes to the shim
+    (its own output among them), sockets to hosts, and what it made itself
+    (epoll, signalfd, timerfd, its own /proc): no file of the host's."""
+    assert box.run(["true"]).ok
+    agent = _agent_of(box)
+    held = {fd: os.readlink(f"/proc/{agent}/fd/{fd}") for fd in os.listdir(f"/proc/{agent}/fd")}
+    assert held["1"].startswith("pipe:") and held["2"].startswith("pipe:"), held
+    host_files = {
+        fd: target
+        for fd, target in held.items()
+        if target.startswith("/") and target not in ("/dev/null", "/proc/1/oom_score_adj")
+    }
+    assert host_files == {}, held
+    # Its socket's path is the host's, outside the box's root.
+    assert not box.run(["ls", str(box.directory / "agent.sock")]).ok
+
+
+def _agent_of(box: boxlite_ffi.Box) -> int:
+    """The agent's host pid: the shim's child."""
+    shim = box.shim_pid
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and _comm(pid) == "boxlite-agent":
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == shim:
+                return int(pid)
+    raise AssertionError("no agent found")
+
+
+SIGNAL_PID1 = textwrap.dedent(
+    """
+    import ctypes, os, signal, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    delivered = []
+    for sig in range(1, 65):
+        try:
+            os.kill(1, sig)
+            delivered.append(sig)
+        except OSError:
+            pass
+    # rt_sigqueueinfo with a forged sender: pid 0, as if from the host.
+    info = (ctypes.c_int * 32)()
+    info[0], info[2] = signal.SIGTERM, -1  # si_signo, si_code = SI_QUEUE; si_pid = 0
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        info[0] = sig
+        libc.syscall(ctypes.c_long(129), ctypes.c_long(1), ctypes.c_long(sig), info)
+    time.sleep(0.5)
+    print(len(delivered))
+    """
+)
+
+
+def test_signals_to_the_agent_are_harmless(box: boxlite_ffi.Box) -> None:
+    """kill(1, sig) for every signal, and forged senders, from the box's root:
+    the agent neither stops, dies nor ends the box; its timeouts still fire."""
+    result = box.run(["python3", "-c", SIGNAL_PID1])
+    assert result.ok, (result.outcome, result.stderr)
+    assert box.run(["echo", "after"]).stdout == b"after\n"
+    timed = box.run(["sleep", "30"], timeout=0.5)
+    assert timed.outcome is boxlite_ffi.Outcome.TIMED_OUT
+    assert box.status == "running"
+
+
+FLOOD = r"""
+#include <string.h>
+#include <unistd.h>
+int main(void)
+{
+    char line[4096];
+    memset(line, 'x', sizeof line);
+    line[sizeof line - 1] = '\n';
+    for (int i = 0; i < 4096; i++) /* 16 MiB */
+        if (write(i % 2 ? 1 : 2, line, sizeof line) != sizeof line)
+            return 1;
+    return write(2, "the end\n", 8) == 8 ? 0 : 1;
+}
+"""
+SHIM_LOG_LIMIT = 1 << 20  # native/shim/shim.h
+
+
+def test_a_compromised_agent_cannot_fill_the_hosts_disk(tmp_path: Path, rootfs: Path) -> None:
+    """The agent holds no host file: its stdout and stderr are a pipe the
+    shim empties into shim.log, which keeps at most SHIM_LOG_LIMIT bytes
+    (the newest).  An 'agent' that floods both shows it."""
+    import subprocess
+
+    from boxlite_ffi.home import libexec_dir
+
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("needs a C compiler")
+    (tmp_path / "flood.c").write_text(FLOOD)
+    agent = tmp_path / "flood"
+    subprocess.run([cc, "-static", "-O1", "-o", agent, tmp_path / "flood.c"], check=True)
+    box_dir = tmp_path / "box"
+    box_dir.mkdir(mode=0o700)
+    ours, theirs = socket.socketpair()
+    status_r, status_w = os.pipe()
+
+    def fds() -> None:
+        os.dup2(theirs.fileno(), 3)
+        os.dup2(status_w, 4)
+
+    argv = [libexec_dir() / "boxlite-shim", "--box-dir", box_dir, "--agent", agent]
+    with open(box_dir / "shim.log", "ab") as log:
+        shim = subprocess.Popen(
+            [*argv, "--lower", rootfs], stdout=log, stderr=log, preexec_fn=fds, close_fds=False
+        )
+    theirs.close()
+    os.close(status_w)
+    with os.fdopen(status_r, "rb") as status:
+        assert status.readline().startswith(b"ok "), (box_dir / "shim.log").read_text()[-500:]
+    assert shim.wait(timeout=60) == 0
+    ours.close()
+    current = (box_dir / "shim.log").read_bytes()
+    older = (box_dir / "shim.log.1").read_bytes()
+    assert len(current) + len(older) <= SHIM_LOG_LIMIT
+    assert (older + current).endswith(b"x\nthe end\n")  # the newest is kept
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/",
+        "//",
+        "/proc",
+        "/proc/sys",
+        "/proc/",
+        "//proc",
+        "/./dev",
+        "/usr/../proc",
+        "/dev",
+        "/dev/shm",
+        "/dev/null",
+        "/sys",
+        "/sys/fs/cgroup",
+    ],
+)
+def test_volumes_over_the_kernels_interfaces_are_refused(
+    rt: boxlite_ffi.Runtime, tmp_path: Path, target: str
+) -> None:
+    """The root, /proc, /dev and /sys, and anything under them, are the
+    box's own: a volume there is refused at create (runc refuses them too)."""
+    with pytest.raises(boxlite_ffi.InvalidArgumentError, match="volume"):
+        rt.create("host", volumes=[f"{tmp_path}:{target}"])
+    assert rt.list() == []
+
+
+def test_volumes_next_to_them_are_fine(rt: boxlite_ffi.Runtime, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("here\n")
+    volumes = [f"{tmp_path}:{target}:ro" for target in ("/process", "/devices", "/system")]
+    with rt.create("host", volumes=volumes) as box:
+        assert box.run(["cat", "/process/f", "/devices/f", "/system/f"]).stdout == b"here\n" * 3
+
+
+@pytest.mark.parametrize("link", ["/proc", "/dev", "/"])
+def test_an_images_symlink_cannot_point_a_volume_at_them(
+    rt: boxlite_ffi.Runtime, rootfs: Path, tmp_path: Path, link: str
+) -> None:
+    """Resolved inside the box's root, /data -> /proc is /proc: the start
+    refuses it (the image's contents are only known then)."""
+    private = tmp_path / "root"
+    shutil.copytree(rootfs, private, symlinks=True)
+    (private / "data").symlink_to(link)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    box = rt.create(rootfs=private, volumes=[f"{volume}:/data"])
+    with box, pytest.raises(boxlite_ffi.EngineError, match="reserved"):
+        box.start()
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_the_hosts_sockets_stay_out_of_reach(rt: boxlite_ffi.Runtime, network: bool) -> None:
+    """Neither the agent's socket (a path outside the box's root) nor the
+    host's abstract unix sockets (its network namespace has its own), with
+    or without network=True."""
+    with socket.socket(socket.AF_UNIX) as host, rt.create("host", network=network) as box:
+        name = f"\0boxlite-test-{os.getpid()}"
+        host.bind(name)
+        host.listen()
+        code = (
+            "import socket, sys\n"
+            "for where in sys.argv[1:]:\n"
+            "    s = socket.socket(socket.AF_UNIX)\n"
+            "    try:\n"
+            "        s.connect(where.replace('@', '\\0'))\n"
+            "        print('connected')\n"
+            "    except OSError as exc:\n"
+            "        print(type(exc).__name__)\n"
+        )
+        agent_sock = str(box.directory / "agent.sock")
+        result = box.run(["python3", "-c", code, "@" + name[1:], agent_sock])
+        assert result.stdout.split() == [b"ConnectionRefusedError", b"FileNotFoundError"]

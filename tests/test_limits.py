@@ -5,6 +5,7 @@ stay responsive.  Bad limits are refused; the cgroups go with the box."""
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from pathlib import Path
 
@@ -108,6 +109,10 @@ def test_cpu_is_capped(rt: boxlite_ffi.Runtime) -> None:
         {"cpus": "1"},
         {"pids": -1},
         {"pids": 1.5},
+        {"tmp_size": "lots"},
+        {"tmp_size": "512k"},
+        {"tmp_size": 0},
+        {"tmp_size": True},
     ],
 )
 def test_bad_limits_are_refused(rt: boxlite_ffi.Runtime, limits: dict[str, object]) -> None:
@@ -166,3 +171,48 @@ def test_bad_isolation_arguments(rt: boxlite_ffi.Runtime, options: dict[str, obj
     with pytest.raises(InvalidArgumentError):
         rt.create(**{"image": "host", **options})  # type: ignore[arg-type]
     assert rt.list() == []
+
+
+FILL = textwrap.dedent(
+    """
+    import errno, os, sys
+    for where in sys.argv[1:]:
+        total = os.statvfs(where).f_blocks * os.statvfs(where).f_frsize
+        written, chunk = 0, b"x" * (1 << 20)
+        with open(os.path.join(where, "fill"), "wb", buffering=0) as f:
+            try:
+                while written < 64 << 20:
+                    written += f.write(chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        os.unlink(os.path.join(where, "fill"))
+        print(where, total >> 20, written >> 20)
+    """
+)
+
+
+def tmpfs_sizes(box: boxlite_ffi.Box) -> dict[str, tuple[int, int]]:
+    """MiB of /tmp and /dev/shm: their size, and what a file filling them got."""
+    result = box.run(["python3", "-c", FILL, "/tmp", "/dev/shm"])
+    assert result.ok, result.stderr
+    lines = (line.split() for line in result.stdout.decode().splitlines())
+    return {where: (int(size), int(written)) for where, size, written in lines}
+
+
+def test_tmp_and_shm_are_bounded(rt: boxlite_ffi.Runtime) -> None:
+    """/tmp and /dev/shm are tmpfs of tmp_size each: filling one ends in
+    ENOSPC at about that, not in the host's memory."""
+    with rt.create("host", tmp_size="8m") as box:
+        assert tmpfs_sizes(box) == {"/tmp": (8, 8), "/dev/shm": (8, 8)}
+        assert box.run(["sh", "-c", "echo still > /tmp/f && cat /tmp/f"]).stdout == b"still\n"
+
+
+def test_tmp_size_defaults_to_a_gib_and_never_exceeds_memory(rt: boxlite_ffi.Runtime) -> None:
+    sizes = (
+        "import os; print(*(os.statvfs(p).f_blocks * os.statvfs(p).f_frsize >> 20"
+        " for p in ('/tmp', '/dev/shm')))"
+    )
+    with rt.create("host") as box:
+        assert box.run(["python3", "-c", sizes]).stdout == b"1024 1024\n"
+    with rt.create("host", memory="48m", tmp_size="1g") as box:
+        assert box.run(["python3", "-c", sizes]).stdout == b"48 48\n"

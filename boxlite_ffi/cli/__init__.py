@@ -51,6 +51,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pids-limit", type=int, help="process limit (0: none; default 2048 on v2)")
     p.add_argument("--disk", help="size limit of the writable layer (1g)")
     p.add_argument("--log-limit", help="output of the command kept per stream (32m)")
+    p.add_argument("--tmp-size", help="size of each of /tmp and /dev/shm (default 1g)")
     p.add_argument(
         "--network", choices=["none", "outbound"], default="none", help="outbound: slirp4netns"
     )

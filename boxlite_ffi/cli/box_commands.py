@@ -69,6 +69,7 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         "pids": args.pids_limit,
         "disk": args.disk,
         "log_limit": args.log_limit,
+        "tmp_size": args.tmp_size,
         "network": args.network == "outbound",
         "host_loopback": args.host_loopback,
     }

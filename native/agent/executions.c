@@ -469,6 +469,12 @@ static int make_pipe(int fds[2])
 	return 0;
 }
 
+/* How the host names this binary, for its helpers (boxlite_ffi/file_copy.py).
+ * The box's processes cannot reach /proc/1/exe (we are not dumpable); our
+ * spawn, still sharing our memory, reaches it as its own /proc/self/exe. */
+#define AGENT_NAME "/proc/1/exe"
+#define AGENT_SELF "/proc/self/exe"
+
 /* posix_spawnp searches the PATH of our own environment: use the request's. */
 static int use_path_of(const struct bl_exec_request *req)
 {
@@ -645,7 +651,8 @@ static int spawn_on(const struct bl_exec_request *req, const char *slave, int in
 	if (!rc && !(rc = spawn_attrs(&attr))) {
 		if ((rc = spawn_actions(&fa, req->cwd, slave, in, out, err)) == 0) {
 			lend_oom_score(true);
-			rc = posix_spawnp(pid, req->argv[0], &fa, &attr, req->argv, envp);
+			const char *file = strcmp(req->argv[0], AGENT_NAME) ? req->argv[0] : AGENT_SELF;
+			rc = posix_spawnp(pid, file, &fa, &attr, req->argv, envp);
 			lend_oom_score(false);
 			posix_spawn_file_actions_destroy(&fa);
 		}

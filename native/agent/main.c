@@ -191,11 +191,25 @@ _Noreturn void agent_abandon(struct agent *ag)
 
 /* ---- the loop ---- */
 
+/*
+ * A stop comes from the shim, outside the box's pid namespace: the kernel
+ * gives such a signal si_pid 0, and kill() (pidfd_send_signal) gives it
+ * SI_USER, which no process can forge for another (rt_sigqueueinfo wants
+ * a negative si_code).  The box's processes reach PID 1 with the signals
+ * it reads here (blocked, so the kernel does not drop them as it drops
+ * those of its SIG_DFL ones), and must not stop the box with them.
+ * SIGCHLD, forged or not, only makes it reap, which is harmless.
+ */
+static bool from_the_host(const struct agent *ag, const struct signalfd_siginfo *si)
+{
+	return !ag->pid1 || (si->ssi_pid == 0 && si->ssi_code == SI_USER);
+}
+
 static void on_signals(struct agent *ag)
 {
 	struct signalfd_siginfo si;
 	while (read(ag->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
-		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+		if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && from_the_host(ag, &si))
 			begin_stop(ag);
 	}
 	exec_reap(ag);
@@ -243,6 +257,18 @@ static bool finished(const struct agent *ag)
 
 int main(int argc, char **argv)
 {
+	/*
+	 * First: the box's processes (its root included) must not trace us,
+	 * read our memory, or take our descriptors (/proc/1/fd, pidfd_getfd):
+	 * not dumpable, that takes CAP_SYS_PTRACE in the box's user namespace,
+	 * which the box never has (confine.c).  What we spawn shares our
+	 * memory, so this, until its exec makes it an ordinary process again.
+	 * The helpers below (file copies, as-user until its exec) are box
+	 * processes running this binary: not dumpable either, so their
+	 * /proc/<pid>/exe, our host file, stays out of the box's reach.
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		agent_die("prctl(PR_SET_DUMPABLE)");
 	/* The host runs copies as executions of this very binary. */
 	if (argc > 1 && strncmp(argv[1], "copy-", 5) == 0)
 		return copy_main(argc, argv);

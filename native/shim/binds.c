@@ -6,6 +6,12 @@
  * inside it: an image cannot turn a bind onto a host path.  Missing
  * targets are made the same way, one component at a time.  The mount
  * itself goes through /proc/self/fd, onto exactly the inode resolved.
+ *
+ * No bind goes on the root itself nor on or under /proc, /dev and /sys,
+ * the kernel's interfaces the box gets from the shim or not at all
+ * (runc refuses them too): a target is refused as written, before
+ * anything is made for it, and as resolved (an image's symlink /data ->
+ * /proc is /proc).  boxlite_ffi/runtime.py refuses the first at create.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +27,64 @@
 #include <unistd.h>
 
 #include "shim.h"
+
+static const char *const RESERVED[] = {"proc", "dev", "sys"};
+
+/* path made relative to the root and lexically clean ("a/b"; "" for the
+ * root): "." dropped, ".." taking the component before (none at the root,
+ * as RESOLVE_IN_ROOT does), slashes collapsed. */
+static void clean_path(const char *path, char out[PATH_MAX])
+{
+	size_t len = 0;
+	out[0] = '\0';
+	while (*path) {
+		size_t n = strcspn(path, "/");
+		if (n == 2 && path[0] == '.' && path[1] == '.') {
+			while (len > 0 && out[len - 1] != '/')
+				len--;
+			if (len > 0)
+				len--; /* its slash */
+		} else if (n > 0 && !(n == 1 && path[0] == '.') && len + n + 2 < PATH_MAX) {
+			if (len > 0)
+				out[len++] = '/';
+			memcpy(out + len, path, n);
+			len += n;
+		}
+		out[len] = '\0';
+		path += n + (path[n] == '/');
+	}
+}
+
+/* The root, or on or under a reserved directory. */
+static bool reserved(const char *path)
+{
+	char rel[PATH_MAX];
+	clean_path(path, rel);
+	size_t first = strcspn(rel, "/");
+	for (size_t i = 0; i < sizeof RESERVED / sizeof RESERVED[0]; i++)
+		if (first == strlen(RESERVED[i]) && memcmp(rel, RESERVED[i], first) == 0)
+			return true;
+	return rel[0] == '\0';
+}
+
+/* Where fd ended up, relative to the root (root_path, as the kernel names
+ * it); false when that cannot be told, or is not inside. */
+static bool resolved_in_root(int fd, const char *root_path, char out[PATH_MAX])
+{
+	char link[64];
+	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, out, PATH_MAX - 1);
+	if (n < 0)
+		return false;
+	out[n] = '\0';
+	size_t len = strlen(root_path);
+	if (strcmp(root_path, "/") == 0)
+		return true;
+	if (strncmp(out, root_path, len) != 0 || (out[len] != '/' && out[len] != '\0'))
+		return false;
+	memmove(out, out + len, (size_t)n - len + 1);
+	return true;
+}
 
 static int open_in_root(int root, const char *path, int flags)
 {
@@ -111,14 +175,23 @@ static int make_readonly(int root, const struct shim_bind *b, struct setup_error
 	return rc < 0 ? setup_fail(e, err, "make %s read-only", b->target) : 0;
 }
 
-static int bind_one(int root, const struct shim_bind *b, struct setup_error *e)
+static int bind_one(int root, const char *root_path, const struct shim_bind *b,
+		    struct setup_error *e)
 {
+	if (reserved(b->target))
+		return setup_fail(e, EINVAL, "bind target %s: reserved (/, /proc, /dev, /sys)",
+				  b->target);
 	struct stat st;
 	if (stat(b->source, &st) < 0)
 		return setup_fail(e, errno, "bind source %s", b->source);
 	int fd = open_target(root, b->target, S_ISDIR(st.st_mode), e);
 	if (fd < 0)
 		return -1;
+	char where[PATH_MAX];
+	if (!resolved_in_root(fd, root_path, where) || reserved(where)) {
+		close(fd);
+		return setup_fail(e, EINVAL, "bind target %s: resolves to a reserved place", b->target);
+	}
 	char at[64];
 	snprintf(at, sizeof at, "/proc/self/fd/%d", fd);
 	int rc = mount(b->source, at, NULL, MS_BIND, NULL);
@@ -136,9 +209,18 @@ int bind_host_paths(const struct shim_config *cfg, const char *rootfs, struct se
 	int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (root < 0)
 		return setup_fail(e, errno, "open %s", rootfs);
+	char root_path[PATH_MAX], link[64];
+	snprintf(link, sizeof link, "/proc/self/fd/%d", root);
+	ssize_t n = readlink(link, root_path, sizeof root_path - 1);
+	if (n < 0) {
+		int err = errno;
+		close(root);
+		return setup_fail(e, err, "resolve %s", rootfs);
+	}
+	root_path[n] = '\0';
 	int rc = 0;
 	for (unsigned i = 0; i < cfg->n_binds && rc == 0; i++)
-		rc = bind_one(root, &cfg->binds[i], e);
+		rc = bind_one(root, root_path, &cfg->binds[i], e);
 	close(root);
 	return rc;
 }

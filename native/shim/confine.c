@@ -6,14 +6,17 @@
  *   container by default: no CAP_SYS_ADMIN (mount, namespaces), no
  *   CAP_SYS_PTRACE, CAP_NET_ADMIN, CAP_SYS_MODULE, CAP_SYS_TIME...; a
  *   process of the box can never get more, setuid binaries included.
+ *   Without CAP_SYS_PTRACE, no process of the box can trace or read the
+ *   agent, which makes itself not dumpable (native/agent/main.c).
  * - no_new_privs: execve never grants privilege (setuid and file
  *   capabilities are ignored); it is also what lets an unprivileged
  *   process install the seccomp filter.
  * - A seccomp filter refuses, with EPERM, the system calls a sandbox never
  *   needs (docs/security.md lists them): kernel keyrings, bpf, perf,
  *   kexec and modules, clock changes, mount and namespace changes, swap,
- *   accounting, and the rest below.  32-bit x86 system calls are refused
- *   outright: the filter's list names the 64-bit ones.
+ *   accounting, and the rest below; io_uring gets ENOSYS.  32-bit x86
+ *   system calls are refused outright: the filter's list names the 64-bit
+ *   ones.
  *
  * All three are inherited across fork and execve, so they hold for every
  * process the agent starts.
@@ -50,7 +53,14 @@ static const char *const REFUSED[] = {
     "syslog",		"quotactl",	   "quotactl_fd",	"nfsservctl",
     "lookup_dcookie",	"open_by_handle_at", "name_to_handle_at", "iopl",
     "ioperm",		"uselib",	   "_sysctl",		"vhangup",
+    "memfd_secret",	"kcmp",					/* memory the kernel hides; comparing others' kernel objects */
 };
+
+/* Refused with ENOSYS, as by a kernel built without it: io_uring, whose
+ * history of kernel bugs makes it a favourite way out of sandboxes (docker
+ * refuses it too).  Its users (liburing, libuv, tokio) then fall back to
+ * plain system calls, as they must on such kernels. */
+static const char *const ABSENT[] = {"io_uring_setup", "io_uring_enter", "io_uring_register"};
 
 static int drop_capabilities(struct setup_error *e)
 {
@@ -80,17 +90,24 @@ static int refuse_new_namespaces(scmp_filter_ctx ctx)
 	return rc;
 }
 
+/* A name libseccomp does not know on x86-64 (the obsolete module calls) has
+ * no number to refuse. */
+static int refuse(scmp_filter_ctx ctx, const char *name, int err)
+{
+	int nr = seccomp_syscall_resolve_name(name);
+	return nr == __NR_SCMP_ERROR ? 0 : seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), nr, 0);
+}
+
 static int install_filter(struct setup_error *e)
 {
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
 	if (!ctx)
 		return setup_fail(e, ENOMEM, "seccomp_init");
 	int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1);
-	for (size_t i = 0; rc == 0 && i < sizeof REFUSED / sizeof REFUSED[0]; i++) {
-		int nr = seccomp_syscall_resolve_name(REFUSED[i]);
-		if (nr != __NR_SCMP_ERROR)
-			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
-	}
+	for (size_t i = 0; rc == 0 && i < sizeof REFUSED / sizeof REFUSED[0]; i++)
+		rc = refuse(ctx, REFUSED[i], EPERM);
+	for (size_t i = 0; rc == 0 && i < sizeof ABSENT / sizeof ABSENT[0]; i++)
+		rc = refuse(ctx, ABSENT[i], ENOSYS);
 	if (rc == 0)
 		rc = refuse_new_namespaces(ctx);
 	if (rc == 0) /* the filter's names are x86-64's: other ABIs get nothing */

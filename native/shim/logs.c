@@ -9,6 +9,13 @@
  * reads whatever the box writes, so a box never blocks on its logs; when
  * the host cannot take them (a full disk), output is dropped and said so
  * once on the shim's stderr.
+ *
+ * The same goes for DIR/shim.log (SHIM_LOG_LIMIT): the agent and the
+ * network helper write their messages to a pipe the shim empties into it,
+ * so neither holds a host file (a compromised one cannot grow it, seek or
+ * truncate it).  It is also where the shim's own stdout and stderr go
+ * ("own"): they follow it to each new file, appending; the shim's few
+ * messages of its own are not counted against the limit.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,11 +30,12 @@
 
 static int open_current(struct shim_log *l, int flags)
 {
-	int fd = open(l->path, O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0600);
+	int fd = open(l->path, O_WRONLY | O_CREAT | O_CLOEXEC | (l->own ? O_APPEND : 0) | flags, 0600);
 	if (fd < 0)
 		return errno;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || lseek(fd, 0, SEEK_END) < 0) {
+	if (fstat(fd, &st) < 0 || lseek(fd, 0, SEEK_END) < 0 ||
+	    (l->own && (dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0))) {
 		int err = errno;
 		close(fd);
 		return err;
@@ -39,10 +47,13 @@ static int open_current(struct shim_log *l, int flags)
 	return 0;
 }
 
-int log_open(struct shim_log *l, const char *dir, const char *name, int *box_end)
+int log_open(struct shim_log *l, const char *dir, const char *name, uint64_t limit, bool own,
+	     int *box_end)
 {
 	l->pipe_fd = l->file_fd = -1;
 	l->failed = false;
+	l->limit = limit;
+	l->own = own;
 	if (snprintf(l->path, sizeof l->path, "%s/%s", dir, name) >= (int)sizeof l->path ||
 	    snprintf(l->old, sizeof l->old, "%s/%s.1", dir, name) >= (int)sizeof l->old)
 		return ENAMETOOLONG;
@@ -65,9 +76,9 @@ static void fail(struct shim_log *l, const char *what)
 }
 
 /* Append, starting a new file whenever the current one is half the limit. */
-static void append(struct shim_log *l, const char *buf, size_t len, uint64_t limit)
+static void append(struct shim_log *l, const char *buf, size_t len)
 {
-	uint64_t half = limit / 2;
+	uint64_t limit = l->limit, half = limit / 2;
 	while (len > 0 && !l->failed) {
 		if (limit && l->size >= half) {
 			if (rename(l->path, l->old) < 0) {
@@ -90,7 +101,7 @@ static void append(struct shim_log *l, const char *buf, size_t len, uint64_t lim
 	}
 }
 
-bool log_pump(struct shim_log *l, uint64_t limit)
+bool log_pump(struct shim_log *l)
 {
 	char buf[CHUNK];
 	if (l->pipe_fd < 0)
@@ -103,13 +114,13 @@ bool log_pump(struct shim_log *l, uint64_t limit)
 		l->pipe_fd = -1;
 		return false;
 	}
-	append(l, buf, (size_t)n, limit);
+	append(l, buf, (size_t)n);
 	return true;
 }
 
-void log_close(struct shim_log *l, uint64_t limit)
+void log_close(struct shim_log *l)
 {
-	while (log_pump(l, limit)) /* what the box wrote before it ended */
+	while (log_pump(l)) /* what the box wrote before it ended */
 		;
 	if (l->pipe_fd >= 0)
 		close(l->pipe_fd);

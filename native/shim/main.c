@@ -152,6 +152,8 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 			cfg->limits.pids = parse_u32(flag, val);
 		else if (strcmp(flag, "--cpu-millis") == 0)
 			cfg->limits.cpu_millis = parse_u32(flag, val);
+		else if (strcmp(flag, "--tmp-size") == 0)
+			cfg->tmp_size = parse_u64(flag, val);
 		else if (strcmp(flag, "--log-limit") == 0)
 			cfg->log_limit = parse_u64(flag, val);
 		else if (strcmp(flag, "--owner-pid") == 0)
@@ -323,6 +325,9 @@ int main(int argc, char **argv)
 	err = main_command_prepare(&cfg, &step);
 	if (err)
 		die(1, err, "%s", step);
+	if ((err = log_open(&cfg.logs[2], cfg.box_dir, "shim.log", SHIM_LOG_LIMIT, true,
+			    &cfg.messages_fd)) != 0)
+		die(1, err, "open shim.log");
 	cfg.listen_fd = listen_socket(&cfg);
 	int agent_fd = open(cfg.agent, O_PATH | O_CLOEXEC);
 	if (agent_fd < 0)
@@ -386,6 +391,8 @@ int main(int argc, char **argv)
 		die(1, errno, "write the box's id maps");
 	if ((err = network_start(&cfg, child, &step)) != 0)
 		die(1, err, "%s", step);
+	close(cfg.messages_fd); /* its writers hold it now: the box's init, the network helper */
+	cfg.messages_fd = -1;
 	if (write(sync_pipe[1], "g", 1) != 1)
 		die(1, errno, "release the box");
 	close(sync_pipe[1]);
@@ -407,8 +414,8 @@ int main(int argc, char **argv)
 	int code = supervise(&cfg, pidfd, owner_pidfd);
 	network_stop(&cfg);
 	cgroup_remove(&cfg);
-	log_close(&cfg.logs[0], cfg.log_limit);
-	log_close(&cfg.logs[1], cfg.log_limit);
+	for (size_t i = 0; i < 3; i++)
+		log_close(&cfg.logs[i]);
 	if (cfg.detached)
 		sync_writable_layer(&cfg);
 	main_command_record(&cfg);

@@ -35,8 +35,10 @@ int main_command_prepare(struct shim_config *cfg, const char **step)
 		return errno;
 	cfg->main_fds[0] = SHIM_MAIN_FD;
 	*step = "open the main command's logs";
-	if ((err = log_open(&cfg->logs[0], cfg->box_dir, "stdout.log", &cfg->main_fds[1])) ||
-	    (err = log_open(&cfg->logs[1], cfg->box_dir, "stderr.log", &cfg->main_fds[2])))
+	if ((err = log_open(&cfg->logs[0], cfg->box_dir, "stdout.log", cfg->log_limit, false,
+			    &cfg->main_fds[1])) ||
+	    (err = log_open(&cfg->logs[1], cfg->box_dir, "stderr.log", cfg->log_limit, false,
+			    &cfg->main_fds[2])))
 		return err;
 	int report[2];
 	*step = "pipe2";

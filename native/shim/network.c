@@ -70,7 +70,10 @@ int network_start(struct shim_config *cfg, pid_t child, const char **step)
 	argv[argc++] = "tap0";
 	posix_spawn_file_actions_t fa;
 	int err = posix_spawn_file_actions_init(&fa);
-	if (!err && !(err = posix_spawn_file_actions_adddup2(&fa, ready[1], 3)) &&
+	/* Its messages go to shim.log through the pipe, bounded like the agent's. */
+	if (!err && !(err = posix_spawn_file_actions_adddup2(&fa, cfg->messages_fd, 1)) &&
+	    !(err = posix_spawn_file_actions_adddup2(&fa, cfg->messages_fd, 2)) &&
+	    !(err = posix_spawn_file_actions_adddup2(&fa, ready[1], 3)) &&
 	    !(err = posix_spawn_file_actions_adddup2(&fa, exit_pipe[0], 4)))
 		err = posix_spawn(&cfg->network_pid, cfg->network, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);

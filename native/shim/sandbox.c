@@ -74,9 +74,12 @@ static int do_mount(const char *src, const char *dst, const char *type, unsigned
 	return 0;
 }
 
-/* The listening socket and the main command's fds are the agent's to keep. */
+/* The listening socket and the main command's fds are the agent's to keep;
+ * its stdout and stderr become shim.log's pipe (no host file: logs.c). */
 static int pass_fds(const struct shim_config *cfg, struct setup_error *e)
 {
+	if (dup2(cfg->messages_fd, STDOUT_FILENO) < 0 || dup2(cfg->messages_fd, STDERR_FILENO) < 0)
+		return setup_fail(e, errno, "give the agent shim.log's pipe");
 	if (fcntl(cfg->listen_fd, F_SETFD, 0) < 0)
 		return setup_fail(e, errno, "pass the listening socket");
 	for (size_t i = 0; cfg->main && i < 4; i++)
@@ -85,7 +88,18 @@ static int pass_fds(const struct shim_config *cfg, struct setup_error *e)
 	return 0;
 }
 
-static int mount_dev(const char *root, struct setup_error *e)
+/* A tmpfs of the box's (/tmp, /dev/shm), of at most cfg->tmp_size bytes. */
+static int mount_tmp(const struct shim_config *cfg, const char *dir, struct setup_error *e)
+{
+	char opts[64] = "mode=1777";
+	if (cfg->tmp_size)
+		snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)cfg->tmp_size);
+	if (ensure_dir(dir, 01777, e) < 0)
+		return -1;
+	return do_mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts, e);
+}
+
+static int mount_dev(const struct shim_config *cfg, const char *root, struct setup_error *e)
 {
 	char dev[PATH_MAX], p[PATH_MAX], host[32];
 	if (path_in(dev, root, "dev", e) < 0 || ensure_dir(dev, 0755, e) < 0 ||
@@ -101,8 +115,7 @@ static int mount_dev(const char *root, struct setup_error *e)
 	    do_mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC,
 		     "newinstance,ptmxmode=0666,mode=0620", e) < 0)
 		return -1;
-	if (path_in(p, dev, "shm", e) < 0 || ensure_dir(p, 01777, e) < 0 ||
-	    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", e) < 0)
+	if (path_in(p, dev, "shm", e) < 0 || mount_tmp(cfg, p, e) < 0)
 		return -1;
 	static const char *const links[][2] = {
 		{"pts/ptmx", "ptmx"},	     {"/proc/self/fd", "fd"},
@@ -127,10 +140,9 @@ static int build_root(const struct shim_config *cfg, const char *rootfs, struct 
 	if (path_in(p, rootfs, "proc", e) < 0 || ensure_dir(p, 0555, e) < 0 ||
 	    do_mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e) < 0)
 		return -1;
-	if (mount_dev(rootfs, e) < 0 || mask_proc(rootfs, e) < 0)
+	if (mount_dev(cfg, rootfs, e) < 0 || mask_proc(rootfs, e) < 0)
 		return -1;
-	if (path_in(p, rootfs, "tmp", e) < 0 || ensure_dir(p, 01777, e) < 0 ||
-	    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", e) < 0 ||
+	if (path_in(p, rootfs, "tmp", e) < 0 || mount_tmp(cfg, p, e) < 0 ||
 	    bind_host_paths(cfg, rootfs, e) < 0)
 		return -1;
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it

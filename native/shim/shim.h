@@ -5,10 +5,14 @@
  *                [--hostname NAME] [--grace-ms N] [--drain-ms N] [--owner-pid PID]
  *                [--detached] [--main] [--log-limit BYTES]
  *                [--memory BYTES] [--pids N [--pids-optional]] [--cpu-millis N]
+ *                [--tmp-size BYTES]
  *
  * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
  * one line, "ok <shim pid>" or "error <errno> <step>: <reason>".  The agent
  * also listens on DIR/agent.sock, where other host processes connect.
+ * The shim's stdout and stderr are DIR/shim.log (the host opens it); the
+ * shim keeps it to SHIM_LOG_LIMIT, and the agent and the network helper
+ * write theirs to a pipe the shim empties into it (logs.c).
  *
  * --detached: the box outlives the connection on fd 3, and the shim leaves
  * the process that spawned it (a fork whose parent exits once the status
@@ -61,12 +65,18 @@ struct shim_limits {
 	bool pids_optional;
 };
 
-/* A log of the main command: the pipe it writes to, the file it goes to. */
+/* DIR/shim.log keeps at most this much of what the agent, the network
+ * helper and the shim say. */
+#define SHIM_LOG_LIMIT (1u << 20)
+
+/* A log (logs.c): the pipe its writers write to, the file it goes to. */
 struct shim_log {
 	int pipe_fd; /* the read end; -1 once every writer is gone */
 	int file_fd;
-	uint64_t size; /* of the current file */
-	bool failed;   /* the host refused a write: the rest is dropped */
+	uint64_t size;  /* of the current file */
+	uint64_t limit; /* of the file and its older half together; 0: none */
+	bool own;       /* the shim's own stdout and stderr go to the file too */
+	bool failed;    /* the host refused a write: the rest is dropped */
 	char path[PATH_MAX], old[PATH_MAX + 4];
 };
 
@@ -97,6 +107,9 @@ struct shim_config {
 	char layer_dir[PATH_MAX]; /* where upper/ and work/ are: the box dir, or its disk */
 	const char *layer_rel;    /* the same, relative to the box dir ("." or "disk") */
 	const char *hostname;
+	/* --tmp-size BYTES: of each of /tmp and /dev/shm (the engine always
+	 * gives it, within the memory limit); 0: tmpfs's own, half the RAM */
+	uint64_t tmp_size;
 	uint32_t grace_ms, drain_ms;
 	pid_t owner_pid;
 	bool detached;
@@ -106,8 +119,10 @@ struct shim_config {
 	 * logs, and the write end of the pipe it reports the outcome on. */
 	int main_fds[4];
 	int outcome_fd; /* the read end of that pipe; -1 without --main */
-	struct shim_log logs[2]; /* stdout, stderr; with --main */
+	struct shim_log logs[3]; /* stdout, stderr (with --main); shim.log */
 	uint64_t log_limit;      /* --log-limit BYTES per stream; 0: no limit */
+	int messages_fd; /* shim.log's pipe: the agent's and the network helper's
+			  * stdout and stderr; -1 once they have it */
 };
 
 /* What the child reports through the error pipe when a step fails. */
@@ -192,12 +207,14 @@ int main_command_prepare(struct shim_config *cfg, const char **step);
 void main_command_record(const struct shim_config *cfg);
 
 /* logs.c: log_open makes the pipe (its write end, CLOEXEC, in *box_end)
- * and opens DIR/NAME; 0 or an errno.  log_pump moves what the pipe holds
- * now into the file, false once there was nothing to move; log_close
- * moves the rest, once the box is gone, and closes both. */
-int log_open(struct shim_log *l, const char *dir, const char *name, int *box_end);
-bool log_pump(struct shim_log *l, uint64_t limit);
-void log_close(struct shim_log *l, uint64_t limit);
+ * and opens DIR/NAME, to keep at most limit bytes (own: the shim's stdout
+ * and stderr go there too); 0 or an errno.  log_pump moves what the pipe
+ * holds now into the file, false once there was nothing to move;
+ * log_close moves the rest, once the box is gone, and closes both. */
+int log_open(struct shim_log *l, const char *dir, const char *name, uint64_t limit, bool own,
+	     int *box_end);
+bool log_pump(struct shim_log *l);
+void log_close(struct shim_log *l);
 
 /* fdio.c: read until len bytes, EOF or an error; write until len bytes or
  * an error (errno set).  Both return the bytes done. */

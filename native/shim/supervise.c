@@ -1,6 +1,7 @@
 /*
  * supervise.c - the shim's life after set-up: wait for the agent to exit,
- * moving the main command's output to its logs meanwhile.
+ * moving the main command's output and the box's messages to their logs
+ * meanwhile.
  *
  * SIGTERM (stop the box) is forwarded to the agent, which terminates the
  * box's processes itself; if it is still alive grace + 2 s later, SIGKILL
@@ -74,17 +75,18 @@ int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 	}
 	int64_t kill_at = -1;
 	for (;;) {
-		struct pollfd p[5] = {
+		struct pollfd p[6] = {
 			{.fd = agent_pidfd, .events = POLLIN},
 			{.fd = sfd, .events = POLLIN},
 			{.fd = owner_pidfd, .events = POLLIN}, /* -1 is ignored by poll */
 			{.fd = cfg->logs[0].pipe_fd, .events = POLLIN},
 			{.fd = cfg->logs[1].pipe_fd, .events = POLLIN},
+			{.fd = cfg->logs[2].pipe_fd, .events = POLLIN},
 		};
 		int timeout = -1;
 		if (kill_at >= 0)
 			timeout = kill_at > now_ms() ? (int)(kill_at - now_ms()) : 0;
-		int n = poll(p, 5, timeout);
+		int n = poll(p, 6, timeout);
 		if (n < 0 && errno != EINTR) {
 			fprintf(stderr, "boxlite-shim: poll: %s\n", strerror(errno));
 			signal_agent(agent_pidfd, SIGKILL);
@@ -92,9 +94,9 @@ int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 		}
 		if (n > 0 && p[0].revents)
 			break;
-		for (size_t i = 0; n > 0 && i < 2; i++)
+		for (size_t i = 0; n > 0 && i < 3; i++)
 			if (p[3 + i].revents)
-				log_pump(&cfg->logs[i], cfg->log_limit);
+				log_pump(&cfg->logs[i]);
 		if (n > 0 && p[1].revents) {
 			struct signalfd_siginfo si;
 			bool kill_now = false;
