@@ -281,18 +281,64 @@ static void test_free_releases_undelivered_events(void)
 	CHECK(r.calls == 0);
 }
 
+static void make_marker(const char *dir)
+{
+	char path[160];
+	snprintf(path, sizeof path, "%s/%s", dir, boxlite_box_marker());
+	FILE *f = fopen(path, "w");
+	CHECK(f && fclose(f) == 0);
+}
+
+static void test_box_dir_must_be_a_box_directory(void)
+{
+	boxlite_runtime *rt = new_runtime(0, "exit 1");
+	const char *lowers[] = {"/", NULL};
+	char other[160], link[160], path[192];
+	snprintf(other, sizeof other, "%s/not-a-box", libexec);
+	snprintf(link, sizeof link, "%s/link", libexec);
+	CHECK(mkdir(other, 0700) == 0 && symlink(boxdir, link) == 0);
+	struct stat before, after;
+	CHECK(stat("/etc", &before) == 0);
+	boxlite_handle h = 0;
+	const char *refused[] = {"/etc", other, link, "/nonexistent/box", "relative"};
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		boxlite_box_options bo = {.box_dir = refused[i], .lower_dirs = lowers};
+		CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_ERR_NOT_BOX_DIR && h == 0);
+		CHECK(boxlite_box_connect(rt, &bo, getpid(), 1, &h) == BOXLITE_ERR_NOT_BOX_DIR);
+	}
+	CHECK(stat("/etc", &after) == 0 && after.st_mode == before.st_mode);
+	/* The marker must be a regular file, the directory closed to others. */
+	snprintf(path, sizeof path, "%s/%s", other, boxlite_box_marker());
+	CHECK(mkdir(path, 0700) == 0);
+	boxlite_box_options bo = {.box_dir = other, .lower_dirs = lowers};
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_ERR_NOT_BOX_DIR);
+	CHECK(rmdir(path) == 0);
+	make_marker(other);
+	CHECK(chmod(other, 0755) == 0);
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_ERR_NOT_BOX_DIR);
+	CHECK(chmod(other, 0711) == 0); /* as the shim leaves it for a mapped box */
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_OK && h != 0);
+	CHECK(boxlite_box_free(rt, h) == BOXLITE_OK);
+	CHECK(unlink(path) == 0 && rmdir(other) == 0 && unlink(link) == 0);
+	boxlite_runtime_close(rt);
+	drain_until_closed(rt);
+	boxlite_runtime_free(rt);
+}
+
 int main(void)
 {
 	snprintf(libexec, sizeof libexec, "/tmp/boxlite-native-XXXXXX");
 	CHECK(mkdtemp(libexec));
 	snprintf(boxdir, sizeof boxdir, "%s/box", libexec);
 	CHECK(mkdir(boxdir, 0700) == 0);
+	make_marker(boxdir);
 	RUN(test_null_arguments_are_refused);
 	RUN(test_post_drain_runs_on_caller_in_order);
 	RUN(test_close_wakes_blocked_drain);
 	RUN(test_failed_start_reports_engine_error);
 	RUN(test_close_completes_inflight_start_once);
 	RUN(test_free_releases_undelivered_events);
+	RUN(test_box_dir_must_be_a_box_directory);
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", libexec);
 	CHECK(system(cmd) == 0);
