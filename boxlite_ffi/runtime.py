@@ -331,9 +331,9 @@ class Runtime:
         for record in self._store.all():
             self._settle(record)
             directory = self._dir(record.id)
-            if directory.is_dir() and not boxdir.has_spec(directory):
-                boxdir.mark(directory)
+            if not record.removed and not boxdir.has_spec(directory) and directory.is_dir():
                 with contextlib.suppress(BoxliteError):  # a full disk: the next open
+                    boxdir.mark(directory)
                     boxdir.write_spec(directory, record)
         with self._store.exclusive() as known:
             garbage = [

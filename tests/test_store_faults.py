@@ -18,6 +18,7 @@ import boxlite_ffi
 from boxlite_ffi import BoxStatus, ErrorCode, StoreReason
 from boxlite_ffi.boxdir import MARKER, SPEC
 from boxlite_ffi.core import BoxConfig
+from boxlite_ffi.lifecycle import KILL_NOW, shim_pid, signal_shim
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mounts a small filesystem (root)")
@@ -39,8 +40,6 @@ def populated(home: Path, oci_image: Path) -> Iterator[Path]:
 
 
 def _shim_alive(home: Path) -> int:
-    from boxlite_ffi.lifecycle import shim_pid
-
     (box_dir,) = [d for d in (home / "boxes").iterdir() if not d.name.startswith(".")]
     pid = shim_pid(box_dir)
     assert pid is not None, "the box's shim is gone"
@@ -175,7 +174,9 @@ def _small_fs(where: Path, size: str) -> Iterator[Path]:
                    check=True)  # fmt: skip
     try:
         yield where
-    finally:
+    finally:  # a failed test's boxes die before their home goes
+        for box_dir in (where / "boxes").glob("*"):
+            signal_shim(box_dir, KILL_NOW, wait=True)
         subprocess.run(["umount", "-l", where], check=True)
 
 
