@@ -4,6 +4,7 @@ lost, and ``Runtime.recover`` is the way back."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import boxlite_ffi
+import boxlite_ffi.aio
 from boxlite_ffi import BoxStatus, ErrorCode, StoreReason
 from boxlite_ffi.boxdir import MARKER, SPEC
 from boxlite_ffi.core import BoxConfig
@@ -303,7 +305,7 @@ def test_a_fresh_home_and_a_home_of_images_only(home: Path, oci_image: Path) -> 
         Path(f"{home / 'boxlite.db'}{extra}").unlink(missing_ok=True)
     with pytest.raises(boxlite_ffi.StoreLostError):
         boxlite_ffi.Runtime(home)  # image blobs, no store: lost, not fresh
-    report = boxlite_ffi.Runtime.recover(home)
+    report = asyncio.run(boxlite_ffi.aio.Runtime.recover(home))  # the same, for asyncio
     assert report.boxes == () and len(report.images) == 1
     with boxlite_ffi.Runtime(home) as rt:
         (info,) = rt.images.list()
