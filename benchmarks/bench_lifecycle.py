@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import boxlite_ffi
+from boxlite_ffi import boxdir
 from boxlite_ffi.box import native_config
 from boxlite_ffi.execution import Execution, _ExecSink
 from boxlite_ffi.tree import remove_tree
@@ -32,7 +33,8 @@ def without_store(rt: boxlite_ffi.Runtime, root: Path, n: list[int]) -> None:
     native = rt.native
     n[0] += 1
     directory = rt.home / "bare" / str(n[0])
-    directory.mkdir(parents=True)
+    directory.parent.mkdir(exist_ok=True)
+    boxdir.make(directory)  # the native core takes only a marked box directory
     config = {
         "lowers": [str(root)],
         "hostname": "bare",

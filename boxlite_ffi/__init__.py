@@ -13,6 +13,7 @@ from .errors import (
     BoxliteError,
     BoxliteTimeoutError,
     DigestMismatchError,
+    DiskFullError,
     EngineError,
     ErrorCode,
     ExecClosedError,
@@ -24,12 +25,17 @@ from .errors import (
     InvalidArgumentError,
     InvalidHandleError,
     InvalidStateError,
+    NotABoxDirectoryError,
     NotFoundError,
     OutOfMemoryError,
     ProtocolError,
     RegistryNetworkError,
     RuntimeClosedError,
     StateReason,
+    StoreCorruptError,
+    StoreError,
+    StoreLostError,
+    StoreReason,
     SystemCallError,
     UnauthorizedError,
     UnsafePathError,
@@ -37,6 +43,7 @@ from .errors import (
 from .execution import ExecResult, Execution, Outcome
 from .image import ImageInfo, Images, Progress, PruneReport
 from .lifecycle import BoxExit, BoxInfo, BoxStatus
+from .recovery import RecoveredBox, RecoveryReport
 from .runtime import Runtime
 from .streams import ChunkStream, OutputChunk, OutputStream
 
@@ -53,6 +60,7 @@ __all__ = [
     "BoxliteTimeoutError",
     "ChunkStream",
     "DigestMismatchError",
+    "DiskFullError",
     "EngineError",
     "ErrorCode",
     "ExecClosedError",
@@ -68,6 +76,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidHandleError",
     "InvalidStateError",
+    "NotABoxDirectoryError",
     "NotFoundError",
     "OutOfMemoryError",
     "Outcome",
@@ -76,10 +85,16 @@ __all__ = [
     "Progress",
     "ProtocolError",
     "PruneReport",
+    "RecoveredBox",
+    "RecoveryReport",
     "RegistryNetworkError",
     "Runtime",
     "RuntimeClosedError",
     "StateReason",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreLostError",
+    "StoreReason",
     "SystemCallError",
     "UnauthorizedError",
     "UnsafePathError",

@@ -26,6 +26,7 @@ from .execution import ExecResult, OutputCallback
 from .image import images as _images
 from .image.images import ImageInfo, PruneReport
 from .lifecycle import BoxExit, BoxInfo
+from .recovery import RecoveryReport
 from .streams import ChunkStream, OutputChunk, OutputStream
 
 
@@ -281,6 +282,11 @@ class Runtime:
     @property
     def images(self) -> Images:
         return Images(self._inner.images)
+
+    @staticmethod
+    async def recover(home: str | os.PathLike[str] | None = None) -> RecoveryReport:
+        """``Runtime.recover``, off the event loop."""
+        return await asyncio.to_thread(_runtime.Runtime.recover, home)
 
     async def create(self, image: str | os.PathLike[str] | None = None, **options: Any) -> Box:
         return Box(await asyncio.to_thread(self._inner.create, image, **options))

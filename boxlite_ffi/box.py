@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import file_copy
+from . import boxdir, file_copy
 from ._native import lib
 from .core import BoxConfig, Mount, then
 from .errors import (
     BoxliteError,
     BoxliteTimeoutError,
+    DiskFullError,
     ExecClosedError,
     InvalidArgumentError,
     InvalidStateError,
@@ -51,7 +52,6 @@ from .lifecycle import (
 )
 from .limits import DISK_IMAGE, oom_watch
 from .store import DELETE, BoxRecord, Change, Proc, start_ticks
-from .tree import remove_tree
 from .users import as_user, check_user
 
 if TYPE_CHECKING:
@@ -257,7 +257,8 @@ class Box:
     def _record_failed(self, exc: BaseException) -> None:
         fields = {"status": BoxStatus.FAILED, "reason": str(exc), "actor": None}
         with contextlib.suppress(RuntimeClosedError):
-            self._svc.store.change(self.id, lambda r: fields | {"finished": time.time()})
+            changed = lambda r: fields | {"finished": time.time()}  # noqa: E731
+            self._svc.store.change(self.id, changed, frees=True)
 
     def _record_running(self) -> None:
         try:
@@ -328,7 +329,11 @@ class Box:
             # The native core refuses to stop a box that is still starting.
             return then(starting, self.stop_future)
         ended = self._svc.monitor.ended(self.id)
-        record = self._svc.store.change(self.id, self._claim_stop)
+        try:
+            record = self._svc.store.change(self.id, self._claim_stop, frees=True)
+        except BaseException:
+            self._svc.monitor.discard(self.id, ended)
+            raise
         if record.status != BoxStatus.STOPPING:
             self._svc.monitor.discard(self.id, ended)
             return _done()
@@ -419,14 +424,33 @@ class Box:
         if starting is not None:
             starting.exception()
         ended = self._svc.monitor.ended(self.id)
-        record = self._svc.store.change(self.id, lambda r: self._claim_remove(r, force))
+        try:
+            record = self._claim_removal(force)
+        except BaseException:
+            self._svc.monitor.discard(self.id, ended)
+            raise
         if record.status in LIVE:
             self._signal_shim(KILL_NOW)
             ended.result()
         else:
             self._svc.monitor.discard(self.id, ended)
-        remove_tree(self.directory)
+        boxdir.discard(self.directory)
+        self._svc.store.replenish()
         self._let_go()
+
+    def _claim_removal(self, force: bool) -> BoxRecord:
+        """Mark the record removed.  On a disk so full that not even the
+        reserve made room (a box still filling it), a forced removal kills
+        the box and deletes its directory first, which frees the room."""
+        claim = lambda r: self._claim_remove(r, force)  # noqa: E731
+        try:
+            return self._svc.store.change(self.id, claim, frees=True)
+        except DiskFullError:
+            if not force:
+                raise
+        signal_shim(self.directory, KILL_NOW, wait=True)
+        boxdir.discard(self.directory)
+        return self._svc.store.change(self.id, claim, frees=True)
 
     def _claim_remove(self, record: BoxRecord, force: bool) -> Change:
         change, status = self._settled(record)
@@ -455,8 +479,8 @@ class Box:
         self._let_go()
         if owned:
             with contextlib.suppress(RuntimeClosedError, NotFoundError):
-                self._svc.store.change(self.id, lambda r: DELETE)
-            remove_tree(self.directory)
+                self._svc.store.change(self.id, lambda r: DELETE, frees=True)
+            boxdir.discard(self.directory)
 
     def _owned(self) -> bool:
         if self.detached:
@@ -743,6 +767,7 @@ _STATE_REASONS = {
     BoxStatus.STOPPED: StateReason.NOT_RUNNING,
     BoxStatus.EXITED: StateReason.BOX_EXITED,
     BoxStatus.FAILED: StateReason.BOX_FAILED,
+    BoxStatus.LOST: StateReason.NOT_RUNNING,
     BoxStatus.STARTING: StateReason.BOX_STARTING,
     BoxStatus.STOPPING: StateReason.BOX_STOPPING,
 }

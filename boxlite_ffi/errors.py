@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum, IntEnum
 
 
@@ -24,6 +27,9 @@ class ErrorCode(IntEnum):
     TIMEOUT = 13
     INTERNAL = 14
     UNSAFE_PATH = 15
+    NOT_BOX_DIR = 16
+    STORE = 17  # the Python layer's only
+    NO_SPACE = 18  # the Python layer's only
 
 
 class BoxliteError(Exception):
@@ -171,6 +177,67 @@ class UnsafePathError(BoxliteError):
     code = ErrorCode.UNSAFE_PATH
 
 
+class NotABoxDirectoryError(BoxliteError):
+    """A box directory given to the native core is none the runtime made
+    (no marker file, or not the caller's own directory closed to others)."""
+
+    code = ErrorCode.NOT_BOX_DIR
+
+
+class StoreReason(Code):
+    """What is wrong with the home's store, ``boxlite.db`` (stable codes)."""
+
+    LOST = "lost"  # missing or empty, while the home holds boxes or images
+    CORRUPT = "corrupt"  # not an SQLite database, or a damaged one
+    UNUSABLE = "unusable"  # cannot be opened or written: read-only, no rights, I/O error
+
+
+RECOVER_HINT = "run `boxlite recover` (or Runtime.recover()) to rebuild it from the home"
+
+
+class StoreError(BoxliteError):
+    """The store cannot be used; ``reason`` says why.  Nothing was deleted:
+    ``boxlite recover`` / ``Runtime.recover()`` is the way back for a lost
+    or corrupt store."""
+
+    code = ErrorCode.STORE
+    default_reason = StoreReason.UNUSABLE
+
+    def __init__(self, message: str | None = None, reason: StoreReason | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or self.default_reason
+
+
+class StoreLostError(StoreError):
+    default_reason = StoreReason.LOST
+
+
+class StoreCorruptError(StoreError):
+    default_reason = StoreReason.CORRUPT
+
+
+class DiskFullError(BoxliteError, OSError):
+    """The home's filesystem (or a quota on it) has no room left."""
+
+    code = ErrorCode.NO_SPACE
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def os_errors(what: str) -> Iterator[None]:
+    """An OSError in the block as a typed error about ``what``: a full disk
+    is a ``DiskFullError``, anything else a ``SystemCallError``."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, BoxliteError):
+            raise
+        cls = DiskFullError if exc.errno in _NO_SPACE else SystemCallError
+        raise cls(f"{what}: {exc.strerror or exc}") from exc
+
+
 _BY_CODE: dict[int, type[BoxliteError]] = {
     cls.code: cls
     for cls in (
@@ -189,6 +256,9 @@ _BY_CODE: dict[int, type[BoxliteError]] = {
         BoxliteTimeoutError,
         InternalError,
         UnsafePathError,
+        NotABoxDirectoryError,
+        StoreError,
+        DiskFullError,
     )
 }
 

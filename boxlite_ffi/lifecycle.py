@@ -4,7 +4,8 @@ record is reconciled with reality.
     configured -> starting -> running -> stopping -> stopped
                                       -> exited   (its main command ended)
                            -> failed  (it could not start)
-    stopped, exited, failed -> starting (start again: the writable layer stays)
+                                      -> lost     (its shim died unasked, or the host restarted)
+    stopped, exited, failed, lost -> starting (start again: the writable layer stays)
 
 Removing is not a status: a removed box's record is hidden from lookups
 and kept a while, so a waiter still learns how its run ended.
@@ -28,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import boxdir
 from .errors import Code
 from .execution import Outcome
-from .store import DELETE, BoxRecord, Change, Proc, Store, removes
-from .tree import remove_tree
+from .store import DELETE, BoxRecord, Change, Proc, Store, boot_id, removes
 
 
 class BoxStatus(Code):
@@ -42,10 +43,11 @@ class BoxStatus(Code):
     STOPPED = "stopped"
     EXITED = "exited"
     FAILED = "failed"
+    LOST = "lost"  # the run ended without a stop or an end of its main command
 
 
 LIVE = frozenset({BoxStatus.STARTING, BoxStatus.RUNNING, BoxStatus.STOPPING})
-ENDED = frozenset({BoxStatus.STOPPED, BoxStatus.EXITED, BoxStatus.FAILED})
+ENDED = frozenset({BoxStatus.STOPPED, BoxStatus.EXITED, BoxStatus.FAILED, BoxStatus.LOST})
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ class BoxExit:
     """How a box's run ended (``Box.wait``).
 
     ``outcome`` is its main command's (EXITED with ``exit_code``, SIGNALED
-    with ``signal``, FAILED_TO_START with ``reason``), or None when the box
-    was stopped, or ended without a main command.  ``exit_code`` follows
+    with ``signal``, FAILED_TO_START with ``reason``), LOST when the run
+    ended unasked (``reason`` says how), or None when the box was stopped.  ``exit_code`` follows
     the shell: 128+n after signal n, 127/126 when the command could not be
     started.
     """
@@ -73,6 +75,8 @@ class BoxExit:
             outcome = Outcome.EXITED if record.exit_signal is None else Outcome.SIGNALED
         elif record.status == BoxStatus.FAILED and record.exit_code is not None:
             outcome = Outcome.FAILED_TO_START
+        elif record.status == BoxStatus.LOST:
+            outcome = Outcome.LOST
         return cls(
             BoxStatus(record.status),
             outcome,
@@ -188,9 +192,22 @@ def read_exit(box_dir: Path) -> Change | None:
 # ---- reconciling ----------------------------------------------------------
 
 
-def ended(box_dir: Path) -> Change:
-    """The fields of a run that is over: what the shim recorded, else stopped."""
-    return read_exit(box_dir) or {"status": BoxStatus.STOPPED, "finished": time.time()}
+def ended(record: BoxRecord, box_dir: Path) -> Change:
+    """The fields of a run that is over: what the shim recorded; else
+    stopped when someone asked for it (a stop, a removal), else lost."""
+    recorded = read_exit(box_dir)
+    if recorded:
+        return recorded
+    now = time.time()
+    if record.status == BoxStatus.STOPPING or record.removed:
+        return {"status": BoxStatus.STOPPED, "finished": now}
+    shim = record.shim
+    if shim is not None and shim.boot_id != boot_id():
+        why = "the host restarted while it ran"
+    else:
+        pid = f" (pid {shim.pid})" if shim else ""
+        why = f"its supervisor, boxlite-shim{pid}, died without being asked to stop"
+    return {"status": BoxStatus.LOST, "reason": why, "finished": now}
 
 
 def settle(record: BoxRecord, box_dir: Path) -> Change | None:
@@ -208,7 +225,7 @@ def settle(record: BoxRecord, box_dir: Path) -> Change | None:
             reason = "the process starting it died"
             change = {"status": BoxStatus.FAILED, "reason": reason, "actor": None}
     elif status in (BoxStatus.RUNNING, BoxStatus.STOPPING) and pid is None:
-        change = ended(box_dir) | {"actor": None}
+        change = ended(record, box_dir) | {"actor": None}
     if pid is None and not record.removed and _unkept(record, change.get("status", status)):
         return change | DELETE
     return change or None
@@ -236,7 +253,7 @@ def reconcile(store: Store, box_id: str, box_dir: Path, seen: BoxRecord | None =
             removing.append(True)
         return fields
 
-    record = store.change(box_id, change)
+    record = store.change(box_id, change, frees=True)
     if removing:
-        remove_tree(box_dir)
+        boxdir.discard(box_dir)
     return record

@@ -17,10 +17,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import boxdir, recovery
 from .box import Box, BoxServices, check_argv, env_list, native_config
 from .core import Mount, NativeRuntime
-from .errors import EngineError, ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
-from .home import libexec_dir, resolve_home
+from .errors import (
+    BoxliteError,
+    EngineError,
+    ImageError,
+    ImageNotFoundError,
+    InvalidArgumentError,
+    NotFoundError,
+    os_errors,
+)
+from .home import holds_state, libexec_dir, resolve_home, store_path
 from .image import Images, ResolvedImage
 from .image.media import ImageConfig
 from .lifecycle import (
@@ -33,7 +42,8 @@ from .lifecycle import (
 )
 from .limits import DISK_MIN, make_disk, parse_limits, parse_size
 from .monitor import Monitor
-from .store import BoxRecord, Proc, Store
+from .recovery import RecoveryReport
+from .store import DELETE, BoxRecord, Proc, Store
 from .tree import remove_tree
 from .users import ROOT_USERS, UNPRIVILEGED, as_user, check_user, runs_users
 
@@ -73,9 +83,13 @@ class Runtime:
         self.home = resolve_home(home)
         self._grace_ms = _millis(stop_grace, "stop_grace")
         self._drain_ms = _millis(drain_window, "drain_window")
-        self._store = Store(self.home / "boxlite.db")
-        self._images = Images(self.home / "images", self._store)
-        self._recover()
+        self._store = Store(store_path(self.home), create=not holds_state(self.home))
+        try:
+            self._images = Images(self.home / "images", self._store)
+            self._reconcile_all()
+        except BaseException:
+            self._store.close()
+            raise
         self._native = NativeRuntime(libexec_dir(), queue_capacity=queue_capacity, workers=workers)
         self._monitor = Monitor(self._box_exited)
         self._services = BoxServices(self._native, self._store, self._monitor, self._forget)
@@ -220,19 +234,30 @@ class Runtime:
     ) -> BoxRecord:
         """Store a new box, its directory made in the same transaction."""
         directory = self._dir(box_id)
-        # The native core's checks, before anything is recorded.
-        self._native.box_free(
-            self._native.box_new(native_config(directory, config, detach), owner_pid=0)
-        )
         owner = None if detach else Proc.me()
         record = BoxRecord(box_id, name, config, detach, time.time(), owner=owner)
 
         def make() -> None:
-            directory.mkdir(mode=0o700)
-            if config["disk"]:
-                make_disk(directory, config["disk"])
+            boxdir.make(directory)
+            try:
+                # The native core's checks, before anything is recorded.
+                self._native.box_free(
+                    self._native.box_new(native_config(directory, config, detach), owner_pid=0)
+                )
+                if config["disk"]:
+                    with os_errors(f"making the disk of box {box_id}"):
+                        make_disk(directory, config["disk"])
+            except BaseException:
+                remove_tree(directory)
+                raise
 
         self._store.add(record, also=make)
+        try:
+            boxdir.write_spec(directory, record)  # after the commit: see boxdir
+        except BaseException:
+            self._store.change(box_id, lambda r: DELETE, frees=True)
+            boxdir.discard(directory)
+            raise
         return record
 
     def _image(self, image: str | os.PathLike[str]) -> ResolvedImage:
@@ -301,19 +326,46 @@ class Runtime:
         """Delete a box (see ``Box.remove``)."""
         self.get(id_or_name).remove(force=force)
 
-    def _recover(self) -> None:
-        """Bring every record in line with reality, and sweep directories
-        that no record explains (a crash in the middle of create or remove)."""
+    def _reconcile_all(self) -> None:
+        """Bring every record in line with reality (and its directory's own
+        files: a box made before they existed, or a crash between a create's
+        commit and its specification), and sweep what is provably garbage:
+        directories of removed boxes, and marked ones with no specification
+        (``boxdir``).  Any other directory with no record stays: one with a
+        specification is a box that ``recover`` takes in again."""
         for record in self._store.all():
             self._settle(record)
+            directory = self._dir(record.id)
+            if not record.removed and not boxdir.has_spec(directory) and directory.is_dir():
+                with contextlib.suppress(BoxliteError):  # a full disk: the next open
+                    boxdir.mark(directory)
+                    boxdir.write_spec(directory, record)
         with self._store.exclusive() as known:
-            strays = [d for d in (self.home / "boxes").iterdir() if d.name not in known]
-            for directory in strays:
+            garbage = [
+                d
+                for d in (self.home / "boxes").iterdir()
+                if known.get(d.name, False) or (d.name not in known and boxdir.is_garbage(d))
+            ]
+            for directory in garbage:
                 signal_shim(directory, KILL_NOW, wait=True)  # nobody owns it any more
             # Moved aside under the lock (quick), deleted after it (maybe not).
-            gone = [_move_aside(directory) for directory in strays]
+            gone = [boxdir.move_aside(d) for d in garbage]
         for directory in gone:
             remove_tree(directory)
+
+    @staticmethod
+    def recover(home: str | os.PathLike[str] | None = None) -> RecoveryReport:
+        """Rebuild the store of ``home`` (default as for ``Runtime``) from
+        the home itself, when it is lost or damaged (``StoreLostError``,
+        ``StoreCorruptError``), or take in boxes whose records are missing.
+
+        A damaged store is moved aside, never deleted.  Box records come
+        from each box directory's specification and are reconciled with
+        reality (a detached box still running is found running, its
+        writable layer untouched); image records come from the manifests in
+        the image cache.  Tags only the store knew are lost, and reported.
+        Nothing is deleted.  Call it while no other runtime uses the home."""
+        return recovery.recover(resolve_home(home))
 
     def close(self) -> None:
         """Close every box (see ``Box.close``: the ones this program owns go
@@ -338,15 +390,6 @@ def _statuses(status: BoxStatus | str | Iterable[BoxStatus | str] | None) -> set
         return {BoxStatus(value) for value in values}
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"unknown box status in {status!r}") from None
-
-
-def _move_aside(directory: Path) -> Path:
-    """Rename a stray box directory out of the ids' way (a crash before its
-    deletion leaves a stray again: swept at the next open)."""
-    aside = directory.with_name(f".gone-{secrets.token_hex(4)}-{directory.name}")
-    with contextlib.suppress(FileNotFoundError):
-        directory.rename(aside)
-    return aside
 
 
 NETWORK_HELPER = "slirp4netns"

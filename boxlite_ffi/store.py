@@ -11,14 +11,23 @@ and after a reboot none of them is alive.
 Every change is one ``BEGIN IMMEDIATE`` transaction that reads the record
 and writes what a pure function of it says, so two processes changing the
 same box serialise instead of losing an update.
+
+The store is never created over a home that holds boxes or images (a lost
+store: ``StoreLostError``), never written when it is damaged
+(``StoreCorruptError``), and its failures are typed (``errors.StoreError``,
+``DiskFullError``), never ``sqlite3``'s.  A full disk must not keep a box
+from being stopped or removed: beside the store lies a reserve file, given
+up the first time such a write finds no room (see ``change``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,14 +37,18 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from .errors import (
+    RECOVER_HINT,
     AlreadyExistsError,
     BoxliteTimeoutError,
+    DiskFullError,
     ImageInUseError,
     ImageNotFoundError,
     InvalidArgumentError,
     NotFoundError,
     RuntimeClosedError,
-    SystemCallError,
+    StoreCorruptError,
+    StoreError,
+    StoreLostError,
 )
 
 _MIGRATIONS: list[list[str]] = [
@@ -86,6 +99,9 @@ _COLUMNS = (
     " started, finished, shim, owner, actor, removed"
 )
 BUSY_TIMEOUT_S = 10.0
+# Room kept for the writes that free space (stop, remove, settle) when the
+# disk is full: a few hundred WAL frames, the -shm file, a checkpoint's growth.
+RESERVE_BYTES = 1 << 20
 # A removed box's record stays this long, hidden, so a waiter learns its end.
 TOMBSTONE_S = 600.0
 
@@ -185,19 +201,51 @@ def start_ticks(pid: int) -> int:
 
 
 class Store:
-    """Box records of one home.  Thread-safe; every write is one transaction."""
+    """Box records of one home.  Thread-safe; every write is one transaction.
 
-    def __init__(self, path: Path) -> None:
+    ``create``: whether an absent or empty store may be made afresh; the
+    caller knows whether the home holds anything a lost store described."""
+
+    def __init__(self, path: Path, *, create: bool) -> None:
+        self.path = path
+        self._reserve = path.with_name("boxlite.reserve")
         self._lock = threading.Lock()
         self._closed = False
-        self._db = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # Commits reach the WAL without an fsync each: a power cut may lose
-        # the last few, never consistency, and after one every box is dead
-        # anyway and reconciled at the next open.  Saves ~0.4 ms per write.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        empty = _absent_or_empty(path)
+        if empty and not create:
+            raise _lost(path)
+        with self._errors():
+            uri = f"{path.as_uri()}?mode={'rwc' if empty else 'rw'}"
+            self._db = sqlite3.connect(
+                uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        try:
+            try:
+                self._open(create)
+            except DiskFullError:
+                # A -shm or WAL to make again (the last close deleted them).
+                if not self._release_reserve():
+                    raise
+                self._open(create)
+        except BaseException:
+            self._db.close()
+            raise
+        self.replenish()
+
+    def _open(self, create: bool) -> None:
+        with self._errors():
+            # Read before anything is written: a damaged store stays as it is.
+            check = self._db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise sqlite3.DatabaseError("; ".join(str(row[0]) for row in check[:3]))
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if not tables and not create:
+                raise _lost(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Commits reach the WAL without an fsync each: a power cut may lose
+            # the last few, never consistency, and after one every box is dead
+            # anyway and reconciled at the next open.  Saves ~0.4 ms per write.
+            self._db.execute("PRAGMA synchronous=NORMAL")
         with self._transaction() as db:  # one migrator at a time
             version = db.execute("PRAGMA user_version").fetchone()[0]
             for step, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
@@ -205,26 +253,55 @@ class Store:
                     db.execute(sql)
                 db.execute(f"PRAGMA user_version = {step}")
 
+    def replenish(self) -> None:
+        """Make the reserve file if it is missing and there is room for it."""
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return  # there already, or a read-only home: nothing to keep
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)  # no room for it now: the next open tries
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's room to the store; False if there was none."""
+        try:
+            self._reserve.unlink()
+        except OSError:
+            return False
+        return True
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        with _typed_errors(self.path):
+            yield
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, _typed_errors():
+        with self._lock, self._errors():
             if self._closed:
                 raise RuntimeClosedError("the runtime is closed")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._db.close()
+            # Its last checkpoint may find no room: the WAL keeps the data.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[BoxRecord]:
-        with self._lock, _typed_errors():
+        with self._lock, self._errors():
             if self._closed:
                 raise RuntimeClosedError("the runtime is closed")
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM boxes {sql}", args).fetchall()
@@ -249,18 +326,57 @@ class Store:
         except sqlite3.IntegrityError:
             raise AlreadyExistsError(f"a box named {record.name!r} exists") from None
 
-    @contextmanager
-    def exclusive(self) -> Iterator[set[str]]:
-        """The ids of every box not removed, with every writer held off
-        (no box is being created meanwhile)."""
-        with self._transaction() as db:
-            rows = db.execute(f"SELECT id FROM boxes WHERE {_LIVE_ROWS}").fetchall()
-            yield {row[0] for row in rows}
+    def restore(self, record: BoxRecord) -> None:
+        """Insert a record rebuilt by recovery (its image may be gone: the
+        box's layers are what it runs on).  ``AlreadyExistsError`` when its
+        id or name is taken."""
+        values = _columns({f.name: getattr(record, f.name) for f in dataclasses.fields(record)})
+        marks = ", ".join("?" * len(values))
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    f"INSERT INTO boxes ({', '.join(values)}) VALUES ({marks})",
+                    tuple(values.values()),
+                )
+        except sqlite3.IntegrityError:
+            taken = f"box {record.id} or its name {record.name!r} is taken"
+            raise AlreadyExistsError(taken) from None
 
-    def change(self, box_id: str, change: Callable[[BoxRecord], Change | None]) -> BoxRecord:
+    def ids(self) -> set[str]:
+        """The id of every record, removed (a tombstone) or not."""
+        with self._lock, self._errors():
+            if self._closed:
+                raise RuntimeClosedError("the runtime is closed")
+            return {row[0] for row in self._db.execute("SELECT id FROM boxes")}
+
+    @contextmanager
+    def exclusive(self) -> Iterator[dict[str, bool]]:
+        """Every box's id (whether removed: a tombstone), with every writer
+        held off (no box is being created meanwhile)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, removed IS NOT NULL FROM boxes").fetchall()
+            yield {row[0]: bool(row[1]) for row in rows}
+
+    def change(
+        self,
+        box_id: str,
+        change: Callable[[BoxRecord], Change | None],
+        *,
+        frees: bool = False,
+    ) -> BoxRecord:
         """Apply ``change`` (a function of the current record, which may
         raise) atomically; returns the record as it is afterwards.
-        ``NotFoundError`` when there is none."""
+        ``NotFoundError`` when there is none.  ``frees``: a write on the way
+        to freeing space (a stop, a removal, a run's end), which a full disk
+        must not refuse: the reserve's room is given up for it."""
+        try:
+            return self._change(box_id, change)
+        except DiskFullError:
+            if not frees or not self._release_reserve():
+                raise
+        return self._change(box_id, change)
+
+    def _change(self, box_id: str, change: Callable[[BoxRecord], Change | None]) -> BoxRecord:
         with self._transaction() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM boxes WHERE id = ?", (box_id,)).fetchall()
             if not rows:
@@ -392,20 +508,58 @@ def _find_image(db: sqlite3.Connection, ref: str, name: str) -> ImageRecord:
     return images[0]
 
 
+def _absent_or_empty(path: Path) -> bool:
+    """No store at path, or a file of nothing (its WAL empty too).  Anything
+    else there that is not a file is a damaged store, never replaced."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        raise StoreError(f"the store {path} cannot be read: {exc.strerror}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreCorruptError(
+            f"the store {path} is not a file: nothing was changed; {RECOVER_HINT}"
+        )
+    if st.st_size:
+        return False
+    wal = path.with_name(path.name + "-wal")
+    return not wal.exists() or wal.stat().st_size == 0
+
+
+def _lost(path: Path) -> StoreLostError:
+    return StoreLostError(
+        f"the store {path} is missing or empty, but the home holds boxes or images:"
+        f" nothing was deleted; {RECOVER_HINT}"
+    )
+
+
+# SQLite's primary result codes that say what is wrong with the store.
+_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+_FULL = 13  # SQLITE_FULL
+_DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
 @contextmanager
-def _typed_errors() -> Iterator[None]:
-    """SQLite's errors as boxlite's: busy past the timeout, or broken."""
+def _typed_errors(path: Path) -> Iterator[None]:
+    """SQLite's errors as boxlite's: busy past the timeout, a full disk, a
+    damaged store (the way back named), or one that cannot be used."""
     try:
         yield
     except sqlite3.IntegrityError:
         raise  # a caller's to interpret (a duplicate name)
-    except sqlite3.OperationalError as exc:
+    except sqlite3.Error as exc:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # Python 3.11+; primary code
-        if code in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED
-            raise BoxliteTimeoutError(f"the box store stayed busy: {exc}") from exc
-        raise SystemCallError(f"the box store failed: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
-        raise SystemCallError(f"the box store failed: {exc}") from exc
+        if code in _BUSY:
+            raise BoxliteTimeoutError(f"the store {path} stayed busy: {exc}") from exc
+        if code == _FULL:
+            raise DiskFullError(f"the store {path}: the disk is full ({exc})") from exc
+        damaged = type(exc) is sqlite3.DatabaseError  # not Operational: the file's content
+        if code in _DAMAGED or damaged:
+            raise StoreCorruptError(
+                f"the store {path} is damaged ({exc}): nothing was changed; {RECOVER_HINT}"
+            ) from exc
+        raise StoreError(f"the store {path} cannot be used: {exc}") from exc
 
 
 def _columns(fields: dict[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,20 @@ enum {
 	BOXLITE_ERR_INTERNAL = 14,
 	BOXLITE_ERR_UNSAFE_PATH = 15,     /* a path or archive entry would land outside
 					   * its destination */
+	BOXLITE_ERR_NOT_BOX_DIR = 16,     /* box_dir is no box directory (boxlite_box_marker) */
+	/* Raised by the Python layer only (the C core never returns them); numbered
+	 * here so that no C code takes their numbers. */
+	BOXLITE_ERR_STORE = 17,           /* the home's store is lost, corrupt or unusable */
+	BOXLITE_ERR_NO_SPACE = 18,        /* the disk (or a quota) is full */
 };
+
+/* The name of the file that marks a box directory, made by whoever makes the
+ * directory.  box_new and box_connect refuse (NOT_BOX_DIR) a box_dir that is
+ * not a directory of the caller's effective uid, closed to group and others
+ * but for search (0700 or 0711), holding this name as a regular file of the
+ * caller's uid: a mistaken path (/etc, a home directory) is never chmodded or
+ * written to by a box. */
+const char *boxlite_box_marker(void);
 
 /* How an execution ended (boxlite_exit.outcome). */
 enum {

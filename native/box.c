@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -118,6 +119,31 @@ static int encode_main(struct bl_box *box, const boxlite_box_options *o)
 	return BOXLITE_OK;
 }
 
+const char *boxlite_box_marker(void) { return ".boxlite-box"; }
+
+static bool ours(const struct stat *st) { return st->st_uid == geteuid(); }
+
+/* box_dir is a box directory (see boxlite_box_marker in boxlite.h): checked
+ * through fds, so a path swapped for a symlink meanwhile is not followed. */
+static int check_box_dir(const char *path)
+{
+	int dir = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0)
+		return errno == ENOMEM ? BOXLITE_ERR_NO_MEMORY : BOXLITE_ERR_NOT_BOX_DIR;
+	struct stat st;
+	int rc = BOXLITE_ERR_NOT_BOX_DIR;
+	if (fstat(dir, &st) == 0 && ours(&st) && (st.st_mode & 0066) == 0) {
+		int marker = openat(dir, boxlite_box_marker(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (marker >= 0) {
+			if (fstat(marker, &st) == 0 && S_ISREG(st.st_mode) && ours(&st))
+				rc = BOXLITE_OK;
+			close(marker);
+		}
+	}
+	close(dir);
+	return rc;
+}
+
 static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 {
 	const uint32_t known =
@@ -133,8 +159,8 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	const char *host = o->hostname ? o->hostname : "box";
 	if (!host[0] || strlen(host) > 64)
 		return BOXLITE_ERR_INVALID_ARGUMENT;
-	int rc = copy_lowers(box, o->lower_dirs);
-	if (rc || (rc = encode_main(box, o)) || (rc = copy_mounts(box, o->mounts, o->n_mounts)))
+	int rc = check_box_dir(o->box_dir);
+	if (rc || (rc = copy_lowers(box, o->lower_dirs)) || (rc = encode_main(box, o)) || (rc = copy_mounts(box, o->mounts, o->n_mounts)))
 		return rc;
 	box->dir = strdup(o->box_dir);
 	box->hostname = strdup(host);

@@ -21,7 +21,7 @@ const char *boxlite_status_name(int status)
 		"OK",		 "INVALID_ARGUMENT", "INVALID_HANDLE", "NOT_FOUND",   "ALREADY_EXISTS",
 		"INVALID_STATE", "RUNTIME_CLOSED",   "EXEC_CLOSED",	   "IMAGE",	  "ENGINE",
 		"NO_MEMORY",	 "IO",		     "PROTOCOL",	   "TIMEOUT",	  "INTERNAL",
-		"UNSAFE_PATH",
+		"UNSAFE_PATH",	 "NOT_BOX_DIR",	     "STORE",		   "NO_SPACE",
 	};
 	if (status < 0 || (size_t)status >= sizeof names / sizeof names[0])
 		return "UNKNOWN";

@@ -18,6 +18,7 @@ import pytest
 import boxlite_ffi
 import boxlite_ffi.store
 from boxlite_ffi import BoxStatus, Outcome, StateReason
+from boxlite_ffi.boxdir import MARKER
 
 from imagebuild import tar_directory, write_layout
 from procscan import box_processes
@@ -434,7 +435,8 @@ def test_recovery_after_a_reboot(home: Path, rootfs: Path) -> None:
     _tamper(home, f"UPDATE boxes SET shim = '{me}:1:old-boot', status = 'running'")
     with boxlite_ffi.Runtime(home) as rt:
         states = {i.name: (i.status, i.exit_code) for i in rt.list()}
-        assert states == {"done": ("exited", 4), "up": ("stopped", None)}
+        assert states == {"done": ("exited", 4), "up": ("lost", None)}
+        assert rt.get("up").info().reason == "the host restarted while it ran"
         rt.get("up").start()  # and it starts again
         assert rt.get("up").run(["true"]).ok
         rt.remove("up", force=True)
@@ -446,6 +448,7 @@ def test_recovery_of_interrupted_steps(home: Path, rootfs: Path) -> None:
         box = rt.create(rootfs=rootfs, name="half", detach=True)
     stray = home / "boxes" / "0123456789ab"  # a create that crashed before its record
     (stray / "upper").mkdir(parents=True)
+    (stray / MARKER).touch()  # made first; its specification only after the commit
     dead = subprocess.run(["true"], check=True)  # a pid that is gone
     assert dead.returncode == 0
     _tamper(home, "UPDATE boxes SET status = 'starting', actor = '1:1:some-other-boot'")

@@ -57,8 +57,10 @@ def test_killing_the_shim_ends_the_box(rt: boxlite_ffi.Runtime, rootfs: Path) ->
         os.kill(shim_of(box), signal.SIGKILL)
         assert execution.wait(timeout=10).outcome is Outcome.LOST
         assert wait_until(lambda: box_processes() == [])
-        # Its record says so, and it can be started again afterwards.
-        assert box.status == boxlite_ffi.BoxStatus.STOPPED
+        # Its record says so (lost, not a clean stop), and it can be started again.
+        end = box.wait(timeout=10)
+        assert end.status == boxlite_ffi.BoxStatus.LOST and end.outcome is Outcome.LOST
+        assert end.reason and "boxlite-shim" in end.reason and "died" in end.reason
         box.start()
         assert box.run(["echo", "back"]).stdout == b"back\n"
 

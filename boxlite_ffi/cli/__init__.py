@@ -113,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("src")
     p.add_argument("dest")
     sub.add_parser("version", help="the version")  # needs no runtime: main answers it
+    sub.add_parser(  # nor does this one: it is for when a runtime cannot open
+        "recover", help="rebuild a lost or damaged store from the home's boxes and images"
+    )
 
     images = command("images", image_commands.ls, "manage images")
     isub = images.add_subparsers(dest="images_cmd", parser_class=_Parser)
@@ -148,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "version":
             print(f"boxlite {__version__}")
+            return 0
+        if args.cmd == "recover":
+            output.recovery(Runtime.recover(args.home or os.environ.get("BOXLITE_HOME")))
             return 0
         rt = Runtime(args.home or os.environ.get("BOXLITE_HOME"))
         return int(args.func(rt, args, signals))

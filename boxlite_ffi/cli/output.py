@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from ..image import Progress
 from ..lifecycle import BoxInfo, BoxStatus
+from ..recovery import RecoveryReport
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO = sys.stdout) -> None:
@@ -103,3 +104,21 @@ def error(message: str) -> None:
     """One line on stderr."""
     first = " ".join(str(message).split())
     sys.stderr.write(f"boxlite: {first}\n")
+
+
+def recovery(report: RecoveryReport, out: TextIO = sys.stdout) -> None:
+    """What ``boxlite recover`` did, one line per fact."""
+    if report.store_moved_to is not None:
+        out.write(f"old store kept as {report.store_moved_to}\n")
+    for box in report.boxes:
+        name = f" ({box.name})" if box.name else ""
+        note = f": {box.note}" if box.note else ""
+        out.write(f"box {box.id}{name} recovered, {box.status}{note}\n")
+    for image in report.images:
+        out.write(f"image {image} recorded\n")
+    for tag in report.lost_tags:
+        out.write(f"tag {tag} lost: only the old store knew it (boxlite images ls; tag again)\n")
+    for path, why in report.skipped:
+        out.write(f"left as it is: {path}: {why}\n")
+    if not (report.boxes or report.images or report.store_moved_to):
+        out.write("nothing to recover\n")

@@ -190,8 +190,20 @@ class Content:
             ingest.restart()  # a local copy starts over; only downloads resume
             ingest.copy_from(stream.read, on_bytes, cancelled)
             ingest.commit()
+        except BaseException:
+            ingest.discard()  # nothing to resume from: give its room back (a full disk)
+            raise
         finally:
             ingest.close()
+
+    def documents(self) -> Iterator[tuple[str, bytes, float]]:
+        """(digest, content, mtime) of every blob small enough to be a
+        manifest or config (the rest are layers)."""
+        for path in self.blobs.iterdir():
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                if st.st_size <= MAX_DOCUMENT:
+                    yield "sha256:" + path.name, path.read_bytes(), st.st_mtime
 
     # -- layers --------------------------------------------------------------
 

@@ -10,14 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import Mount
-from ..errors import ImageInUseError, ImageNotFoundError, InvalidArgumentError
+from ..errors import (
+    ImageError,
+    ImageInUseError,
+    ImageNotFoundError,
+    InvalidArgumentError,
+    os_errors,
+)
 from ..store import ImageRecord, Store
 from ..tree import remove_tree, tree_size
 from . import host
 from .archive import open_archive
 from .content import Content
 from .credentials import lookup
-from .install import ProgressCallback, install
+from .install import ProgressCallback, image_record, install
 from .media import ImageConfig, parse_json
 from .reference import Reference, normalize
 
@@ -75,7 +81,7 @@ class Images:
         if tag is not None:
             Reference.parse(tag)  # a name a pull could have given
         records = []
-        with self._content.using(), open_archive(source) as archive:
+        with os_errors(f"loading {source}"), self._content.using(), open_archive(source) as archive:
             for manifest, digest, names in archive.images:
                 tags = [normalize(n) for n in names]
                 if tag is not None and normalize(tag) not in tags:
@@ -111,7 +117,7 @@ class Images:
             else lookup(reference.registry, Path(auth_file) if auth_file else None)
         )
         registry = Registry(reference, credentials, insecure)
-        with self._content.using():
+        with os_errors(f"pulling {ref}"), self._content.using():
             manifest, digest = registry.manifest()
             tags = [reference.name] if reference.tag else []
             record = install(self._content, self._store, registry, manifest, digest, tags, progress)
@@ -159,6 +165,30 @@ class Images:
                     self._store.remove_image(record.id)
                     removed += (record.id,)
         return removed
+
+    def rebuild(self, tags: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Record every image whose manifest is in the cache with all it
+        needs (config; each layer unpacked, or its blob), named by those of
+        ``tags`` (name -> id) that point at it: recovery's way back to the
+        image records of a lost store.  (ids recorded, tags left unplaced)."""
+        placed: set[str] = set()
+        recorded: tuple[str, ...] = ()
+        with self._content.using():
+            for digest, manifest, created in self._content.documents():
+                try:
+                    record = image_record(self._content, manifest, digest, created, [])
+                except ImageError:
+                    continue  # a config, or an image that lost a part: not one to use
+                if not all(self._usable(layer) for layer in record.layers):
+                    continue
+                names = sorted(name for name, image in tags.items() if image == digest)
+                self._store.add_image(record, names)
+                placed.update(names)
+                recorded += (digest,)
+        return recorded, tuple(sorted(set(tags) - placed))
+
+    def _usable(self, layer: tuple[str, str, str, int]) -> bool:
+        return self._content.layer_path(layer[2]).is_dir() or self._content.has(layer[0])
 
     def hold(self) -> contextlib.AbstractContextManager[None]:
         """Keep prune off while a box is being made from what resolve gave."""

@@ -101,10 +101,9 @@ def install(
     parsed = Manifest.parse(parse_json(manifest, "the manifest"))
     if not content.has(parsed.config.digest):
         source.fetch(parsed.config, content, lambda n: None, threading.Event())
+    record = image_record(content, manifest, digest, time.time(), tags)
     config = ImageConfig.parse(parse_json(content.read(parsed.config.digest), "the config"))
-    if len(config.diff_ids) != len(parsed.layers):
-        raise ImageError("the manifest and its config disagree on the number of layers")
-    chain = chain_ids(config.diff_ids)
+    chain = [layer[2] for layer in record.layers]
     needed = [
         i
         for i, layer in enumerate(parsed.layers)
@@ -131,14 +130,26 @@ def install(
             for future in fetches.values():
                 future.cancel()
             raise
+    store.add_image(record, tags)
+    return record
+
+
+def image_record(
+    content: Content, manifest: bytes, digest: str, created: float, tags: list[str]
+) -> ImageRecord:
+    """The record of the image whose manifest (digest ``digest``) and config
+    are in the cache; what ``install`` stores, and recovery rebuilds."""
+    parsed = Manifest.parse(parse_json(manifest, "the manifest"))
+    config = ImageConfig.parse(parse_json(content.read(parsed.config.digest), "the config"))
+    if len(config.diff_ids) != len(parsed.layers):
+        raise ImageError("the manifest and its config disagree on the number of layers")
+    chain = chain_ids(config.diff_ids)
     layers = tuple(
         (layer.digest, config.diff_ids[i], chain[i], layer.size)
         for i, layer in enumerate(parsed.layers)
     )
     size = len(manifest) + parsed.config.size + sum(layer.size for layer in parsed.layers)
-    record = ImageRecord(digest, parsed.config.digest, layers, size, time.time(), tuple(tags))
-    store.add_image(record, tags)
-    return record
+    return ImageRecord(digest, parsed.config.digest, layers, size, created, tuple(tags))
 
 
 def _await(future: Future[None], tracker: _Tracker) -> None:

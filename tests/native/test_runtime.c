@@ -470,12 +470,57 @@ static void test_output_beyond_the_window_is_refused(void)
 	boxlite_runtime_free(rt);
 }
 
+static void make_marker(const char *dir)
+{
+	char path[160];
+	snprintf(path, sizeof path, "%s/%s", dir, boxlite_box_marker());
+	FILE *f = fopen(path, "w");
+	CHECK(f && fclose(f) == 0);
+}
+
+static void test_box_dir_must_be_a_box_directory(void)
+{
+	boxlite_runtime *rt = new_runtime(0, "exit 1");
+	const char *lowers[] = {"/", NULL};
+	char other[160], link[160], path[192];
+	snprintf(other, sizeof other, "%s/not-a-box", libexec);
+	snprintf(link, sizeof link, "%s/link", libexec);
+	CHECK(mkdir(other, 0700) == 0 && symlink(boxdir, link) == 0);
+	struct stat before, after;
+	CHECK(stat("/etc", &before) == 0);
+	boxlite_handle h = 0;
+	const char *refused[] = {"/etc", other, link, "/nonexistent/box", "relative"};
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		boxlite_box_options bo = {.box_dir = refused[i], .lower_dirs = lowers};
+		CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_ERR_NOT_BOX_DIR && h == 0);
+		CHECK(boxlite_box_connect(rt, &bo, getpid(), 1, &h) == BOXLITE_ERR_NOT_BOX_DIR);
+	}
+	CHECK(stat("/etc", &after) == 0 && after.st_mode == before.st_mode);
+	/* The marker must be a regular file, the directory closed to others. */
+	snprintf(path, sizeof path, "%s/%s", other, boxlite_box_marker());
+	CHECK(mkdir(path, 0700) == 0);
+	boxlite_box_options bo = {.box_dir = other, .lower_dirs = lowers};
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_ERR_NOT_BOX_DIR);
+	CHECK(rmdir(path) == 0);
+	make_marker(other);
+	CHECK(chmod(other, 0755) == 0);
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_ERR_NOT_BOX_DIR);
+	CHECK(chmod(other, 0711) == 0); /* as the shim leaves it for a mapped box */
+	CHECK(boxlite_box_new(rt, &bo, &h) == BOXLITE_OK && h != 0);
+	CHECK(boxlite_box_free(rt, h) == BOXLITE_OK);
+	CHECK(unlink(path) == 0 && rmdir(other) == 0 && unlink(link) == 0);
+	boxlite_runtime_close(rt);
+	drain_until_closed(rt);
+	boxlite_runtime_free(rt);
+}
+
 int main(int argc, char **argv)
 {
 	snprintf(libexec, sizeof libexec, "/tmp/boxlite-native-XXXXXX");
 	CHECK(mkdtemp(libexec));
 	snprintf(boxdir, sizeof boxdir, "%s/box", libexec);
 	CHECK(mkdir(boxdir, 0700) == 0);
+	make_marker(boxdir);
 	(void)argc;
 	/* Built beside this test (see the Makefile). */
 	char *slash = strrchr(argv[0], '/');
@@ -492,6 +537,7 @@ int main(int argc, char **argv)
 	RUN(test_execs_after_malformed_frame);
 	RUN(test_hostile_agent_frames);
 	RUN(test_output_beyond_the_window_is_refused);
+	RUN(test_box_dir_must_be_a_box_directory);
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", libexec);
 	CHECK(system(cmd) == 0);
