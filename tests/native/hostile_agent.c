@@ -9,7 +9,6 @@
  *   hostile_agent flood  answers each EXEC with 4 MiB of stdout, ignoring
  *                        its window, and never ends it
  */
-#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "protocol.h"
+#include "shim/shim.h" /* fd_read_full, fd_write_full */
 
 static uint64_t state;
 
@@ -29,41 +29,13 @@ static uint32_t rnd(void) /* xorshift64*: repeatable from the seed */
 	return (uint32_t)((state * 2685821657736338717ull) >> 32);
 }
 
-static int write_all(const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-	while (len) {
-		ssize_t n = write(3, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int read_all(void *buf, size_t len)
-{
-	uint8_t *p = buf;
-	while (len) {
-		ssize_t n = read(3, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int send_frame(uint16_t type, uint64_t id, const uint8_t *payload, uint32_t len)
 {
 	uint8_t hdr[BL_FRAME_HEADER_SIZE];
 	bl_header_encode(&(struct bl_frame_header){.len = len, .type = type, .id = id}, hdr);
-	return write_all(hdr, sizeof hdr) < 0 || write_all(payload, len) < 0 ? -1 : 0;
+	return fd_write_full(3, hdr, sizeof hdr) == sizeof hdr && fd_write_full(3, payload, len) == len
+		       ? 0
+		       : -1;
 }
 
 /* A length: usually one a frame of some type really has, sometimes not. */
@@ -141,9 +113,9 @@ int main(int argc, char **argv)
 	uint8_t hdr[BL_FRAME_HEADER_SIZE];
 	struct bl_frame_header h;
 	/* Until the host drops the connection (it should, sooner or later). */
-	while (read_all(hdr, sizeof hdr) == 0) {
+	while (fd_read_full(3, hdr, sizeof hdr) == sizeof hdr) {
 		bl_header_decode(hdr, &h);
-		if (h.len > BL_FRAME_MAX_PAYLOAD || read_all(payload, h.len) < 0)
+		if (h.len > BL_FRAME_MAX_PAYLOAD || fd_read_full(3, payload, h.len) != h.len)
 			break;
 		if (h.type == BL_FRAME_EXEC && (flooding ? flood(h.id, payload) : answer(h.id, payload)) < 0)
 			break;

@@ -281,6 +281,21 @@ static void test_free_releases_undelivered_events(void)
 	CHECK(r.calls == 0);
 }
 
+/* A runtime whose one box, run by a stand-in shim, has started. */
+static boxlite_runtime *started_box(const char *shim_body, boxlite_handle *box)
+{
+	boxlite_runtime *rt = new_runtime(0, shim_body);
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	CHECK(boxlite_box_new(rt, &bo, box) == BOXLITE_OK);
+	struct record started = {0};
+	CHECK(boxlite_box_start(rt, *box, on_done, &started) == BOXLITE_OK);
+	while (started.calls == 0)
+		CHECK(boxlite_runtime_drain(rt, 1, 5000) >= 0);
+	CHECK(started.last_status == BOXLITE_OK);
+	return rt;
+}
+
 struct exits {
 	pthread_mutex_t lock;
 	int n, failed;
@@ -316,16 +331,8 @@ static int exits_seen(struct exits *x)
 static void execs_on_broken_connection(const char *shim_body)
 {
 	enum { EXECS = 64 };
-	boxlite_runtime *rt = new_runtime(0, shim_body);
-	const char *lowers[] = {"/", NULL};
-	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
 	boxlite_handle box;
-	CHECK(boxlite_box_new(rt, &bo, &box) == BOXLITE_OK);
-	struct record started = {0};
-	CHECK(boxlite_box_start(rt, box, on_done, &started) == BOXLITE_OK);
-	while (started.calls == 0)
-		CHECK(boxlite_runtime_drain(rt, 1, 5000) >= 0);
-	CHECK(started.last_status == BOXLITE_OK);
+	boxlite_runtime *rt = started_box(shim_body, &box);
 	struct exits x = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	const char *argv[] = {"true", NULL};
 	boxlite_exec_options eo = {.argv = argv};
@@ -384,16 +391,8 @@ static void test_hostile_agent_frames(void)
 	for (int seed = 1; seed <= SEEDS; seed++) {
 		char body[256];
 		snprintf(body, sizeof body, "exec %s %d", hostile_agent, seed);
-		boxlite_runtime *rt = new_runtime(0, body);
-		const char *lowers[] = {"/", NULL};
-		boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
 		boxlite_handle box;
-		CHECK(boxlite_box_new(rt, &bo, &box) == BOXLITE_OK);
-		struct record started = {0};
-		CHECK(boxlite_box_start(rt, box, on_done, &started) == BOXLITE_OK);
-		while (started.calls == 0)
-			CHECK(boxlite_runtime_drain(rt, 1, 5000) >= 0);
-		CHECK(started.last_status == BOXLITE_OK);
+		boxlite_runtime *rt = started_box(body, &box);
 		const char *argv[] = {"true", NULL};
 		boxlite_exec_options eo = {.argv = argv, .window = 65536};
 		struct one_exit seen[EXECS] = {{0}};
@@ -446,15 +445,8 @@ static void test_output_beyond_the_window_is_refused(void)
 {
 	char body[256];
 	snprintf(body, sizeof body, "exec %s flood", hostile_agent);
-	boxlite_runtime *rt = new_runtime(0, body);
-	const char *lowers[] = {"/", NULL};
-	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
 	boxlite_handle box, ex;
-	CHECK(boxlite_box_new(rt, &bo, &box) == BOXLITE_OK);
-	struct record started = {0};
-	CHECK(boxlite_box_start(rt, box, on_done, &started) == BOXLITE_OK);
-	while (started.calls == 0)
-		CHECK(boxlite_runtime_drain(rt, 1, 5000) >= 0);
+	boxlite_runtime *rt = started_box(body, &box);
 	const char *argv[] = {"yes", NULL};
 	boxlite_exec_options eo = {.argv = argv, .flags = BOXLITE_EXEC_ACK_OUTPUT, .window = 65536};
 	struct flooded f = {0};
