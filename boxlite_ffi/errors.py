@@ -107,6 +107,7 @@ class ImageReason(Code):
     DIGEST_MISMATCH = "digest_mismatch"  # content does not match its digest
     NETWORK = "network"  # the registry could not be reached, or the transfer broke
     IN_USE = "in_use"  # a box uses the image
+    TOO_LARGE = "too_large"  # a layer would unpack beyond the runtime's limits
 
 
 class ImageError(BoxliteError):
@@ -138,6 +139,12 @@ class RegistryNetworkError(ImageError, ConnectionError):
 
 class ImageInUseError(ImageError):
     default_reason = ImageReason.IN_USE
+
+
+class ImageTooLargeError(ImageError):
+    """A layer declares more bytes or entries than the runtime unpacks."""
+
+    default_reason = ImageReason.TOO_LARGE
 
 
 class EngineError(BoxliteError):

@@ -22,6 +22,7 @@ from .errors import EngineError, ImageError, ImageNotFoundError, InvalidArgument
 from .home import libexec_dir, resolve_home
 from .image import Images, ResolvedImage
 from .image.media import ImageConfig
+from .image.unpack import UnpackLimits
 from .lifecycle import (
     KILL_NOW,
     BoxExit,
@@ -30,7 +31,7 @@ from .lifecycle import (
     reconcile,
     signal_shim,
 )
-from .limits import DISK_MIN, make_disk, parse_limits, parse_size
+from .limits import DISK_MIN, make_disk, parse_limits, parse_size, unpack_limits
 from .monitor import Monitor
 from .store import BoxRecord, Proc, Store
 from .tree import remove_tree
@@ -54,7 +55,8 @@ class Runtime:
     """Creates and tracks boxes.  Use as a context manager.
 
     ``home`` (default ``$BOXLITE_HOME`` or ``~/.boxlite``) holds box
-    directories and the image cache.
+    directories and the image cache.  ``max_layer_size`` (bytes, or "16g")
+    and ``max_layer_entries`` bound what one image layer may unpack to.
     """
 
     def __init__(
@@ -65,15 +67,18 @@ class Runtime:
         workers: int = 0,
         stop_grace: float = DEFAULT_STOP_GRACE_MS / 1000,
         drain_window: float = DEFAULT_DRAIN_MS / 1000,
+        max_layer_size: int | str = UnpackLimits.max_bytes,
+        max_layer_entries: int = UnpackLimits.max_entries,
     ) -> None:
         for value, what in ((queue_capacity, "queue_capacity"), (workers, "workers")):
             if not 0 <= value <= 0xFFFFFFFF:
                 raise InvalidArgumentError(f"{what} out of range: {value}")
+        limits = unpack_limits(max_layer_size, max_layer_entries)
         self.home = resolve_home(home)
         self._grace_ms = _millis(stop_grace, "stop_grace")
         self._drain_ms = _millis(drain_window, "drain_window")
         self._store = Store(self.home / "boxlite.db")
-        self._images = Images(self.home / "images", self._store)
+        self._images = Images(self.home / "images", self._store, limits)
         self._recover()
         self._native = NativeRuntime(libexec_dir(), queue_capacity=queue_capacity, workers=workers)
         self._monitor = Monitor(self._box_exited)
