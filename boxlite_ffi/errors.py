@@ -78,6 +78,7 @@ class StateReason(Code):
     EXEC_RUNNING = "exec_running"  # the execution has not ended
     EXEC_BUSY = "exec_busy"  # another handle holds the execution
     NOT_ORDERED = "not_ordered"  # Execution.output without ordered_output=True
+    STDIN_NOT_OPEN = "stdin_not_open"  # write_stdin/close_stdin without stdin=True
 
 
 class InvalidStateError(BoxliteError):

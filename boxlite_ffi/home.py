@@ -13,19 +13,20 @@ LIBEXEC_ENV = "BOXLITE_LIBEXEC"
 
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     """``home``, else ``$BOXLITE_HOME``, else ``~/.boxlite``; created if
-    absent, but not its parent (a mistyped path is an error, not a new
-    tree).  An unusable home is an InvalidArgumentError saying why."""
+    absent, but not the parent of one given (a mistyped path is an error,
+    not a new tree).  An unusable home is an InvalidArgumentError saying why."""
     if home is not None and not os.fspath(home):
         raise InvalidArgumentError("home: the path is empty")
+    given = home or os.environ.get(HOME_ENV)
     try:
-        chosen = Path(home or os.environ.get(HOME_ENV) or Path.home() / ".boxlite")
+        chosen = Path(given or Path.home() / ".boxlite")
         path = chosen.expanduser().resolve()
     except RuntimeError as exc:  # no $HOME to find ~ in
         raise InvalidArgumentError(f"home: {exc}; give one or set {HOME_ENV}") from None
     except OSError as exc:  # a relative path, and the working directory is gone
         raise InvalidArgumentError(f"home {os.fspath(home or '')}: {exc.strerror}") from None
     try:
-        path.mkdir(mode=0o700, exist_ok=True)
+        path.mkdir(mode=0o700, parents=not given, exist_ok=True)
         for sub in ("boxes", "images"):
             (path / sub).mkdir(mode=0o700, exist_ok=True)
     except FileNotFoundError:

@@ -16,9 +16,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .box import Box, BoxServices, check_argv, env_list, native_config
+from .box import Box, BoxServices, Env, check_argv, env_dict, native_config
 from .core import Mount, NativeRuntime
 from .errors import EngineError, ImageError, ImageNotFoundError, InvalidArgumentError, NotFoundError
+from .execution import check_seconds
 from .home import libexec_dir, resolve_home
 from .image import Images, ResolvedImage
 from .image.media import ImageConfig
@@ -113,7 +114,7 @@ class Runtime:
         *,
         rootfs: str | os.PathLike[str] | None = None,
         name: str | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Env | None = None,
         workdir: str | None = None,
         cmd: Sequence[str] | None = None,
         entrypoint: Sequence[str] | None = None,
@@ -187,7 +188,7 @@ class Runtime:
             raise InvalidArgumentError(f"invalid box name {name!r}")
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgumentError("workdir must be an absolute path")
-        env_list(env)  # refuse a bad environment now, not at the first exec
+        env = env_dict(env)  # refuse a bad environment now, not at the first exec
         with self._images.hold():  # no prune between resolving and recording
             made = self._image(image) if image is not None else None
             image_config = made.config if made else ImageConfig(())
@@ -441,7 +442,8 @@ def main_command(
 
 
 def _millis(seconds: float, what: str) -> int:
-    ms = round(seconds * 1000)
+    value = check_seconds(seconds, what)
+    ms = 0 if value is None else round(value * 1000)
     if not 1 <= ms <= 0xFFFFFFFF:
         raise InvalidArgumentError(f"{what} must be between 1 ms and 49 days")
     return ms
