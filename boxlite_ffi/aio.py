@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from . import box as _box
 from . import execution as _execution
 from . import runtime as _runtime
-from .box import BoxLogs
-from .core import WRITE_MAX
+from .box import BoxLogs, Env
 from .errors import ExecClosedError
 from .execution import ExecResult, OutputCallback
 from .image import images as _images
@@ -77,9 +76,8 @@ class Execution:
 
     async def write_stdin(self, data: bytes | bytearray | memoryview) -> None:
         """Awaits until the process's stdin pipe has taken every byte."""
-        view = memoryview(data).cast("B")
-        for offset in range(0, len(view), WRITE_MAX):
-            await asyncio.wrap_future(self._inner.write_future(view[offset : offset + WRITE_MAX]))
+        for chunk in self._inner.stdin_chunks(data):
+            await asyncio.wrap_future(self._inner.write_future(chunk))
 
     def close_stdin(self) -> None:
         self._inner.close_stdin()
@@ -155,7 +153,7 @@ class Box:
         self,
         argv: Sequence[str],
         *,
-        env: Mapping[str, str] | None = None,
+        env: Env | None = None,
         cwd: str | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -216,12 +214,14 @@ class Box:
         self,
         argv: Sequence[str],
         *,
-        env: Mapping[str, str] | None = None,
+        env: Env | None = None,
         cwd: str | None = None,
         timeout: float | None = None,
         input: bytes | None = None,
         user: str | None = None,
     ) -> ExecResult:
+        if input is not None:
+            _execution.check_data(input, "input")
         execution = await self.exec(
             argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user
         )

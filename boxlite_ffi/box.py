@@ -37,6 +37,9 @@ from .execution import (
     Execution,
     OutputCallback,
     _ExecSink,
+    check_callback,
+    check_data,
+    check_seconds,
     check_size,
 )
 from .lifecycle import (
@@ -65,23 +68,48 @@ BOX_STOPPING = lib.BOXLITE_BOX_STOPPING
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def env_list(*layers: Mapping[str, str] | None) -> list[str]:
+# An environment: a mapping, or docker's list of "KEY=VALUE" strings.
+Env = Mapping[str, str] | Sequence[str]
+
+
+def env_dict(env: Env | None) -> dict[str, str]:
+    """``env`` as a dict, every name and value checked."""
+    if env is None:
+        return {}
+    if isinstance(env, Mapping):
+        pairs = list(env.items())
+    elif isinstance(env, Sequence) and not isinstance(env, str | bytes):
+        pairs = []
+        for entry in env:
+            if not isinstance(entry, str) or "=" not in entry:
+                raise InvalidArgumentError(f"environment entry {entry!r}: a KEY=VALUE string")
+            key, _, value = entry.partition("=")
+            pairs.append((key, value))
+    else:
+        raise InvalidArgumentError(
+            f"env must be a mapping or a list of KEY=VALUE strings, not {type(env).__name__}"
+        )
+    for key, value in pairs:
+        valid = isinstance(key, str) and isinstance(value, str)
+        if not valid or not key or "=" in key or "\0" in key or "\0" in value:
+            raise InvalidArgumentError(f"invalid environment variable {key!r}")
+    return dict(pairs)
+
+
+def env_list(*layers: Env | None) -> list[str]:
     """Later layers override earlier ones; PATH defaults to the usual one."""
     merged = {"PATH": DEFAULT_PATH}
     for layer in layers:
-        for key, value in (layer or {}).items():
-            valid = isinstance(key, str) and isinstance(value, str)
-            if not valid or not key or "=" in key or "\0" in key or "\0" in value:
-                raise InvalidArgumentError(f"invalid environment variable {key!r}")
-            merged[key] = value
+        merged.update(env_dict(layer))
     return [f"{k}={v}" for k, v in merged.items()]
 
 
 def timeout_millis(timeout: float | None) -> int:
-    """Seconds as the native milliseconds (0: none)."""
-    if timeout is None:
+    """Seconds as the native milliseconds (0: none, also for infinity)."""
+    seconds = check_seconds(timeout, "timeout")
+    if seconds is None:
         return 0
-    ms = math.ceil(timeout * 1000)
+    ms = math.ceil(seconds * 1000)
     if not 1 <= ms <= 0xFFFFFFFF:
         raise InvalidArgumentError(f"timeout must be between 1 ms and 49 days, not {timeout!r}")
     return ms
@@ -91,15 +119,27 @@ def check_window(window: int | None) -> int:
     """An output window in bytes as the native value (0: the default)."""
     if window is None:
         return 0
-    if not 1 <= window < 0xFFFFFFFF:
+    if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window < 0xFFFFFFFF:
         raise InvalidArgumentError(f"output_window must be 1 byte to 4 GiB, not {window!r}")
     return window
+
+
+def check_cwd(cwd: object) -> str | None:
+    """A working directory for an execution: absolute, as docker's -w."""
+    if cwd is None:
+        return None
+    if not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd:
+        raise InvalidArgumentError(f"cwd {cwd!r}: an absolute path in the box")
+    return cwd
 
 
 def check_argv(argv: Sequence[str]) -> list[str]:
     if isinstance(argv, str | bytes):
         raise InvalidArgumentError("argv must be a sequence of strings, not a string")
-    args = list(argv)
+    try:
+        args = list(argv)
+    except TypeError:
+        raise InvalidArgumentError(f"argv must be a sequence of strings, not {argv!r}") from None
     if not args or not all(isinstance(a, str) and "\0" not in a for a in args):
         raise InvalidArgumentError("argv must be a non-empty sequence of strings without NUL")
     return args
@@ -403,7 +443,7 @@ class Box:
         was stopped) and say how; at once for a run that is already over,
         also one that ended while nobody watched, from any process."""
         try:
-            return self.wait_future().result(timeout)
+            return self.wait_future().result(check_seconds(timeout, "timeout"))
         except concurrent.futures.TimeoutError:
             raise BoxliteTimeoutError(f"box {self.id} still runs after {timeout} s") from None
 
@@ -509,7 +549,7 @@ class Box:
         self,
         argv: Sequence[str],
         *,
-        env: Mapping[str, str] | None = None,
+        env: Env | None = None,
         cwd: str | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -527,17 +567,21 @@ class Box:
         args = as_user(who, check_argv(argv))
         environment = env_list(self._config["env"], env)
         timeout_ms = timeout_millis(timeout)
+        workdir = check_cwd(cwd) or self._config["workdir"]
         if tty:
             check_size(rows, cols)
         window = check_window(output_window)
+        check_callback(on_stdout, "on_stdout")
+        check_callback(on_stderr, "on_stderr")
         sink = _ExecSink(self._svc.native, on_stdout, on_stderr, ordered_output)
+        sink.stdin = bool(stdin or tty)  # a terminal is always input too
         if (self._config.get("limits") or {}).get("memory_limit"):
             sink.oom_killed = oom_watch(self.directory)
         handle = self._svc.native.exec_start(
             self._live_handle(),
             args,
             environment,
-            cwd or self._config["workdir"],
+            workdir,
             sink,
             stdin=stdin,
             timeout_ms=timeout_ms,
@@ -628,7 +672,7 @@ class Box:
         self,
         argv: Sequence[str],
         *,
-        env: Mapping[str, str] | None = None,
+        env: Env | None = None,
         cwd: str | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
@@ -690,7 +734,7 @@ class Box:
         self,
         argv: Sequence[str],
         *,
-        env: Mapping[str, str] | None = None,
+        env: Env | None = None,
         cwd: str | None = None,
         timeout: float | None = None,
         input: bytes | None = None,
@@ -702,6 +746,8 @@ class Box:
         reading it all is not an error (as with ``subprocess.run``).  A
         ``timeout`` ends the process tree (see ``exec``) instead of raising.
         """
+        if input is not None:
+            check_data(input, "input")
         execution = self.exec(
             argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user
         )

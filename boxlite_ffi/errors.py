@@ -84,6 +84,7 @@ class StateReason(Code):
     EXEC_RUNNING = "exec_running"  # the execution has not ended
     EXEC_BUSY = "exec_busy"  # another handle holds the execution
     NOT_ORDERED = "not_ordered"  # Execution.output without ordered_output=True
+    STDIN_NOT_OPEN = "stdin_not_open"  # write_stdin/close_stdin without stdin=True
 
 
 class InvalidStateError(BoxliteError):
@@ -113,6 +114,7 @@ class ImageReason(Code):
     DIGEST_MISMATCH = "digest_mismatch"  # content does not match its digest
     NETWORK = "network"  # the registry could not be reached, or the transfer broke
     IN_USE = "in_use"  # a box uses the image
+    TOO_LARGE = "too_large"  # a layer would unpack beyond the runtime's limits
 
 
 class ImageError(BoxliteError):
@@ -144,6 +146,12 @@ class RegistryNetworkError(ImageError, ConnectionError):
 
 class ImageInUseError(ImageError):
     default_reason = ImageReason.IN_USE
+
+
+class ImageTooLargeError(ImageError):
+    """A layer declares more bytes or entries than the runtime unpacks."""
+
+    default_reason = ImageReason.TOO_LARGE
 
 
 class EngineError(BoxliteError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import enum
+import math
 import os
 import signal as signal_module
 import threading
@@ -11,10 +13,11 @@ import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .core import WRITE_MAX
 from .errors import (
+    BoxliteTimeoutError,
     ErrorCode,
     ExecClosedError,
     InvalidArgumentError,
@@ -214,6 +217,8 @@ class _ExecSink:
             self._output = weakref.ref(output, lambda _: handle.forgive_all())
         self._seq = 0
         self._callbacks = {STDOUT: on_stdout, STDERR: on_stderr}
+        # Whether the process got a stdin pipe (None: unknown, an attached one).
+        self.stdin: bool | None = None
         # Stream offsets: where this handle's output began (later than 0
         # when attached), plus what it received since.
         self.start = {STDOUT: 0, STDERR: 0}
@@ -276,9 +281,45 @@ class _ExecSink:
         self.exited.set_exception(RuntimeClosedError())
 
 
-def check_size(rows: int, cols: int) -> None:
-    if not (1 <= rows <= 0xFFFF and 1 <= cols <= 0xFFFF):
-        raise InvalidArgumentError(f"terminal size {rows}x{cols} is out of range")
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_size(rows: object, cols: object) -> None:
+    if not (_is_int(rows) and _is_int(cols) and 1 <= rows <= 0xFFFF and 1 <= cols <= 0xFFFF):
+        raise InvalidArgumentError(f"terminal size {rows!r}x{cols!r}: two integers in 1..65535")
+
+
+def check_seconds(value: object, what: str) -> float | None:
+    """A timeout in seconds; None and infinity mean none.  NaN, a negative
+    number or no number at all is an InvalidArgumentError."""
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+        raise InvalidArgumentError(f"{what} must be seconds >= 0 or None, not {value!r}")
+    return None if math.isinf(value) else float(value)
+
+
+def check_data(data: object, what: str) -> memoryview:
+    """Bytes to send, as unsigned bytes (str must be encoded first)."""
+    try:
+        return memoryview(data).cast("B")  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{what} must be bytes-like, not {type(data).__name__}"
+        ) from None
+
+
+def check_callback(callback: object, what: str) -> None:
+    if callback is not None and not callable(callback):
+        raise InvalidArgumentError(f"{what} must be callable or None, not {callback!r}")
+
+
+def _waited(future: Future[Any], timeout: object, what: str) -> Any:
+    try:
+        return future.result(check_seconds(timeout, "timeout"))
+    except concurrent.futures.TimeoutError:
+        raise BoxliteTimeoutError(f"{what} after {timeout} s") from None
 
 
 class Execution:
@@ -382,7 +423,7 @@ class Execution:
         process is not held up by it (like ``Popen.communicate``), and lands
         in the result.  A stream being iterated keeps its flow control.
         """
-        self._collect().result(timeout)
+        _waited(self._collect(), timeout, "the execution still runs")
         return self.result()
 
     def _collect(self) -> Future[_Exit]:
@@ -392,8 +433,8 @@ class Execution:
 
     def signal_future(self, sig: int) -> Future[None]:
         """Start sending ``sig``; completes once it was delivered."""
-        if not 1 <= int(sig) <= MAX_SIGNAL:
-            raise InvalidArgumentError(f"signal {sig} is not in 1..{MAX_SIGNAL}")
+        if not _is_int(sig) or not 1 <= sig <= MAX_SIGNAL:
+            raise InvalidArgumentError(f"signal {sig!r} is not an integer in 1..{MAX_SIGNAL}")
         with self._while_running():
             return self._sink.native.exec_signal(self._sink.handle.value, int(sig))
 
@@ -407,21 +448,30 @@ class Execution:
 
     def write_future(self, data: bytes | bytearray | memoryview) -> Future[None]:
         """Start writing ``data`` (at most ``WRITE_MAX`` bytes) to stdin."""
-        with self._while_running():
+        with self._while_running(stdin=True):
             return self._sink.native.exec_write(self._sink.handle.value, data)
+
+    def stdin_chunks(self, data: bytes | bytearray | memoryview) -> Iterator[memoryview]:
+        """``data`` in pieces ``write_future`` takes (checked first)."""
+        view = check_data(data, "stdin data")
+        self._check_stdin()
+        for offset in range(0, len(view), WRITE_MAX):
+            yield view[offset : offset + WRITE_MAX]
 
     def write_stdin(
         self, data: bytes | bytearray | memoryview, timeout: float | None = None
     ) -> None:
         """Write to the process's stdin; returns once its pipe has taken it all.
 
-        Blocks while the process does not read (backpressure).  Needs
-        ``exec(..., stdin=True)``; ``ExecClosedError`` once stdin is closed,
-        the process closed it, or the execution ended.
+        Blocks while the process does not read (backpressure), up to
+        ``timeout`` seconds (``BoxliteTimeoutError``).  Needs
+        ``exec(..., stdin=True)`` (else ``InvalidStateError``, reason
+        ``stdin_not_open``); ``ExecClosedError`` once stdin is closed, the
+        process closed it, or the execution ended.
         """
-        view = memoryview(data).cast("B")
-        for offset in range(0, len(view), WRITE_MAX):
-            self.write_future(view[offset : offset + WRITE_MAX]).result(timeout)
+        check_seconds(timeout, "timeout")
+        for chunk in self.stdin_chunks(data):
+            _waited(self.write_future(chunk), timeout, "stdin still takes no more")
 
     def resize_future(self, rows: int, cols: int) -> Future[None]:
         check_size(rows, cols)
@@ -434,12 +484,22 @@ class Execution:
 
     def close_stdin(self) -> None:
         """End of input (EOF) after everything written; closing twice is harmless."""
-        with self._while_running():
+        with self._while_running(stdin=True):
             self._sink.native.exec_close_stdin(self._sink.handle.value)
 
+    def _check_stdin(self) -> None:
+        if self._sink.stdin is False:
+            raise InvalidStateError(
+                "stdin was not opened: start the execution with stdin=True",
+                StateReason.STDIN_NOT_OPEN,
+            )
+
     @contextlib.contextmanager
-    def _while_running(self) -> Iterator[None]:
-        """Map "this execution has ended" onto ExecClosedError, whichever way it shows."""
+    def _while_running(self, stdin: bool = False) -> Iterator[None]:
+        """Map "this execution has ended" onto ExecClosedError, whichever
+        way it shows; with ``stdin``, refuse first if it has none."""
+        if stdin:
+            self._check_stdin()
         if self.done:
             raise ExecClosedError("the execution has ended")
         try:

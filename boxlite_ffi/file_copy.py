@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .errors import (
     ExecClosedError,
+    InvalidArgumentError,
     NotFoundError,
     ProtocolError,
     SystemCallError,
@@ -36,7 +37,7 @@ AGENT = "/proc/1/exe"  # PID 1 of every box is the agent, its helpers in the sam
 
 BUFFER = 1 << 20
 # The helper's exit statuses (native/agent/copy.c).
-_IO, _MALFORMED, _UNSAFE = 1, 2, 3
+_IO, _MALFORMED, _UNSAFE, _UNSUPPORTED = 1, 2, 3, 4
 
 
 def copy_in(box: Box, src: str | os.PathLike[str], dest: str) -> None:
@@ -62,8 +63,11 @@ def copy_out(box: Box, src: str, dest: str | os.PathLike[str]) -> None:
     """Copy the box's file or directory ``src`` into the host directory
     ``dest`` (created if missing), as ``dest/<name of src>``.
 
-    An entry that would land outside ``dest`` raises ``UnsafePathError``;
-    entries extracted before it stay.
+    ``src`` that is a device, fifo or socket raises ``InvalidArgumentError``
+    (inside a copied directory they are left out); a file that cannot be
+    read whole raises ``SystemCallError``.  An entry that would land outside
+    ``dest`` raises ``UnsafePathError``.  Entries extracted before an error
+    stay.
     """
     target = Path(dest)
     target.mkdir(parents=True, exist_ok=True)
@@ -98,6 +102,8 @@ def _check(result: ExecResult, what: str) -> None:
         raise UnsafePathError(message)
     if result.exit_code == _MALFORMED:
         raise ProtocolError(message)
+    if result.exit_code == _UNSUPPORTED:
+        raise InvalidArgumentError(message)
     raise SystemCallError(message)
 
 

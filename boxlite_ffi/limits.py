@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ._native import lib
 from .errors import EngineError, InvalidArgumentError
+from .image.unpack import UnpackLimits
 
 # Processes and threads of a box that asked for no limit (podman's
 # default: room for any build, not for a fork bomb that takes the host's
@@ -62,6 +63,13 @@ def parse_limits(
     elif pids:
         limits["pids_limit"] = pids
     return limits
+
+
+def unpack_limits(max_bytes: int | str, max_entries: int) -> UnpackLimits:
+    """The runtime's bounds on one unpacked layer, from its arguments."""
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+        raise InvalidArgumentError(f"max_layer_entries {max_entries!r}: a positive integer")
+    return UnpackLimits(parse_size(max_bytes, "max_layer_size", 1 << 20), max_entries)
 
 
 def _oom_kills(box_dir: Path) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import boxdir, recovery
-from .box import Box, BoxServices, check_argv, env_list, native_config
+from .box import Box, BoxServices, Env, check_argv, env_dict, native_config
 from .core import Mount, NativeRuntime
 from .errors import (
     BoxliteError,
@@ -29,9 +29,11 @@ from .errors import (
     NotFoundError,
     os_errors,
 )
+from .execution import check_seconds
 from .home import holds_state, libexec_dir, resolve_home, store_path
 from .image import Images, ResolvedImage
 from .image.media import ImageConfig
+from .image.unpack import UnpackLimits
 from .lifecycle import (
     KILL_NOW,
     BoxExit,
@@ -40,7 +42,7 @@ from .lifecycle import (
     reconcile,
     signal_shim,
 )
-from .limits import DISK_MIN, make_disk, parse_limits, parse_size
+from .limits import DISK_MIN, make_disk, parse_limits, parse_size, unpack_limits
 from .monitor import Monitor
 from .recovery import RecoveryReport
 from .store import DELETE, BoxRecord, Proc, Store
@@ -65,7 +67,8 @@ class Runtime:
     """Creates and tracks boxes.  Use as a context manager.
 
     ``home`` (default ``$BOXLITE_HOME`` or ``~/.boxlite``) holds box
-    directories and the image cache.
+    directories and the image cache.  ``max_layer_size`` (bytes, or "16g")
+    and ``max_layer_entries`` bound what one image layer may unpack to.
     """
 
     def __init__(
@@ -76,16 +79,19 @@ class Runtime:
         workers: int = 0,
         stop_grace: float = DEFAULT_STOP_GRACE_MS / 1000,
         drain_window: float = DEFAULT_DRAIN_MS / 1000,
+        max_layer_size: int | str = UnpackLimits.max_bytes,
+        max_layer_entries: int = UnpackLimits.max_entries,
     ) -> None:
         for value, what in ((queue_capacity, "queue_capacity"), (workers, "workers")):
             if not 0 <= value <= 0xFFFFFFFF:
                 raise InvalidArgumentError(f"{what} out of range: {value}")
+        limits = unpack_limits(max_layer_size, max_layer_entries)
         self.home = resolve_home(home)
         self._grace_ms = _millis(stop_grace, "stop_grace")
         self._drain_ms = _millis(drain_window, "drain_window")
         self._store = Store(store_path(self.home), create=not holds_state(self.home))
         try:
-            self._images = Images(self.home / "images", self._store)
+            self._images = Images(self.home / "images", self._store, limits)
             self._reconcile_all()
         except BaseException:
             self._store.close()
@@ -123,7 +129,7 @@ class Runtime:
         *,
         rootfs: str | os.PathLike[str] | None = None,
         name: str | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Env | None = None,
         workdir: str | None = None,
         cmd: Sequence[str] | None = None,
         entrypoint: Sequence[str] | None = None,
@@ -201,7 +207,7 @@ class Runtime:
             raise InvalidArgumentError(f"invalid box name {name!r}")
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgumentError("workdir must be an absolute path")
-        env_list(env)  # refuse a bad environment now, not at the first exec
+        env = env_dict(env)  # refuse a bad environment now, not at the first exec
         with self._images.hold():  # no prune between resolving and recording
             made = self._image(image) if image is not None else None
             image_config = made.config if made else ImageConfig(())
@@ -501,7 +507,8 @@ def main_command(
 
 
 def _millis(seconds: float, what: str) -> int:
-    ms = round(seconds * 1000)
+    value = check_seconds(seconds, what)
+    ms = 0 if value is None else round(value * 1000)
     if not 1 <= ms <= 0xFFFFFFFF:
         raise InvalidArgumentError(f"{what} must be between 1 ms and 49 days")
     return ms

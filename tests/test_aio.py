@@ -90,3 +90,29 @@ def test_async_images(home: Path, oci_image: Path) -> None:
             assert (await rt.images.prune()).bytes_freed > 0
 
     asyncio.run(main())
+
+
+def test_async_bad_arguments_and_stdin_not_opened(home: Path, rootfs: Path) -> None:
+    """The same checks as the sync surface (test_exec), awaited."""
+    from test_exec import BAD_EXEC_ARGUMENTS
+
+    async def main() -> None:
+        async with aio.Runtime(home) as rt, await rt.create(rootfs=rootfs) as box:
+            for kwargs in BAD_EXEC_ARGUMENTS:
+                with pytest.raises(boxlite_ffi.InvalidArgumentError):
+                    await box.exec(["true"], **kwargs)
+            with pytest.raises(boxlite_ffi.InvalidArgumentError):
+                await box.run(["cat"], input="text")  # type: ignore[arg-type]
+            result = await box.run(["sh", "-c", "printf $A"], env=["A=1"], timeout=float("inf"))
+            assert result.stdout == b"1"
+            execution = await box.exec(["sleep", "30"])
+            with pytest.raises(boxlite_ffi.InvalidStateError, match="stdin was not opened"):
+                await execution.write_stdin(b"x")
+            with pytest.raises(boxlite_ffi.InvalidStateError, match="stdin was not opened"):
+                execution.close_stdin()
+            with pytest.raises(boxlite_ffi.InvalidArgumentError):
+                await execution.write_stdin("text")  # type: ignore[arg-type]
+            await execution.kill()
+            await execution.wait()
+
+    asyncio.run(main())

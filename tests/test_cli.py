@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -154,10 +155,11 @@ def test_box_lifecycle_commands(home: Path, tmp_path: Path) -> None:
     assert boxlite(home, "exec", "-u", "a b", "idle", "true").returncode == 125
     assert boxlite(home, "restart", "idle").returncode == 0
     rm = boxlite(home, "rm", "idle")
-    assert rm.returncode == 1 and b"running" in rm.stderr  # needs -f
+    assert rm.returncode == 125 and b"running" in rm.stderr  # needs -f
+    assert rm.stderr.count(b"\n") == 1
     assert boxlite(home, "stop", "idle").returncode == 0
     assert boxlite(home, "rm", "-f", "idle", "job", "kept").returncode == 0
-    assert boxlite(home, "rm", "idle").returncode == 1
+    assert boxlite(home, "rm", "idle").returncode == 125
     assert_nothing_left(home)
 
 
@@ -214,3 +216,96 @@ def test_run_detached_with_rm(home: Path) -> None:
         time.sleep(0.1)
     assert b"once" not in boxlite(home, "ls", "-a").stdout
     assert_nothing_left(home)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["start", "ghost"],
+        ["stop", "ghost"],
+        ["restart", "ghost"],
+        ["rm", "ghost"],
+        ["rm", "-f", "ghost"],
+        ["wait", "ghost"],
+        ["logs", "ghost"],
+        ["exec", "ghost", "true"],
+        ["inspect", "ghost"],
+        ["cp", "ghost:/etc/passwd", "/tmp"],
+        ["cp", "/etc/passwd", "ghost:/tmp"],
+        ["images", "rm", "ghost"],
+    ],
+)
+def test_an_unknown_box_is_boxlites_failure_in_every_command(home: Path, args: list[str]) -> None:
+    """125 and one line saying what is wrong (stop, restart and rm said 1)."""
+    result = boxlite(home, *args)
+    assert result.returncode == 125
+    assert result.stderr.count(b"\n") == 1 and b"'ghost'" in result.stderr, result.stderr
+    assert b"internal error" not in result.stderr
+
+
+def test_several_boxes_each_done_and_a_failure_is_125(home: Path) -> None:
+    assert boxlite(home, "create", "--name", "one", "host", "true").returncode == 0
+    result = boxlite(home, "rm", "one", "ghost")
+    assert result.returncode == 125
+    assert result.stdout == b"one\n" and result.stderr.count(b"\n") == 1
+    assert records(home) == []
+
+
+def test_a_host_error_is_one_line_not_an_internal_error(home: Path, tmp_path: Path) -> None:
+    assert boxlite(home, "create", "--name", "one", "host", "true").returncode == 0
+    (tmp_path / "file").write_text("")
+    result = boxlite(home, "cp", "one:/etc/hostname", str(tmp_path / "file" / "dir"))
+    assert result.returncode == 125
+    assert result.stderr.count(b"\n") == 1 and b"internal error" not in result.stderr
+    assert b"Not a directory" in result.stderr, result.stderr
+    assert boxlite(home, "rm", "one").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        ("file", b"not a directory"),
+        ("under-a-file", b"not a directory"),
+        ("missing-parent", b"does not exist"),
+        ("empty", b"empty"),
+    ],
+)
+def test_a_bad_home_is_said_clearly(tmp_path: Path, make: str, says: bytes) -> None:
+    (tmp_path / "file").write_text("")
+    home = {
+        "file": str(tmp_path / "file"),
+        "under-a-file": str(tmp_path / "file" / "home"),
+        "missing-parent": str(tmp_path / "no" / "such" / "home"),
+        "empty": "",
+    }[make]
+    result = subprocess.run([*CLI, "--home", home, "ls"], capture_output=True, timeout=60)
+    assert result.returncode == 125
+    assert result.stderr.count(b"\n") == 1 and says in result.stderr, result.stderr
+    assert b"internal error" not in result.stderr
+    assert not (tmp_path / "no").exists()  # no tree made for a mistyped path
+
+
+def test_a_home_this_user_may_not_use_is_said_clearly() -> None:
+    """As nobody, a home root made (mode 700): before, 'internal error:
+    PermissionError'."""
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-cli-home-{os.getpid()}"
+    base.mkdir(mode=0o755)
+    try:
+        (base / "home").mkdir(mode=0o700)
+        script = (
+            "import os, sys\n"
+            "from boxlite_ffi.cli import main\n"
+            "os.setgroups([])\n"
+            "os.setresgid(65534, 65534, 65534)\n"
+            "os.setresuid(65534, 65534, 65534)\n"
+            f"sys.exit(main(['--home', {str(base / 'home')!r}, 'ls']))\n"
+        )
+        result = subprocess.run(
+            [CLI[0], "-P", "-c", script], capture_output=True, timeout=60, cwd=base
+        )
+        assert result.returncode == 125, result.stderr
+        assert result.stderr.count(b"\n") == 1 and b"home" in result.stderr
+        assert b"Permission denied" in result.stderr, result.stderr
+        assert b"internal error" not in result.stderr
+    finally:
+        shutil.rmtree(base)

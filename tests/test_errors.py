@@ -78,6 +78,11 @@ def test_runtime_options_are_validated(home: Path, monkeypatch: pytest.MonkeyPat
         boxlite_ffi.Runtime(home, workers=1000)
     with pytest.raises(boxlite_ffi.InvalidArgumentError):
         boxlite_ffi.Runtime(home, stop_grace=0)
+    for bad in (float("nan"), float("inf"), "1", None):  # before: ValueError, TypeError
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            boxlite_ffi.Runtime(home, stop_grace=bad)  # type: ignore[arg-type]
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            boxlite_ffi.Runtime(home, drain_window=bad)  # type: ignore[arg-type]
     monkeypatch.setenv("BOXLITE_LIBEXEC", str(home / "nowhere"))
     with pytest.raises(boxlite_ffi.EngineError):
         boxlite_ffi.Runtime(home)

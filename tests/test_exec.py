@@ -212,3 +212,79 @@ def test_a_signal_nobody_receives_is_not_reported_as_sent(home, rootfs) -> None:
         with pytest.raises(boxlite_ffi.ExecClosedError):
             execution.signal(signal.SIGTERM)
         assert execution.wait(timeout=20).ok
+
+
+NAN, INF = float("nan"), float("inf")
+# Every exec keyword given what a caller might try: each is an
+# InvalidArgumentError (before: ValueError, OverflowError, TypeError or
+# AttributeError for most of them).
+BAD_EXEC_ARGUMENTS = [
+    *({"timeout": v} for v in (NAN, -INF, -1, 0, "5", True, [1], 1e300)),
+    *({"env": v} for v in ("A=B", 5, ["A"], ["=x"], [5], {"A": None}, {1: "a"})),
+    *({"cwd": v} for v in (5, b"/tmp", "/a\0b", "", "relative", ["/"])),
+    *({"user": v} for v in (5, b"root", "a b")),
+    *({"tty": True, "rows": v} for v in ("24", 24.5, True, -1, NAN, None)),
+    *({"tty": True, "cols": v} for v in ("80", 0, 1 << 16)),
+    *({"output_window": v} for v in ("1k", 1.5, True, -1, NAN)),
+    {"on_stdout": 5},
+    {"on_stderr": "print"},
+]
+
+
+@pytest.mark.parametrize("kwargs", BAD_EXEC_ARGUMENTS, ids=repr)
+def test_bad_exec_arguments_are_typed_errors(box: boxlite_ffi.Box, kwargs: dict) -> None:
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        box.exec(["true"], **kwargs)
+
+
+@pytest.mark.parametrize("argv", [5, None, [b"ls"], ["true", 5]], ids=repr)
+def test_bad_argv_is_a_typed_error(box: boxlite_ffi.Box, argv: object) -> None:
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        box.exec(argv)  # type: ignore[arg-type]
+
+
+def test_env_as_docker_list_and_an_infinite_timeout(rt: boxlite_ffi.Runtime, rootfs) -> None:
+    with rt.create(rootfs=rootfs, env=["BOX=1", "EMPTY="]) as b:
+        result = b.run(["sh", "-c", 'printf "$BOX $A [$EMPTY]"'], env=["A=b=c"], timeout=INF)
+        assert result.ok and result.stdout == b"1 b=c []"
+
+
+def test_bad_arguments_of_an_executions_methods(box: boxlite_ffi.Box) -> None:
+    for value in ("str", 5, [1]):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            box.run(["cat"], input=value)  # type: ignore[arg-type]
+    execution = box.exec(["sleep", "30"], stdin=True, tty=True)
+    for timeout in (NAN, -1, "x"):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            execution.wait(timeout)  # type: ignore[arg-type]
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            execution.write_stdin(b"x", timeout)  # type: ignore[arg-type]
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            box.wait(timeout)  # type: ignore[arg-type]
+    for data in ("str", 5, None):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            execution.write_stdin(data)  # type: ignore[arg-type]
+    for sig in ("9", 9.5, None, True):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            execution.signal(sig)  # type: ignore[arg-type]
+    for size in (("24", 80), (24.5, 80), (None, 80)):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            execution.resize(*size)  # type: ignore[arg-type]
+    with pytest.raises(boxlite_ffi.BoxliteTimeoutError):
+        execution.wait(0.05)
+    assert not execution.done  # nothing above harmed it
+    execution.kill()
+    assert execution.wait(10).outcome is Outcome.SIGNALED
+
+
+def test_stdin_not_opened_says_so(box: boxlite_ffi.Box) -> None:
+    """(Before: 'invalid state' or ExecClosedError('exec closed') for a
+    running execution.)"""
+    execution = box.exec(["sleep", "30"])
+    for attempt in (lambda: execution.write_stdin(b"x"), execution.close_stdin):
+        with pytest.raises(boxlite_ffi.InvalidStateError, match="stdin was not opened") as e:
+            attempt()
+        assert e.value.reason == boxlite_ffi.StateReason.STDIN_NOT_OPEN
+    assert not execution.done
+    execution.kill()
+    execution.wait(10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
 import tarfile
 from pathlib import Path
 
@@ -142,3 +143,60 @@ def test_missing_sources_are_typed_errors(box: boxlite_ffi.Box, tmp_path: Path) 
         box.copy_in(tmp_path / "nope", "/data")
     with pytest.raises(boxlite_ffi.SystemCallError, match="No such file"):
         box.copy_out("/no/such/file", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [("/dev/zero", "character device"), ("/data/fifo", "fifo"), ("/vol/sock", "socket")],
+)
+def test_copy_out_of_a_special_file_is_refused_naming_it(
+    rt: boxlite_ffi.Runtime, rootfs: Path, tmp_path: Path, path: str, kind: str
+) -> None:
+    """/dev/zero would stream forever; a fifo blocks; none is file content.
+    (Before: success, and nothing copied.)"""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(vol / "sock"))
+        with rt.create(rootfs=rootfs, volumes=[(str(vol), "/vol")]) as box:
+            box.run(["sh", "-c", "mkdir -p /data && mkfifo /data/fifo"])
+            with pytest.raises(boxlite_ffi.InvalidArgumentError, match=f"{path} is an? {kind}"):
+                box.copy_out(path, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_special_files_inside_a_copied_directory_are_left_out(
+    box: boxlite_ffi.Box, tmp_path: Path
+) -> None:
+    box.run(["sh", "-c", "mkdir -p /data/d && mkfifo /data/d/fifo && echo x > /data/d/file"])
+    box.copy_out("/data/d", tmp_path)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["file"]
+
+
+def test_a_read_error_fails_the_copy(box: boxlite_ffi.Box, tmp_path: Path) -> None:
+    """/proc/1/mem reports size 0 and reading it at offset 0 is EIO.
+    (Before: success, and an empty file.)"""
+    with pytest.raises(boxlite_ffi.SystemCallError, match="mem: Input/output error"):
+        box.copy_out("/proc/1/mem", tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_files_that_report_size_zero_are_copied_as_read(
+    box: boxlite_ffi.Box, tmp_path: Path
+) -> None:
+    """/proc files say 0 bytes but have content: what read() gives is copied
+    (before: an empty file)."""
+    box.copy_out("/proc/self/status", tmp_path)
+    status = (tmp_path / "status").read_bytes()
+    assert status.startswith(b"Name:") and b"\nPid:" in status
+    box.run(["sh", "-c", "mkdir -p /data && : > /data/empty"])
+    box.copy_out("/data/empty", tmp_path)
+    assert (tmp_path / "empty").read_bytes() == b""
+
+
+def test_a_file_that_reports_size_zero_is_read_to_a_bound(
+    box: boxlite_ffi.Box, tmp_path: Path
+) -> None:
+    """/proc/self/pagemap says 0 bytes and reads as the whole address space."""
+    with pytest.raises(boxlite_ffi.SystemCallError, match="pagemap says it has 0 bytes"):
+        box.copy_out("/proc/self/pagemap", tmp_path / "out")

@@ -7,16 +7,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boxlite_ffi import DigestMismatchError, ImageError
-from boxlite_ffi.image.unpack import unpack_layer
+import boxlite_ffi
+from boxlite_ffi import DigestMismatchError, ImageError, ImageReason, ImageTooLargeError
+from boxlite_ffi.image.unpack import UnpackLimits, unpack_layer
 
-from imagebuild import Entry, tar_bytes
+from imagebuild import Entry, tar_bytes, write_layout
 from overlay_view import merged_view
 
 try:
@@ -280,3 +284,109 @@ def test_random_layer_stacks_match_the_model(
 def _whiteout_name(path: str) -> str:
     parent, _, name = path.rpartition("/")
     return f"{parent}/.wh.{name}".lstrip("/")
+
+
+# -- bounds ------------------------------------------------------------------
+
+
+def _sparse_tar(tmp_path: Path, size: int, fmt: str) -> bytes:
+    """A tar, written by GNU tar, of one sparse file of ``size`` bytes with
+    no data in it: a few KiB however large the file it declares."""
+    src = tmp_path / f"src-{fmt}"
+    src.mkdir()
+    with open(src / "zeros", "wb") as f:
+        f.truncate(size)
+    return subprocess.run(
+        ["tar", "--sparse", f"--format={fmt}", "-C", str(src), "-cf", "-", "zeros"],
+        check=True,
+        capture_output=True,
+    ).stdout
+
+
+def _unpack(tmp_path: Path, raw: bytes, limits: UnpackLimits, blob: bytes | None = None) -> Path:
+    top = tmp_path / "top"
+    top.mkdir()
+    unpack_layer(
+        io.BufferedReader(io.BytesIO(blob if blob is not None else raw)),  # type: ignore[arg-type]
+        top,
+        [],
+        "sha256:" + hashlib.sha256(raw).hexdigest(),
+        limits,
+    )
+    return top
+
+
+def _disk_use(path: Path) -> int:
+    return sum(os.lstat(p).st_blocks * 512 for p in path.rglob("*"))
+
+
+@pytest.mark.skipif(not shutil.which("tar"), reason="GNU tar makes the sparse layers")
+def test_a_sparse_layer_through_load_is_refused_before_it_fills_the_disk(
+    tmp_path: Path,
+) -> None:
+    """The case of issue 16: a 10 KiB layer whose sparse member tarfile
+    expands to 1 GiB of zeros on disk."""
+    raw = _sparse_tar(tmp_path, 1 << 30, "gnu")
+    assert len(raw) <= 10 << 10
+    layout = write_layout(tmp_path / "layout", [raw])
+    home = tmp_path / "home"
+    with boxlite_ffi.Runtime(home, max_layer_size="512m") as rt:
+        with pytest.raises(ImageTooLargeError, match="zeros") as caught:
+            rt.images.load(layout)
+        assert caught.value.reason == ImageReason.TOO_LARGE
+        assert isinstance(caught.value, ImageError)
+        assert rt.images.list() == []
+    layers = home / "images" / "layers"
+    assert list(layers.iterdir()) == []  # no layer, no staging directory
+    assert _disk_use(home / "images" / "layers") == 0
+
+
+@pytest.mark.skipif(not shutil.which("tar"), reason="GNU tar makes the sparse layers")
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_sparse_members_count_what_they_expand_to(tmp_path: Path, fmt: str) -> None:
+    raw = _sparse_tar(tmp_path, 64 << 20, fmt)
+    with pytest.raises(ImageTooLargeError):
+        _unpack(tmp_path, raw, UnpackLimits(max_bytes=32 << 20))
+    (tmp_path / "fits").mkdir()
+    top = _unpack(tmp_path / "fits", raw, UnpackLimits(max_bytes=64 << 20))
+    assert (top / "zeros").stat().st_size == 64 << 20
+
+
+def test_the_budget_counts_every_file_of_the_layer(tmp_path: Path) -> None:
+    files = [Entry(f"f{i}", data=b"x" * 1000) for i in range(10)]
+    _unpack(tmp_path, tar_bytes(files), UnpackLimits(max_bytes=10_000))  # exactly the budget
+    (tmp_path / "over").mkdir()
+    with pytest.raises(ImageTooLargeError, match="10000 bytes"):
+        _unpack(
+            tmp_path / "over",
+            tar_bytes([*files, Entry("one-more", data=b"x")]),
+            UnpackLimits(max_bytes=10_000),
+        )
+
+
+def test_entries_are_bounded(tmp_path: Path) -> None:
+    entries = [Entry(f"e{i}") for i in range(20)]
+    _unpack(tmp_path, tar_bytes(entries), UnpackLimits(max_entries=20))
+    (tmp_path / "over").mkdir()
+    with pytest.raises(ImageTooLargeError, match="20 entries"):
+        _unpack(
+            tmp_path / "over", tar_bytes([*entries, Entry("e20")]), UnpackLimits(max_entries=20)
+        )
+
+
+def test_a_decompression_bomb_after_the_end_of_the_tar_is_refused(tmp_path: Path) -> None:
+    """Zeros after the end-of-archive blocks are part of the diff_id, so they
+    are read (hashed): the stream itself is bounded too."""
+    raw = tar_bytes([Entry("f", data=b"f")]) + bytes(64 << 20)
+    limits = UnpackLimits(max_bytes=16 << 20, max_entries=1000)
+    assert limits.max_stream < len(raw)
+    with pytest.raises(ImageTooLargeError, match="uncompressed tar"):
+        _unpack(tmp_path, raw, limits, blob=gzip.compress(raw))
+
+
+@pytest.mark.parametrize("size", ["1k", "0", "lots", True])
+def test_runtime_layer_limits_are_checked(tmp_path: Path, size: object) -> None:
+    with pytest.raises(boxlite_ffi.InvalidArgumentError, match="max_layer_size"):
+        boxlite_ffi.Runtime(tmp_path, max_layer_size=size)  # type: ignore[arg-type]
+    with pytest.raises(boxlite_ffi.InvalidArgumentError, match="max_layer_entries"):
+        boxlite_ffi.Runtime(tmp_path, max_layer_entries=0)

@@ -5,7 +5,9 @@ ended it, 124 when ``--timeout`` did, 126 when it could not be executed,
 127 when it does not exist); 125 when boxlite itself failed (a bad flag
 value, an unknown image, a box that could not start); 130, 143 or 129 when
 this process was interrupted, terminated or hung up on while not attached
-to a box command.  Errors go to stderr as one line.
+to a box command.  Errors go to stderr as one line.  A command given
+several boxes (start, stop, restart, rm, wait) does each it can and exits
+125 if any failed (an unknown box, rm of a running one without -f).
 """
 
 from __future__ import annotations
@@ -153,9 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"boxlite {__version__}")
             return 0
         if args.cmd == "recover":
-            output.recovery(Runtime.recover(args.home or os.environ.get("BOXLITE_HOME")))
+            output.recovery(Runtime.recover(args.home))  # None: $BOXLITE_HOME or ~/.boxlite
             return 0
-        rt = Runtime(args.home or os.environ.get("BOXLITE_HOME"))
+        rt = Runtime(args.home)  # None: $BOXLITE_HOME or ~/.boxlite
         return int(args.func(rt, args, signals))
     except Terminated as stop:
         return 128 + stop.signum
@@ -164,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     except BoxliteError as exc:
         output.error(exc.message)
+        return BOXLITE_FAILED
+    except OSError as exc:  # the host refused something (a cp destination): what and why
+        output.error(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
         return BOXLITE_FAILED
     except Exception as exc:  # noqa: BLE001 (a bug too must end as one line and 125)
         output.error(f"internal error: {type(exc).__name__}: {exc}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from ..image.media import ImageConfig
 from ..lifecycle import BoxStatus
 from ..runtime import Runtime, main_command
 from . import output
-from .attach import run_attached
+from .attach import BOXLITE_FAILED, run_attached
 from .signals import Signals
 
 
@@ -133,34 +133,34 @@ def create(rt: Runtime, args: argparse.Namespace, signals: Signals) -> int:
     return 0
 
 
-def _each(rt: Runtime, ids: Sequence[str], step: str, **kwargs: object) -> int:
-    """Do step to every box named, printing each name done; 1 if any failed."""
+def _each(rt: Runtime, ids: Sequence[str], step: Callable[[Box], object]) -> int:
+    """Do step to every box named, printing what it gives (None: the name);
+    boxlite's failure (125) if any failed: an unknown box, a refusal."""
     failed = 0
     for name in ids:
         try:
-            box = rt.get(name)
-            getattr(box, step)(**kwargs)
-            print(name)
+            shown = step(rt.get(name))
+            print(name if shown is None else shown)
         except BoxliteError as exc:  # reported; the other boxes are still done
             output.error(exc.message)
-            failed = 1
+            failed = BOXLITE_FAILED
     return failed
 
 
 def start(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
-    return _each(rt, args.boxes, "start")
+    return _each(rt, args.boxes, Box.start)
 
 
 def stop(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
-    return _each(rt, args.boxes, "stop")
+    return _each(rt, args.boxes, Box.stop)
 
 
 def restart(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
-    return _each(rt, args.boxes, "restart")
+    return _each(rt, args.boxes, Box.restart)
 
 
 def rm(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
-    return _each(rt, args.boxes, "remove", force=args.force)
+    return _each(rt, args.boxes, lambda box: box.remove(force=args.force))
 
 
 def ls(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
@@ -204,10 +204,11 @@ def exec_(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
 
 
 def wait(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:
-    for name in args.boxes:
-        end = rt.get(name).wait()
-        print(end.exit_code if end.exit_code is not None else 0)
-    return 0
+    def exit_code(box: Box) -> int:
+        end = box.wait()
+        return end.exit_code if end.exit_code is not None else 0
+
+    return _each(rt, args.boxes, exit_code)
 
 
 def logs(rt: Runtime, args: argparse.Namespace, _signals: Signals) -> int:

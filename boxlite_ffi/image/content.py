@@ -28,7 +28,7 @@ from typing import IO, BinaryIO
 from ..errors import DigestMismatchError, ImageError
 from ..tree import make_dir_once, remove_tree, tree_size
 from .media import MAX_DOCUMENT, check_digest, digest_of
-from .unpack import unpack_layer
+from .unpack import DEFAULT_LIMITS, UnpackLimits, unpack_layer
 
 CHUNK = 1 << 20
 
@@ -117,8 +117,9 @@ class Ingest:
 
 
 class Content:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limits: UnpackLimits = DEFAULT_LIMITS) -> None:
         self.root = root
+        self.limits = limits
         self.blobs = root / "blobs" / "sha256"
         self.ingests = root / "ingest"
         self.layers = root / "layers"
@@ -217,7 +218,7 @@ class Content:
 
         def fill(staging: Path) -> None:
             with open(self.blob_path(blob_digest), "rb") as blob:
-                unpack_layer(blob, staging, lowers, diff_id)
+                unpack_layer(blob, staging, lowers, diff_id, self.limits)
 
         return make_dir_once(self.layer_path(chain[-1]), fill)
 

@@ -26,6 +26,7 @@ from .credentials import lookup
 from .install import ProgressCallback, image_record, install
 from .media import ImageConfig, parse_json
 from .reference import Reference, normalize
+from .unpack import DEFAULT_LIMITS, UnpackLimits
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ _CACHE_PARTS = ("blobs", "ingest", "layers", "lock", host.NAME)
 
 
 class Images:
-    def __init__(self, root: Path, store: Store) -> None:
-        self._content = Content(root)
+    def __init__(self, root: Path, store: Store, limits: UnpackLimits = DEFAULT_LIMITS) -> None:
+        self._content = Content(root, limits)
         self._store = store
 
     def load(

@@ -18,6 +18,14 @@ Policy for special files: FIFOs are kept; character and block devices are
 skipped (counted), since a box gets its own /dev and an unprivileged user
 cannot create them.  Owners are not kept: every file belongs to the runtime's
 user, which is root inside the box.  Extended attributes are not kept.
+
+A layer is bounded (``UnpackLimits``) before anything is written: a tar's
+headers declare each file's size, and a sparse member (GNU or PAX sparse)
+declares the size it expands to, so a 10 KiB layer cannot become 1 GiB of
+zeros on disk.  The number of entries is bounded too (inodes), and so is
+the uncompressed stream (a decompression bomb, zeros after the end of the
+tar, a huge PAX header): the files' budget plus ``HEADER_ALLOWANCE`` per
+entry allowed.
 """
 
 from __future__ import annotations
@@ -31,9 +39,10 @@ import posixpath
 import shutil
 import stat
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DigestMismatchError, ImageError
+from ..errors import DigestMismatchError, ImageError, ImageTooLargeError
 
 try:
     from compression import zstd  # type: ignore[import-not-found, unused-ignore]
@@ -45,19 +54,43 @@ OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "user.overlay.opaque"
 MAX_SYMLINK_HOPS = 40
 CHUNK = 1 << 20
+HEADER_ALLOWANCE = 1024  # bytes of tar headers per entry (a PAX header and its own)
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-class _Hashing:
-    """A read-only stream that hashes what passes through it (the diff_id)."""
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What one layer may unpack to: ``max_bytes`` bounds the sum of its
+    files' declared sizes, ``max_entries`` the entries in it."""
 
-    def __init__(self, raw: io.BufferedIOBase) -> None:
+    max_bytes: int = 16 << 30
+    max_entries: int = 1 << 20
+
+    @property
+    def max_stream(self) -> int:
+        """The uncompressed tar's bound: the files and their headers."""
+        return self.max_bytes + HEADER_ALLOWANCE * self.max_entries
+
+
+DEFAULT_LIMITS = UnpackLimits()
+
+
+class _Hashing:
+    """A read-only stream that hashes what passes through it (the diff_id)
+    and refuses to give more than ``limit`` bytes."""
+
+    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
         self.raw = raw
         self.hash = hashlib.sha256()
+        self.length = 0
+        self.limit = limit
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
+        self.length += len(data)
+        if self.length > self.limit:
+            raise ImageTooLargeError(f"its uncompressed tar is larger than {self.limit} bytes")
         self.hash.update(data)
         return data
 
@@ -105,10 +138,13 @@ class LayerWriter:
 
     Paths are plain strings relative to a layer's root ("" is the root)."""
 
-    def __init__(self, top: str, lowers: list[str]) -> None:
+    def __init__(self, top: str, lowers: list[str], limits: UnpackLimits) -> None:
         self.top = top
         self.layers = [top, *lowers]
+        self.limits = limits
         self.skipped_devices = 0
+        self._entries = 0
+        self._bytes = 0  # declared by the regular files so far
         self._dirs: dict[str, list[str]] = {}  # rel dir -> layers showing it
         self._resolved: dict[str, str] = {}  # an entry's parent as named -> resolved
         self._top_dirs: set[str] = set()  # directories this layer has
@@ -233,7 +269,22 @@ class LayerWriter:
 
     # -- entries -----------------------------------------------------------
 
+    def _count(self, member: tarfile.TarInfo) -> None:
+        """Refuse the entry that takes the layer over its limits, before
+        it is written (a sparse member's size is what it expands to)."""
+        self._entries += 1
+        if self._entries > self.limits.max_entries:
+            raise ImageTooLargeError(f"it has more than {self.limits.max_entries} entries")
+        if member.isfile():
+            self._bytes += member.size
+            if self._bytes > self.limits.max_bytes:
+                raise ImageTooLargeError(
+                    f"its files exceed {self.limits.max_bytes} bytes"
+                    f" ({member.name!r} declares {member.size})"
+                )
+
     def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self._count(member)
         parent, base = posixpath.split(member.name.rstrip("/"))
         if base in ("", ".", ".."):
             return  # the root itself, or a name that is no entry
@@ -328,17 +379,23 @@ def unpack_layer(
     top: Path,
     lowers: list[Path],
     diff_id: str,
+    limits: UnpackLimits = DEFAULT_LIMITS,
 ) -> int:
     """Unpack a layer blob into the empty directory ``top``; verifies the
-    uncompressed tar against ``diff_id``.  Returns the devices skipped."""
-    writer = LayerWriter(str(top), [str(p) for p in lowers])
+    uncompressed tar against ``diff_id``.  Returns the devices skipped.
+    Beyond ``limits`` it raises ImageTooLargeError, leaving ``top`` partly
+    filled for the caller to remove (the cache unpacks into a staging
+    directory it deletes)."""
+    writer = LayerWriter(str(top), [str(p) for p in lowers], limits)
     try:
-        stream = _Hashing(decompressed(blob))
+        stream = _Hashing(decompressed(blob), limits.max_stream)
         with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 writer.add(tar, member)
         writer.finish()
         actual = stream.drain()
+    except ImageTooLargeError as exc:
+        raise ImageTooLargeError(f"layer {diff_id} is too large to unpack: {exc}") from None
     except (OSError, tarfile.TarError, EOFError, zstd.ZstdError) as exc:
         raise ImageError(f"cannot unpack layer {diff_id}: {exc}") from exc
     if actual != diff_id:

@@ -11,8 +11,14 @@
  * GNU_FORMAT.  Every path of an archive is resolved beneath DIR by the
  * kernel (openat2 with RESOLVE_BENEATH): `..`, absolute names and symlinks
  * met on the way out are refused, and so are symlinks or hard links whose
- * target leaves DIR.  Exit status: 0 done, 1 I/O error, 2 malformed archive,
- * 3 an entry would land outside DIR (message on stderr).
+ * target leaves DIR.  copy-out sends regular files, directories and
+ * symlinks: PATH itself being anything else (a device would stream forever,
+ * a fifo block) is refused, one inside a directory is left out.  A file is
+ * sent as read() gives it: a read error or a file that shrank fails the
+ * copy, and one whose size says 0 (a /proc file) is read whole first, up to
+ * PSEUDO_MAX.  Exit status: 0 done, 1 I/O error, 2 malformed archive, 3 an
+ * entry would land outside DIR, 4 PATH is no file, directory or symlink
+ * (message on stderr).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -28,10 +34,11 @@
 
 #include "agent.h"
 
-enum { COPY_OK = 0, COPY_IO = 1, COPY_MALFORMED = 2, COPY_UNSAFE = 3 };
+enum { COPY_OK = 0, COPY_IO = 1, COPY_MALFORMED = 2, COPY_UNSAFE = 3, COPY_UNSUPPORTED = 4 };
 
 #define BLOCK 512
 #define NAME_MAX_LEN 4096
+#define PSEUDO_MAX (16u << 20) /* a file whose size says 0, read whole first */
 
 struct tar_header {
 	char name[100], mode[8], uid[8], gid[8], size[12], mtime[12], chksum[8];
@@ -521,8 +528,9 @@ static int emit_header(const char *name, const struct stat *st, char type, const
 				 st->st_mtime > 0 ? (uint64_t)st->st_mtime : 0);
 }
 
-/* The file's bytes as its header announced: padded if it shrank meanwhile,
- * cut if it grew. */
+/* The file's bytes as its header announced, cut if it grew meanwhile; one
+ * that shrank fails the copy (its header is out already, and zeros would be
+ * content it never had). */
 static int emit_file_body(int fd, uint64_t size, const char *name)
 {
 	char buf[64 * BLOCK];
@@ -534,15 +542,70 @@ static int emit_file_body(int fd, uint64_t size, const char *name)
 			continue;
 		if (n < 0)
 			return fail(COPY_IO, "reading %s: %s", name, strerror(errno));
-		if (n == 0) {
-			memset(buf, 0, want);
-			n = (ssize_t)want;
-		}
+		if (n == 0)
+			return fail(COPY_IO, "%s shrank by %llu bytes while it was copied", name,
+				    (unsigned long long)left);
 		if (emit(buf, (size_t)n))
 			return COPY_IO;
 		left -= (uint64_t)n;
 	}
 	return emit_padding(size);
+}
+
+/* A file whose size says 0: a /proc or /sys file has content all the same,
+ * and its real size is known only once it is read (up to PSEUDO_MAX). */
+static int emit_unsized_file(int fd, const struct stat *st, const char *name)
+{
+	char *data = NULL;
+	size_t len = 0, cap = 0;
+	int status = COPY_OK;
+	for (;;) {
+		if (len == cap) {
+			if (cap == PSEUDO_MAX) {
+				status = fail(COPY_IO, "%s says it has 0 bytes but holds more than %u",
+					      name, PSEUDO_MAX);
+				break;
+			}
+			cap = cap ? 2 * cap : 64 * BLOCK;
+			char *grown = realloc(data, cap);
+			if (!grown) {
+				status = fail(COPY_IO, "reading %s: %s", name, strerror(ENOMEM));
+				break;
+			}
+			data = grown;
+		}
+		ssize_t n = read(fd, data + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			status = fail(COPY_IO, "reading %s: %s", name, strerror(errno));
+			break;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (status == COPY_OK)
+		status = emit_header(name, st, '0', NULL, len);
+	if (status == COPY_OK && len)
+		status = emit(data, len);
+	if (status == COPY_OK)
+		status = emit_padding(len);
+	free(data);
+	return status;
+}
+
+static const char *kind_of(mode_t mode)
+{
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	if (S_ISFIFO(mode))
+		return "a fifo";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	return "no file, directory or symlink";
 }
 
 static int archive(int dirfd, const char *base, const char *name);
@@ -589,6 +652,11 @@ static int archive(int dirfd, const char *base, const char *name)
 	int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return fail(COPY_IO, "%s: %s", name, strerror(errno));
+	struct stat opened;
+	if (fstat(fd, &opened) < 0 || (opened.st_mode & S_IFMT) != (st.st_mode & S_IFMT)) {
+		close(fd);
+		return fail(COPY_IO, "%s changed while it was copied", name);
+	}
 	if (S_ISDIR(st.st_mode)) {
 		int status = emit_header(name, &st, '5', NULL, 0);
 		if (status != COPY_OK) {
@@ -597,9 +665,14 @@ static int archive(int dirfd, const char *base, const char *name)
 		}
 		return archive_dir(fd, name);
 	}
-	int status = emit_header(name, &st, '0', NULL, (uint64_t)st.st_size);
-	if (status == COPY_OK)
-		status = emit_file_body(fd, (uint64_t)st.st_size, name);
+	int status;
+	if (st.st_size == 0) {
+		status = emit_unsized_file(fd, &st, name);
+	} else {
+		status = emit_header(name, &st, '0', NULL, (uint64_t)st.st_size);
+		if (status == COPY_OK)
+			status = emit_file_body(fd, (uint64_t)st.st_size, name);
+	}
 	close(fd);
 	return status;
 }
@@ -622,6 +695,12 @@ static int copy_out(const char *path)
 	int dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return fail(COPY_IO, "%s: %s", dir, strerror(errno));
+	struct stat st;
+	if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) &&
+	    !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
+		close(dirfd);
+		return fail(COPY_UNSUPPORTED, "%s is %s", path, kind_of(st.st_mode));
+	}
 	int status = archive(dirfd, base, base);
 	close(dirfd);
 	char end[2 * BLOCK] = {0};
