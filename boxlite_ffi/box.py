@@ -124,12 +124,13 @@ def check_window(window: int | None) -> int:
     return window
 
 
-def check_cwd(cwd: object) -> str | None:
-    """A working directory for an execution: absolute, as docker's -w."""
+def check_cwd(cwd: object, what: str = "cwd") -> str | None:
+    """A working directory (an execution's cwd, a box's workdir): absolute,
+    as docker's -w."""
     if cwd is None:
         return None
     if not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd:
-        raise InvalidArgumentError(f"cwd {cwd!r}: an absolute path in the box")
+        raise InvalidArgumentError(f"{what} {cwd!r}: an absolute path in the box")
     return cwd
 
 

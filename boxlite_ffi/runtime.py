@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import boxdir, recovery
-from .box import Box, BoxServices, Env, check_argv, env_dict, native_config
+from .box import Box, BoxServices, Env, check_argv, check_cwd, env_dict, native_config
 from .core import Mount, NativeRuntime
 from .errors import (
     BoxliteError,
@@ -205,8 +205,7 @@ class Runtime:
             raise InvalidArgumentError("give exactly one of image= or rootfs=")
         if name is not None and not (isinstance(name, str) and NAME_RE.fullmatch(name)):
             raise InvalidArgumentError(f"invalid box name {name!r}")
-        if workdir is not None and not workdir.startswith("/"):
-            raise InvalidArgumentError("workdir must be an absolute path")
+        workdir = check_cwd(workdir, "workdir")
         env = env_dict(env)  # refuse a bad environment now, not at the first exec
         with self._images.hold():  # no prune between resolving and recording
             made = self._image(image) if image is not None else None
@@ -423,7 +422,12 @@ def _volumes(
         raise InvalidArgumentError("volumes is a list of 'HOST:BOX[:ro|rw]'")
     mounts = []
     for volume in volumes:
-        parts = volume.split(":") if isinstance(volume, str) else list(volume)
+        if isinstance(volume, str):
+            parts = volume.split(":")
+        elif isinstance(volume, tuple | list) and all(isinstance(p, str) for p in volume):
+            parts = list(volume)
+        else:
+            raise InvalidArgumentError(f"volume {volume!r}: not HOST:BOX[:ro|rw]")
         if len(parts) == 2:
             parts.append("rw")
         if len(parts) != 3 or parts[2] not in ("ro", "rw"):

@@ -153,6 +153,38 @@ def test_bad_sources_give_typed_errors(
     assert list((rt.home / "boxes").iterdir()) == []  # nothing left by refusals
 
 
+BAD_CREATE_KEYWORDS = [
+    {"workdir": 5},
+    {"workdir": "/a\0b"},
+    {"name": 5},
+    {"cmd": "ls"},
+    {"cmd": [5]},
+    {"entrypoint": 5},
+    {"env": 5},
+    {"env": ["NOEQUALS"]},
+    {"volumes": "/a:/b"},
+    {"volumes": [5]},
+    {"memory": object()},
+    {"memory": "lots"},
+    {"cpus": float("nan")},
+    {"pids": -1},
+    {"user": 5},
+    {"disk": "1x"},
+    {"tmp_size": -1},
+    {"log_limit": "many"},
+    {"network": "yes"},
+]
+
+
+@pytest.mark.parametrize("keywords", BAD_CREATE_KEYWORDS, ids=repr)
+def test_bad_create_keywords_are_invalid_arguments(
+    rt: boxlite_ffi.Runtime, rootfs: Path, keywords: dict[str, object]
+) -> None:
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        rt.create(rootfs=rootfs, **keywords)  # type: ignore[arg-type]
+    assert list((rt.home / "boxes").iterdir()) == []
+
+
 def test_a_rootfs_without_a_shell_still_runs_the_agent(
     rt: boxlite_ffi.Runtime, tmp_path: Path
 ) -> None:
