@@ -13,9 +13,9 @@ LIBEXEC_ENV = "BOXLITE_LIBEXEC"
 
 
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
-    """``home``, else ``$BOXLITE_HOME``, else ``~/.boxlite``; created if
-    absent, but not the parent of one given (a mistyped path is an error,
-    not a new tree).  An unusable home is an InvalidArgumentError saying why."""
+    """``home``, else ``$BOXLITE_HOME``, else ``~/.boxlite``; created, with
+    its parents, if absent.  An unusable home is an InvalidArgumentError
+    saying why."""
     if home is not None and not os.fspath(home):
         raise InvalidArgumentError("home: the path is empty")
     given = home or os.environ.get(HOME_ENV)
@@ -27,16 +27,16 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     except OSError as exc:  # a relative path, and the working directory is gone
         raise InvalidArgumentError(f"home {os.fspath(home or '')}: {exc.strerror}") from None
     try:
-        path.mkdir(mode=0o700, parents=not given, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("boxes", "images"):
             (path / sub).mkdir(mode=0o700, exist_ok=True)
-    except FileNotFoundError:
-        raise InvalidArgumentError(f"home {chosen}: {path.parent} does not exist") from None
     except (FileExistsError, NotADirectoryError):
         raise InvalidArgumentError(f"home {chosen}: not a directory") from None
     except OSError as exc:
         raise InvalidArgumentError(f"home {chosen}: {exc.strerror}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            raise InvalidArgumentError(f"home {chosen}: on a read-only filesystem")
         raise InvalidArgumentError(f"home {chosen}: this user may not read and write it")
     return path
 

@@ -174,9 +174,12 @@ def test_special_files_inside_a_copied_directory_are_left_out(
 
 
 def test_a_read_error_fails_the_copy(box: boxlite_ffi.Box, tmp_path: Path) -> None:
-    """/proc/1/mem reports size 0 and reading it at offset 0 is EIO.
+    """A process's mem reports size 0 and reading it at offset 0 is EIO
+    (the copy's own: the agent's, /proc/1/mem, is out of the box's reach).
     (Before: success, and an empty file.)"""
     with pytest.raises(boxlite_ffi.SystemCallError, match="mem: Input/output error"):
+        box.copy_out("/proc/self/mem", tmp_path / "out")
+    with pytest.raises(boxlite_ffi.SystemCallError, match="mem: Permission denied"):
         box.copy_out("/proc/1/mem", tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
 
