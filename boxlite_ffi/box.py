@@ -227,8 +227,14 @@ class Box:
             self._check_open()
             if self._starting is not None and not self._starting.done():
                 return self._starting
-            if self._native_live():
-                return _done()
+            if self._handle is not None and self._native_live():
+                if self._svc.store.get(self.id).status in LIVE:
+                    return _done()
+                # Its run is over as the record says (the monitor saw the
+                # shim end), but our handle has not heard yet: starting now
+                # would take the old run for live.  A stop of an ended run
+                # completes once its shim is reaped; start after that.
+                return then(self._svc.native.box_stop(self._handle), self.start_future)
             me = Proc.me()
             record = self._svc.store.change(self.id, lambda r: self._claim_start(r, me))
             if record.actor != me:  # it runs already: this is a connection
