@@ -66,7 +66,7 @@ def _cc() -> list[str]:
 def build_executables(outdir: Path) -> list[Path]:
     """Compile boxlite-shim and boxlite-agent into outdir."""
     outdir.mkdir(parents=True, exist_ok=True)
-    common = [*_cc(), *CFLAGS, f"-I{NATIVE}", str(NATIVE / "protocol.c")]
+    common = [*_cc(), *CFLAGS, f"-I{INCLUDE}", f"-I{NATIVE}", str(NATIVE / "protocol.c")]
     targets = {
         # Static too: one shim starts per box, and dynamic loading is a
         # measurable part of a cold start.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import boxdir, recovery
+from ._native import lib
 from .box import Box, BoxServices, Env, check_argv, check_cwd, env_dict, native_config
 from .core import Mount, NativeRuntime
 from .errors import (
@@ -50,8 +51,8 @@ from .tree import remove_tree
 from .users import ROOT_USERS, UNPRIVILEGED, as_user, check_user, runs_users
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-DEFAULT_STOP_GRACE_MS = 10_000
-DEFAULT_DRAIN_MS = 100
+DEFAULT_STOP_GRACE_MS = lib.BOXLITE_DEFAULT_STOP_GRACE_MS
+DEFAULT_DRAIN_MS = lib.BOXLITE_DEFAULT_DRAIN_MS
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
 

@@ -167,12 +167,20 @@ enum {
 	BOXLITE_MAX_MOUNTS = 64,
 };
 
+/* What a 0 in boxlite_box_options' stop_grace_ms and drain_ms means; the
+ * shim and the agent fall back to the same (one definition for them all,
+ * the Python layer included). */
+enum {
+	BOXLITE_DEFAULT_STOP_GRACE_MS = 10000,
+	BOXLITE_DEFAULT_DRAIN_MS = 100,
+};
+
 typedef struct boxlite_box_options {
 	const char *box_dir;               /* required: per-box state directory, exists */
 	const char *const *lower_dirs;     /* required: NULL-terminated image layers, top-most first */
 	const char *hostname;              /* NULL means "box" */
-	uint32_t stop_grace_ms;            /* SIGTERM..SIGKILL grace on stop; 0 means 10000 */
-	uint32_t drain_ms;                 /* output drained after a process exits; 0 means 100 */
+	uint32_t stop_grace_ms;            /* SIGTERM..SIGKILL grace on stop; 0: the default */
+	uint32_t drain_ms;                 /* output drained after a process exits; 0: the default */
 	int32_t owner_pid;                 /* the box dies with this process; 0 means none */
 	uint32_t flags;                    /* BOXLITE_BOX_DETACHED */
 	/* The box's main command, or NULL for none (the box idles until stopped).

@@ -16,8 +16,6 @@
 #include "protocol.h"
 
 #define MAX_LOWERS 128
-#define DEFAULT_GRACE_MS 10000u
-#define DEFAULT_DRAIN_MS 100u
 
 static int send_signal(int pidfd, int sig)
 {
@@ -166,8 +164,8 @@ static int box_configure(struct bl_box *box, const boxlite_box_options *o)
 	box->hostname = strdup(host);
 	if (!box->dir || !box->hostname)
 		return BOXLITE_ERR_NO_MEMORY;
-	box->grace_ms = o->stop_grace_ms ? o->stop_grace_ms : DEFAULT_GRACE_MS;
-	box->drain_ms = o->drain_ms ? o->drain_ms : DEFAULT_DRAIN_MS;
+	box->grace_ms = o->stop_grace_ms ? o->stop_grace_ms : BOXLITE_DEFAULT_STOP_GRACE_MS;
+	box->drain_ms = o->drain_ms ? o->drain_ms : BOXLITE_DEFAULT_DRAIN_MS;
 	box->owner_pid = o->owner_pid;
 	box->host_loopback = o->flags & BOXLITE_BOX_HOST_LOOPBACK;
 	if ((o->network_helper && !(box->network_helper = strdup(o->network_helper))) ||

@@ -26,11 +26,10 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "boxlite.h" /* the defaults */
 
 #define CONN_FD 3
 #define MAX_EVENTS 64
-#define DEFAULT_DRAIN_MS 100
-#define DEFAULT_GRACE_MS 10000
 
 static enum src_kind listen_src = SRC_LISTEN, signal_src = SRC_SIGNAL, timer_src = SRC_TIMER;
 
@@ -85,8 +84,8 @@ static uint32_t parse_number(const char *s, unsigned long max)
 
 static void parse_args(struct agent *ag, int argc, char **argv)
 {
-	ag->drain_ms = DEFAULT_DRAIN_MS;
-	ag->grace_ms = DEFAULT_GRACE_MS;
+	ag->drain_ms = BOXLITE_DEFAULT_DRAIN_MS;
+	ag->grace_ms = BOXLITE_DEFAULT_STOP_GRACE_MS;
 	ag->listen_fd = -1;
 	ag->main.pid = -1; /* none */
 	for (int i = 1; i < argc; i++) {

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "boxlite.h" /* the defaults */
 #include "shim.h"
 
 #define NAMESPACES \
@@ -106,8 +107,8 @@ static bool *switch_of(struct shim_config *cfg, const char *flag)
 static void parse_args(struct shim_config *cfg, int argc, char **argv)
 {
 	cfg->hostname = "box";
-	cfg->grace_ms = 10000;
-	cfg->drain_ms = 100;
+	cfg->grace_ms = BOXLITE_DEFAULT_STOP_GRACE_MS;
+	cfg->drain_ms = BOXLITE_DEFAULT_DRAIN_MS;
 	for (int i = 1; i < argc; i += 2) {
 		const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
 		bool *on = switch_of(cfg, flag);
