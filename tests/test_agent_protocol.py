@@ -41,6 +41,7 @@ def build_agent(out: Path, sanitize: bool) -> Path:
         "-Werror",
         "-O1",
         *flags,
+        f"-I{ROOT / 'include'}",
         f"-I{ROOT / 'native'}",
         *sources,
         "-o",
