@@ -280,18 +280,24 @@ class Store:
             yield
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection, ours alone meanwhile, its errors typed."""
         with self._lock, self._errors():
             if self._closed:
                 raise RuntimeClosedError("the runtime is closed")
-            self._db.execute("BEGIN IMMEDIATE")
+            yield self._db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -301,18 +307,13 @@ class Store:
                 self._db.close()
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[BoxRecord]:
-        with self._lock, self._errors():
-            if self._closed:
-                raise RuntimeClosedError("the runtime is closed")
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM boxes {sql}", args).fetchall()
+        with self._connection() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM boxes {sql}", args).fetchall()
         return [_record(row) for row in rows]
 
     def add(self, record: BoxRecord, also: Callable[[], None]) -> None:
         """Insert record; ``also`` (making its directory) runs in the same
         transaction, so a record and its directory appear together."""
-        values = _columns({f.name: getattr(record, f.name) for f in dataclasses.fields(record)})
-        names = ", ".join(values)
-        marks = ", ".join("?" * len(values))
         try:
             with self._transaction() as db:
                 image = record.config.get("image_id")
@@ -321,7 +322,7 @@ class Store:
                     and not db.execute("SELECT 1 FROM images WHERE id = ?", (image,)).fetchone()
                 ):
                     raise ImageNotFoundError(f"image {image} was removed")
-                db.execute(f"INSERT INTO boxes ({names}) VALUES ({marks})", tuple(values.values()))
+                _insert(db, record)
                 also()
         except sqlite3.IntegrityError:
             raise AlreadyExistsError(f"a box named {record.name!r} exists") from None
@@ -330,24 +331,17 @@ class Store:
         """Insert a record rebuilt by recovery (its image may be gone: the
         box's layers are what it runs on).  ``AlreadyExistsError`` when its
         id or name is taken."""
-        values = _columns({f.name: getattr(record, f.name) for f in dataclasses.fields(record)})
-        marks = ", ".join("?" * len(values))
         try:
             with self._transaction() as db:
-                db.execute(
-                    f"INSERT INTO boxes ({', '.join(values)}) VALUES ({marks})",
-                    tuple(values.values()),
-                )
+                _insert(db, record)
         except sqlite3.IntegrityError:
             taken = f"box {record.id} or its name {record.name!r} is taken"
             raise AlreadyExistsError(taken) from None
 
     def ids(self) -> set[str]:
         """The id of every record, removed (a tombstone) or not."""
-        with self._lock, self._errors():
-            if self._closed:
-                raise RuntimeClosedError("the runtime is closed")
-            return {row[0] for row in self._db.execute("SELECT id FROM boxes")}
+        with self._connection() as db:
+            return {row[0] for row in db.execute("SELECT id FROM boxes")}
 
     @contextmanager
     def exclusive(self) -> Iterator[dict[str, bool]]:
@@ -506,6 +500,12 @@ def _find_image(db: sqlite3.Connection, ref: str, name: str) -> ImageRecord:
         what = "matches several images" if images else "is no image here"
         raise ImageNotFoundError(f"{ref!r} {what}")
     return images[0]
+
+
+def _insert(db: sqlite3.Connection, record: BoxRecord) -> None:
+    values = _columns({f.name: getattr(record, f.name) for f in dataclasses.fields(record)})
+    marks = ", ".join("?" * len(values))
+    db.execute(f"INSERT INTO boxes ({', '.join(values)}) VALUES ({marks})", tuple(values.values()))
 
 
 def _absent_or_empty(path: Path) -> bool:
