@@ -6,6 +6,7 @@ import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum, IntEnum
+from typing import Generic, TypeVar
 
 
 class ErrorCode(IntEnum):
@@ -70,6 +71,20 @@ class Code(str, Enum):
         return format(str(self.value), spec)
 
 
+R = TypeVar("R", bound=Code)
+
+
+class ReasonedError(BoxliteError, Generic[R]):
+    """An error whose ``reason`` (a stable text code) says more than its
+    numeric ``code``; each subclass names its default."""
+
+    default_reason: R
+
+    def __init__(self, message: str | None = None, reason: R | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or self.default_reason
+
+
 class StateReason(Code):
     """Why an operation does not fit the state it found (stable codes)."""
 
@@ -87,14 +102,11 @@ class StateReason(Code):
     STDIN_NOT_OPEN = "stdin_not_open"  # write_stdin/close_stdin without stdin=True
 
 
-class InvalidStateError(BoxliteError):
+class InvalidStateError(ReasonedError[StateReason]):
     """The operation does not fit the current state; ``reason`` says why."""
 
     code = ErrorCode.INVALID_STATE
-
-    def __init__(self, message: str | None = None, reason: StateReason | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason or StateReason.INVALID_STATE
+    default_reason = StateReason.INVALID_STATE
 
 
 class RuntimeClosedError(BoxliteError):
@@ -117,15 +129,11 @@ class ImageReason(Code):
     TOO_LARGE = "too_large"  # a layer would unpack beyond the runtime's limits
 
 
-class ImageError(BoxliteError):
+class ImageError(ReasonedError[ImageReason]):
     """An image could not be loaded, pulled, unpacked or removed."""
 
     code = ErrorCode.IMAGE
     default_reason = ImageReason.INVALID
-
-    def __init__(self, message: str | None = None, reason: ImageReason | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason or self.default_reason
 
 
 class ImageNotFoundError(ImageError, LookupError):
@@ -203,17 +211,13 @@ class StoreReason(Code):
 RECOVER_HINT = "run `boxlite recover` (or Runtime.recover()) to rebuild it from the home"
 
 
-class StoreError(BoxliteError):
+class StoreError(ReasonedError[StoreReason]):
     """The store cannot be used; ``reason`` says why.  Nothing was deleted:
     ``boxlite recover`` / ``Runtime.recover()`` is the way back for a lost
     or corrupt store."""
 
     code = ErrorCode.STORE
     default_reason = StoreReason.UNUSABLE
-
-    def __init__(self, message: str | None = None, reason: StoreReason | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason or self.default_reason
 
 
 class StoreLostError(StoreError):
