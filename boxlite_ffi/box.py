@@ -3,7 +3,6 @@ life (start, stop, wait, remove) kept in the runtime home's store."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import math
 import os
@@ -21,7 +20,6 @@ from ._native import lib
 from .core import BoxConfig, Mount, then
 from .errors import (
     BoxliteError,
-    BoxliteTimeoutError,
     DiskFullError,
     ExecClosedError,
     InvalidArgumentError,
@@ -41,6 +39,7 @@ from .execution import (
     check_data,
     check_seconds,
     check_size,
+    waited,
 )
 from .lifecycle import (
     KILL_NOW,
@@ -449,10 +448,7 @@ class Box:
         """Wait until the box's run is over (its main command ended, or it
         was stopped) and say how; at once for a run that is already over,
         also one that ended while nobody watched, from any process."""
-        try:
-            return self.wait_future().result(check_seconds(timeout, "timeout"))
-        except concurrent.futures.TimeoutError:
-            raise BoxliteTimeoutError(f"box {self.id} still runs after {timeout} s") from None
+        return waited(self.wait_future(), timeout, f"box {self.id} still runs")
 
     def logs(self) -> BoxLogs:
         """What the main command wrote so far, over every run: the newest

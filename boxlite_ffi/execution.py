@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 from .core import WRITE_MAX
 from .errors import (
@@ -315,7 +315,13 @@ def check_callback(callback: object, what: str) -> None:
         raise InvalidArgumentError(f"{what} must be callable or None, not {callback!r}")
 
 
-def _waited(future: Future[Any], timeout: object, what: str) -> Any:
+T = TypeVar("T")
+
+
+def waited(future: Future[T], timeout: object, what: str) -> T:
+    """The future's result within ``timeout`` seconds (checked as
+    ``check_seconds``), else ``BoxliteTimeoutError`` saying what is still
+    going on."""
     try:
         return future.result(check_seconds(timeout, "timeout"))
     except concurrent.futures.TimeoutError:
@@ -423,7 +429,7 @@ class Execution:
         process is not held up by it (like ``Popen.communicate``), and lands
         in the result.  A stream being iterated keeps its flow control.
         """
-        _waited(self._collect(), timeout, "the execution still runs")
+        waited(self._collect(), timeout, "the execution still runs")
         return self.result()
 
     def _collect(self) -> Future[_Exit]:
@@ -471,7 +477,7 @@ class Execution:
         """
         check_seconds(timeout, "timeout")
         for chunk in self.stdin_chunks(data):
-            _waited(self.write_future(chunk), timeout, "stdin still takes no more")
+            waited(self.write_future(chunk), timeout, "stdin still takes no more")
 
     def resize_future(self, rows: int, cols: int) -> Future[None]:
         check_size(rows, cols)
