@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import cffi
@@ -18,17 +19,24 @@ INCLUDE = ROOT / "include"
 NATIVE = ROOT / "native"
 
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O2"]
+# Relative to native/: what the three binaries share, the library, its engines.
+COMMON_SOURCES = ["common/error.c", "common/fdio.c", "common/protocol.c"]
 CORE_SOURCES = [
-    "agent_conn.c",
-    "box.c",
-    "engine_ns.c",
-    "event_queue.c",
-    "exec.c",
-    "handle_table.c",
-    "protocol.c",
-    "reactor.c",
-    "runtime.c",
-    "worker_pool.c",
+    *COMMON_SOURCES,
+    *(
+        f"core/{name}.c"
+        for name in (
+            "agent_conn",
+            "box",
+            "event_queue",
+            "exec",
+            "handle_table",
+            "reactor",
+            "runtime",
+            "worker_pool",
+        )
+    ),
+    "engine/ns.c",
 ]
 
 # Callbacks implemented in Python (boxlite_ffi/_callbacks.py).
@@ -63,24 +71,28 @@ def _cc() -> list[str]:
     return shlex.split(os.environ.get("CC", "cc"))
 
 
+# Static: one shim starts per box, and dynamic loading is a measurable part
+# of a cold start; the agent is PID 1 in a box whose image may have no libc.
+# libseccomp (Debian's libseccomp-dev) for the box's system call filter.
+EXECUTABLES = {"boxlite-shim": ("shim", ["-lseccomp"]), "boxlite-agent": ("agent", [])}
+
+
+def executable_command(name: str, out: Path, extra_flags: Sequence[str] = ()) -> list[str]:
+    """The compiler command that builds executable name (a key of EXECUTABLES) as out."""
+    folder, libs = EXECUTABLES[name]
+    sources = [*(NATIVE / s for s in COMMON_SOURCES), *sorted((NATIVE / folder).glob("*.c"))]
+    return [
+        *_cc(), *CFLAGS, *extra_flags, f"-I{INCLUDE}", f"-I{NATIVE}", "-static",
+        *map(str, sources), "-o", str(out), *libs,
+    ]  # fmt: skip
+
+
 def build_executables(outdir: Path) -> list[Path]:
     """Compile boxlite-shim and boxlite-agent into outdir."""
     outdir.mkdir(parents=True, exist_ok=True)
-    common = [*_cc(), *CFLAGS, f"-I{INCLUDE}", f"-I{NATIVE}", str(NATIVE / "protocol.c")]
-    targets = {
-        # Static too: one shim starts per box, and dynamic loading is a
-        # measurable part of a cold start.
-        # libseccomp (Debian's libseccomp-dev) for the box's system call filter.
-        "boxlite-shim": (["-static"], sorted((NATIVE / "shim").glob("*.c")), ["-lseccomp"]),
-        # PID 1 inside a box whose image may have no libc at all.
-        "boxlite-agent": (["-static"], sorted((NATIVE / "agent").glob("*.c")), []),
-    }
-    built = []
-    for name, (extra, sources, libs) in targets.items():
-        out = outdir / name
-        command = [*common, *extra, *map(str, sources), "-o", str(out), *libs]
-        subprocess.run(command, check=True)
-        built.append(out)
+    built = [outdir / name for name in EXECUTABLES]
+    for out in built:
+        subprocess.run(executable_command(out.name, out), check=True)
     return built
 
 

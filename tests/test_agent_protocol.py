@@ -11,6 +11,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import build_ffi  # noqa: E402  (the source tree's, beside the tests)
+
 HELLO, STARTED, STDOUT, STDERR, EXIT, STDIN_ACK, STDIN_CLOSED, RESULT, ATTACHED = range(64, 73)
 EXEC, SIGNAL, STDIN, STDIN_CLOSE, RESIZE, CREDIT, ATTACH = range(1, 8)
 ATTACHED_STDIN, ATTACHED_TTY, ATTACHED_ENDED = 1, 2, 4
@@ -27,27 +31,11 @@ EXITED, SIGNALED, FAILED, TIMED_OUT = 1, 2, 3, 4
 
 
 def build_agent(out: Path, sanitize: bool) -> Path:
+    # The package's own command, without -static (the sanitizers need libc's
+    # dynamic loader) and with -O1 for readable reports.
     flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"] if sanitize else []
-    sources = [
-        str(ROOT / "native" / "protocol.c"),
-        *map(str, (ROOT / "native" / "agent").glob("*.c")),
-    ]
-    cmd = [
-        "cc",
-        "-std=c11",
-        "-D_GNU_SOURCE",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-O1",
-        *flags,
-        f"-I{ROOT / 'include'}",
-        f"-I{ROOT / 'native'}",
-        *sources,
-        "-o",
-        str(out),
-    ]
-    subprocess.run(cmd, check=True)
+    cmd = [a for a in build_ffi.executable_command("boxlite-agent", out, flags) if a != "-static"]
+    subprocess.run([*cmd, "-O1"], check=True)
     return out
 
 

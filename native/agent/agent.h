@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "protocol.h"
+#include "common/protocol.h"
 
 /* What an epoll event's data.ptr points at: every source starts with one. */
 enum src_kind { SRC_CONN, SRC_LISTEN, SRC_SIGNAL, SRC_TIMER, SRC_PIPE, SRC_STDIN };

@@ -334,7 +334,7 @@ int main(int argc, char **argv)
 	if (agent_fd < 0)
 		die(1, errno, "open agent %s", cfg.agent);
 	int owner_pidfd = -1;
-	if (cfg.owner_pid > 0 && (owner_pidfd = (int)syscall(SYS_pidfd_open, cfg.owner_pid, 0)) < 0)
+	if (cfg.owner_pid > 0 && (owner_pidfd = bl_pidfd_open(cfg.owner_pid)) < 0)
 		die(1, errno, "watch owner %d", (int)cfg.owner_pid);
 	/* Signals wait in the mask until supervise() reads them. */
 	sigset_t set;

@@ -42,6 +42,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/fdio.h"
+#include "common/pidfd.h"
+
 #define SHIM_CONN_FD 3
 #define SHIM_STATUS_FD 4
 #define SHIM_MAIN_FD 5
@@ -215,11 +218,6 @@ int log_open(struct shim_log *l, const char *dir, const char *name, uint64_t lim
 	     int *box_end);
 bool log_pump(struct shim_log *l);
 void log_close(struct shim_log *l);
-
-/* fdio.c: read until len bytes, EOF or an error; write until len bytes or
- * an error (errno set).  Both return the bytes done. */
-size_t fd_read_full(int fd, void *buf, size_t len);
-size_t fd_write_full(int fd, const void *buf, size_t len);
 
 /* supervise.c: run until the agent exits; returns the shim's exit code.
  * signal_agent sends sig to the box's init (gone already: no error);

@@ -36,7 +36,7 @@ static int64_t now_ms(void)
 void signal_agent(int pidfd, int sig)
 {
 	/* ESRCH: already exiting, the pidfd will report it. */
-	if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
+	if (bl_pidfd_signal(pidfd, sig) < 0 && errno != ESRCH)
 		fprintf(stderr, "boxlite-shim: signal %d to the agent: %s\n", sig, strerror(errno));
 }
 

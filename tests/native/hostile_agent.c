@@ -16,8 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "protocol.h"
-#include "shim/shim.h" /* fd_read_full, fd_write_full */
+#include "common/protocol.h"
+#include "common/fdio.h"
 
 static uint64_t state;
 

@@ -6,7 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "agent_conn.h"
+#include "core/agent_conn.h"
 #include "check.h"
 
 struct seen {

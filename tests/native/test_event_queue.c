@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "event_queue.h"
+#include "core/event_queue.h"
 
 static int delivered;
 

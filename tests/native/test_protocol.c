@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "protocol.h"
+#include "common/protocol.h"
 
 static void test_header_roundtrip(void)
 {

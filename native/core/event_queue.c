@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "clock.h"
+#include "common/clock.h"
 
 static struct bl_event *event_new(enum bl_event_kind kind, void *ud, size_t extra)
 {

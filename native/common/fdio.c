@@ -1,11 +1,11 @@
 /*
  * fdio.c - whole-buffer reads and writes across EINTR and short counts
- * (shim.h).
+ * (fdio.h).
  */
 #include <errno.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "fdio.h"
 
 size_t fd_read_full(int fd, void *buf, size_t len)
 {

@@ -4,7 +4,7 @@
 #include <sys/random.h>
 
 #include "core.h"
-#include "protocol.h"
+#include "common/protocol.h"
 
 #define MAX_SIGNAL 64
 #define DEFAULT_KILL_GRACE_MS 2000u

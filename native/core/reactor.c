@@ -21,8 +21,9 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
+#include "common/pidfd.h"
 #include "core.h"
-#include "protocol.h"
+#include "common/protocol.h"
 
 /* Bytes read from one connection before the others get a turn. */
 #define READ_BUDGET (4u << 20)
@@ -236,7 +237,7 @@ static int epoll_set(struct bl_reactor *r, int op, int fd, uint32_t events, stru
 
 static void signal_shim(struct bl_attachment *a, int sig)
 {
-	if (!a->shim_reaped && syscall(SYS_pidfd_send_signal, a->pidfd, sig, NULL, 0) < 0 &&
+	if (!a->shim_reaped && bl_pidfd_signal(a->pidfd, sig) < 0 &&
 	    errno != ESRCH) {
 		fprintf(stderr, "boxlite: signal %d to shim (pidfd %d): %s\n", sig, a->pidfd,
 			strerror(errno));

@@ -18,8 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "core.h"
+#include "common/clock.h"
+#include "common/pidfd.h"
+#include "core/core.h"
 
 /* A box set-up is milliseconds natively, but seconds under emulation. */
 #define STATUS_TIMEOUT_MS 60000
@@ -334,7 +335,7 @@ static int parse_status(char *line, pid_t *shim, char *err, size_t errlen)
 
 static void kill_and_reap(int pidfd)
 {
-	if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+	if (bl_pidfd_signal(pidfd, SIGKILL) < 0 && errno != ESRCH)
 		return; /* cannot signal: do not wait forever either */
 	siginfo_t info;
 	int rc;
@@ -352,7 +353,7 @@ static void kill_and_reap(int pidfd)
  * the pidfd, and someone else reaps it). */
 static int follow_detached(int *pidfd, pid_t shim, char *err, size_t errlen)
 {
-	int shim_fd = (int)syscall(SYS_pidfd_open, shim, 0);
+	int shim_fd = bl_pidfd_open(shim);
 	if (shim_fd < 0) {
 		set_err(err, errlen, "pidfd_open (detached shim)", errno);
 		return -1;
@@ -379,7 +380,7 @@ int bl_engine_ns_spawn(const boxlite_runtime *rt, const struct bl_box *box, stru
 	close_fd(&f.log);
 	close_fd(&f.main);
 	/* Our unreaped child: its pid cannot be reused, so this is race-free. */
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int pidfd = bl_pidfd_open(pid);
 	if (pidfd < 0) {
 		set_err(err, errlen, "pidfd_open", errno);
 		kill(pid, SIGKILL);

@@ -13,14 +13,10 @@
 #include <unistd.h>
 
 #include "core.h"
-#include "protocol.h"
+#include "common/pidfd.h"
+#include "common/protocol.h"
 
 #define MAX_LOWERS 128
-
-static int send_signal(int pidfd, int sig)
-{
-	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
-}
 
 void bl_box_ref(struct bl_box *box) { atomic_fetch_add(&box->refs, 1); }
 
@@ -328,7 +324,7 @@ int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, 
 		op->waiter_next = box->stop_waiters;
 		box->stop_waiters = op;
 		/* ESRCH: the shim is already exiting; the reaping still happens. */
-		if (box->state == BL_BOX_RUNNING && send_signal(box->pidfd, SIGTERM) < 0 &&
+		if (box->state == BL_BOX_RUNNING && bl_pidfd_signal(box->pidfd, SIGTERM) < 0 &&
 		    errno != ESRCH) {
 			fprintf(stderr, "boxlite: SIGTERM to shim: %s\n", strerror(errno));
 			abort(); /* a pidfd of our own child cannot be invalid */
@@ -366,7 +362,7 @@ int boxlite_box_free(boxlite_runtime *rt, boxlite_handle h)
 		if (live && box->kept && !rt->closed)
 			bl_reactor_release(rt->reactor, box); /* on failure, runtime close still will */
 		else if (live && !box->kept && box->pidfd >= 0)
-			send_signal(box->pidfd, BL_SHIM_KILL_NOW);
+			bl_pidfd_signal(box->pidfd, BL_SHIM_KILL_NOW);
 	}
 	pthread_mutex_unlock(&rt->lock);
 	if (!box)
@@ -428,7 +424,7 @@ static uint64_t start_ticks(pid_t pid)
 /* A pidfd on the shim the caller named, or -1: gone, or the pid reused. */
 static int open_shim(pid_t pid, uint64_t ticks)
 {
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int pidfd = bl_pidfd_open(pid);
 	/* Checked after the pidfd is held: the pid cannot be reused now. */
 	if (pidfd >= 0 && start_ticks(pid) != ticks) {
 		close(pidfd);
