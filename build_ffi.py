@@ -31,9 +31,9 @@ NATIVE = ROOT / "native"
 
 
 def _load_paths() -> ModuleType:
-    """boxlite_ffi/paths.py, which defines the installed layout, without
+    """boxlite_ffi.paths, which defines the installed layout, without
     importing the package (whose extension this builds)."""
-    path = ROOT / "boxlite_ffi" / "paths.py"
+    path = ROOT / "boxlite_ffi" / "paths" / "__init__.py"
     spec = importlib.util.spec_from_file_location("_boxlite_paths", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -148,7 +148,7 @@ def pkg_config(version: str) -> str:
 
 
 def build_library(prefix: Path, extra_flags: Sequence[str] = ()) -> Path:
-    """Compile the library into prefix as the package holds it (paths.py): the
+    """Compile the library into prefix as the package holds it (boxlite_ffi.paths): the
     library, its link-time name, the header and boxlite.pc.  Returns its
     directory (for -L)."""
     libdir, pcdir = prefix / paths.LIBRARY_SUBDIR, prefix / paths.PKG_CONFIG_SUBDIR

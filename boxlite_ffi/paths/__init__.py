@@ -6,12 +6,11 @@
 
 The layout is defined here once: build_ffi.py loads this file by its path to
 lay the files out (so it imports nothing beyond the standard library).
+``python3 -m boxlite_ffi.paths --help`` lists what the command prints.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 # The library's ABI version: its soname is libboxlite.so.<ABI_VERSION>.
@@ -29,7 +28,7 @@ LIBRARY_SUBDIR = "lib"
 LIBEXEC_SUBDIR = "libexec"
 PKG_CONFIG_SUBDIR = f"{LIBRARY_SUBDIR}/pkgconfig"
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def get_include() -> str:
@@ -53,27 +52,3 @@ def get_pkg_config_path() -> str:
     names its paths relative to itself, so it is right wherever pip put the
     package."""
     return str(_PACKAGE / PKG_CONFIG_SUBDIR)
-
-
-_QUERIES = {
-    "--include": get_include,
-    "--library-dir": get_library_dir,
-    "--libexec-dir": get_libexec_dir,
-    "--pkg-config-path": get_pkg_config_path,
-}
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m boxlite_ffi.paths", description="Where boxlite_ffi's native parts are."
-    )
-    group = parser.add_mutually_exclusive_group(required=True)
-    for flag, ask in _QUERIES.items():
-        group.add_argument(flag, action="store_const", const=ask, dest="query", help=ask.__doc__)
-    args = parser.parse_args(argv)
-    print(args.query())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
