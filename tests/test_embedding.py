@@ -6,6 +6,7 @@ them and runs a command in a busybox box."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,17 @@ def test_the_c_example_reports_a_command_that_cannot_start(example: Path, rootfs
     done = subprocess.run([example, rootfs, "/no/such/program"], capture_output=True, timeout=60)
     assert done.returncode == 127
     assert b"No such file or directory" in done.stderr
+
+
+def test_a_signal_to_the_example_goes_to_the_command(
+    example: Path, rootfs: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    argv = [example, rootfs, "sh", "-c", "echo up; sleep 30"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"up\n"
+        assert list(tmp_path.iterdir())  # its box directory
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 128 + signal.SIGINT
+    assert not list(tmp_path.iterdir())

@@ -7,14 +7,18 @@
  * An embedder of libboxlite in one file.  The main thread makes the calls;
  * a drain thread of its own runs every callback (boxlite_runtime_drain), so
  * the main thread waits for a completion on a condition variable that the
- * callback signals.  The shim and agent come from the directory the build
- * named (pkg-config's libexecdir), or from $BOXLITE_LIBEXEC.
+ * callback signals.  A third thread takes SIGINT, SIGTERM and SIGHUP and
+ * sends them to the command (any thread may call the API).  The shim and
+ * agent come from the directory the build named (pkg-config's libexecdir),
+ * or from $BOXLITE_LIBEXEC.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,19 +43,6 @@ struct waiter {
 	char message[256]; /* a callback's strings live only during the callback */
 	boxlite_exit exit;
 };
-
-static void waiter_init(struct waiter *w)
-{
-	memset(w, 0, sizeof *w);
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
-}
-
-static void waiter_destroy(struct waiter *w)
-{
-	pthread_cond_destroy(&w->cond);
-	pthread_mutex_destroy(&w->lock);
-}
 
 static void waiter_signal(struct waiter *w)
 {
@@ -120,6 +111,36 @@ static void *drain_main(void *arg)
 	if (n != -BOXLITE_ERR_RUNTIME_CLOSED)
 		fprintf(stderr, "boxlite-run: drain: %s\n", boxlite_status_name(-n));
 	return NULL;
+}
+
+/* ---- signals to this program go to the command ---- */
+
+struct relay {
+	boxlite_runtime *rt;
+	sigset_t signals;              /* blocked in every other thread, the library's too */
+	_Atomic boxlite_handle exec;   /* the running execution, 0 for none */
+	atomic_bool stopping;
+};
+
+static void on_signal_sent(void *user_data, int status, const char *message)
+{
+	(void)user_data, (void)status, (void)message; /* EXEC_CLOSED: it had just ended */
+}
+
+static void *relay_main(void *arg)
+{
+	struct relay *r = arg;
+	for (;;) {
+		int sig;
+		if (sigwait(&r->signals, &sig) != 0)
+			continue;
+		if (atomic_load(&r->stopping))
+			return NULL;
+		/* A handle freed meanwhile is refused (INVALID_HANDLE), never reused. */
+		boxlite_handle exec = atomic_load(&r->exec);
+		if (exec)
+			(void)boxlite_exec_signal(r->rt, exec, sig, on_signal_sent, NULL);
+	}
 }
 
 /* ---- the box directory: ours, marked, removed at the end ---- */
@@ -194,91 +215,112 @@ static int exit_status(const boxlite_exit *exit)
 	return EXIT_BOXLITE_FAILED;
 }
 
-/* Start the box, run the command, stop the box; the box handle is freed by the caller. */
-static int run_in_box(boxlite_runtime *rt, boxlite_handle box, char **argv)
+/* The outcome of an asynchronous call that returned rc, once its callback ran:
+ * 0, or EXIT_BOXLITE_FAILED said on stderr. */
+static int completed(struct waiter *w, int rc, const char *what)
 {
-	struct waiter w;
-	waiter_init(&w);
-	int rc = boxlite_box_start(rt, box, on_done, &w);
 	if (rc)
-		goto out_status;
-	waiter_wait(&w);
-	if (w.status) {
-		rc = fail("start", w.status, w.message);
-		goto out;
-	}
+		return fail(what, rc, NULL);
+	waiter_wait(w);
+	return w->status ? fail(what, w->status, w->message) : 0;
+}
 
+static int run_command(boxlite_runtime *rt, boxlite_handle box, char **argv, struct waiter *w,
+		       struct relay *relay)
+{
 	static const char *const env[] = {"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
 					  "HOME=/root", NULL};
-	boxlite_exec_options exec_options = {.argv = (const char *const *)argv, .env = env};
-	boxlite_exec_callbacks callbacks = {on_output, on_exit_cb, &w};
+	boxlite_exec_options options = {.argv = (const char *const *)argv, .env = env};
+	boxlite_exec_callbacks callbacks = {on_output, on_exit_cb, w};
 	boxlite_handle exec;
-	rc = boxlite_exec_start(rt, box, &exec_options, &callbacks, &exec);
-	if (rc) {
-		fail("exec", rc, NULL);
-	} else {
-		waiter_wait(&w); /* the Exit comes after every output chunk */
-		boxlite_exec_free(rt, exec);
-	}
-	int status = rc ? EXIT_BOXLITE_FAILED : exit_status(&w.exit);
-
-	rc = boxlite_box_stop(rt, box, on_done, &w);
+	int rc = boxlite_exec_start(rt, box, &options, &callbacks, &exec);
 	if (rc)
-		goto out_status;
-	waiter_wait(&w);
-	rc = w.status ? fail("stop", w.status, w.message) : status;
-	goto out;
-out_status:
-	rc = fail("box", rc, NULL);
-out:
-	waiter_destroy(&w);
+		return fail("exec", rc, NULL);
+	atomic_store(&relay->exec, exec);
+	waiter_wait(w); /* the Exit, which comes after every output chunk */
+	atomic_store(&relay->exec, 0);
+	boxlite_exec_free(rt, exec);
+	return exit_status(&w->exit);
+}
+
+/* Start the box, run the command, stop the box (a graceful end; freeing a
+ * running box's handle would kill it). */
+static int run_in_box(boxlite_runtime *rt, boxlite_handle box, char **argv, struct relay *relay)
+{
+	struct waiter w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	int rc = completed(&w, boxlite_box_start(rt, box, on_done, &w), "start");
+	if (rc == 0) {
+		rc = run_command(rt, box, argv, &w, relay);
+		int stopped = completed(&w, boxlite_box_stop(rt, box, on_done, &w), "stop");
+		rc = stopped ? stopped : rc;
+	}
+	pthread_cond_destroy(&w.cond);
+	pthread_mutex_destroy(&w.lock);
 	return rc;
 }
 
-static int run(const char *rootfs, char **argv)
+/* A box of the root filesystem in dir, the command in it. */
+static int run_box(boxlite_runtime *rt, const char *rootfs, char **argv, const char *dir,
+		   struct relay *relay)
+{
+	const char *const lowers[] = {rootfs, NULL};
+	/* The box dies with this process, however it ends. */
+	boxlite_box_options options = {.box_dir = dir, .lower_dirs = lowers, .owner_pid = getpid()};
+	boxlite_handle box;
+	int rc = boxlite_box_new(rt, &options, &box);
+	if (rc)
+		return fail("box", rc, rootfs);
+	rc = run_in_box(rt, box, argv, relay);
+	boxlite_box_free(rt, box);
+	return rc;
+}
+
+static bool start_thread(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+	int err = pthread_create(thread, NULL, fn, arg);
+	if (err)
+		fprintf(stderr, "boxlite-run: pthread_create: %s\n", strerror(err));
+	return err == 0;
+}
+
+static void join_thread(pthread_t thread)
+{
+	int err = pthread_join(thread, NULL);
+	if (err)
+		fprintf(stderr, "boxlite-run: pthread_join: %s\n", strerror(err));
+}
+
+/* The runtime, its drain thread and the signal relay around run_box. */
+static int run(const char *rootfs, char **argv, const char *dir, const sigset_t *signals)
 {
 	const char *libexec = getenv("BOXLITE_LIBEXEC");
-	boxlite_runtime_options rt_options = {
+	boxlite_runtime_options options = {
 		.libexec_dir = libexec && *libexec ? libexec : BOXLITE_RUN_LIBEXEC_DIR,
 	};
 	boxlite_runtime *rt;
-	int rc = boxlite_runtime_new(&rt_options, &rt);
+	int rc = boxlite_runtime_new(&options, &rt);
 	if (rc)
-		return fail("runtime", rc, rt_options.libexec_dir);
-	pthread_t drainer;
-	if ((rc = pthread_create(&drainer, NULL, drain_main, rt)) != 0) {
-		fprintf(stderr, "boxlite-run: pthread_create: %s\n", strerror(rc));
-		boxlite_runtime_free(rt);
-		return EXIT_BOXLITE_FAILED;
+		return fail("runtime", rc, options.libexec_dir);
+	struct relay relay = {.rt = rt, .signals = *signals};
+	pthread_t drainer, relayer;
+	rc = EXIT_BOXLITE_FAILED;
+	if (!start_thread(&drainer, drain_main, rt))
+		goto out_free;
+	if (start_thread(&relayer, relay_main, &relay)) {
+		rc = run_box(rt, rootfs, argv, dir, &relay);
+		atomic_store(&relay.stopping, true);
+		int err = pthread_kill(relayer, SIGTERM); /* blocked here: sigwait takes it */
+		if (err)
+			fprintf(stderr, "boxlite-run: pthread_kill: %s\n", strerror(err));
+		else
+			join_thread(relayer);
 	}
-
-	char dir[4096];
-	bool have_dir = make_box_dir(dir, sizeof dir) == 0;
-	if (!have_dir) {
-		perror("boxlite-run: box directory");
-		rc = EXIT_BOXLITE_FAILED;
-	} else {
-		const char *const lowers[] = {rootfs, NULL};
-		boxlite_box_options box_options = {.box_dir = dir, .lower_dirs = lowers};
-		boxlite_handle box;
-		rc = boxlite_box_new(rt, &box_options, &box);
-		if (rc) {
-			rc = fail("box", rc, rootfs);
-		} else {
-			rc = run_in_box(rt, box, argv);
-			boxlite_box_free(rt, box);
-		}
-	}
-
 	/* Close wakes the drain thread, which returns once it has delivered
 	 * everything; only then may the runtime be freed. */
 	boxlite_runtime_close(rt);
-	int err = pthread_join(drainer, NULL);
-	if (err)
-		fprintf(stderr, "boxlite-run: pthread_join: %s\n", strerror(err));
-	boxlite_runtime_free(rt);
-	if (have_dir)
-		remove_box_dir(dir);
+	join_thread(drainer);
+out_free:
+	boxlite_runtime_free(rt); /* reaps every box process */
 	return rc;
 }
 
@@ -288,5 +330,25 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s ROOTFS COMMAND [ARG...]\n", argv[0]);
 		return 2;
 	}
-	return run(argv[1], argv + 2);
+	/* Blocked before any thread starts, so that every thread inherits the
+	 * mask and only the relay's sigwait takes them (the library gives the
+	 * box's processes an empty mask). */
+	sigset_t signals;
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGHUP);
+	int err = pthread_sigmask(SIG_BLOCK, &signals, NULL);
+	if (err) {
+		fprintf(stderr, "boxlite-run: pthread_sigmask: %s\n", strerror(err));
+		return EXIT_BOXLITE_FAILED;
+	}
+	char dir[4096];
+	if (make_box_dir(dir, sizeof dir) < 0) {
+		perror("boxlite-run: box directory");
+		return EXIT_BOXLITE_FAILED;
+	}
+	int rc = run(argv[1], argv + 2, dir, &signals);
+	remove_box_dir(dir);
+	return rc;
 }
