@@ -1,22 +1,47 @@
-"""cffi (API mode) builder for boxlite_ffi._native, plus the two executables
-shipped inside the package: boxlite-shim and the statically linked
-boxlite-agent.  The cdef is read from include/boxlite.h, so the header stays
-the single contract between C and Python."""
+"""cffi (API mode) builder for boxlite_ffi._native, the native core's shared
+library libboxlite.so.N it links against (for C embedders too: with its header
+and pkg-config file), and the two executables shipped inside the package:
+boxlite-shim and the statically linked boxlite-agent.  The cdef and the
+library's exports are read from include/boxlite.h, so the header stays the
+single contract between C and Python.
+
+    python3 build_ffi.py --sources core     # the source lists, for Makefiles
+    python3 build_ffi.py --library PREFIX   # the library laid out as installed
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import cffi
 
 ROOT = Path(__file__).resolve().parent
 INCLUDE = ROOT / "include"
 NATIVE = ROOT / "native"
+
+
+def _load_paths() -> ModuleType:
+    """boxlite_ffi.paths, which defines the installed layout, without
+    importing the package (whose extension this builds)."""
+    path = ROOT / "boxlite_ffi" / "paths" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("_boxlite_paths", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+paths = _load_paths()
 
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O2"]
 # Relative to native/: what the three binaries share, the library, its engines.
@@ -55,20 +80,88 @@ def header_cdef() -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
+def header_functions() -> list[str]:
+    """The functions the header declares: all the library exports.  (A
+    function pointer type's name, "(*name)(", is followed by ")".)"""
+    return sorted(set(re.findall(r"\b(boxlite_\w+)\s*\(", header_cdef())))
+
+
+# The extension links against the library (setup.py adds where it was built),
+# found at run time beside it.
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(header_cdef() + PYTHON_CALLBACKS)
 ffibuilder.set_source(
     "boxlite_ffi._native",
     '#include "boxlite.h"',
-    sources=[str((NATIVE / s).relative_to(ROOT)) for s in CORE_SOURCES],
-    include_dirs=[str(INCLUDE.relative_to(ROOT)), str(NATIVE.relative_to(ROOT))],
+    include_dirs=[str(INCLUDE.relative_to(ROOT))],
     extra_compile_args=CFLAGS,
-    libraries=["pthread"],
+    libraries=[paths.LIBRARY_NAME],
+    extra_link_args=[f"-Wl,-rpath,$ORIGIN/{paths.LIBRARY_SUBDIR}"],
 )
 
 
 def _cc() -> list[str]:
     return shlex.split(os.environ.get("CC", "cc"))
+
+
+def project_version() -> str:
+    """The version in pyproject.toml (tomllib is not in Python 3.10)."""
+    found = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert found, "pyproject.toml has no version"
+    return found.group(1)
+
+
+def version_script() -> str:
+    """A linker version script exporting the header's functions, nothing else."""
+    exported = "".join(f"\t\t{name};\n" for name in header_functions())
+    return f"LIBBOXLITE_{paths.ABI_VERSION} {{\n\tglobal:\n{exported}\tlocal: *;\n}};\n"
+
+
+def library_command(out: Path, script: Path, extra_flags: Sequence[str] = ()) -> list[str]:
+    """The compiler command that builds the shared library as out, exporting
+    what the version script file script says.  Calls between the library's
+    own functions bind inside it (-Bsymbolic): no interposition, no PLT."""
+    sources = [NATIVE / s for s in CORE_SOURCES]
+    return [
+        *_cc(), *CFLAGS, *extra_flags, "-fPIC", "-shared", f"-I{INCLUDE}", f"-I{NATIVE}",
+        f"-Wl,-soname,{paths.SONAME}", f"-Wl,--version-script={script}", "-Wl,-Bsymbolic",
+        "-Wl,-z,defs", *map(str, sources), "-o", str(out), "-lpthread",
+    ]  # fmt: skip
+
+
+def pkg_config(version: str) -> str:
+    """boxlite.pc, naming every path relative to its own directory (pkg-config's
+    pcfiledir), so it is right wherever the package is installed."""
+    up = "/".join(".." for _ in Path(paths.PKG_CONFIG_SUBDIR).parts)
+    return (
+        f"prefix=${{pcfiledir}}/{up}\n"
+        f"includedir=${{prefix}}/{paths.INCLUDE_SUBDIR}\n"
+        f"libdir=${{prefix}}/{paths.LIBRARY_SUBDIR}\n"
+        f"libexecdir=${{prefix}}/{paths.LIBEXEC_SUBDIR}\n\n"
+        f"Name: {paths.LIBRARY_NAME}\n"
+        "Description: boxlite-ffi's native core: sandboxed boxes, post-and-drain C API\n"
+        f"Version: {version}\n"
+        "Cflags: -I${includedir}\n"
+        f"Libs: -L${{libdir}} -l{paths.LIBRARY_NAME}\n"
+        "Libs.private: -lpthread\n"
+    )
+
+
+def build_library(prefix: Path, extra_flags: Sequence[str] = ()) -> Path:
+    """Compile the library into prefix as the package holds it (boxlite_ffi.paths): the
+    library, its link-time name, the header and boxlite.pc.  Returns its
+    directory (for -L)."""
+    libdir, pcdir = prefix / paths.LIBRARY_SUBDIR, prefix / paths.PKG_CONFIG_SUBDIR
+    for d in (libdir, pcdir, prefix / paths.INCLUDE_SUBDIR):
+        d.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="boxlite-build-") as tmp:
+        script = Path(tmp) / "exports.map"
+        script.write_text(version_script())
+        subprocess.run(library_command(libdir / paths.SONAME, script, extra_flags), check=True)
+    (libdir / paths.DEV_LIBRARY).write_text(f"INPUT({paths.SONAME})\n")
+    (pcdir / paths.PKG_CONFIG_FILE).write_text(pkg_config(project_version()))
+    shutil.copyfile(INCLUDE / paths.HEADER, prefix / paths.INCLUDE_SUBDIR / paths.HEADER)
+    return libdir
 
 
 # Static: one shim starts per box, and dynamic loading is a measurable part
@@ -96,5 +189,18 @@ def build_executables(outdir: Path) -> list[Path]:
     return built
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--sources", choices=["common", "core"], help="print a source list")
+    action.add_argument("--library", type=Path, metavar="PREFIX", help="build the library")
+    parser.add_argument("--cflags", default="", help="extra compiler flags for --library")
+    args = parser.parse_args()
+    if args.sources:
+        print(" ".join(COMMON_SOURCES if args.sources == "common" else CORE_SOURCES))
+    else:
+        print(build_library(args.library, shlex.split(args.cflags)))
+
+
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=True)
+    main()

@@ -44,6 +44,7 @@ from .errors import (
 from .execution import ExecResult, Execution, Outcome
 from .image import ImageInfo, Images, Progress, PruneReport
 from .lifecycle import BoxExit, BoxInfo, BoxStatus
+from .paths import get_include, get_libexec_dir, get_library_dir, get_pkg_config_path
 from .recovery import RecoveredBox, RecoveryReport
 from .runtime import Runtime
 from .streams import ChunkStream, OutputChunk, OutputStream
@@ -100,4 +101,8 @@ __all__ = [
     "SystemCallError",
     "UnauthorizedError",
     "UnsafePathError",
+    "get_include",
+    "get_libexec_dir",
+    "get_library_dir",
+    "get_pkg_config_path",
 ]

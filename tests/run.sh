@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine: system packages, the
-# package itself, native unit tests (plain and under ASan/UBSan), lint, pytest.
+# package itself, native unit tests (plain and under ASan/UBSan), the C example
+# against the installed library (plain, and both under ASan/UBSan), lint, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,7 +9,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 for pkg in gcc make libc6-dev libseccomp-dev python3-dev python3-pip busybox-static bubblewrap \
-	slirp4netns docker-registry skopeo umoci openssl tmux qemu-system-x86 cpio kmod e2fsprogs; do
+	slirp4netns docker-registry skopeo umoci openssl tmux qemu-system-x86 cpio kmod e2fsprogs pkgconf; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -39,9 +40,39 @@ fi
 "$PY" -m pip install -q "${PIP_FLAGS[@]}" ".[test]"
 
 echo "== native unit tests"
-make -s -C tests/native
+make -s -C tests/native PYTHON="$PY"
 echo "== native unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
-make -s -C tests/native SANITIZE=1
+make -s -C tests/native SANITIZE=1 PYTHON="$PY"
+
+# The installed package, not the source tree: from tests/ (no boxlite_ffi there).
+installed() { (cd tests && "$PY" "$@"); }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+installed -c 'import sys, pathlib; from boxlite_ffi.image.busybox import busybox_rootfs
+busybox_rootfs(pathlib.Path(sys.argv[1]))' "$work/rootfs"
+# run_example BIN: a command's output and status come through the program
+# (and nothing else: a sanitizer's report fails it).
+run_example() {
+	local out err rc=0
+	out=$("$1" "$work/rootfs" sh -c 'echo hello; echo to stderr >&2; exit 3' 2>"$work/stderr") || rc=$?
+	err=$(cat "$work/stderr")
+	if [ "$out" != hello ] || [ "$err" != "to stderr" ] || [ "$rc" != 3 ]; then
+		printf '%s: exited %s, printed:\n%s\nstderr:\n%s\n' "$1" "$rc" "$out" "$err" >&2
+		exit 1
+	fi
+}
+echo "== examples/c built against the installed library (pkg-config)"
+PKG_CONFIG_PATH=$(installed -m boxlite_ffi.paths --pkg-config-path) \
+	make -s -C examples/c BIN="$work/boxlite-run"
+run_example "$work/boxlite-run"
+echo "== the library and examples/c under AddressSanitizer + UndefinedBehaviorSanitizer"
+"$PY" build_ffi.py --library "$work/asan" \
+	--cflags "-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1" >/dev/null
+PKG_CONFIG_PATH="$work/asan/lib/pkgconfig" make -s -C examples/c SANITIZE=1 BIN="$work/asan/boxlite-run"
+# Its shim and agent are the installed ones (static: no sanitizer runtime).
+BOXLITE_LIBEXEC=$(installed -m boxlite_ffi.paths --libexec-dir) run_example "$work/asan/boxlite-run"
+rm -rf "$work"
+trap - EXIT
 
 echo "== ruff"
 "$PY" -m ruff check boxlite_ffi tests benchmarks build_ffi.py setup.py
