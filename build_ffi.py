@@ -20,7 +20,7 @@ NATIVE = ROOT / "native"
 
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O2"]
 # Relative to native/: what the three binaries share, the library, its engines.
-COMMON_SOURCES = ["common/error.c", "common/fdio.c", "common/protocol.c"]
+COMMON_SOURCES = ["common/error.c", "common/fdio.c", "common/protocol.c", "common/shim_spec.c"]
 CORE_SOURCES = [
     *COMMON_SOURCES,
     *(
@@ -36,6 +36,7 @@ CORE_SOURCES = [
             "worker_pool",
         )
     ),
+    "engine/engine.c",
     "engine/ns.c",
 ]
 
