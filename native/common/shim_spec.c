@@ -18,7 +18,8 @@ struct row {
 	const char *value, *doc;
 };
 
-#define SHIM_ROW(flag, kind, field, value, doc) {flag, kind, offsetof(struct shim_spec, field), value, doc},
+#define SHIM_ROW(flag, kind, field, value, doc)                                                  \
+	{flag, kind, offsetof(struct shim_spec, field), value, doc},
 static const struct row ROWS[] = {SHIM_FLAGS(SHIM_ROW)};
 #define N_ROWS (sizeof ROWS / sizeof ROWS[0])
 

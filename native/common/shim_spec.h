@@ -39,8 +39,10 @@
 #define SHIM_MAX_LOWERS 128
 #define SHIM_MAX_BINDS BOXLITE_MAX_MOUNTS
 #define SHIM_HOSTNAME_MAX 64
-/* The agent listens on <box dir>/agent.sock (what box_connect reaches). */
+/* In the box directory: where the agent listens (what box_connect
+ * reaches), and the shim's stdout and stderr, which the engine opens. */
 #define SHIM_AGENT_SOCKET "agent.sock"
+#define SHIM_LOG_FILE "shim.log"
 
 /* --bind / --bind-ro SOURCE TARGET: a host path mounted into the box. */
 struct shim_bind {

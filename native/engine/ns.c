@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -96,7 +95,7 @@ static int open_fds(const struct bl_box_spec *box, struct spawn_fds *f, bl_error
 	if (pipe2(f->status, O_CLOEXEC) < 0)
 		return bl_error_errno(e, errno, "pipe2");
 	char path[4096];
-	if (snprintf(path, sizeof path, "%s/shim.log", box->dir) >= (int)sizeof path)
+	if (snprintf(path, sizeof path, "%s/" SHIM_LOG_FILE, box->dir) >= (int)sizeof path)
 		return bl_error_set(e, 0, "box directory path too long");
 	f->log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (f->log < 0)

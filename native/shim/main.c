@@ -118,7 +118,7 @@ static void write_id_maps(pid_t child)
 static int listen_socket(const struct shim_config *cfg)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/agent.sock", cfg->box_dir) >=
+	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" SHIM_AGENT_SOCKET, cfg->box_dir) >=
 	    (int)sizeof addr.sun_path)
 		die(1, ENAMETOOLONG, "the box directory is too long for a unix socket path");
 	if (unlink(addr.sun_path) < 0 && errno != ENOENT) /* left by an earlier run */
@@ -236,7 +236,7 @@ int main(int argc, char **argv)
 	err = main_command_prepare(&cfg, &step);
 	if (err)
 		die(1, err, "%s", step);
-	if ((err = log_open(&cfg.logs[2], cfg.box_dir, "shim.log", SHIM_LOG_LIMIT, true,
+	if ((err = log_open(&cfg.logs[2], cfg.box_dir, SHIM_LOG_FILE, SHIM_LOG_LIMIT, true,
 			    &cfg.messages_fd)) != 0)
 		die(1, err, "open shim.log");
 	cfg.listen_fd = listen_socket(&cfg);
