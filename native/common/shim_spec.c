@@ -130,7 +130,6 @@ static int check_optional_path(const char *what, const char *path, bl_error *e)
 int shim_spec_check(const struct shim_spec *s, bl_error *e)
 {
 	if (check_box_dir(s->box_dir, e) < 0 || check_lowers(s, e) < 0 || check_binds(s, e) < 0 ||
-	    check_optional_path("agent", s->agent, e) < 0 ||
 	    check_optional_path("network helper", s->network, e) < 0 ||
 	    check_optional_path("disk image", s->disk_image, e) < 0)
 		return -1;
