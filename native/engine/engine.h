@@ -17,8 +17,15 @@
  *     outlives a runtime: the supervisor's lock and log, the main command's
  *     exit file and logs, and the socket where other runtimes reach the
  *     agent (connect).
- * Operations run on worker threads (spawn) or under the runtime's lock
- * (the others): none but spawn may block.
+ * spawn runs on a worker thread and may block (until the agent runs, or
+ * closing_fd says the runtime closes); signal runs under the runtime's lock
+ * or on the reactor thread, and must not block; check and connect run on
+ * the caller's thread in boxlite_box_new and boxlite_box_connect.
+ *
+ * A second engine is one more table in engine.c: its own check (what its
+ * supervisor refuses), a spawn that hands over the same struct bl_spawned,
+ * and a connect to wherever its supervisor lets other runtimes reach the
+ * agent.  Nothing in the core changes.
  */
 #ifndef BOXLITE_ENGINE_H
 #define BOXLITE_ENGINE_H
