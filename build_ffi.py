@@ -45,7 +45,7 @@ paths = _load_paths()
 
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O2"]
 # Relative to native/: what the three binaries share, the library, its engines.
-COMMON_SOURCES = ["common/error.c", "common/fdio.c", "common/protocol.c"]
+COMMON_SOURCES = ["common/error.c", "common/fdio.c", "common/protocol.c", "common/shim_spec.c"]
 CORE_SOURCES = [
     *COMMON_SOURCES,
     *(
@@ -61,6 +61,7 @@ CORE_SOURCES = [
             "worker_pool",
         )
     ),
+    "engine/engine.c",
     "engine/ns.c",
 ]
 

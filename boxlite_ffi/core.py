@@ -27,6 +27,7 @@ from .errors import ErrorCode, RuntimeClosedError, check, error_for
 from .registry import REGISTRY
 
 DRAIN_BATCH = 256
+CHECK_MESSAGE_MAX = 512  # the native error type's bound (native/common/error.h)
 WRITE_MAX = lib.BOXLITE_EXEC_WRITE_MAX
 T = TypeVar("T")
 
@@ -281,6 +282,15 @@ class NativeRuntime:
         out = ffi.new("boxlite_handle *")
         self._call(lib.boxlite_box_new, _box_options(config, owner_pid, keep), out)
         return int(out[0])
+
+    def box_check(self, config: BoxConfig) -> None:
+        """Refuse, as a typed error saying why, what box_new (and so a start) would."""
+        keep: list[Any] = []
+        message = ffi.new("char[]", CHECK_MESSAGE_MAX)
+        opts = _box_options(config, 0, keep)
+        with self._use():
+            status = lib.boxlite_box_config_check(opts, message, len(message))
+        check(status, ffi.string(message).decode(errors="replace") or None)
 
     def box_connect(self, config: BoxConfig, shim_pid: int, shim_start_ticks: int) -> int:
         """The running box that shim runs (started by another runtime)."""

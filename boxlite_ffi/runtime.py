@@ -247,9 +247,7 @@ class Runtime:
             boxdir.make(directory)
             try:
                 # The native core's checks, before anything is recorded.
-                self._native.box_free(
-                    self._native.box_new(native_config(directory, config, detach), owner_pid=0)
-                )
+                self._native.box_check(native_config(directory, config, detach))
                 if config["disk"]:
                     with os_errors(f"making the disk of box {box_id}"):
                         make_disk(directory, config["disk"])

@@ -94,6 +94,16 @@ typedef struct boxlite_exit {
 	int os_error;  /* errno inside the box when FAILED_TO_START, else 0 */
 } boxlite_exit;
 
+/*
+ * The shell's exit status of an outcome, as exit_code reports it: an
+ * EXITED process's exit_code, 128 + signal for SIGNALED (a signal outside
+ * 1..64: -1), 124 for TIMED_OUT, for FAILED_TO_START 127 when os_error is
+ * ENOENT (not found) and 126 otherwise (found, not runnable); -1 for the
+ * outcomes without a process's end (KILLED, FORCE_CLOSED, LOST, DETACHED).
+ * Only outcome, exit_code (EXITED), signal and os_error are read.
+ */
+int boxlite_exit_status(const boxlite_exit *exit);
+
 typedef struct boxlite_runtime boxlite_runtime;
 typedef uint64_t boxlite_handle;
 
@@ -167,6 +177,9 @@ enum {
 	BOXLITE_MAX_MOUNTS = 64,
 };
 
+/* What a NULL boxlite_box_options.hostname means. */
+#define BOXLITE_DEFAULT_HOSTNAME "box"
+
 /* What a 0 in boxlite_box_options' stop_grace_ms and drain_ms means; the
  * shim and the agent fall back to the same (one definition for them all,
  * the Python layer included). */
@@ -218,6 +231,10 @@ typedef struct boxlite_box_options {
 	 * 0 means BOXLITE_DEFAULT_TMP_SIZE; less than BOXLITE_MIN_TMP_SIZE is
 	 * INVALID_ARGUMENT; more than a memory_limit is cut to it. */
 	uint64_t tmp_size;
+	/* What runs the box: NULL or "" means "ns" (Linux namespaces under a
+	 * per-box supervisor, boxlite-shim), the only engine so far; a name no
+	 * engine has is INVALID_ARGUMENT. */
+	const char *engine;
 } boxlite_box_options;
 
 enum {
@@ -250,8 +267,18 @@ enum {
 	BOXLITE_BOX_STOPPED = 4,  /* stopped, or ended on its own (its shim died) */
 };
 
-/* Describe a box (no process yet).  Synchronous. */
+/* Describe a box (no process yet).  Synchronous.  Refuses (INVALID_ARGUMENT)
+ * what its engine would refuse at start and can be told without the image
+ * or the host: e.g. for "ns", a lower dir that is not absolute or holds
+ * ',', ':' or '\\' (overlayfs's separators), a mount target that is "/"
+ * or on or under /proc, /dev or /sys, a box_dir too long for its agent.sock
+ * (a unix socket path), a hostname of more than 64 bytes. */
 int boxlite_box_new(boxlite_runtime *rt, const boxlite_box_options *options, boxlite_handle *out);
+/* What boxlite_box_new would return for options, without a runtime or a
+ * handle: BOXLITE_OK, or its status with a message saying why (for a
+ * caller validating a configuration before it records it).  The message,
+ * "" on success, goes to message (len bytes, NUL-terminated, truncated). */
+int boxlite_box_config_check(const boxlite_box_options *options, char *message, size_t len);
 /* Start it.  cb gets OK, or ENGINE with a message when it could not start. */
 int boxlite_box_start(boxlite_runtime *rt, boxlite_handle box, boxlite_done_cb cb, void *user_data);
 /* Stop it: SIGTERM to every process, SIGKILL after the grace period.  cb runs

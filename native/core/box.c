@@ -2,41 +2,40 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "core.h"
 #include "common/pidfd.h"
 #include "common/protocol.h"
 
-#define MAX_LOWERS 128
-
 void bl_box_ref(struct bl_box *box) { atomic_fetch_add(&box->refs, 1); }
+
+static void spec_free(struct bl_box_spec *s)
+{
+	for (char **p = s->lowers; p && *p; p++)
+		free(*p);
+	free(s->lowers);
+	free(s->dir);
+	free(s->hostname);
+	free(s->main_req);
+	for (uint32_t i = 0; i < s->n_mounts; i++) {
+		free(s->mounts[i].source);
+		free(s->mounts[i].target);
+	}
+	free(s->mounts);
+	free(s->network_helper);
+	free(s->disk_image);
+}
 
 static void box_destroy(struct bl_box *box)
 {
 	if (box->pidfd >= 0)
 		close(box->pidfd);
-	for (char **p = box->lowers; p && *p; p++)
-		free(*p);
-	free(box->lowers);
-	free(box->dir);
-	free(box->hostname);
-	free(box->main_req);
-	for (uint32_t i = 0; i < box->n_mounts; i++) {
-		free(box->mounts[i].source);
-		free(box->mounts[i].target);
-	}
-	free(box->mounts);
-	free(box->network_helper);
-	free(box->disk_image);
+	spec_free(&box->spec);
 	free(box);
 }
 
@@ -46,70 +45,79 @@ void bl_box_unref(struct bl_box *box)
 		box_destroy(box);
 }
 
-static int copy_lowers(struct bl_box *box, const char *const *lowers)
+/* Each sets e and returns the status, for `return invalid(e, ...)`. */
+static int invalid(bl_error *e, const char *what)
+{
+	bl_error_set(e, EINVAL, "%s", what);
+	return BOXLITE_ERR_INVALID_ARGUMENT;
+}
+
+static int no_memory(bl_error *e)
+{
+	bl_error_set(e, ENOMEM, "out of memory");
+	return BOXLITE_ERR_NO_MEMORY;
+}
+
+/* A copy of s, or NULL as given; false when out of memory. */
+static bool copy_string(char **out, const char *s)
+{
+	*out = s ? strdup(s) : NULL;
+	return !s || *out;
+}
+
+static int copy_lowers(struct bl_box_spec *spec, const char *const *lowers, bl_error *e)
 {
 	size_t n = 0;
-	while (lowers[n]) {
-		if (!lowers[n][0] || strchr(lowers[n], ':') || strchr(lowers[n], ','))
-			return BOXLITE_ERR_INVALID_ARGUMENT; /* overlay option separators */
-		if (++n > MAX_LOWERS)
-			return BOXLITE_ERR_INVALID_ARGUMENT;
-	}
+	while (lowers[n])
+		n++;
 	if (n == 0)
-		return BOXLITE_ERR_INVALID_ARGUMENT;
-	box->lowers = calloc(n + 1, sizeof(char *));
-	if (!box->lowers)
-		return BOXLITE_ERR_NO_MEMORY;
+		return invalid(e, "no image layer (lower_dirs is empty)");
+	if (!(spec->lowers = calloc(n + 1, sizeof(char *))))
+		return no_memory(e);
 	for (size_t i = 0; i < n; i++)
-		if (!(box->lowers[i] = strdup(lowers[i])))
-			return BOXLITE_ERR_NO_MEMORY;
+		if (!copy_string(&spec->lowers[i], lowers[i]))
+			return no_memory(e);
 	return BOXLITE_OK;
 }
 
-static bool usable_path(const char *path)
-{
-	return path && path[0] == '/' && strlen(path) < PATH_MAX;
-}
-
-static int copy_mounts(struct bl_box *box, const boxlite_mount *mounts, uint32_t n)
+static int copy_mounts(struct bl_box_spec *spec, const boxlite_mount *mounts, uint32_t n,
+		       bl_error *e)
 {
 	if (n == 0)
 		return BOXLITE_OK;
 	if (!mounts || n > BOXLITE_MAX_MOUNTS)
-		return BOXLITE_ERR_INVALID_ARGUMENT;
+		return invalid(e, "mounts: NULL, or more than BOXLITE_MAX_MOUNTS");
+	for (uint32_t i = 0; i < n; i++)
+		if (!mounts[i].source || !mounts[i].target ||
+		    (mounts[i].flags & ~(uint32_t)BOXLITE_MOUNT_READONLY))
+			return invalid(e, "a mount without a source or target, or with unknown flags");
+	if (!(spec->mounts = calloc(n, sizeof *spec->mounts)))
+		return no_memory(e);
 	for (uint32_t i = 0; i < n; i++) {
-		const boxlite_mount *m = &mounts[i];
-		if (!usable_path(m->source) || !usable_path(m->target) ||
-		    strspn(m->target, "/") == strlen(m->target) ||
-		    (m->flags & ~(uint32_t)BOXLITE_MOUNT_READONLY))
-			return BOXLITE_ERR_INVALID_ARGUMENT;
-	}
-	if (!(box->mounts = calloc(n, sizeof *box->mounts)))
-		return BOXLITE_ERR_NO_MEMORY;
-	for (uint32_t i = 0; i < n; i++) {
-		box->n_mounts++;
-		box->mounts[i].readonly = mounts[i].flags & BOXLITE_MOUNT_READONLY;
-		if (!(box->mounts[i].source = strdup(mounts[i].source)) ||
-		    !(box->mounts[i].target = strdup(mounts[i].target)))
-			return BOXLITE_ERR_NO_MEMORY;
+		spec->n_mounts++;
+		spec->mounts[i].readonly = mounts[i].flags & BOXLITE_MOUNT_READONLY;
+		if (!copy_string(&spec->mounts[i].source, mounts[i].source) ||
+		    !copy_string(&spec->mounts[i].target, mounts[i].target))
+			return no_memory(e);
 	}
 	return BOXLITE_OK;
 }
 
 /* The main command travels to the agent as an EXEC payload (no stdin, no
  * timeout): the encoding both sides already speak. */
-static int encode_main(struct bl_box *box, const boxlite_box_options *o)
+static int encode_main(struct bl_box_spec *spec, const boxlite_box_options *o, bl_error *e)
 {
 	if (!o->main_argv)
-		return o->main_env || o->main_cwd ? BOXLITE_ERR_INVALID_ARGUMENT : BOXLITE_OK;
+		return o->main_env || o->main_cwd ? invalid(e, "main_env or main_cwd without main_argv")
+						  : BOXLITE_OK;
 	size_t len = bl_exec_encoded_size(o->main_argv, o->main_env, o->main_cwd);
 	if (len == 0)
-		return BOXLITE_ERR_INVALID_ARGUMENT; /* no argv[0], or too large */
-	if (!(box->main_req = malloc(len)))
-		return BOXLITE_ERR_NO_MEMORY;
+		return invalid(e, "main command: no argv[0], or too large");
+	if (!(spec->main_req = malloc(len)))
+		return no_memory(e);
 	struct bl_exec_params params = {0};
-	bl_exec_encode(o->main_argv, o->main_env, o->main_cwd, &params, box->main_req);
-	box->main_len = len;
+	bl_exec_encode(o->main_argv, o->main_env, o->main_cwd, &params, spec->main_req);
+	spec->main_len = len;
 	return BOXLITE_OK;
 }
 
@@ -119,14 +127,14 @@ static bool ours(const struct stat *st) { return st->st_uid == geteuid(); }
 
 /* box_dir is a box directory (see boxlite_box_marker in boxlite.h): checked
  * through fds, so a path swapped for a symlink meanwhile is not followed. */
-static int check_box_dir(const char *path)
+static int check_box_dir(const char *path, bl_error *e)
 {
 	int dir = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dir < 0)
-		return errno == ENOMEM ? BOXLITE_ERR_NO_MEMORY : BOXLITE_ERR_NOT_BOX_DIR;
+	if (dir < 0 && errno == ENOMEM)
+		return no_memory(e);
 	struct stat st;
 	int rc = BOXLITE_ERR_NOT_BOX_DIR;
-	if (fstat(dir, &st) == 0 && ours(&st) && (st.st_mode & 0066) == 0) {
+	if (dir >= 0 && fstat(dir, &st) == 0 && ours(&st) && (st.st_mode & 0066) == 0) {
 		int marker = openat(dir, boxlite_box_marker(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (marker >= 0) {
 			if (fstat(marker, &st) == 0 && S_ISREG(st.st_mode) && ours(&st))
@@ -134,51 +142,85 @@ static int check_box_dir(const char *path)
 			close(marker);
 		}
 	}
-	close(dir);
+	if (dir >= 0)
+		close(dir);
+	if (rc)
+		bl_error_set(e, ENOTDIR,
+			     "%s: no box directory (one of this user's, closed to others, holding %s)",
+			     path, boxlite_box_marker());
 	return rc;
 }
 
-static int box_configure(struct bl_box *box, const boxlite_box_options *o)
+/* What the API itself refuses, before any engine is asked. */
+static int check_options(const boxlite_box_options *o, bl_error *e)
 {
 	const uint32_t known =
 	    BOXLITE_BOX_DETACHED | BOXLITE_BOX_HOST_LOOPBACK | BOXLITE_BOX_PIDS_OPTIONAL;
-	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs || o->owner_pid < 0 ||
-	    (o->flags & ~known) || (o->network_helper && !usable_path(o->network_helper)) ||
-	    (o->disk_image && !usable_path(o->disk_image)) ||
-	    ((o->flags & BOXLITE_BOX_HOST_LOOPBACK) && !o->network_helper) ||
-	    (o->log_limit && o->log_limit < BOXLITE_MIN_LOG_LIMIT) ||
-	    (o->tmp_size && o->tmp_size < BOXLITE_MIN_TMP_SIZE) ||
-	    ((o->flags & BOXLITE_BOX_PIDS_OPTIONAL) && !o->pids_limit))
-		return BOXLITE_ERR_INVALID_ARGUMENT;
-	const char *host = o->hostname ? o->hostname : "box";
-	if (!host[0] || strlen(host) > 64)
-		return BOXLITE_ERR_INVALID_ARGUMENT;
-	int rc = check_box_dir(o->box_dir);
-	if (rc || (rc = copy_lowers(box, o->lower_dirs)) || (rc = encode_main(box, o)) || (rc = copy_mounts(box, o->mounts, o->n_mounts)))
-		return rc;
-	box->dir = strdup(o->box_dir);
-	box->hostname = strdup(host);
-	if (!box->dir || !box->hostname)
-		return BOXLITE_ERR_NO_MEMORY;
-	box->grace_ms = o->stop_grace_ms ? o->stop_grace_ms : BOXLITE_DEFAULT_STOP_GRACE_MS;
-	box->drain_ms = o->drain_ms ? o->drain_ms : BOXLITE_DEFAULT_DRAIN_MS;
-	box->owner_pid = o->owner_pid;
-	box->host_loopback = o->flags & BOXLITE_BOX_HOST_LOOPBACK;
-	if ((o->network_helper && !(box->network_helper = strdup(o->network_helper))) ||
-	    (o->disk_image && !(box->disk_image = strdup(o->disk_image))))
-		return BOXLITE_ERR_NO_MEMORY;
-	box->memory_limit = o->memory_limit;
-	box->pids_limit = o->pids_limit;
-	box->cpu_millis = o->cpu_millis;
-	box->pids_optional = o->flags & BOXLITE_BOX_PIDS_OPTIONAL;
-	box->log_limit = o->log_limit ? o->log_limit : BOXLITE_DEFAULT_LOG_LIMIT;
-	/* tmpfs pages are the box's memory: a bound past its limit is none. */
-	box->tmp_size = o->tmp_size ? o->tmp_size : BOXLITE_DEFAULT_TMP_SIZE;
-	if (box->memory_limit && box->tmp_size > box->memory_limit)
-		box->tmp_size = box->memory_limit;
-	box->detached = o->flags & BOXLITE_BOX_DETACHED;
-	box->kept = box->detached;
+	if (!o->box_dir || !o->box_dir[0] || !o->lower_dirs)
+		return invalid(e, "box_dir and lower_dirs are required");
+	if (o->owner_pid < 0 || (o->flags & ~known))
+		return invalid(e, "a negative owner_pid, or unknown flags");
+	if (o->log_limit && o->log_limit < BOXLITE_MIN_LOG_LIMIT)
+		return invalid(e, "log_limit below BOXLITE_MIN_LOG_LIMIT");
+	if (o->tmp_size && o->tmp_size < BOXLITE_MIN_TMP_SIZE)
+		return invalid(e, "tmp_size below BOXLITE_MIN_TMP_SIZE");
 	return BOXLITE_OK;
+}
+
+static void set_numbers(struct bl_box_spec *spec, const boxlite_box_options *o)
+{
+	spec->grace_ms = o->stop_grace_ms ? o->stop_grace_ms : BOXLITE_DEFAULT_STOP_GRACE_MS;
+	spec->drain_ms = o->drain_ms ? o->drain_ms : BOXLITE_DEFAULT_DRAIN_MS;
+	spec->owner_pid = o->owner_pid;
+	spec->host_loopback = o->flags & BOXLITE_BOX_HOST_LOOPBACK;
+	spec->memory_limit = o->memory_limit;
+	spec->pids_limit = o->pids_limit;
+	spec->cpu_millis = o->cpu_millis;
+	spec->pids_optional = o->flags & BOXLITE_BOX_PIDS_OPTIONAL;
+	spec->log_limit = o->log_limit ? o->log_limit : BOXLITE_DEFAULT_LOG_LIMIT;
+	/* tmpfs pages are the box's memory: a bound past its limit is none. */
+	spec->tmp_size = o->tmp_size ? o->tmp_size : BOXLITE_DEFAULT_TMP_SIZE;
+	if (spec->memory_limit && spec->tmp_size > spec->memory_limit)
+		spec->tmp_size = spec->memory_limit;
+	spec->detached = o->flags & BOXLITE_BOX_DETACHED;
+}
+
+/* spec (zeroed, spec_free'd by the caller either way) from o, checked by
+ * the engine o names, which goes to *engine. */
+static int configure(struct bl_box_spec *spec, const struct bl_engine **engine,
+		     const boxlite_box_options *o, bl_error *e)
+{
+	int rc = check_options(o, e);
+	if (rc)
+		return rc;
+	if (!(*engine = bl_engine_find(o->engine, e)))
+		return BOXLITE_ERR_INVALID_ARGUMENT;
+	if ((rc = check_box_dir(o->box_dir, e)) || (rc = copy_lowers(spec, o->lower_dirs, e)) ||
+	    (rc = encode_main(spec, o, e)) || (rc = copy_mounts(spec, o->mounts, o->n_mounts, e)))
+		return rc;
+	if (!copy_string(&spec->dir, o->box_dir) ||
+	    !copy_string(&spec->hostname, o->hostname ? o->hostname : BOXLITE_DEFAULT_HOSTNAME) ||
+	    !copy_string(&spec->network_helper, o->network_helper) ||
+	    !copy_string(&spec->disk_image, o->disk_image))
+		return no_memory(e);
+	set_numbers(spec, o);
+	return (*engine)->check(spec, e) < 0 ? BOXLITE_ERR_INVALID_ARGUMENT : BOXLITE_OK;
+}
+
+int boxlite_box_config_check(const boxlite_box_options *options, char *message, size_t len)
+{
+	bl_error e = {0};
+	int rc = BOXLITE_ERR_INVALID_ARGUMENT;
+	struct bl_box_spec spec = {0};
+	const struct bl_engine *engine;
+	if (!options)
+		bl_error_set(&e, EINVAL, "no options");
+	else
+		rc = configure(&spec, &engine, options, &e);
+	spec_free(&spec);
+	if (message && len)
+		snprintf(message, len, "%s", rc ? e.msg : "");
+	return rc;
 }
 
 static int box_alloc(const boxlite_box_options *options, boxlite_runtime *rt, struct bl_box **out)
@@ -189,7 +231,9 @@ static int box_alloc(const boxlite_box_options *options, boxlite_runtime *rt, st
 	atomic_init(&box->refs, 1);
 	box->rt = rt;
 	box->pidfd = -1;
-	int rc = box_configure(box, options);
+	bl_error e;
+	int rc = configure(&box->spec, &box->engine, options, &e);
+	box->kept = box->spec.detached;
 	if (rc)
 		box_destroy(box);
 	else
@@ -234,16 +278,17 @@ struct start_job {
 	struct bl_op *op;
 };
 
-/* Worker: spawn the shim, then hand the running box to the reactor. */
+/* Worker: spawn the box, then hand it, running, to the reactor. */
 static void start_job_run(void *arg)
 {
 	struct start_job *job = arg;
 	struct bl_box *box = job->box;
 	boxlite_runtime *rt = box->rt;
 	struct bl_spawned sp;
-	char err[256] = "";
-	int rc = bl_engine_ns_spawn(rt, box, &sp, err, sizeof err);
-	bool spawned = rc == BOXLITE_OK;
+	const struct bl_engine_host host = {rt->libexec_dir, rt->closing_fd};
+	bl_error e = {0};
+	bool spawned = box->engine->spawn(&host, &box->spec, &sp, &e) == 0;
+	int rc = spawned ? BOXLITE_OK : BOXLITE_ERR_ENGINE;
 
 	pthread_mutex_lock(&rt->lock);
 	if (spawned) {
@@ -260,10 +305,10 @@ static void start_job_run(void *arg)
 	pthread_mutex_unlock(&rt->lock);
 
 	if (spawned && rc != BOXLITE_OK)
-		bl_engine_ns_abandon(&sp);
-	if (rc != BOXLITE_OK && !err[0])
-		snprintf(err, sizeof err, "%s", boxlite_status_name(rc));
-	bl_op_complete(rt, job->op, rc, rc ? err : NULL);
+		box->engine->abandon(&sp);
+	if (rc != BOXLITE_OK && !e.msg[0])
+		snprintf(e.msg, sizeof e.msg, "%s", boxlite_status_name(rc));
+	bl_op_complete(rt, job->op, rc, rc ? e.msg : NULL);
 	bl_box_unref(box);
 	free(job);
 }
@@ -324,9 +369,9 @@ int boxlite_box_stop(boxlite_runtime *rt, boxlite_handle h, boxlite_done_cb cb, 
 		op->waiter_next = box->stop_waiters;
 		box->stop_waiters = op;
 		/* ESRCH: the shim is already exiting; the reaping still happens. */
-		if (box->state == BL_BOX_RUNNING && bl_pidfd_signal(box->pidfd, SIGTERM) < 0 &&
-		    errno != ESRCH) {
-			fprintf(stderr, "boxlite: SIGTERM to shim: %s\n", strerror(errno));
+		if (box->state == BL_BOX_RUNNING &&
+		    box->engine->signal(box->pidfd, BL_ENGINE_STOP) < 0 && errno != ESRCH) {
+			fprintf(stderr, "boxlite: stop the box's supervisor: %s\n", strerror(errno));
 			abort(); /* a pidfd of our own child cannot be invalid */
 		}
 		box->state = BL_BOX_STOPPING;
@@ -362,7 +407,7 @@ int boxlite_box_free(boxlite_runtime *rt, boxlite_handle h)
 		if (live && box->kept && !rt->closed)
 			bl_reactor_release(rt->reactor, box); /* on failure, runtime close still will */
 		else if (live && !box->kept && box->pidfd >= 0)
-			bl_pidfd_signal(box->pidfd, BL_SHIM_KILL_NOW);
+			(void)box->engine->signal(box->pidfd, BL_ENGINE_KILL);
 	}
 	pthread_mutex_unlock(&rt->lock);
 	if (!box)
@@ -433,20 +478,6 @@ static int open_shim(pid_t pid, uint64_t ticks)
 	return pidfd;
 }
 
-static int connect_agent(const char *box_dir)
-{
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/agent.sock", box_dir) >=
-	    (int)sizeof addr.sun_path)
-		return -1;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
-
 int boxlite_box_connect(boxlite_runtime *rt, const boxlite_box_options *options, int32_t shim_pid,
 			uint64_t shim_start_ticks, boxlite_handle *out)
 {
@@ -458,7 +489,8 @@ int boxlite_box_connect(boxlite_runtime *rt, const boxlite_box_options *options,
 		return rc;
 	box->kept = true;
 	int pidfd = open_shim(shim_pid, shim_start_ticks);
-	int conn = pidfd >= 0 ? connect_agent(box->dir) : -1;
+	bl_error e;
+	int conn = pidfd >= 0 ? box->engine->connect(&box->spec, pidfd, &e) : -1;
 	if (conn < 0) {
 		if (pidfd >= 0)
 			close(pidfd);

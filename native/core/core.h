@@ -26,13 +26,9 @@
 #include <sys/types.h>
 
 #include "boxlite.h"
+#include "engine/engine.h"
 #include "event_queue.h"
 #include "handle_table.h"
-
-/* To a shim: kill its box now.  The shim SIGKILLs the agent and exits once
- * it has reaped it, i.e. once the box's whole pid namespace is gone; a
- * SIGKILL of the shim itself would leave the agent to die a moment later. */
-#define BL_SHIM_KILL_NOW SIGUSR1
 
 struct bl_reactor;
 struct bl_workers;
@@ -55,11 +51,10 @@ struct boxlite_runtime {
 	struct bl_queue queue;
 	struct bl_reactor *reactor;
 	struct bl_workers *workers;
-	char *shim_path;
-	char *agent_path;
 	/* Readable once the runtime closes: a box start waiting for its shim
 	 * gives up at once instead of holding boxlite_runtime_free. */
 	int closing_fd;
+	char *libexec_dir; /* what engines find their executables in */
 };
 
 /* The public BOXLITE_BOX_* values. */
@@ -77,33 +72,14 @@ struct bl_box {
 	atomic_int refs;
 	boxlite_runtime *rt;
 	/* Immutable after boxlite_box_new. */
-	char *dir;
-	char **lowers;
-	char *hostname;
-	uint32_t grace_ms, drain_ms;
-	int32_t owner_pid;
-	bool detached; /* BOXLITE_BOX_DETACHED */
-	bool kept;     /* detached or connected: let go of, never killed, on free and close */
-	uint8_t *main_req; /* the main command as an EXEC payload; NULL: none */
-	size_t main_len;
-	struct bl_mount {
-		char *source, *target;
-		bool readonly;
-	} *mounts;
-	uint32_t n_mounts;
-	uint64_t memory_limit;
-	uint32_t pids_limit, cpu_millis;
-	bool pids_optional;   /* BOXLITE_BOX_PIDS_OPTIONAL */
-	uint64_t log_limit;   /* bytes of each main command log kept */
-	uint64_t tmp_size;    /* bytes of each of /tmp and /dev/shm */
-	char *network_helper; /* NULL: no network */
-	char *disk_image;     /* NULL: no size limit on the writable layer */
-	bool host_loopback;
+	const struct bl_engine *engine;
+	struct bl_box_spec spec;
+	bool kept; /* detached or connected: let go of, never killed, on free and close */
 	/* (rt->lock) */
 	enum bl_box_state state;
 	bool freed;               /* the handle is gone: kill on sight */
-	int pidfd;                /* the shim's; closed only when the box is destroyed */
-	pid_t shim_pid;
+	int pidfd;                /* its supervisor's; closed only when the box is destroyed */
+	pid_t shim_pid;           /* its supervisor */
 	struct bl_op *stop_waiters;
 	struct bl_attachment *att; /* reactor-owned while the box runs */
 };
@@ -174,19 +150,6 @@ bool bl_exec_claim_exit(struct bl_exec *ex);
 void bl_exec_end(struct bl_exec *ex, int outcome, int error);
 /* Post the Exit the agent reported (already claimed by the caller). */
 void bl_exec_post_exit(struct bl_exec *ex, const boxlite_exit *exit);
-
-/* ---- engine_ns.c ---- */
-struct bl_spawned {
-	pid_t pid;
-	int pidfd;
-	int conn_fd; /* connected to the agent */
-};
-/* Start the box's shim and wait until the agent runs.  On failure returns a
- * status code with a message in err; nothing is left running. */
-int bl_engine_ns_spawn(const boxlite_runtime *rt, const struct bl_box *box, struct bl_spawned *out,
-		       char *err, size_t errlen);
-/* Kill and reap a spawned shim that will not be used, and close its fds. */
-void bl_engine_ns_abandon(struct bl_spawned *sp);
 
 /* ---- worker_pool.c ---- */
 struct bl_workers *bl_workers_new(unsigned threads);

@@ -1,4 +1,5 @@
 /* exec.c - execution handles and the claim-once Exit. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -460,4 +461,23 @@ int boxlite_exec_detach(boxlite_runtime *rt, boxlite_handle h)
 		rc = bl_reactor_detach_exec(rt->reactor, ex);
 	pthread_mutex_unlock(&rt->lock);
 	return rc;
+}
+
+int boxlite_exit_status(const boxlite_exit *e)
+{
+	if (!e)
+		return -1;
+	switch (e->outcome) {
+	case BOXLITE_OUTCOME_EXITED:
+		return e->exit_code;
+	case BOXLITE_OUTCOME_SIGNALED:
+		return e->signal > 0 && e->signal < NSIG ? 128 + e->signal : -1;
+	case BOXLITE_OUTCOME_TIMED_OUT:
+		return 124; /* timeout(1)'s convention, distinct from any signal */
+	case BOXLITE_OUTCOME_FAILED_TO_START:
+		/* The shell's convention: 127 not found, 126 found but not runnable. */
+		return e->os_error == ENOENT ? 127 : 126;
+	default:
+		return -1;
+	}
 }

@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
-#include "common/pidfd.h"
 #include "core.h"
 #include "common/protocol.h"
 
@@ -235,17 +234,16 @@ static int epoll_set(struct bl_reactor *r, int op, int fd, uint32_t events, stru
 	return epoll_ctl(r->epfd, op, fd, &ev);
 }
 
-static void signal_shim(struct bl_attachment *a, int sig)
+static void signal_shim(struct bl_attachment *a, enum bl_engine_signal how)
 {
-	if (!a->shim_reaped && bl_pidfd_signal(a->pidfd, sig) < 0 &&
-	    errno != ESRCH) {
-		fprintf(stderr, "boxlite: signal %d to shim (pidfd %d): %s\n", sig, a->pidfd,
-			strerror(errno));
+	if (!a->shim_reaped && a->box->engine->signal(a->pidfd, how) < 0 && errno != ESRCH) {
+		fprintf(stderr, "boxlite: %s the box's supervisor (pidfd %d): %s\n",
+			how == BL_ENGINE_KILL ? "kill" : "stop", a->pidfd, strerror(errno));
 		abort(); /* a pidfd of our own unreaped child is always valid */
 	}
 }
 
-static void kill_shim(struct bl_attachment *a) { signal_shim(a, BL_SHIM_KILL_NOW); }
+static void kill_shim(struct bl_attachment *a) { signal_shim(a, BL_ENGINE_KILL); }
 
 static void reap_blocking(struct bl_attachment *a)
 {
@@ -420,7 +418,7 @@ static void conn_finished(struct bl_reactor *r, struct bl_attachment *a)
 	 * is torn down: the shim must outlive that to reap it, so it is asked
 	 * to stop (a no-op if the agent is exiting), never killed here. */
 	end_execs(a, BOXLITE_OUTCOME_LOST, 0);
-	signal_shim(a, SIGTERM);
+	signal_shim(a, BL_ENGINE_STOP);
 	detach_if_finished(r, a);
 }
 
@@ -507,30 +505,33 @@ static bool exit_from_wire(const struct bl_exit_payload *w, boxlite_exit *e)
 {
 	*e = (boxlite_exit){.exit_code = -1};
 	bool real_signal = w->signal > 0 && w->signal < NSIG;
+	bool real;
 	switch (w->outcome) {
 	case BL_WIRE_EXITED:
 		e->outcome = BOXLITE_OUTCOME_EXITED;
 		e->exit_code = w->code;
-		return w->code >= 0 && w->code <= 255;
+		real = w->code >= 0 && w->code <= 255;
+		break;
 	case BL_WIRE_SIGNALED:
 		e->outcome = BOXLITE_OUTCOME_SIGNALED;
 		e->signal = w->signal;
-		e->exit_code = real_signal ? 128 + w->signal : -1;
-		return real_signal;
+		real = real_signal;
+		break;
 	case BL_WIRE_TIMED_OUT:
 		e->outcome = BOXLITE_OUTCOME_TIMED_OUT;
 		e->signal = w->signal;
-		e->exit_code = 124; /* timeout(1)'s convention, distinct from any signal */
-		return real_signal;
+		real = real_signal;
+		break;
 	case BL_WIRE_FAILED_TO_START:
 		e->outcome = BOXLITE_OUTCOME_FAILED_TO_START;
 		e->os_error = w->error;
-		/* The shell's convention: 127 not found, 126 found but not runnable. */
-		e->exit_code = w->error == ENOENT ? 127 : 126;
-		return w->error > 0 && w->error < 4096;
+		real = w->error > 0 && w->error < 4096;
+		break;
 	default:
 		return false;
 	}
+	e->exit_code = boxlite_exit_status(e);
+	return real;
 }
 
 static void on_exit_frame(struct bl_attachment *a, const struct bl_frame_header *h, const uint8_t *body)

@@ -123,20 +123,21 @@ static void runtime_destroy(boxlite_runtime *rt)
 	bl_queue_destroy(&rt->queue);
 	bl_handles_destroy(&rt->handles);
 	pthread_mutex_destroy(&rt->lock);
-	free(rt->shim_path);
-	free(rt->agent_path);
+	free(rt->libexec_dir);
 	free(rt);
 }
 
 static int runtime_paths(boxlite_runtime *rt, const char *libexec_dir)
 {
-	rt->shim_path = join_path(libexec_dir, "boxlite-shim");
-	rt->agent_path = join_path(libexec_dir, "boxlite-agent");
-	if (!rt->shim_path || !rt->agent_path)
-		return BOXLITE_ERR_NO_MEMORY;
-	if (check_executable(rt->shim_path) || check_executable(rt->agent_path))
-		return BOXLITE_ERR_ENGINE;
-	return BOXLITE_OK;
+	char *shim = join_path(libexec_dir, "boxlite-shim");
+	char *agent = join_path(libexec_dir, "boxlite-agent");
+	rt->libexec_dir = strdup(libexec_dir);
+	int rc = !shim || !agent || !rt->libexec_dir ? BOXLITE_ERR_NO_MEMORY
+		 : check_executable(shim) || check_executable(agent) ? BOXLITE_ERR_ENGINE
+								      : BOXLITE_OK;
+	free(shim);
+	free(agent);
+	return rc;
 }
 
 int boxlite_runtime_new(const boxlite_runtime_options *options, boxlite_runtime **out)

@@ -11,7 +11,8 @@
  * the kernel's interfaces the box gets from the shim or not at all
  * (runc refuses them too): a target is refused as written, before
  * anything is made for it, and as resolved (an image's symlink /data ->
- * /proc is /proc).  boxlite_ffi/runtime.py refuses the first at create.
+ * /proc is /proc).  The first is the specification's check
+ * (shim_reserved_target), which boxlite_box_new runs too.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,45 +28,6 @@
 #include <unistd.h>
 
 #include "shim.h"
-
-static const char *const RESERVED[] = {"proc", "dev", "sys"};
-
-/* path made relative to the root and lexically clean ("a/b"; "" for the
- * root): "." dropped, ".." taking the component before (none at the root,
- * as RESOLVE_IN_ROOT does), slashes collapsed. */
-static void clean_path(const char *path, char out[PATH_MAX])
-{
-	size_t len = 0;
-	out[0] = '\0';
-	while (*path) {
-		size_t n = strcspn(path, "/");
-		if (n == 2 && path[0] == '.' && path[1] == '.') {
-			while (len > 0 && out[len - 1] != '/')
-				len--;
-			if (len > 0)
-				len--; /* its slash */
-		} else if (n > 0 && !(n == 1 && path[0] == '.') && len + n + 2 < PATH_MAX) {
-			if (len > 0)
-				out[len++] = '/';
-			memcpy(out + len, path, n);
-			len += n;
-		}
-		out[len] = '\0';
-		path += n + (path[n] == '/');
-	}
-}
-
-/* The root, or on or under a reserved directory. */
-static bool reserved(const char *path)
-{
-	char rel[PATH_MAX];
-	clean_path(path, rel);
-	size_t first = strcspn(rel, "/");
-	for (size_t i = 0; i < sizeof RESERVED / sizeof RESERVED[0]; i++)
-		if (first == strlen(RESERVED[i]) && memcmp(rel, RESERVED[i], first) == 0)
-			return true;
-	return rel[0] == '\0';
-}
 
 /* Where fd ended up, relative to the root (root_path, as the kernel names
  * it); false when that cannot be told, or is not inside. */
@@ -178,7 +140,7 @@ static int make_readonly(int root, const struct shim_bind *b, struct setup_error
 static int bind_one(int root, const char *root_path, const struct shim_bind *b,
 		    struct setup_error *e)
 {
-	if (reserved(b->target))
+	if (shim_reserved_target(b->target))
 		return setup_fail(e, EINVAL, "bind target %s: reserved (/, /proc, /dev, /sys)",
 				  b->target);
 	struct stat st;
@@ -188,7 +150,7 @@ static int bind_one(int root, const char *root_path, const struct shim_bind *b,
 	if (fd < 0)
 		return -1;
 	char where[PATH_MAX];
-	if (!resolved_in_root(fd, root_path, where) || reserved(where)) {
+	if (!resolved_in_root(fd, root_path, where) || shim_reserved_target(where)) {
 		close(fd);
 		return setup_fail(e, EINVAL, "bind target %s: resolves to a reserved place", b->target);
 	}

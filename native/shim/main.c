@@ -19,7 +19,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "boxlite.h" /* the defaults */
 #include "shim.h"
 
 #define NAMESPACES \
@@ -67,105 +66,12 @@ static _Noreturn void die(int code, int err, const char *fmt, ...)
 
 /* ---- arguments ---- */
 
-static uint64_t parse_u64(const char *flag, const char *s)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-')
-		die(2, EINVAL, "bad value for %s: '%s'", flag, s);
-	return (uint64_t)v;
-}
-
-static uint32_t parse_u32(const char *flag, const char *s)
-{
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v > UINT32_MAX)
-		die(2, EINVAL, "bad value for %s: '%s'", flag, s);
-	return (uint32_t)v;
-}
-
-static void check_lower(const char *dir)
-{
-	/* Overlay option syntax: these would split or escape the option. */
-	if (!dir[0] || dir[0] != '/' || strpbrk(dir, ",:\\"))
-		die(2, EINVAL, "unusable --lower '%s'", dir);
-}
-
-/* The flag's field, for a flag that takes no value; else NULL. */
-static bool *switch_of(struct shim_config *cfg, const char *flag)
-{
-	return strcmp(flag, "--detached") == 0        ? &cfg->detached
-	       : strcmp(flag, "--main") == 0          ? &cfg->main
-	       : strcmp(flag, "--host-loopback") == 0 ? &cfg->host_loopback
-	       : strcmp(flag, "--pids-optional") == 0 ? &cfg->limits.pids_optional
-						      : NULL;
-}
-
+/* By the one table (common/shim_spec.h), and its checks. */
 static void parse_args(struct shim_config *cfg, int argc, char **argv)
 {
-	cfg->hostname = "box";
-	cfg->grace_ms = BOXLITE_DEFAULT_STOP_GRACE_MS;
-	cfg->drain_ms = BOXLITE_DEFAULT_DRAIN_MS;
-	for (int i = 1; i < argc; i += 2) {
-		const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-		bool *on = switch_of(cfg, flag);
-		if (on) {
-			*on = true;
-			i--; /* a flag without a value */
-			continue;
-		}
-		if (!val)
-			die(2, EINVAL, "%s needs a value", flag);
-		if (strcmp(flag, "--bind") == 0 || strcmp(flag, "--bind-ro") == 0) {
-			if (i + 2 >= argc || cfg->n_binds == SHIM_MAX_BINDS)
-				die(2, EINVAL, "%s needs SOURCE TARGET (at most %d)", flag,
-				    SHIM_MAX_BINDS);
-			cfg->binds[cfg->n_binds++] =
-			    (struct shim_bind){val, argv[i + 2], flag[6] == '-'};
-			i++; /* two values */
-			continue;
-		}
-		if (strcmp(flag, "--box-dir") == 0)
-			cfg->box_dir = val;
-		else if (strcmp(flag, "--agent") == 0)
-			cfg->agent = val;
-		else if (strcmp(flag, "--lower") == 0) {
-			if (cfg->n_lowers == SHIM_MAX_LOWERS)
-				die(2, EINVAL, "too many --lower");
-			check_lower(val);
-			cfg->lowers[cfg->n_lowers++] = val;
-		} else if (strcmp(flag, "--hostname") == 0)
-			cfg->hostname = val;
-		else if (strcmp(flag, "--grace-ms") == 0)
-			cfg->grace_ms = parse_u32(flag, val);
-		else if (strcmp(flag, "--drain-ms") == 0)
-			cfg->drain_ms = parse_u32(flag, val);
-		else if (strcmp(flag, "--disk-image") == 0)
-			cfg->disk_image = val;
-		else if (strcmp(flag, "--network") == 0)
-			cfg->network = val;
-		else if (strcmp(flag, "--memory") == 0)
-			cfg->limits.memory = parse_u64(flag, val);
-		else if (strcmp(flag, "--pids") == 0)
-			cfg->limits.pids = parse_u32(flag, val);
-		else if (strcmp(flag, "--cpu-millis") == 0)
-			cfg->limits.cpu_millis = parse_u32(flag, val);
-		else if (strcmp(flag, "--tmp-size") == 0)
-			cfg->tmp_size = parse_u64(flag, val);
-		else if (strcmp(flag, "--log-limit") == 0)
-			cfg->log_limit = parse_u64(flag, val);
-		else if (strcmp(flag, "--owner-pid") == 0)
-			cfg->owner_pid = (pid_t)parse_u32(flag, val);
-		else
-			die(2, EINVAL, "unknown argument '%s'", flag);
-	}
-	if (!cfg->box_dir || !cfg->agent || cfg->n_lowers == 0)
-		die(2, EINVAL, "--box-dir, --agent and --lower are required");
-	if (!cfg->hostname[0] || strlen(cfg->hostname) > 64)
-		die(2, EINVAL, "bad hostname");
+	bl_error e;
+	if (shim_spec_parse(&cfg->spec, argc, argv, &e) < 0)
+		die(2, e.status, "%s", e.msg);
 }
 
 /* ---- set-up on the host side ---- */
@@ -212,7 +118,7 @@ static void write_id_maps(pid_t child)
 static int listen_socket(const struct shim_config *cfg)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/agent.sock", cfg->box_dir) >=
+	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" SHIM_AGENT_SOCKET, cfg->box_dir) >=
 	    (int)sizeof addr.sun_path)
 		die(1, ENAMETOOLONG, "the box directory is too long for a unix socket path");
 	if (unlink(addr.sun_path) < 0 && errno != ENOENT) /* left by an earlier run */
@@ -306,6 +212,10 @@ static void read_setup_error(int fd, struct setup_error *e)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && strcmp(argv[1], "--help") == 0) {
+		shim_spec_usage(argv[0], STDOUT_FILENO);
+		return 0;
+	}
 	struct shim_config cfg;
 	memset(&cfg, 0, sizeof cfg);
 	/* The status pipe is ours alone: never inherited by the agent. */
@@ -326,7 +236,7 @@ int main(int argc, char **argv)
 	err = main_command_prepare(&cfg, &step);
 	if (err)
 		die(1, err, "%s", step);
-	if ((err = log_open(&cfg.logs[2], cfg.box_dir, "shim.log", SHIM_LOG_LIMIT, true,
+	if ((err = log_open(&cfg.logs[2], cfg.box_dir, SHIM_LOG_FILE, SHIM_LOG_LIMIT, true,
 			    &cfg.messages_fd)) != 0)
 		die(1, err, "open shim.log");
 	cfg.listen_fd = listen_socket(&cfg);
@@ -342,7 +252,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SHIM_KILL_NOW);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		die(1, errno, "sigprocmask");
 	int sync_pipe[2], err_pipe[2];

@@ -1,11 +1,11 @@
 /*
  * shim.h - boxlite-shim, the host-side supervisor of one box.
  *
- *   boxlite-shim --box-dir DIR --agent PATH --lower DIR [--lower DIR ...]
- *                [--hostname NAME] [--grace-ms N] [--drain-ms N] [--owner-pid PID]
- *                [--detached] [--main] [--log-limit BYTES]
- *                [--memory BYTES] [--pids N [--pids-optional]] [--cpu-millis N]
- *                [--tmp-size BYTES]
+ *   boxlite-shim --box-dir DIR --agent PATH --lower DIR [FLAG...]
+ *
+ * Its flags, fds and signals are common/shim_spec.h's (SHIM_FLAGS, which
+ * `boxlite-shim --help` prints), the one specification the engine writes
+ * and the shim parses and checks.
  *
  * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
  * one line, "ok <shim pid>" or "error <errno> <step>: <reason>".  The agent
@@ -19,7 +19,8 @@
  * line is written), so that process never has to reap it; the pid in the
  * status line is then the one to watch.
  *
- * SIGTERM, SIGINT, SIGHUP: stop the box (gracefully); SIGUSR1: kill it now.
+ * SIGTERM, SIGINT, SIGHUP: stop the box (gracefully); SHIM_KILL_NOW
+ * (SIGUSR1): kill it now.
  *
  * The shim holds a write lock (fcntl) on DIR/lock while it lives: one shim
  * per box, and F_GETLK names it.
@@ -44,29 +45,7 @@
 
 #include "common/fdio.h"
 #include "common/pidfd.h"
-
-#define SHIM_CONN_FD 3
-#define SHIM_STATUS_FD 4
-#define SHIM_MAIN_FD 5
-#define SHIM_MAX_LOWERS 128
-
-#define SHIM_MAX_BINDS 64
-
-/* --bind / --bind-ro SOURCE TARGET: a host path mounted into the box. */
-struct shim_bind {
-	const char *source, *target;
-	bool readonly;
-};
-
-/* --memory BYTES, --pids N, --cpu-millis N: 0 is no limit.
- * --pids-optional: the pids limit is a default, set only in cgroup v2 and
- * left out where it cannot be (the shim's log says why) instead of failing
- * the start. */
-struct shim_limits {
-	uint64_t memory;
-	uint32_t pids, cpu_millis;
-	bool pids_optional;
-};
+#include "common/shim_spec.h"
 
 /* DIR/shim.log keeps at most this much of what the agent, the network
  * helper and the shim say. */
@@ -91,39 +70,28 @@ struct shim_cgroup {
 };
 
 struct shim_config {
-	const char *box_dir;
-	const char *agent;
-	const char *lowers[SHIM_MAX_LOWERS];
-	unsigned n_lowers;
-	struct shim_bind binds[SHIM_MAX_BINDS];
-	unsigned n_binds;
-	struct shim_limits limits;
+	/* What the command line says (common/shim_spec.h): cfg->box_dir and
+	 * the others by name, cfg->spec for its functions, in the same storage. */
+	union {
+		struct shim_spec spec;
+		struct {
+			SHIM_SPEC_MEMBERS
+		};
+	};
 	struct shim_cgroup cgroups[3]; /* made for the limits */
 	unsigned n_cgroups;
-	const char *network;  /* --network HELPER: slirp4netns's path; NULL: none */
-	bool host_loopback;   /* --host-loopback: the box may reach the host's 127.0.0.1 */
 	pid_t network_pid;    /* the helper, once started */
 	int network_exit_fd;  /* its exit pipe's write end */
-	const char *disk_image; /* --disk-image IMG: the writable layer's ext4 image */
 	bool idmapped;          /* root runtime: the box's ids are a subordinate range */
 	uint32_t uid_base, gid_base;
 	char layer_dir[PATH_MAX]; /* where upper/ and work/ are: the box dir, or its disk */
 	const char *layer_rel;    /* the same, relative to the box dir ("." or "disk") */
-	const char *hostname;
-	/* --tmp-size BYTES: of each of /tmp and /dev/shm (the engine always
-	 * gives it, within the memory limit); 0: tmpfs's own, half the RAM */
-	uint64_t tmp_size;
-	uint32_t grace_ms, drain_ms;
-	pid_t owner_pid;
-	bool detached;
-	bool main;     /* --main */
 	int listen_fd; /* DIR/agent.sock; the agent inherits it */
 	/* With --main, what the agent inherits for it: the command, the two
 	 * logs, and the write end of the pipe it reports the outcome on. */
 	int main_fds[4];
 	int outcome_fd; /* the read end of that pipe; -1 without --main */
 	struct shim_log logs[3]; /* stdout, stderr (with --main); shim.log */
-	uint64_t log_limit;      /* --log-limit BYTES per stream; 0: no limit */
 	int messages_fd; /* shim.log's pipe: the agent's and the network helper's
 			  * stdout and stderr; -1 once they have it */
 };

@@ -5,7 +5,7 @@
  *
  * SIGTERM (stop the box) is forwarded to the agent, which terminates the
  * box's processes itself; if it is still alive grace + 2 s later, SIGKILL
- * ends the whole pid namespace.  SIGUSR1 (kill the box) sends that SIGKILL
+ * ends the whole pid namespace.  SHIM_KILL_NOW (SIGUSR1: kill the box) sends that SIGKILL
  * at once, and so does the owner's death (a pidfd).  Either way the shim
  * exits only after reaping the agent, which, as the namespace's init, is
  * reaped only once every process in it is gone.
@@ -47,7 +47,7 @@ static int signal_fd(void)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SHIM_KILL_NOW);
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
@@ -101,7 +101,7 @@ int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 			struct signalfd_siginfo si;
 			bool kill_now = false;
 			while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
-				kill_now |= si.ssi_signo == SIGUSR1;
+				kill_now |= si.ssi_signo == SHIM_KILL_NOW;
 			if (kill_now) {
 				signal_agent(agent_pidfd, SIGKILL);
 			} else if (kill_at < 0) {

@@ -506,6 +506,148 @@ static void test_box_dir_must_be_a_box_directory(void)
 	boxlite_runtime_free(rt);
 }
 
+/* box_new and config_check agree: status, and a message naming the fault. */
+static void expect_refused(boxlite_runtime *rt, const boxlite_box_options *bo, int status,
+			   const char *says)
+{
+	boxlite_handle h = 0;
+	char msg[512] = "unset";
+	CHECK(boxlite_box_new(rt, bo, &h) == status && h == 0);
+	CHECK(boxlite_box_config_check(bo, msg, sizeof msg) == status);
+	if (!strstr(msg, says))
+		fprintf(stderr, "message: %s\n", msg);
+	CHECK(strstr(msg, says));
+}
+
+static void expect_accepted(boxlite_runtime *rt, const boxlite_box_options *bo)
+{
+	boxlite_handle h = 0;
+	char msg[64] = "unset";
+	CHECK(boxlite_box_config_check(bo, msg, sizeof msg) == BOXLITE_OK && msg[0] == '\0');
+	CHECK(boxlite_box_new(rt, bo, &h) == BOXLITE_OK && h != 0);
+	CHECK(boxlite_box_free(rt, h) == BOXLITE_OK);
+}
+
+static void test_engines_are_found_by_name(void)
+{
+	boxlite_runtime *rt = new_runtime(0, "exit 1");
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	expect_accepted(rt, &bo); /* NULL: the default */
+	bo.engine = "";
+	expect_accepted(rt, &bo);
+	bo.engine = "ns";
+	expect_accepted(rt, &bo);
+	const char *unknown[] = {"qemu", "NS", "ns ", "n"};
+	for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+		bo.engine = unknown[i];
+		expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "unknown engine");
+		boxlite_handle h = 0;
+		CHECK(boxlite_box_connect(rt, &bo, getpid(), 1, &h) == BOXLITE_ERR_INVALID_ARGUMENT);
+	}
+	char msg[64];
+	CHECK(boxlite_box_config_check(NULL, msg, sizeof msg) == BOXLITE_ERR_INVALID_ARGUMENT);
+	boxlite_runtime_close(rt);
+	drain_until_closed(rt);
+	boxlite_runtime_free(rt);
+}
+
+/* What the shim refuses at start (common/shim_spec.c) box_new refuses. */
+static void test_create_refuses_what_start_would(void)
+{
+	boxlite_runtime *rt = new_runtime(0, "exit 1");
+	const char *lowers[] = {"/", NULL};
+	boxlite_box_options bo = {.box_dir = boxdir, .lower_dirs = lowers};
+	const char *bad_lowers[] = {"relative", "/a\\b", "/a,b", "/a:b"};
+	for (size_t i = 0; i < sizeof bad_lowers / sizeof bad_lowers[0]; i++) {
+		const char *one[] = {"/", bad_lowers[i], NULL};
+		bo.lower_dirs = one;
+		expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, bad_lowers[i]);
+	}
+	const char *many[130];
+	for (size_t i = 0; i < 129; i++)
+		many[i] = "/";
+	many[129] = NULL;
+	bo.lower_dirs = many;
+	expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "image layers");
+	many[128] = NULL;
+	expect_accepted(rt, &bo);
+	bo.lower_dirs = lowers;
+	const char *targets[] = {"/proc", "/dev/shm", "/sys/", "/a/../proc/x", "/.", "/a/.."};
+	for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
+		boxlite_mount m = {"/usr", targets[i], 0};
+		bo.mounts = &m;
+		bo.n_mounts = 1;
+		expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "reserved");
+	}
+	boxlite_mount fine = {"/usr", "/process", 0};
+	bo.mounts = &fine;
+	expect_accepted(rt, &bo);
+	bo.mounts = NULL;
+	bo.n_mounts = 0;
+	char host[66];
+	memset(host, 'h', 65);
+	host[65] = '\0';
+	bo.hostname = host;
+	expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "hostname");
+	host[64] = '\0';
+	expect_accepted(rt, &bo);
+	bo.hostname = "";
+	expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "hostname");
+	bo.hostname = NULL;
+	bo.network_helper = "slirp4netns";
+	expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "network helper");
+	bo.network_helper = NULL;
+	bo.flags = BOXLITE_BOX_HOST_LOOPBACK;
+	expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "loopback");
+	bo.flags = BOXLITE_BOX_PIDS_OPTIONAL;
+	expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "pids");
+	bo.flags = 0;
+	bo.disk_image = "disk.img";
+	expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "disk image");
+	bo.disk_image = NULL;
+	/* The agent's socket is <box_dir>/agent.sock: a unix socket's path. */
+	char longdir[160];
+	int n = snprintf(longdir, sizeof longdir, "%s/", libexec);
+	memset(longdir + n, 'd', (size_t)(97 - n));
+	longdir[97] = '\0'; /* + "/agent.sock" = 108 bytes, one past sun_path */
+	CHECK(mkdir(longdir, 0700) == 0);
+	make_marker(longdir);
+	bo.box_dir = longdir;
+	expect_refused(rt, &bo, BOXLITE_ERR_INVALID_ARGUMENT, "too long");
+	boxlite_handle h = 0;
+	CHECK(boxlite_box_connect(rt, &bo, getpid(), 1, &h) == BOXLITE_ERR_INVALID_ARGUMENT);
+	longdir[96] = '\0'; /* a sibling that just fits */
+	CHECK(mkdir(longdir, 0700) == 0);
+	make_marker(longdir);
+	expect_accepted(rt, &bo);
+	bo.box_dir = boxdir;
+	boxlite_runtime_close(rt);
+	drain_until_closed(rt);
+	boxlite_runtime_free(rt);
+}
+
+static void test_exit_status_follows_the_shell(void)
+{
+	const struct {
+		boxlite_exit exit;
+		int status;
+	} cases[] = {
+	    {{.outcome = BOXLITE_OUTCOME_EXITED, .exit_code = 3}, 3},
+	    {{.outcome = BOXLITE_OUTCOME_SIGNALED, .signal = 9}, 137},
+	    {{.outcome = BOXLITE_OUTCOME_SIGNALED, .signal = 0}, -1},
+	    {{.outcome = BOXLITE_OUTCOME_SIGNALED, .signal = 65}, -1},
+	    {{.outcome = BOXLITE_OUTCOME_TIMED_OUT, .signal = 15}, 124},
+	    {{.outcome = BOXLITE_OUTCOME_FAILED_TO_START, .os_error = 2}, 127},
+	    {{.outcome = BOXLITE_OUTCOME_FAILED_TO_START, .os_error = 13}, 126},
+	    {{.outcome = BOXLITE_OUTCOME_LOST, .exit_code = 5}, -1},
+	    {{.outcome = BOXLITE_OUTCOME_FORCE_CLOSED}, -1},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		CHECK(boxlite_exit_status(&cases[i].exit) == cases[i].status);
+	CHECK(boxlite_exit_status(NULL) == -1);
+}
+
 int main(int argc, char **argv)
 {
 	snprintf(libexec, sizeof libexec, "/tmp/boxlite-native-XXXXXX");
@@ -530,6 +672,9 @@ int main(int argc, char **argv)
 	RUN(test_hostile_agent_frames);
 	RUN(test_output_beyond_the_window_is_refused);
 	RUN(test_box_dir_must_be_a_box_directory);
+	RUN(test_engines_are_found_by_name);
+	RUN(test_create_refuses_what_start_would);
+	RUN(test_exit_status_follows_the_shell);
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", libexec);
 	CHECK(system(cmd) == 0);
