@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .boxdir import GONE_PREFIX
 from .errors import InvalidArgumentError
+from .state.boxdir import GONE_PREFIX
 
 HOME_ENV = "BOXLITE_HOME"
 LIBEXEC_ENV = "BOXLITE_LIBEXEC"
