@@ -11,14 +11,18 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
+
 import boxlite_ffi
-from boxlite_ffi import ErrorCode, Outcome
+from boxlite_ffi import ErrorCode, NotFoundError, Outcome
 from boxlite_ffi._native import lib
 from boxlite_ffi.agent import files
 from boxlite_ffi.execution import STDERR, STDOUT
+from boxlite_ffi.spec import native_config
 from boxlite_ffi.state import boxdir
 from boxlite_ffi.state.exits import NATIVE_OUTCOMES, failed_code, signaled_code
 from boxlite_ffi.state.shim import KILL_NOW
+from boxlite_ffi.state.store import start_ticks
 
 SOURCE = Path(__file__).resolve().parent.parent
 HEADER = SOURCE / "include" / "boxlite.h"
@@ -103,6 +107,20 @@ def test_defaults_come_from_the_header():
 
     assert header_enum("DEFAULT_")["STOP_GRACE_MS"] == spec.DEFAULT_STOP_GRACE_MS
     assert header_enum("DEFAULT_")["DRAIN_MS"] == spec.DEFAULT_DRAIN_MS
+
+
+def test_start_ticks_are_what_the_native_core_reads(
+    rt: boxlite_ffi.Runtime, box: boxlite_ffi.Box
+) -> None:
+    """The store identifies a shim by its start time as native/core/box.c
+    reads it: connecting with the store's value finds the shim, with any
+    other value it does not."""
+    box.start()
+    pid = box.shim_pid
+    config = native_config(box.directory, box.info().config, box.detached)
+    with pytest.raises(NotFoundError):
+        rt.native.box_connect(config, pid, start_ticks(pid) + 1)
+    rt.native.box_free(rt.native.box_connect(config, pid, start_ticks(pid)))
 
 
 # ---- layering -------------------------------------------------------------
