@@ -21,7 +21,6 @@ from .errors import (
     BoxliteError,
     DiskFullError,
     ExecClosedError,
-    InvalidArgumentError,
     InvalidStateError,
     NotFoundError,
     RuntimeClosedError,
@@ -32,6 +31,7 @@ from .spec import (
     Env,
     ExecSpec,
     OutputCallback,
+    check_cursor,
     check_data,
     check_window,
     native_config,
@@ -467,6 +467,7 @@ class Box:
         return self._start_exec(spec)
 
     def _start_exec(self, spec: ExecSpec) -> Execution:
+        """The one body of ``exec``, ``exec_now``, ``run`` and aio's ``exec``."""
         native = spec.native(self._config)
         sink = _ExecSink(self._svc.native, spec.on_stdout, spec.on_stderr, spec.ordered_output)
         sink.stdin = bool(spec.stdin or spec.tty)  # a terminal is always input too
@@ -498,8 +499,7 @@ class Box:
     ) -> tuple[Execution, Future[None]]:
         """Attach (see ``execution``); the Future settles with the box's answer."""
         wire_id = parse_exec_id(exec_id)
-        if len(cursor) != 2 or not all(isinstance(c, int) and c >= 0 for c in cursor):
-            raise InvalidArgumentError(f"a cursor is two offsets >= 0, not {cursor!r}")
+        check_cursor(cursor)
         window = check_window(output_window)
         self._ensure_running(start=False)
         sink = _ExecSink(self._svc.native, on_stdout, on_stderr)

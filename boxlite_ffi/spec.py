@@ -229,6 +229,12 @@ def check_callback(callback: object, what: str) -> None:
         raise InvalidArgumentError(f"{what} must be callable or None, not {callback!r}")
 
 
+def check_cursor(cursor: tuple[int, int]) -> None:
+    """Where an attach starts: bytes of stdout and stderr already seen."""
+    if len(cursor) != 2 or not all(isinstance(c, int) and c >= 0 for c in cursor):
+        raise InvalidArgumentError(f"a cursor is two offsets >= 0, not {cursor!r}")
+
+
 def parse_exec_id(exec_id: str) -> int:
     try:
         value = int(exec_id, 16) if isinstance(exec_id, str) and len(exec_id) == 16 else 0
