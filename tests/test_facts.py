@@ -7,6 +7,7 @@ imports point one way (API -> state/spec -> _core -> native), no cycles."""
 from __future__ import annotations
 
 import ast
+import errno
 import re
 import signal
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 import boxlite_ffi
 from boxlite_ffi import ErrorCode, NotFoundError, Outcome
-from boxlite_ffi._native import lib
+from boxlite_ffi._native import ffi, lib
 from boxlite_ffi.agent import files
 from boxlite_ffi.execution import STDERR, STDOUT
 from boxlite_ffi.spec import native_config
@@ -60,7 +61,7 @@ def test_stream_ids_are_the_headers():
 
 
 def test_kill_now_is_the_cores():
-    found = re.search(r"#define\s+BL_SHIM_KILL_NOW\s+(SIG[A-Z0-9]+)", c_sources())
+    found = re.search(r"#define\s+(?:BL_)?SHIM_KILL_NOW\s+(SIG[A-Z0-9]+)", c_sources())
     assert found is not None
     assert getattr(signal, found[1]) == KILL_NOW
 
@@ -82,15 +83,23 @@ def test_box_directory_names_are_the_ones_c_writes():
     assert boxdir.MARKER in literals  # and boxlite_box_marker() says it at run time
 
 
-def test_exit_code_rule_is_the_reactors():
-    """128 + n after signal n, 127 for a command not found, else 126:
-    what native/core/reactor.c gives an execution's exit code."""
-    reactor = (NATIVE / "core" / "reactor.c").read_text()
-    assert "128 + w->signal" in reactor
-    assert "w->error == ENOENT ? 127 : 126" in reactor
+def test_exit_code_rule_is_the_native_cores():
+    """128 + n after signal n, 127 for a command not found, else 126: what
+    the native core gives an execution's exit code (boxlite_exit_status
+    where the header has it, else the reactor's own lines)."""
+    if hasattr(lib, "boxlite_exit_status"):
+        for sig in range(1, 65):
+            ended = {"outcome": lib.BOXLITE_OUTCOME_SIGNALED, "signal": sig}
+            assert lib.boxlite_exit_status(ffi.new("boxlite_exit *", ended)) == signaled_code(sig)
+        for error in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.EISDIR):
+            failed = {"outcome": lib.BOXLITE_OUTCOME_FAILED_TO_START, "os_error": error}
+            assert lib.boxlite_exit_status(ffi.new("boxlite_exit *", failed)) == failed_code(error)
+    else:
+        reactor = (NATIVE / "core" / "reactor.c").read_text()
+        assert "128 + w->signal" in reactor
+        assert "w->error == ENOENT ? 127 : 126" in reactor
     assert signaled_code(signal.SIGKILL) == 137
-    assert failed_code(2) == 127  # ENOENT
-    assert failed_code(13) == 126  # EACCES
+    assert (failed_code(errno.ENOENT), failed_code(errno.EACCES)) == (127, 126)
 
 
 def test_copy_helper_statuses_are_the_agents():
