@@ -15,9 +15,9 @@ import threading
 import time
 
 import boxlite_ffi
-from boxlite_ffi import _callbacks
+from boxlite_ffi._core import callbacks as _callbacks
+from boxlite_ffi._core.tokens import TOKENS
 from boxlite_ffi._native import ffi, lib
-from boxlite_ffi.registry import REGISTRY
 
 from common import scratch
 
@@ -37,7 +37,7 @@ class Counter:
 
 def native_rate(rt: boxlite_ffi.Runtime) -> float:
     counter = Counter()
-    tokens = [REGISTRY.register(rt.native, counter) for _ in range(N)]
+    tokens = [TOKENS.register(rt.native, counter) for _ in range(N)]
     start = time.perf_counter()
     with rt.native._use() as raw:
         for token in tokens:

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import boxlite_ffi
-from boxlite_ffi import boxdir
-from boxlite_ffi.box import native_config
 from boxlite_ffi.execution import Execution, _ExecSink
+from boxlite_ffi.spec import native_config
+from boxlite_ffi.state import boxdir
 from boxlite_ffi.tree import remove_tree
 
 from common import bwrap_true, report, rootfs, scratch, time_interleaved

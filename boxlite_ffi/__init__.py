@@ -41,12 +41,14 @@ from .errors import (
     UnauthorizedError,
     UnsafePathError,
 )
-from .execution import ExecResult, Execution, Outcome
+from .execution import ExecResult, Execution
 from .image import ImageInfo, Images, Progress, PruneReport
-from .lifecycle import BoxExit, BoxInfo, BoxStatus
 from .paths import get_include, get_libexec_dir, get_library_dir, get_pkg_config_path
-from .recovery import RecoveredBox, RecoveryReport
 from .runtime import Runtime
+from .state.exits import Outcome
+from .state.recovery import RecoveredBox, RecoveryReport
+from .state.status import BoxStatus
+from .state.views import BoxExit, BoxInfo
 from .streams import ChunkStream, OutputChunk, OutputStream
 
 __version__ = "0.1.0"

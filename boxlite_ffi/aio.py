@@ -19,13 +19,14 @@ from typing import Any
 from . import box as _box
 from . import execution as _execution
 from . import runtime as _runtime
-from .box import BoxLogs, Env
+from .box import BoxLogs
 from .errors import ExecClosedError
-from .execution import ExecResult, OutputCallback
+from .execution import ExecResult
 from .image import images as _images
 from .image.images import ImageInfo, PruneReport
-from .lifecycle import BoxExit, BoxInfo
-from .recovery import RecoveryReport
+from .spec import Env, ExecSpec, OutputCallback, check_data, with_exec_spec
+from .state.recovery import RecoveryReport
+from .state.views import BoxExit, BoxInfo
 from .streams import ChunkStream, OutputChunk, OutputStream
 
 
@@ -149,40 +150,11 @@ class Box:
     async def close(self) -> None:
         await asyncio.to_thread(self._inner.close)
 
-    async def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Env | None = None,
-        cwd: str | None = None,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
-        stdin: bool = False,
-        ordered_output: bool = False,
-        timeout: float | None = None,
-        tty: bool = False,
-        rows: int = 24,
-        cols: int = 80,
-        output_window: int | None = None,
-        user: str | None = None,
-    ) -> Execution:
+    @with_exec_spec
+    async def exec(self, spec: ExecSpec) -> Execution:
+        """Run a process in the box, starting it first if needed (see the sync API)."""
         await self.start()
-        inner = self._inner.exec_now(
-            argv,
-            env=env,
-            cwd=cwd,
-            on_stdout=on_stdout,
-            on_stderr=on_stderr,
-            stdin=stdin,
-            ordered_output=ordered_output,
-            timeout=timeout,
-            tty=tty,
-            rows=rows,
-            cols=cols,
-            output_window=output_window,
-            user=user,
-        )
-        return Execution(inner)
+        return Execution(self._inner._start_exec(spec))
 
     async def execution(
         self,
@@ -221,7 +193,7 @@ class Box:
         user: str | None = None,
     ) -> ExecResult:
         if input is not None:
-            _execution.check_data(input, "input")
+            check_data(input, "input")
         execution = await self.exec(
             argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user
         )

@@ -4,145 +4,58 @@ life (start, stop, wait, remove) kept in the runtime home's store."""
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import boxdir, file_copy
+from ._core.core import then
 from ._native import lib
-from .core import BoxConfig, Mount, then
+from .agent import files
 from .errors import (
     BoxliteError,
     DiskFullError,
     ExecClosedError,
-    InvalidArgumentError,
     InvalidStateError,
     NotFoundError,
     RuntimeClosedError,
     StateReason,
 )
-from .execution import (
-    STDERR,
-    STDOUT,
-    ExecResult,
-    Execution,
+from .execution import STDERR, STDOUT, ExecResult, Execution, _ExecSink, waited
+from .spec import (
+    Env,
+    ExecSpec,
     OutputCallback,
-    _ExecSink,
-    check_callback,
+    check_cursor,
     check_data,
-    check_seconds,
-    check_size,
-    waited,
+    check_window,
+    native_config,
+    parse_exec_id,
+    with_exec_spec,
 )
-from .lifecycle import (
-    KILL_NOW,
-    LIVE,
-    BoxExit,
-    BoxInfo,
-    BoxStatus,
-    reconcile,
-    settle,
-    shim_pid,
-    signal_shim,
-)
-from .limits import DISK_IMAGE, oom_watch
-from .store import DELETE, BoxRecord, Change, Proc, start_ticks
-from .users import as_user, check_user
+from .state import boxdir
+from .state.boxdir import STDERR_LOG, STDOUT_LOG
+from .state.cgroups import oom_watch
+from .state.logs import read_log
+from .state.reconcile import reconcile, settle
+from .state.shim import KILL_NOW, shim_pid, signal_shim
+from .state.status import LIVE, BoxStatus
+from .state.store import DELETE, BoxRecord, Change, Proc, start_ticks
+from .state.views import BoxExit, BoxInfo
 
 if TYPE_CHECKING:
-    from .core import NativeRuntime
-    from .monitor import Monitor
-    from .store import Store
+    from ._core.core import NativeRuntime
+    from .state.monitor import Monitor
+    from .state.store import Store
 
 BOX_NEW = lib.BOXLITE_BOX_NEW
 BOX_RUNNING = lib.BOXLITE_BOX_RUNNING
 BOX_STOPPING = lib.BOXLITE_BOX_STOPPING
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-# An environment: a mapping, or docker's list of "KEY=VALUE" strings.
-Env = Mapping[str, str] | Sequence[str]
-
-
-def env_dict(env: Env | None) -> dict[str, str]:
-    """``env`` as a dict, every name and value checked."""
-    if env is None:
-        return {}
-    if isinstance(env, Mapping):
-        pairs = list(env.items())
-    elif isinstance(env, Sequence) and not isinstance(env, str | bytes):
-        pairs = []
-        for entry in env:
-            if not isinstance(entry, str) or "=" not in entry:
-                raise InvalidArgumentError(f"environment entry {entry!r}: a KEY=VALUE string")
-            key, _, value = entry.partition("=")
-            pairs.append((key, value))
-    else:
-        raise InvalidArgumentError(
-            f"env must be a mapping or a list of KEY=VALUE strings, not {type(env).__name__}"
-        )
-    for key, value in pairs:
-        valid = isinstance(key, str) and isinstance(value, str)
-        if not valid or not key or "=" in key or "\0" in key or "\0" in value:
-            raise InvalidArgumentError(f"invalid environment variable {key!r}")
-    return dict(pairs)
-
-
-def env_list(*layers: Env | None) -> list[str]:
-    """Later layers override earlier ones; PATH defaults to the usual one."""
-    merged = {"PATH": DEFAULT_PATH}
-    for layer in layers:
-        merged.update(env_dict(layer))
-    return [f"{k}={v}" for k, v in merged.items()]
-
-
-def timeout_millis(timeout: float | None) -> int:
-    """Seconds as the native milliseconds (0: none, also for infinity)."""
-    seconds = check_seconds(timeout, "timeout")
-    if seconds is None:
-        return 0
-    ms = math.ceil(seconds * 1000)
-    if not 1 <= ms <= 0xFFFFFFFF:
-        raise InvalidArgumentError(f"timeout must be between 1 ms and 49 days, not {timeout!r}")
-    return ms
-
-
-def check_window(window: int | None) -> int:
-    """An output window in bytes as the native value (0: the default)."""
-    if window is None:
-        return 0
-    if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window < 0xFFFFFFFF:
-        raise InvalidArgumentError(f"output_window must be 1 byte to 4 GiB, not {window!r}")
-    return window
-
-
-def check_cwd(cwd: object, what: str = "cwd") -> str | None:
-    """A working directory (an execution's cwd, a box's workdir): absolute,
-    as docker's -w."""
-    if cwd is None:
-        return None
-    if not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd:
-        raise InvalidArgumentError(f"{what} {cwd!r}: an absolute path in the box")
-    return cwd
-
-
-def check_argv(argv: Sequence[str]) -> list[str]:
-    if isinstance(argv, str | bytes):
-        raise InvalidArgumentError("argv must be a sequence of strings, not a string")
-    try:
-        args = list(argv)
-    except TypeError:
-        raise InvalidArgumentError(f"argv must be a sequence of strings, not {argv!r}") from None
-    if not args or not all(isinstance(a, str) and "\0" not in a for a in args):
-        raise InvalidArgumentError("argv must be a non-empty sequence of strings without NUL")
-    return args
 
 
 @dataclass(frozen=True)
@@ -453,7 +366,7 @@ class Box:
     def logs(self) -> BoxLogs:
         """What the main command wrote so far, over every run: the newest
         ``log_limit`` bytes of each stream at most (see ``create``)."""
-        out, err = (_read_log(self.directory / name) for name in ("stdout.log", "stderr.log"))
+        out, err = (read_log(self.directory / name) for name in (STDOUT_LOG, STDERR_LOG))
         return BoxLogs(out, err)
 
     # ---- letting go -----------------------------------------------------
@@ -548,48 +461,28 @@ class Box:
 
     # ---- executions -------------------------------------------------------
 
-    def exec_now(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Env | None = None,
-        cwd: str | None = None,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
-        stdin: bool = False,
-        ordered_output: bool = False,
-        timeout: float | None = None,
-        tty: bool = False,
-        rows: int = 24,
-        cols: int = 80,
-        output_window: int | None = None,
-        user: str | None = None,
-    ) -> Execution:
+    @with_exec_spec
+    def exec_now(self, spec: ExecSpec) -> Execution:
         """Start an execution in the running box (no implicit start)."""
-        who = self._config.get("user") if user is None else check_user(user)
-        args = as_user(who, check_argv(argv))
-        environment = env_list(self._config["env"], env)
-        timeout_ms = timeout_millis(timeout)
-        workdir = check_cwd(cwd) or self._config["workdir"]
-        if tty:
-            check_size(rows, cols)
-        window = check_window(output_window)
-        check_callback(on_stdout, "on_stdout")
-        check_callback(on_stderr, "on_stderr")
-        sink = _ExecSink(self._svc.native, on_stdout, on_stderr, ordered_output)
-        sink.stdin = bool(stdin or tty)  # a terminal is always input too
+        return self._start_exec(spec)
+
+    def _start_exec(self, spec: ExecSpec) -> Execution:
+        """The one body of ``exec``, ``exec_now``, ``run`` and aio's ``exec``."""
+        native = spec.native(self._config)
+        sink = _ExecSink(self._svc.native, spec.on_stdout, spec.on_stderr, spec.ordered_output)
+        sink.stdin = bool(spec.stdin or spec.tty)  # a terminal is always input too
         if (self._config.get("limits") or {}).get("memory_limit"):
             sink.oom_killed = oom_watch(self.directory)
         handle = self._svc.native.exec_start(
             self._live_handle(),
-            args,
-            environment,
-            workdir,
+            native.argv,
+            native.env,
+            native.cwd,
             sink,
-            stdin=stdin,
-            timeout_ms=timeout_ms,
-            tty=(rows, cols) if tty else None,
-            window=window,
+            stdin=spec.stdin,
+            timeout_ms=native.timeout_ms,
+            tty=native.tty,
+            window=native.window,
         )
         sink.handle.wire_id = self._svc.native.exec_id(handle)
         sink.handle.attach(handle)
@@ -606,8 +499,7 @@ class Box:
     ) -> tuple[Execution, Future[None]]:
         """Attach (see ``execution``); the Future settles with the box's answer."""
         wire_id = parse_exec_id(exec_id)
-        if len(cursor) != 2 or not all(isinstance(c, int) and c >= 0 for c in cursor):
-            raise InvalidArgumentError(f"a cursor is two offsets >= 0, not {cursor!r}")
+        check_cursor(cursor)
         window = check_window(output_window)
         self._ensure_running(start=False)
         sink = _ExecSink(self._svc.native, on_stdout, on_stderr)
@@ -671,23 +563,8 @@ class Box:
         answered.result()
         return execution
 
-    def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Env | None = None,
-        cwd: str | None = None,
-        on_stdout: OutputCallback | None = None,
-        on_stderr: OutputCallback | None = None,
-        stdin: bool = False,
-        ordered_output: bool = False,
-        timeout: float | None = None,
-        tty: bool = False,
-        rows: int = 24,
-        cols: int = 80,
-        output_window: int | None = None,
-        user: str | None = None,
-    ) -> Execution:
+    @with_exec_spec
+    def exec(self, spec: ExecSpec) -> Execution:
         """Run ``argv`` in the box, starting the box first if needed.
 
         ``stdin=True`` gives the process a stdin pipe for ``write_stdin`` and
@@ -704,34 +581,20 @@ class Box:
         as another user of the box than the box's own (see ``create``).
         """
         self._ensure_running()
-        return self.exec_now(
-            argv,
-            env=env,
-            cwd=cwd,
-            on_stdout=on_stdout,
-            on_stderr=on_stderr,
-            stdin=stdin,
-            ordered_output=ordered_output,
-            timeout=timeout,
-            tty=tty,
-            rows=rows,
-            cols=cols,
-            output_window=output_window,
-            user=user,
-        )
+        return self._start_exec(spec)
 
     # ---- files ---------------------------------------------------------------
 
     def copy_in(self, src: str | os.PathLike[str], dest: str) -> None:
         """Copy a host file or directory into the box directory ``dest``
         (created if missing) as ``dest/<name>``, keeping modes and mtimes."""
-        file_copy.copy_in(self, src, dest)
+        files.copy_in(self, src, dest)
 
     def copy_out(self, src: str, dest: str | os.PathLike[str]) -> None:
         """Copy a file or directory of the box into the host directory
         ``dest`` (created if missing) as ``dest/<name>``, keeping modes and
         mtimes.  ``UnsafePathError`` for an entry that would land outside."""
-        file_copy.copy_out(self, src, dest)
+        files.copy_out(self, src, dest)
 
     def run(
         self,
@@ -751,58 +614,13 @@ class Box:
         """
         if input is not None:
             check_data(input, "input")
-        execution = self.exec(
-            argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user
-        )
+        spec = ExecSpec(argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user)
+        self._ensure_running()
+        execution = self._start_exec(spec)
         if input is not None:
             execution._collect()  # output must not wait for the input to go in
             feed_input(execution, input)
         return execution.wait()
-
-
-def native_config(directory: Path, config: dict[str, Any], detached: bool) -> BoxConfig:
-    """What the native core needs, from a box's stored configuration."""
-    main = config.get("main")
-    return BoxConfig(
-        directory,
-        tuple(Path(p) for p in config["lowers"]),
-        config["hostname"],
-        config["stop_grace_ms"],
-        config["drain_ms"],
-        detached,
-        tuple(main) if main else None,
-        tuple(env_list(config["env"])),
-        config["workdir"],
-        tuple(Mount(*m) for m in config.get("mounts") or ()),
-        **(config.get("limits") or {}),
-        **(config.get("network") or {}),
-        disk_image=str(directory / DISK_IMAGE) if config.get("disk") else None,
-    )
-
-
-def _read_log(path: Path) -> bytes:
-    """A log the shim keeps (logs.c): NAME.1, the older half, then NAME.
-    A rotation replaces NAME.1, so if NAME.1 is still the file read first
-    once NAME is read, the two were consecutive.  The first stays open
-    meanwhile, so its inode cannot be freed and reused by a later NAME.1."""
-    older = path.with_name(path.name + ".1")
-    while True:
-        with contextlib.ExitStack() as stack:
-            try:
-                first = stack.enter_context(open(older, "rb"))
-                head, inode = first.read(), os.fstat(first.fileno()).st_ino
-            except FileNotFoundError:
-                head, inode = b"", None
-            try:
-                tail = path.read_bytes()
-            except FileNotFoundError:
-                tail = b""
-            try:
-                now = older.stat().st_ino
-            except FileNotFoundError:
-                now = None
-            if now == inode:
-                return head + tail
 
 
 def _done() -> Future[Any]:
@@ -843,16 +661,6 @@ def _after_transients(step: Callable[[], None]) -> None:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
-
-
-def parse_exec_id(exec_id: str) -> int:
-    try:
-        value = int(exec_id, 16) if isinstance(exec_id, str) and len(exec_id) == 16 else 0
-    except ValueError:
-        value = 0
-    if not value:
-        raise InvalidArgumentError(f"{exec_id!r} is not an execution id (16 hex digits)")
-    return value
 
 
 def feed_input(execution: Execution, data: bytes) -> None:

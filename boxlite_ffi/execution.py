@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import enum
-import math
 import os
 import signal as signal_module
 import threading
@@ -13,9 +11,9 @@ import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .core import WRITE_MAX
+from ._core.core import WRITE_MAX
 from .errors import (
     BoxliteTimeoutError,
     ErrorCode,
@@ -27,35 +25,18 @@ from .errors import (
     StateReason,
     error_for,
 )
+from .spec import OutputCallback, check_data, check_seconds, check_size, is_int
+from .state.exits import NATIVE_OUTCOMES, Outcome
 from .streams import ChunkStream, OutputChunk, OutputStream
 
 if TYPE_CHECKING:
-    from .core import NativeRuntime
+    from ._core.core import NativeRuntime
 
 STDOUT = 1
 STDERR = 2
 _STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
 _STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 MAX_SIGNAL = 64
-
-OutputCallback = Callable[[bytes], None]
-
-
-class Outcome(enum.Enum):
-    """How an execution ended (BOXLITE_OUTCOME_* in include/boxlite.h)."""
-
-    EXITED = "exited"
-    SIGNALED = "signaled"
-    TIMED_OUT = "timed_out"
-    KILLED = "killed"
-    FORCE_CLOSED = "force_closed"
-    LOST = "lost"
-    FAILED_TO_START = "failed_to_start"
-    DETACHED = "detached"  # let go of (Execution.detach): it runs on in its box
-    OOM = "oom"  # SIGKILLed while its box's memory limit made the kernel kill (exit code 137)
-
-
-_OUTCOMES = {i: o for i, o in enumerate(Outcome, start=1) if o is not Outcome.OOM}
 
 
 @dataclass(frozen=True)
@@ -271,7 +252,7 @@ class _ExecSink:
         if error == ErrorCode.RUNTIME_CLOSED:
             self.exited.set_exception(RuntimeClosedError("the runtime closed during the execution"))
             return
-        kind: Outcome = _OUTCOMES.get(outcome, Outcome.LOST)
+        kind: Outcome = NATIVE_OUTCOMES.get(outcome, Outcome.LOST)
         if kind is Outcome.SIGNALED and signal == signal_module.SIGKILL and self.oom_killed():
             kind = Outcome.OOM
         self.exited.set_result(_Exit(kind, code, signal or None, os_error or None))
@@ -279,40 +260,6 @@ class _ExecSink:
     def on_closed(self) -> None:
         self._close_streams()
         self.exited.set_exception(RuntimeClosedError())
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_size(rows: object, cols: object) -> None:
-    if not (_is_int(rows) and _is_int(cols) and 1 <= rows <= 0xFFFF and 1 <= cols <= 0xFFFF):
-        raise InvalidArgumentError(f"terminal size {rows!r}x{cols!r}: two integers in 1..65535")
-
-
-def check_seconds(value: object, what: str) -> float | None:
-    """A timeout in seconds; None and infinity mean none.  NaN, a negative
-    number or no number at all is an InvalidArgumentError."""
-    if value is None:
-        return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
-        raise InvalidArgumentError(f"{what} must be seconds >= 0 or None, not {value!r}")
-    return None if math.isinf(value) else float(value)
-
-
-def check_data(data: object, what: str) -> memoryview:
-    """Bytes to send, as unsigned bytes (str must be encoded first)."""
-    try:
-        return memoryview(data).cast("B")  # type: ignore[arg-type]
-    except TypeError:
-        raise InvalidArgumentError(
-            f"{what} must be bytes-like, not {type(data).__name__}"
-        ) from None
-
-
-def check_callback(callback: object, what: str) -> None:
-    if callback is not None and not callable(callback):
-        raise InvalidArgumentError(f"{what} must be callable or None, not {callback!r}")
 
 
 T = TypeVar("T")
@@ -439,7 +386,7 @@ class Execution:
 
     def signal_future(self, sig: int) -> Future[None]:
         """Start sending ``sig``; completes once it was delivered."""
-        if not _is_int(sig) or not 1 <= sig <= MAX_SIGNAL:
+        if not is_int(sig) or not 1 <= sig <= MAX_SIGNAL:
             raise InvalidArgumentError(f"signal {sig!r} is not an integer in 1..{MAX_SIGNAL}")
         with self._while_running():
             return self._sink.native.exec_signal(self._sink.handle.value, int(sig))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .boxdir import GONE_PREFIX
+from . import paths
 from .errors import InvalidArgumentError
+from .state.boxdir import GONE_PREFIX
 
 HOME_ENV = "BOXLITE_HOME"
 LIBEXEC_ENV = "BOXLITE_LIBEXEC"
@@ -58,4 +59,4 @@ def holds_state(home: Path) -> bool:
 def libexec_dir() -> Path:
     """The directory holding boxlite-shim and boxlite-agent."""
     override = os.environ.get(LIBEXEC_ENV)
-    return Path(override) if override else Path(__file__).resolve().parent / "libexec"
+    return Path(override or paths.get_libexec_dir())

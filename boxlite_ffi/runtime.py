@@ -6,53 +6,58 @@ import atexit
 import contextlib
 import dataclasses
 import os
-import posixpath
-import re
 import secrets
-import shutil
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import boxdir, recovery
-from ._native import lib
-from .box import Box, BoxServices, Env, check_argv, check_cwd, env_dict, native_config
-from .core import Mount, NativeRuntime
+from ._core.core import NativeRuntime
+from .agent import as_user
+from .box import Box, BoxServices
 from .errors import (
     BoxliteError,
-    EngineError,
     ImageError,
     ImageNotFoundError,
     InvalidArgumentError,
     NotFoundError,
     os_errors,
 )
-from .execution import check_seconds
 from .home import holds_state, libexec_dir, resolve_home, store_path
 from .image import Images, ResolvedImage
 from .image.media import ImageConfig
 from .image.unpack import UnpackLimits
-from .lifecycle import (
-    KILL_NOW,
-    BoxExit,
-    BoxInfo,
-    BoxStatus,
-    reconcile,
-    signal_shim,
+from .spec import (
+    DEFAULT_DRAIN_MS,
+    DEFAULT_STOP_GRACE_MS,
+    DISK_MIN,
+    Env,
+    box_identity,
+    check_cwd,
+    check_name,
+    check_network,
+    check_rootfs,
+    check_volumes,
+    env_dict,
+    main_command,
+    millis,
+    native_config,
+    parse_limits,
+    parse_size,
+    unpack_limits,
 )
-from .limits import DISK_MIN, make_disk, parse_limits, parse_size, unpack_limits
-from .monitor import Monitor
-from .recovery import RecoveryReport
-from .store import DELETE, BoxRecord, Proc, Store
+from .state import boxdir, recovery
+from .state.disk import make_disk
+from .state.monitor import Monitor
+from .state.reconcile import reconcile
+from .state.recovery import RecoveryReport
+from .state.shim import KILL_NOW, signal_shim
+from .state.status import BoxStatus
+from .state.store import DELETE, BoxRecord, Proc, Store
+from .state.views import BoxExit, BoxInfo
 from .tree import remove_tree
-from .users import ROOT_USERS, UNPRIVILEGED, as_user, check_user, runs_users
-
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-DEFAULT_STOP_GRACE_MS = lib.BOXLITE_DEFAULT_STOP_GRACE_MS
-DEFAULT_DRAIN_MS = lib.BOXLITE_DEFAULT_DRAIN_MS
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
@@ -88,8 +93,8 @@ class Runtime:
                 raise InvalidArgumentError(f"{what} out of range: {value}")
         limits = unpack_limits(max_layer_size, max_layer_entries)
         self.home = resolve_home(home)
-        self._grace_ms = _millis(stop_grace, "stop_grace")
-        self._drain_ms = _millis(drain_window, "drain_window")
+        self._grace_ms = millis(stop_grace, "stop_grace")
+        self._drain_ms = millis(drain_window, "drain_window")
         self._store = Store(store_path(self.home), create=not holds_state(self.home))
         try:
             self._images = Images(self.home / "images", self._store, limits)
@@ -204,29 +209,28 @@ class Runtime:
         """
         if (image is None) == (rootfs is None):
             raise InvalidArgumentError("give exactly one of image= or rootfs=")
-        if name is not None and not (isinstance(name, str) and NAME_RE.fullmatch(name)):
-            raise InvalidArgumentError(f"invalid box name {name!r}")
+        check_name(name)
         workdir = check_cwd(workdir, "workdir")
         env = env_dict(env)  # refuse a bad environment now, not at the first exec
         with self._images.hold():  # no prune between resolving and recording
             made = self._image(image) if image is not None else None
             image_config = made.config if made else ImageConfig(())
-            identity = _from_image(image_config, image, env, workdir, user)
+            identity = box_identity(image_config, image, env, workdir, user)
             main = main_command(image_config, entrypoint, cmd, use_image_cmd)
             box_id = secrets.token_hex(6)
             config = {
                 "image": str(image if image is not None else rootfs),
                 "image_id": made.id if made else None,
-                "lowers": [str(p) for p in made.lowers] if made else [str(_rootfs(rootfs))],
+                "lowers": [str(p) for p in made.lowers] if made else [str(check_rootfs(rootfs))],
                 "mounts": [
                     list(dataclasses.astuple(m))
-                    for m in (*(made.mounts if made else ()), *_volumes(volumes))
+                    for m in (*(made.mounts if made else ()), *check_volumes(volumes))
                 ],
                 "hostname": name or box_id,
                 **identity,
                 "main": as_user(identity["user"], main) if main else None,
                 "limits": parse_limits(memory, cpus, pids, log_limit, tmp_size),
-                "network": _network(network, host_loopback),
+                "network": check_network(network, host_loopback),
                 "disk": parse_size(disk, "disk", DISK_MIN) if disk is not None else None,
                 "auto_remove": auto_remove,
                 "stop_grace_ms": self._grace_ms,
@@ -394,124 +398,3 @@ def _statuses(status: BoxStatus | str | Iterable[BoxStatus | str] | None) -> set
         return {BoxStatus(value) for value in values}
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"unknown box status in {status!r}") from None
-
-
-NETWORK_HELPER = "slirp4netns"
-
-
-def _network(network: bool, host_loopback: bool) -> dict[str, Any]:
-    if not isinstance(network, bool) or not isinstance(host_loopback, bool):
-        raise InvalidArgumentError("network and host_loopback are True or False")
-    if host_loopback and not network:
-        raise InvalidArgumentError("host_loopback=True needs network=True")
-    if not network:
-        return {}
-    helper = shutil.which(NETWORK_HELPER)
-    if helper is None:
-        raise EngineError(f"network=True needs {NETWORK_HELPER} (apt-get install slirp4netns)")
-    return {"network_helper": helper, "host_loopback": host_loopback}
-
-
-def _volumes(
-    volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] | None,
-) -> list[Mount]:
-    if volumes is None:
-        return []
-    if isinstance(volumes, str):
-        raise InvalidArgumentError("volumes is a list of 'HOST:BOX[:ro|rw]'")
-    mounts = []
-    for volume in volumes:
-        if isinstance(volume, str):
-            parts = volume.split(":")
-        elif isinstance(volume, tuple | list) and all(isinstance(p, str) for p in volume):
-            parts = list(volume)
-        else:
-            raise InvalidArgumentError(f"volume {volume!r}: not HOST:BOX[:ro|rw]")
-        if len(parts) == 2:
-            parts.append("rw")
-        if len(parts) != 3 or parts[2] not in ("ro", "rw"):
-            raise InvalidArgumentError(f"volume {volume!r}: not HOST:BOX[:ro|rw]")
-        source, target = Path(parts[0]).resolve(), parts[1]
-        if not source.exists():
-            raise NotFoundError(f"volume {volume!r}: {source} does not exist")
-        if not target.startswith("/") or "\0" in target:
-            raise InvalidArgumentError(f"volume {volume!r}: the box path must be absolute")
-        if _reserved(target):
-            raise InvalidArgumentError(
-                f"volume {volume!r}: not / nor on or under {', '.join(RESERVED_TARGETS)}"
-                " (the box's own)"
-            )
-        mounts.append(Mount(str(source), target, readonly=parts[2] == "ro"))
-    return mounts
-
-
-# Where no volume goes, nor anything under them: the kernel's interfaces,
-# which the shim mounts itself (/proc, /dev) or keeps out (/sys).  The root
-# "/" is refused too.  The shim refuses the same at start, where an image's
-# symlinks are resolved (native/shim/binds.c).
-RESERVED_TARGETS = ("/proc", "/dev", "/sys")
-
-
-def _reserved(target: str) -> bool:
-    path = posixpath.normpath("/" + target.lstrip("/"))
-    return path == "/" or any(path == r or path.startswith(r + "/") for r in RESERVED_TARGETS)
-
-
-def _rootfs(rootfs: str | os.PathLike[str] | None) -> Path:
-    path = Path(rootfs or "").resolve()
-    if not path.is_dir():
-        raise NotFoundError(f"rootfs {path} is not a directory")
-    return path
-
-
-def _env_dict(pairs: Sequence[str]) -> dict[str, str]:
-    """An image's Env ("KEY=value" each) as a mapping."""
-    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
-
-
-def _from_image(
-    image: ImageConfig,
-    ref: object,
-    env: Mapping[str, str] | None,
-    workdir: str | None,
-    user: str | None,
-) -> dict[str, Any]:
-    """The box's environment, working directory and user: the image's,
-    under what create was given.  Users other than root need the id range
-    a root runtime gives its boxes."""
-    if user is None and image.user not in ROOT_USERS and not runs_users():
-        raise ImageError(f"image {ref} runs as user {image.user!r}, but {UNPRIVILEGED};"
-                         " pass user='root' to run it so")  # fmt: skip
-    return {
-        "env": {**_env_dict(image.env), **(env or {})},
-        "workdir": workdir or image.workdir or None,
-        "user": check_user(image.user if user is None else user),
-    }
-
-
-def main_command(
-    image: ImageConfig,
-    entrypoint: Sequence[str] | None,
-    cmd: Sequence[str] | None,
-    use_image_cmd: bool,
-) -> list[str]:
-    """entrypoint + cmd, as docker makes it: an entrypoint given replaces
-    the image's Cmd too; a cmd alone follows the image's Entrypoint."""
-    if entrypoint:
-        return [*check_argv(entrypoint), *(check_argv(cmd) if cmd else [])]
-    if cmd:
-        return [*image.entrypoint, *check_argv(cmd)]
-    if use_image_cmd:
-        command = [*image.entrypoint, *image.cmd]
-        if not command:
-            raise ImageError("the image has no Entrypoint or Cmd to run")
-        return command
-    return []
-
-
-def _millis(seconds: float, what: str) -> int:
-    value = check_seconds(seconds, what)
-    ms = 0 if value is None else round(value * 1000)
-    if not 1 <= ms <= 0xFFFFFFFF:
-        raise InvalidArgumentError(f"{what} must be between 1 ms and 49 days")
-    return ms

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import boxlite_ffi
-from boxlite_ffi.registry import REGISTRY
+from boxlite_ffi._core.tokens import TOKENS
 
 
 def test_callbacks_run_only_on_the_drain_thread(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
@@ -89,7 +89,7 @@ def test_close_completes_everything_in_flight_once(home: Path, rootfs: Path) -> 
     # A start may have finished before close; everything else is closed.
     assert set(outcomes) <= {"RuntimeClosedError", "ok"}
     assert "RuntimeClosedError" in outcomes
-    assert REGISTRY.count(rt.native) == 0
+    assert TOKENS.count(rt.native) == 0
     with pytest.raises(boxlite_ffi.RuntimeClosedError):
         rt.create(rootfs=rootfs)
     rt.close()  # idempotent
@@ -114,13 +114,13 @@ def test_close_from_inside_a_callback(home: Path, rootfs: Path) -> None:
 
 def test_registry_claims_exactly_once() -> None:
     owner = object()
-    token = REGISTRY.register(owner, "sink")
+    token = TOKENS.register(owner, "sink")
     results = []
     barrier = threading.Barrier(8)
 
     def race() -> None:
         barrier.wait()
-        results.append(REGISTRY.claim(token))
+        results.append(TOKENS.claim(token))
 
     threads = [threading.Thread(target=race) for _ in range(8)]
     for t in threads:

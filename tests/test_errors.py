@@ -10,7 +10,7 @@ import pytest
 
 import boxlite_ffi
 from boxlite_ffi import ErrorCode, errors
-from boxlite_ffi._callbacks import DONE
+from boxlite_ffi._core.callbacks import DONE
 from boxlite_ffi._native import ffi, lib
 
 HEADER = Path(__file__).resolve().parents[1] / "include" / "boxlite.h"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 import boxlite_ffi
-import boxlite_ffi.store
+import boxlite_ffi.state.store
 from boxlite_ffi import BoxStatus, Outcome, StateReason
-from boxlite_ffi.boxdir import MARKER
+from boxlite_ffi.state.boxdir import MARKER
 
 from imagebuild import tar_directory, write_layout
 from procscan import box_processes
@@ -464,7 +464,7 @@ def test_recovery_of_interrupted_steps(home: Path, rootfs: Path) -> None:
 def test_a_store_held_busy_is_a_typed_timeout(
     home: Path, rootfs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(boxlite_ffi.store, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(boxlite_ffi.state.store, "BUSY_TIMEOUT_S", 0.2)
     with boxlite_ffi.Runtime(home) as rt:
         holder = sqlite3.connect(home / "boxlite.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process in a long write

@@ -13,11 +13,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from boxlite_ffi import _callbacks
+from boxlite_ffi._core import callbacks as _callbacks
+from boxlite_ffi._core.tokens import TOKENS
 from boxlite_ffi._native import ffi, lib
 from boxlite_ffi.errors import ErrorCode
 from boxlite_ffi.home import libexec_dir
-from boxlite_ffi.registry import REGISTRY
 
 CAPACITY = 4
 
@@ -47,7 +47,7 @@ class QueueModel(RuleBasedStateMachine):
 
     @rule(status=st.integers(0, 1000))
     def post(self, status: int) -> None:
-        token = REGISTRY.register(self.owner, Recorder(self.delivered))
+        token = TOKENS.register(self.owner, Recorder(self.delivered))
         rc = lib.boxlite_runtime_post(
             self.rt, _callbacks.DONE, ffi.cast("void *", token), status, 0
         )
@@ -61,7 +61,7 @@ class QueueModel(RuleBasedStateMachine):
         if rc == ErrorCode.OK:
             self.model.append(status)
         else:
-            REGISTRY.claim(token)
+            TOKENS.claim(token)
 
     @rule(max_events=st.integers(1, 6))
     def drain(self, max_events: int) -> None:
@@ -85,11 +85,11 @@ class QueueModel(RuleBasedStateMachine):
 
     @invariant()
     def nothing_lost_or_invented(self) -> None:
-        assert REGISTRY.count(self.owner) == len(self.model)
+        assert TOKENS.count(self.owner) == len(self.model)
 
     def teardown(self) -> None:
         lib.boxlite_runtime_free(self.rt)  # releases what was never drained
-        REGISTRY.claim_all(self.owner)
+        TOKENS.claim_all(self.owner)
 
 
 QueueModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

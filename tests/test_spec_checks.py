@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import boxlite_ffi
-from boxlite_ffi.core import BoxConfig, Mount
+from boxlite_ffi._core.core import BoxConfig, Mount
 from boxlite_ffi.home import libexec_dir
 
 SHIM_STATUS_FD = 4  # native/common/shim_spec.h

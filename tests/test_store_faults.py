@@ -18,9 +18,9 @@ import pytest
 import boxlite_ffi
 import boxlite_ffi.aio
 from boxlite_ffi import BoxStatus, ErrorCode, StoreReason
-from boxlite_ffi.boxdir import MARKER, SPEC
-from boxlite_ffi.core import BoxConfig
-from boxlite_ffi.lifecycle import KILL_NOW, shim_pid, signal_shim
+from boxlite_ffi._core.core import BoxConfig
+from boxlite_ffi.state.boxdir import MARKER, SPEC
+from boxlite_ffi.state.shim import KILL_NOW, shim_pid, signal_shim
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mounts a small filesystem (root)")

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
+from .._core.core import signaled_status
 from ..errors import BoxliteError
 from ..runtime import Runtime
 from . import box_commands, image_commands, output
@@ -160,10 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rt = Runtime(args.home)  # None: $BOXLITE_HOME or ~/.boxlite
         return int(args.func(rt, args, signals))
     except Terminated as stop:
-        return 128 + stop.signum
+        return signaled_status(stop.signum)
     except BrokenPipeError:  # our reader went away (| head): as a shell's SIGPIPE death
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        return signaled_status(signal.SIGPIPE)
     except BoxliteError as exc:
         output.error(exc.message)
         return BOXLITE_FAILED

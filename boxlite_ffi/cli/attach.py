@@ -23,7 +23,8 @@ from typing import Any
 
 from ..box import Box
 from ..errors import BoxliteError
-from ..execution import ExecResult, Execution, Outcome
+from ..execution import ExecResult, Execution
+from ..state.exits import Outcome
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 BOXLITE_FAILED = 125

@@ -14,8 +14,9 @@ from typing import Any
 from ..box import Box
 from ..errors import BoxliteError, InvalidArgumentError, NotFoundError
 from ..image.media import ImageConfig
-from ..lifecycle import BoxStatus
-from ..runtime import Runtime, main_command
+from ..runtime import Runtime
+from ..spec import main_command
+from ..state.status import BoxStatus
 from . import output
 from .attach import BOXLITE_FAILED, run_attached
 from .signals import Signals

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..image import Progress
-from ..lifecycle import BoxInfo, BoxStatus
-from ..recovery import RecoveryReport
+from ..state.recovery import RecoveryReport
+from ..state.status import BoxStatus
+from ..state.views import BoxInfo
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO = sys.stdout) -> None:

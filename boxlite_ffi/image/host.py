@@ -23,7 +23,7 @@ import stat
 from pathlib import Path
 from typing import TypeAlias
 
-from ..core import Mount
+from .._core.core import Mount
 from ..tree import make_dir_once
 from .media import ImageConfig
 

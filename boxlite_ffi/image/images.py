@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import Mount
+from .._core.core import Mount
 from ..errors import (
     ImageError,
     ImageInUseError,
@@ -17,7 +17,7 @@ from ..errors import (
     InvalidArgumentError,
     os_errors,
 )
-from ..store import ImageRecord, Store
+from ..state.store import ImageRecord, Store
 from ..tree import remove_tree, tree_size
 from . import host
 from .archive import open_archive

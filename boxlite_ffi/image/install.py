@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import ImageError
-from ..store import ImageRecord, Store
+from ..state.store import ImageRecord, Store
 from .content import Content
 from .media import Descriptor, ImageConfig, Manifest, chain_ids, parse_json, verify
 

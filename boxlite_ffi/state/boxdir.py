@@ -1,5 +1,7 @@
-"""A box directory's own files: the marker that makes it one, and the
-specification from which its record can be rebuilt.
+"""A box directory's files: their names (one definition for Python; the C
+side writes the same, tests/test_facts.py checks them), the marker that
+makes a directory a box's, and the specification from which its record can
+be rebuilt.
 
 ``<dir>/.boxlite-box`` (``boxlite_box_marker()``, include/boxlite.h) is
 written right after the directory is made; the native core refuses a box
@@ -36,13 +38,24 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from ._native import ffi, lib
-from .errors import os_errors
+from .._native import ffi, lib
+from ..errors import os_errors
+from ..tree import remove_tree
 from .store import BoxRecord, Proc
-from .tree import remove_tree
 
 MARKER = ffi.string(lib.boxlite_box_marker()).decode()
 SPEC = "box.json"
+# Written by the shim (native/shim): the lock it holds while it lives, its
+# agent's socket, the main command's end and logs, the cgroups it made.
+LOCK = "lock"
+AGENT_SOCKET = "agent.sock"
+EXIT = "exit"
+CGROUPS = "cgroups"
+SHIM_LOG = "shim.log"
+STDOUT_LOG = "stdout.log"
+STDERR_LOG = "stderr.log"
+# Written by the runtime (state/disk.py), mounted by the shim.
+DISK_IMAGE = "disk.img"
 KIND = "boxlite-box"
 VERSION = 1
 # Directories a sweep moved aside, to delete: garbage whatever they hold.

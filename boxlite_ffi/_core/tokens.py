@@ -1,4 +1,4 @@
-"""The handle registry: native ``user_data`` tokens -> Python sinks.
+"""The token table: native ``user_data`` tokens -> Python sinks.
 
 Native callbacks carry an integer token instead of a Python pointer, so a
 late or duplicate callback can never touch a collected object: it finds the
@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 
-class Registry:
+class Tokens:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[int, tuple[object, Any]] = {}
@@ -45,4 +45,4 @@ class Registry:
             return sum(1 for o, _ in self._entries.values() if o is owner)
 
 
-REGISTRY = Registry()
+TOKENS = Tokens()

@@ -15,11 +15,11 @@ import contextlib
 import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .errors import (
+from ..errors import (
     ExecClosedError,
     InvalidArgumentError,
     NotFoundError,
@@ -27,20 +27,24 @@ from .errors import (
     SystemCallError,
     UnsafePathError,
 )
+from . import AGENT
 
 if TYPE_CHECKING:
-    from .box import Box
-    from .execution import ExecResult, Execution
-    from .streams import OutputStream
-
-AGENT = "/proc/1/exe"  # PID 1 of every box is the agent, its helpers in the same binary
+    from ..execution import ExecResult, Execution
+    from ..streams import OutputStream
 
 BUFFER = 1 << 20
 # The helper's exit statuses (native/agent/copy.c).
 _IO, _MALFORMED, _UNSAFE, _UNSUPPORTED = 1, 2, 3, 4
 
 
-def copy_in(box: Box, src: str | os.PathLike[str], dest: str) -> None:
+class Runs(Protocol):
+    """What a copy needs of a box: running an execution in it."""
+
+    def exec(self, argv: Sequence[str], *, stdin: bool = ...) -> Execution: ...
+
+
+def copy_in(box: Runs, src: str | os.PathLike[str], dest: str) -> None:
     """Copy the host file or directory ``src`` into the box directory ``dest``
     (created if missing), as ``dest/<name of src>``."""
     source = Path(src)
@@ -59,7 +63,7 @@ def copy_in(box: Box, src: str | os.PathLike[str], dest: str) -> None:
         _check(execution.wait(), f"copying {source} into {dest}")
 
 
-def copy_out(box: Box, src: str, dest: str | os.PathLike[str]) -> None:
+def copy_out(box: Runs, src: str, dest: str | os.PathLike[str]) -> None:
     """Copy the box's file or directory ``src`` into the host directory
     ``dest`` (created if missing), as ``dest/<name of src>``.
 

@@ -7,8 +7,8 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
-from ._native import ffi, lib
-from .registry import REGISTRY
+from .._native import ffi, lib
+from .tokens import TOKENS
 
 
 def _token(user_data: object) -> int:
@@ -35,7 +35,7 @@ def _report(where: str) -> None:
 
 @ffi.def_extern()
 def _bl_on_done(user_data: object, status: int, message: object) -> None:
-    sink = REGISTRY.claim(_token(user_data))
+    sink = TOKENS.claim(_token(user_data))
     if sink is None:
         return
     text = ffi.string(message).decode(errors="replace") if message != ffi.NULL else None
@@ -47,7 +47,7 @@ def _bl_on_done(user_data: object, status: int, message: object) -> None:
 
 @ffi.def_extern()
 def _bl_on_output(user_data: object, stream: int, data: object, length: int) -> None:
-    sink = REGISTRY.get(_token(user_data))
+    sink = TOKENS.get(_token(user_data))
     if sink is None:
         return
     try:
@@ -58,7 +58,7 @@ def _bl_on_output(user_data: object, stream: int, data: object, length: int) -> 
 
 @ffi.def_extern()
 def _bl_on_exit(user_data: object, exit_info: Any) -> None:
-    sink = REGISTRY.claim(_token(user_data))
+    sink = TOKENS.claim(_token(user_data))
     if sink is None:
         return
     try:

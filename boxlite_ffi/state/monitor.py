@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .errors import RuntimeClosedError
+from ..errors import RuntimeClosedError
 
 
 class Monitor:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from .errors import (
+from ..errors import (
     RECOVER_HINT,
     AlreadyExistsError,
     BoxliteTimeoutError,

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import AlreadyExistsError, BoxliteError, StoreCorruptError, StoreLostError
+from ..home import holds_state, store_path
+from ..image import Images
+from ..image.reference import normalize
 from . import boxdir
-from .errors import AlreadyExistsError, BoxliteError, StoreCorruptError, StoreLostError
-from .home import holds_state, store_path
-from .image import Images
-from .image.reference import normalize
-from .lifecycle import BoxStatus, read_exit, shim_pid
+from .exits import read_exit
+from .shim import shim_pid
+from .status import BoxStatus
 from .store import BoxRecord, Proc, Store
 
 

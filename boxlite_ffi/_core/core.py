@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from . import _callbacks
-from ._native import ffi, lib
-from .errors import ErrorCode, RuntimeClosedError, check, error_for
-from .registry import REGISTRY
+from .._native import ffi, lib
+from ..errors import ErrorCode, RuntimeClosedError, check, error_for
+from . import callbacks as _callbacks
+from .tokens import TOKENS
 
 DRAIN_BATCH = 256
 CHECK_MESSAGE_MAX = 512  # the native error type's bound (native/common/error.h)
@@ -79,6 +79,21 @@ def then(first: Future[Any], step: Callable[[], Future[T]]) -> Future[T]:
 
     first.add_done_callback(run_step)
     return out
+
+
+def signaled_status(sig: int) -> int:
+    """The shell's exit status of a process ended by signal sig (128 + sig),
+    by the native core's own rule (boxlite_exit_status)."""
+    ended = ffi.new("boxlite_exit *", {"outcome": lib.BOXLITE_OUTCOME_SIGNALED, "signal": sig})
+    return int(lib.boxlite_exit_status(ended))
+
+
+def failed_status(error: int) -> int:
+    """The exit status of a command that could not start with errno error:
+    127 not found, 126 found but not runnable (boxlite_exit_status)."""
+    failed = {"outcome": lib.BOXLITE_OUTCOME_FAILED_TO_START, "os_error": error}
+    ended = ffi.new("boxlite_exit *", failed)
+    return int(lib.boxlite_exit_status(ended))
 
 
 def _cstring(value: str, keep: list[Any]) -> Any:
@@ -220,7 +235,7 @@ class NativeRuntime:
         lib.boxlite_runtime_free(rt)
         # Safety net: the native side completes everything it accepted, so
         # this finds nothing unless a completion was lost.
-        for sink in REGISTRY.claim_all(self):
+        for sink in TOKENS.claim_all(self):
             sink.on_closed()
         self._freed.set()
 
@@ -256,10 +271,10 @@ class NativeRuntime:
             with self._use() as rt:
                 status = call(rt)
         except BaseException:
-            REGISTRY.claim(token)
+            TOKENS.claim(token)
             raise
         if status != ErrorCode.OK:
-            REGISTRY.claim(token)
+            TOKENS.claim(token)
             check(status)
 
     def _call(self, call: Any, *args: Any) -> None:
@@ -270,7 +285,7 @@ class NativeRuntime:
     def _begin(self, call: Any, *args: Any) -> Future[None]:
         """Start an asynchronous native operation; its Future completes once."""
         future: Future[None] = Future()
-        token = REGISTRY.register(self, _DoneSink(future))
+        token = TOKENS.register(self, _DoneSink(future))
         self._call_registered(token, lambda rt: call(rt, *args, _callbacks.DONE, _token_ptr(token)))
         return future
 
@@ -355,7 +370,7 @@ class NativeRuntime:
         callbacks = ffi.new("boxlite_exec_callbacks *")
         callbacks.on_output = _callbacks.OUTPUT
         callbacks.on_exit = _callbacks.EXIT
-        token = REGISTRY.register(self, sink)
+        token = TOKENS.register(self, sink)
         callbacks.user_data = _token_ptr(token)
         out = ffi.new("boxlite_handle *")
         self._call_registered(
@@ -375,10 +390,10 @@ class NativeRuntime:
         callbacks = ffi.new("boxlite_exec_callbacks *")
         callbacks.on_output = _callbacks.OUTPUT
         callbacks.on_exit = _callbacks.EXIT
-        token = REGISTRY.register(self, sink)
+        token = TOKENS.register(self, sink)
         callbacks.user_data = _token_ptr(token)
         answered: Future[None] = Future()
-        answer_token = REGISTRY.register(self, _DoneSink(answered))
+        answer_token = TOKENS.register(self, _DoneSink(answered))
         out = ffi.new("boxlite_handle *")
         try:
             self._call_registered(
@@ -395,7 +410,7 @@ class NativeRuntime:
                 ),
             )
         except BaseException:
-            REGISTRY.claim(answer_token)
+            TOKENS.claim(answer_token)
             raise
         return int(out[0]), answered
 
