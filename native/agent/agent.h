@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/clock.h"
+#include "common/error.h"
 #include "common/protocol.h"
 
 /* What an epoll event's data.ptr points at: every source starts with one. */
@@ -257,12 +259,16 @@ _Noreturn void agent_abandon(struct agent *ag);
  * are flushed. */
 void agent_end(struct agent *ag);
 
-int64_t agent_now_ms(void);
 /* Register fd with epoll for src; events 0 means registered but idle. */
 int agent_watch(struct agent *ag, int op, int fd, uint32_t events, void *src);
 /* Arm the single timerfd for the earliest of the pending deadlines. */
 void agent_arm_timer(struct agent *ag, int64_t deadline_ms);
-/* Out of memory or a broken invariant: PID 1 cannot limp on. */
+/* The agent's one report of a failure it cannot go on from: "boxlite-agent:
+ * <message>" on its stderr (the shim's log), exit status 1. */
+_Noreturn void agent_fail(const bl_error *e);
+/* Out of memory or a broken invariant deep in an event handler (what and
+ * errno): PID 1 cannot limp on, and no caller could do other than exit,
+ * so it goes straight to agent_fail instead of up through every handler. */
 _Noreturn void agent_die(const char *what);
 
 #endif
