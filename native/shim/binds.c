@@ -129,7 +129,8 @@ static int open_target(int root, const char *target, bool dir, bl_error *e)
 		int rc = make_in_root(root, path, true);
 		*p = '/';
 		if (rc < 0)
-			return bl_error_errno(e, errno, "make the directories of bind target %s", target);
+			return bl_error_errno(e, errno, "make the directories of bind target %s",
+					      target);
 	}
 	size_t len = strlen(path);
 	while (len > 1 && path[len - 1] == '/')
@@ -180,7 +181,7 @@ static int bind_one(int root, const char *root_path, const struct shim_bind *b,
 {
 	if (reserved(b->target))
 		return bl_error_errno(e, EINVAL, "bind target %s: reserved (/, /proc, /dev, /sys)",
-				  b->target);
+				      b->target);
 	struct stat st;
 	if (stat(b->source, &st) < 0)
 		return bl_error_errno(e, errno, "bind source %s", b->source);
@@ -190,7 +191,8 @@ static int bind_one(int root, const char *root_path, const struct shim_bind *b,
 	char where[PATH_MAX];
 	if (!resolved_in_root(fd, root_path, where) || reserved(where)) {
 		close(fd);
-		return bl_error_errno(e, EINVAL, "bind target %s: resolves to a reserved place", b->target);
+		return bl_error_errno(e, EINVAL, "bind target %s: resolves to a reserved place",
+				      b->target);
 	}
 	char at[64];
 	snprintf(at, sizeof at, "/proc/self/fd/%d", fd);

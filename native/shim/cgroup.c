@@ -280,7 +280,8 @@ int cgroup_prepare(struct shim_config *cfg, int *into, bl_error *e)
 		if (cg->version != 2 || *into >= 0)
 			continue; /* one v2 cgroup serves every v2 controller */
 		if ((*into = open(cg->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-			return bl_error_errno(e, errno, "limit %s: open %s", cg->controller, cg->dir);
+			return bl_error_errno(e, errno, "limit %s: open %s", cg->controller,
+					      cg->dir);
 	}
 	return 0;
 }

@@ -69,7 +69,8 @@ static int drop_capabilities(bl_error *e)
 		for (size_t i = 0; i < sizeof KEPT_CAPS / sizeof KEPT_CAPS[0]; i++)
 			kept |= KEPT_CAPS[i] == cap;
 		if (!kept && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-			return bl_error_errno(e, errno, "drop capability %d from the bounding set", cap);
+			return bl_error_errno(e, errno, "drop capability %d from the bounding set",
+					      cap);
 	}
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		return bl_error_errno(e, errno, "clear the ambient capabilities");

@@ -59,7 +59,8 @@ static int do_mount(const char *src, const char *dst, const char *type, unsigned
 		    const char *data, bl_error *e)
 {
 	if (mount(src, dst, type, flags, data) < 0)
-		return bl_error_errno(e, errno, "mount %s on %s", type ? type : src ? src : "bind", dst);
+		return bl_error_errno(e, errno, "mount %s on %s", type ? type : src ? src : "bind",
+				      dst);
 	return 0;
 }
 
