@@ -80,9 +80,10 @@ struct client {
 	uint8_t *in; /* a header and up to BL_FRAME_MAX_PAYLOAD bytes */
 };
 
-/* Take fd over as a host connection and greet it (HELLO). */
-void client_add(struct agent *ag, int fd, bool primary);
-void client_accept(struct agent *ag);
+/* Take fd over as a host connection and greet it (HELLO); 0 or -1 (out of
+ * memory, epoll: the agent cannot go on). */
+int client_add(struct agent *ag, int fd, bool primary, bl_error *e);
+int client_accept(struct agent *ag, bl_error *e);
 void client_ready(struct agent *ag, struct client *c, uint32_t events);
 /* Send what every connection takes; pause or resume reading pipes. */
 void client_flush_all(struct agent *ag);
@@ -224,8 +225,9 @@ struct main_command {
 
 /* "--main R,O,E,X": the four fds the shim passed; false if malformed. */
 bool main_command_parse(struct main_command *m, const char *arg);
-/* Spawn it (with --main); a command that cannot start ends the box. */
-void main_command_start(struct agent *ag);
+/* Spawn it (with --main); a command that cannot start ends the box.
+ * -1 only if the agent cannot go on. */
+int main_command_start(struct agent *ag, bl_error *e);
 /* Was pid the main command?  Then report how it ended and end the box. */
 bool main_command_reaped(struct agent *ag, pid_t pid, int status);
 

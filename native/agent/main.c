@@ -149,8 +149,7 @@ static int setup(struct agent *ag, bl_error *e)
 	    (ag->listen_fd >= 0 &&
 	     agent_watch(ag, EPOLL_CTL_ADD, ag->listen_fd, EPOLLIN, &listen_src) < 0))
 		return bl_error_errno(e, errno, "epoll_ctl");
-	client_add(ag, CONN_FD, true);
-	return 0;
+	return client_add(ag, CONN_FD, true, e);
 }
 
 /* ---- stopping ---- */
@@ -235,8 +234,7 @@ static int dispatch(struct agent *ag, const struct epoll_event *ev, bl_error *e)
 		client_ready(ag, ev->data.ptr, ev->events);
 		break;
 	case SRC_LISTEN:
-		client_accept(ag);
-		break;
+		return client_accept(ag, e);
 	case SRC_SIGNAL:
 		on_signals(ag);
 		break;
@@ -260,8 +258,8 @@ static bool finished(const struct agent *ag)
 /* The box's life: its main command, if any, then events until it ends. */
 static int run(struct agent *ag, bl_error *e)
 {
-	if (ag->main.pid == 0)
-		main_command_start(ag);
+	if (ag->main.pid == 0 && main_command_start(ag, e) < 0)
+		return -1;
 	struct epoll_event evs[MAX_EVENTS];
 	for (;;) {
 		client_flush_all(ag);

@@ -87,28 +87,29 @@ static int spawn_main(struct main_command *m, bl_error *e)
 	return err ? -1 : 0;
 }
 
-void main_command_start(struct agent *ag)
+int main_command_start(struct agent *ag, bl_error *e)
 {
 	struct main_command *m = &ag->main;
 	/* The box's processes must not inherit any of these. */
 	for (size_t i = 0; i < 4; i++)
 		if (fcntl(m->fds[i], F_SETFD, FD_CLOEXEC) < 0)
-			agent_die("the main command's fds");
-	bl_error e;
-	int rc = spawn_main(m, &e);
+			return bl_error_errno(e, errno, "the main command's fds");
+	bl_error failed;
+	int rc = spawn_main(m, &failed);
 	for (size_t i = 0; i < 3; i++) {
 		close(m->fds[i]); /* the command has its own copies of the logs */
 		m->fds[i] = -1;
 	}
 	if (rc < 0) {
 		/* The host learns the errno from the shim; the log, the rest. */
-		fprintf(stderr, "boxlite-agent: %s\n", e.msg);
+		fprintf(stderr, "boxlite-agent: %s\n", failed.msg);
 		char line[32];
-		snprintf(line, sizeof line, "failed %d\n", e.status);
+		snprintf(line, sizeof line, "failed %d\n", failed.status);
 		report(m, line);
 		m->pid = -1;
 		agent_end(ag);
 	}
+	return 0;
 }
 
 bool main_command_reaped(struct agent *ag, pid_t pid, int status)
