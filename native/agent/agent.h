@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/clock.h"
+#include "common/error.h"
 #include "common/protocol.h"
 
 /* What an epoll event's data.ptr points at: every source starts with one. */
@@ -78,9 +80,10 @@ struct client {
 	uint8_t *in; /* a header and up to BL_FRAME_MAX_PAYLOAD bytes */
 };
 
-/* Take fd over as a host connection and greet it (HELLO). */
-void client_add(struct agent *ag, int fd, bool primary);
-void client_accept(struct agent *ag);
+/* Take fd over as a host connection and greet it (HELLO); 0 or -1 (out of
+ * memory, epoll: the agent cannot go on). */
+int client_add(struct agent *ag, int fd, bool primary, bl_error *e);
+int client_accept(struct agent *ag, bl_error *e);
 void client_ready(struct agent *ag, struct client *c, uint32_t events);
 /* Send what every connection takes; pause or resume reading pipes. */
 void client_flush_all(struct agent *ag);
@@ -222,8 +225,9 @@ struct main_command {
 
 /* "--main R,O,E,X": the four fds the shim passed; false if malformed. */
 bool main_command_parse(struct main_command *m, const char *arg);
-/* Spawn it (with --main); a command that cannot start ends the box. */
-void main_command_start(struct agent *ag);
+/* Spawn it (with --main); a command that cannot start ends the box.
+ * -1 only if the agent cannot go on. */
+int main_command_start(struct agent *ag, bl_error *e);
 /* Was pid the main command?  Then report how it ended and end the box. */
 bool main_command_reaped(struct agent *ag, pid_t pid, int status);
 
@@ -257,12 +261,16 @@ _Noreturn void agent_abandon(struct agent *ag);
  * are flushed. */
 void agent_end(struct agent *ag);
 
-int64_t agent_now_ms(void);
 /* Register fd with epoll for src; events 0 means registered but idle. */
 int agent_watch(struct agent *ag, int op, int fd, uint32_t events, void *src);
 /* Arm the single timerfd for the earliest of the pending deadlines. */
 void agent_arm_timer(struct agent *ag, int64_t deadline_ms);
-/* Out of memory or a broken invariant: PID 1 cannot limp on. */
+/* The agent's one report of a failure it cannot go on from: "boxlite-agent:
+ * <message>" on its stderr (the shim's log), exit status 1. */
+_Noreturn void agent_fail(const bl_error *e);
+/* Out of memory or a broken invariant deep in an event handler (what and
+ * errno): PID 1 cannot limp on, and no caller could do other than exit,
+ * so it goes straight to agent_fail instead of up through every handler. */
 _Noreturn void agent_die(const char *what);
 
 #endif

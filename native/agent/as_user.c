@@ -48,14 +48,11 @@ static long lookup(const char *file, const char *name, int want, bool by_id)
 	return found;
 }
 
-int as_user_main(int argc, char **argv)
+/* Take on user ("USER[:GROUP]"); 0, or -1 with *e. */
+static int become(const char *user, bl_error *e)
 {
-	if (argc < 5 || strcmp(argv[3], "--") != 0) {
-		fprintf(stderr, "usage: boxlite-agent as-user USER[:GROUP] -- COMMAND...\n");
-		return USER_FAILED;
-	}
 	char spec[256];
-	snprintf(spec, sizeof spec, "%s", argv[2]);
+	snprintf(spec, sizeof spec, "%s", user);
 	char *group = strchr(spec, ':');
 	if (group)
 		*group++ = '\0';
@@ -70,17 +67,28 @@ int as_user_main(int argc, char **argv)
 				       : lookup("/etc/passwd", spec, 3, false);
 	if (!group && gid < 0)
 		gid = 0;
-	if (uid < 0 || gid < 0) {
-		fprintf(stderr, "boxlite: no user %s in the box\n", argv[2]);
-		return USER_FAILED;
-	}
+	if (uid < 0 || gid < 0)
+		return bl_error_set(e, 0, "no user %s in the box", user);
 	gid_t groups[1] = {(gid_t)gid};
-	if (setgroups(1, groups) < 0 || setgid((gid_t)gid) < 0 || setuid((uid_t)uid) < 0) {
-		fprintf(stderr, "boxlite: become %s: %s\n", argv[2], strerror(errno));
+	if (setgroups(1, groups) < 0 || setgid((gid_t)gid) < 0 || setuid((uid_t)uid) < 0)
+		return bl_error_errno(e, errno, "become %s", user);
+	return 0;
+}
+
+int as_user_main(int argc, char **argv)
+{
+	if (argc < 5 || strcmp(argv[3], "--") != 0) {
+		fprintf(stderr, "usage: boxlite-agent as-user USER[:GROUP] -- COMMAND...\n");
 		return USER_FAILED;
 	}
-	execvp(argv[4], argv + 4);
-	int err = errno;
-	fprintf(stderr, "boxlite: %s: %s\n", argv[4], strerror(err));
-	return err == ENOENT ? 127 : 126;
+	bl_error e;
+	int code = USER_FAILED;
+	if (become(argv[2], &e) == 0) {
+		execvp(argv[4], argv + 4);
+		int err = errno;
+		code = err == ENOENT ? 127 : 126;
+		bl_error_errno(&e, err, "%s", argv[4]);
+	}
+	fprintf(stderr, "boxlite: %s\n", e.msg);
+	return code;
 }

@@ -26,29 +26,40 @@ void client_send(struct client *c, uint16_t type, uint64_t id, const void *paylo
 		agent_die("out of memory queueing a frame");
 }
 
-void client_add(struct agent *ag, int fd, bool primary)
+int client_add(struct agent *ag, int fd, bool primary, bl_error *e)
 {
 	struct client *c = calloc(1, sizeof *c);
-	if (!c || !(c->in = malloc(INBUF_SIZE)))
-		agent_die("out of memory for a host connection");
+	if (!c || !(c->in = malloc(INBUF_SIZE))) {
+		free(c);
+		return bl_error_errno(e, ENOMEM, "out of memory for a host connection");
+	}
 	c->kind = SRC_CONN;
 	c->fd = fd;
 	c->primary = primary;
-	if (agent_watch(ag, EPOLL_CTL_ADD, fd, EPOLLIN, c) < 0)
-		agent_die("epoll_ctl on a host connection");
+	if (agent_watch(ag, EPOLL_CTL_ADD, fd, EPOLLIN, c) < 0) {
+		int err = errno;
+		free(c->in);
+		free(c);
+		return bl_error_errno(e, err, "epoll_ctl on a host connection");
+	}
 	c->next = ag->clients;
 	ag->clients = c;
 	uint32_t version = BL_PROTO_VERSION;
 	client_send(c, BL_FRAME_HELLO, 0, &version, sizeof version);
+	return 0;
 }
 
-void client_accept(struct agent *ag)
+int client_accept(struct agent *ag, bl_error *e)
 {
 	int fd;
 	while ((fd = accept4(ag->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0)
-		client_add(ag, fd, false);
+		if (client_add(ag, fd, false, e) < 0) {
+			close(fd);
+			return -1;
+		}
 	/* EAGAIN: all taken.  Anything else (EMFILE, a peer that gave up) only
 	 * costs that one connection; the listener stays. */
+	return 0;
 }
 
 static void drop_frames(struct outbuf *o)

@@ -33,6 +33,8 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "common/error.h"
+#include "common/fdio.h"
 
 enum { COPY_OK = 0, COPY_IO = 1, COPY_MALFORMED = 2, COPY_UNSAFE = 3, COPY_UNSUPPORTED = 4 };
 
@@ -47,45 +49,22 @@ struct tar_header {
 };
 _Static_assert(sizeof(struct tar_header) == BLOCK, "a tar header is one block");
 
-static int fail(int status, const char *fmt, ...)
+/* Each failing step fills *error (errnum: the errno that says why, 0 for
+ * none) and returns status, the exit status that classifies it; copy_main
+ * reports the error. */
+static int fail(bl_error *error, int status, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(bl_error *error, int status, int errnum, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("boxlite copy: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	if (errnum)
+		bl_error_verrno(error, errnum, fmt, ap);
+	else
+		bl_error_vset(error, 0, fmt, ap);
 	va_end(ap);
 	return status;
-}
-
-/* ---- raw I/O ---- */
-
-static int read_full(int fd, void *buf, size_t len)
-{
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n = read(fd, (char *)buf + got, len - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n == 0 ? 0 : -1;
-		got += (size_t)n;
-	}
-	return 1;
-}
-
-static int write_full(int fd, const void *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, buf, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		buf = (const char *)buf + n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 /* ---- numbers: octal, or base-256 when the top bit is set ---- */
@@ -218,24 +197,25 @@ struct dir_fixup {
 	time_t mtime;
 };
 
-static int skip_data(uint64_t size)
+static int skip_data(uint64_t size, bl_error *error)
 {
 	char buf[BLOCK];
 	for (uint64_t left = (size + BLOCK - 1) / BLOCK; left; left--)
-		if (read_full(0, buf, BLOCK) != 1)
-			return fail(COPY_MALFORMED, "the archive ends inside an entry");
+		if (fd_read_full(0, buf, BLOCK) != BLOCK)
+			return fail(error, COPY_MALFORMED, 0, "the archive ends inside an entry");
 	return COPY_OK;
 }
 
 /* The body of an 'L' or 'K' entry: one long name. */
-static int read_long_name(uint64_t size, char *out)
+static int read_long_name(uint64_t size, char *out, bl_error *error)
 {
 	if (size == 0 || size >= NAME_MAX_LEN)
-		return fail(COPY_MALFORMED, "a long name of %llu bytes", (unsigned long long)size);
+		return fail(error, COPY_MALFORMED, 0, "a long name of %llu bytes",
+			    (unsigned long long)size);
 	char buf[NAME_MAX_LEN + BLOCK];
 	size_t padded = (size_t)((size + BLOCK - 1) / BLOCK * BLOCK);
-	if (read_full(0, buf, padded) != 1)
-		return fail(COPY_MALFORMED, "the archive ends inside a long name");
+	if (fd_read_full(0, buf, padded) != padded)
+		return fail(error, COPY_MALFORMED, 0, "the archive ends inside a long name");
 	memcpy(out, buf, (size_t)size);
 	out[size] = '\0';
 	return COPY_OK;
@@ -249,13 +229,13 @@ static void field_string(char *out, const char *field, size_t len)
 }
 
 /* Read the next real entry (long names folded in).  1 entry, 0 end. */
-static int next_entry(struct entry *e, int *status)
+static int next_entry(struct entry *e, int *status, bl_error *error)
 {
 	bool long_name = false, long_link = false;
 	for (;;) {
-		int r = read_full(0, &e->h, BLOCK);
-		if (r != 1) {
-			*status = fail(COPY_MALFORMED, "the archive ends without its end marker");
+		if (fd_read_full(0, &e->h, BLOCK) != BLOCK) {
+			*status = fail(error, COPY_MALFORMED, 0,
+				       "the archive ends without its end marker");
 			return 0;
 		}
 		if (e->h.name[0] == '\0') { /* a zero block: the end */
@@ -267,12 +247,12 @@ static int next_entry(struct entry *e, int *status)
 		    !parse_number(e->h.size, sizeof e->h.size, &e->size) ||
 		    !parse_number(e->h.mode, sizeof e->h.mode, &e->mode) ||
 		    !parse_number(e->h.mtime, sizeof e->h.mtime, &e->mtime)) {
-			*status = fail(COPY_MALFORMED, "a corrupt header");
+			*status = fail(error, COPY_MALFORMED, 0, "a corrupt header");
 			return 0;
 		}
 		if (e->h.typeflag == 'L' || e->h.typeflag == 'K') {
 			char *dest = e->h.typeflag == 'L' ? e->name : e->link;
-			if ((*status = read_long_name(e->size, dest)) != COPY_OK)
+			if ((*status = read_long_name(e->size, dest, error)) != COPY_OK)
 				return 0;
 			*(e->h.typeflag == 'L' ? &long_name : &long_link) = true;
 			continue;
@@ -289,17 +269,17 @@ static int next_entry(struct entry *e, int *status)
 	}
 }
 
-static int write_body(int fd, uint64_t size, const char *name)
+static int write_body(int fd, uint64_t size, const char *name, bl_error *error)
 {
 	char buf[64 * BLOCK];
 	uint64_t left = (size + BLOCK - 1) / BLOCK * BLOCK;
 	while (left) {
 		size_t chunk = left < sizeof buf ? (size_t)left : sizeof buf;
-		if (read_full(0, buf, chunk) != 1)
-			return fail(COPY_MALFORMED, "the archive ends inside %s", name);
+		if (fd_read_full(0, buf, chunk) != chunk)
+			return fail(error, COPY_MALFORMED, 0, "the archive ends inside %s", name);
 		size_t data = size < chunk ? (size_t)size : chunk;
-		if (fd >= 0 && data && write_full(fd, buf, data) < 0)
-			return fail(COPY_IO, "writing %s: %s", name, strerror(errno));
+		if (fd >= 0 && data && fd_write_full(fd, buf, data) != data)
+			return fail(error, COPY_IO, errno, "writing %s", name);
 		size -= data;
 		left -= chunk;
 	}
@@ -307,37 +287,39 @@ static int write_body(int fd, uint64_t size, const char *name)
 }
 
 /* Set an extracted file's or directory's mode and mtime (atime untouched). */
-static int set_mode_and_mtime(int fd, mode_t mode, time_t mtime, const char *name)
+static int set_mode_and_mtime(int fd, mode_t mode, time_t mtime, const char *name, bl_error *error)
 {
 	struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = mtime}};
 	if (fchmod(fd, mode) < 0 || futimens(fd, times) < 0)
-		return fail(COPY_IO, "setting the mode or time of %s: %s", name, strerror(errno));
+		return fail(error, COPY_IO, errno, "setting the mode or time of %s", name);
 	return COPY_OK;
 }
 
-static int extract_file(int parent, const char *base, struct entry *e)
+static int extract_file(int parent, const char *base, struct entry *e, bl_error *error)
 {
 	if (unlinkat(parent, base, 0) < 0 && errno != ENOENT)
-		return fail(COPY_IO, "replacing %s: %s", e->name, strerror(errno));
+		return fail(error, COPY_IO, errno, "replacing %s", e->name);
 	int fd = openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return fail(COPY_IO, "creating %s: %s", e->name, strerror(errno));
-	int status = write_body(fd, e->size, e->name);
+		return fail(error, COPY_IO, errno, "creating %s", e->name);
+	int status = write_body(fd, e->size, e->name, error);
 	if (status == COPY_OK)
-		status = set_mode_and_mtime(fd, (mode_t)(e->mode & 07777), (time_t)e->mtime, e->name);
+		status = set_mode_and_mtime(fd, (mode_t)(e->mode & 07777), (time_t)e->mtime,
+					    e->name, error);
 	if (close(fd) < 0 && status == COPY_OK)
-		status = fail(COPY_IO, "writing %s: %s", e->name, strerror(errno));
+		status = fail(error, COPY_IO, errno, "writing %s", e->name);
 	return status;
 }
 
-static int extract_dir(int parent, const char *base, struct entry *e, struct dir_fixup **fixups)
+static int extract_dir(int parent, const char *base, struct entry *e, struct dir_fixup **fixups,
+		       bl_error *error)
 {
 	if (mkdirat(parent, base, 0700) < 0 && errno != EEXIST)
-		return fail(COPY_IO, "creating %s: %s", e->name, strerror(errno));
+		return fail(error, COPY_IO, errno, "creating %s", e->name);
 	struct dir_fixup *f = malloc(sizeof *f);
 	if (!f || !(f->name = strdup(e->name))) {
 		free(f);
-		return fail(COPY_IO, "out of memory");
+		return fail(error, COPY_IO, 0, "out of memory");
 	}
 	f->mode = (mode_t)(e->mode & 07777);
 	f->mtime = (time_t)e->mtime;
@@ -346,7 +328,14 @@ static int extract_dir(int parent, const char *base, struct entry *e, struct dir
 	return COPY_OK;
 }
 
-static int extract_link(int root, int parent, const char *base, struct entry *e)
+/* The status of openat2's refusal err: a path leaving DIR (EXDEV, or a
+ * symlink: ELOOP) is unsafe, any other failure I/O. */
+static int escapes(int err)
+{
+	return err == EXDEV || err == ELOOP ? COPY_UNSAFE : COPY_IO;
+}
+
+static int extract_link(int root, int parent, const char *base, struct entry *e, bl_error *error)
 {
 	char dir[NAME_MAX_LEN];
 	snprintf(dir, sizeof dir, "%s", e->name);
@@ -355,75 +344,75 @@ static int extract_link(int root, int parent, const char *base, struct entry *e)
 	bool symbolic = e->h.typeflag == '2';
 	/* A hard link names a path from the top; a symlink, from its directory. */
 	if (!e->link[0] || !stays_inside(symbolic ? dir : "", e->link))
-		return fail(COPY_UNSAFE, "%s links outside the destination (%s)", e->name, e->link);
+		return fail(error, COPY_UNSAFE, 0, "%s links outside the destination (%s)", e->name,
+			    e->link);
 	if (unlinkat(parent, base, 0) < 0 && errno != ENOENT)
-		return fail(COPY_IO, "replacing %s: %s", e->name, strerror(errno));
+		return fail(error, COPY_IO, errno, "replacing %s", e->name);
 	if (symbolic) {
 		struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = (time_t)e->mtime}};
 		if (symlinkat(e->link, parent, base) < 0 ||
 		    utimensat(parent, base, times, AT_SYMLINK_NOFOLLOW) < 0)
-			return fail(COPY_IO, "creating %s: %s", e->name, strerror(errno));
+			return fail(error, COPY_IO, errno, "creating %s", e->name);
 		return COPY_OK;
 	}
 	const char *target_base;
 	int target_parent = open_parent(root, e->link, &target_base);
 	if (target_parent < 0)
-		return fail(errno == EXDEV || errno == ELOOP ? COPY_UNSAFE : COPY_IO,
-			    "linking %s to %s: %s", e->name, e->link, strerror(errno));
+		return fail(error, escapes(errno), errno, "linking %s to %s", e->name, e->link);
 	int rc = linkat(target_parent, target_base, parent, base, 0);
 	int err = errno;
 	close(target_parent);
-	return rc < 0 ? fail(COPY_IO, "linking %s: %s", e->name, strerror(err)) : COPY_OK;
+	return rc < 0 ? fail(error, COPY_IO, err, "linking %s", e->name) : COPY_OK;
 }
 
-static int extract(int root, struct entry *e, struct dir_fixup **fixups)
+static int extract(int root, struct entry *e, struct dir_fixup **fixups, bl_error *error)
 {
 	/* Trailing slashes (directories) and leading "./" carry no meaning. */
 	size_t n = strlen(e->name);
 	while (n > 1 && e->name[n - 1] == '/')
 		e->name[--n] = '\0';
 	if (!stays_inside("", e->name) || !strcmp(e->name, ".."))
-		return fail(COPY_UNSAFE, "%s would land outside the destination", e->name);
+		return fail(error, COPY_UNSAFE, 0, "%s would land outside the destination",
+			    e->name);
 	const char *base;
 	int parent = open_parent(root, e->name, &base);
 	if (parent < 0)
-		return fail(errno == EXDEV || errno == ELOOP ? COPY_UNSAFE : COPY_IO,
-			    "%s: its directory: %s", e->name, strerror(errno));
+		return fail(error, escapes(errno), errno, "%s: its directory", e->name);
 	int status;
 	switch (e->h.typeflag) {
 	case '0':
 	case '\0':
 	case '7':
-		status = extract_file(parent, base, e);
+		status = extract_file(parent, base, e, error);
 		break;
 	case '5':
-		status = extract_dir(parent, base, e, fixups);
+		status = extract_dir(parent, base, e, fixups, error);
 		break;
 	case '1':
 	case '2':
-		status = extract_link(root, parent, base, e);
+		status = extract_link(root, parent, base, e, error);
 		break;
 	default:
-		status = fail(COPY_UNSAFE, "%s: entry type '%c' is not copied", e->name,
+		status = fail(error, COPY_UNSAFE, 0, "%s: entry type '%c' is not copied", e->name,
 			      e->h.typeflag);
 	}
 	close(parent);
 	if (status == COPY_OK && e->h.typeflag != '0' && e->h.typeflag != '\0' &&
 	    e->h.typeflag != '7')
-		status = skip_data(e->size);
+		status = skip_data(e->size, error);
 	return status;
 }
 
 /* Directories last, deepest first (the list is in reverse order). */
-static int fix_dirs(int root, struct dir_fixup *f, int status)
+static int fix_dirs(int root, struct dir_fixup *f, int status, bl_error *error)
 {
 	while (f) {
 		struct dir_fixup *next = f->next;
 		int fd = status == COPY_OK ? open_beneath(root, f->name, O_RDONLY | O_DIRECTORY) : -1;
 		if (status == COPY_OK && fd < 0)
-			status = fail(COPY_IO, "%s: %s", f->name, strerror(errno));
+			status = fail(error, COPY_IO, errno, "%s", f->name);
 		if (fd >= 0) {
-			status = set_mode_and_mtime(fd, f->mode, f->mtime, f->name);
+			status = set_mode_and_mtime(fd, f->mode, f->mtime, f->name, error);
 			close(fd);
 		}
 		free(f->name);
@@ -450,21 +439,21 @@ static int make_dirs(const char *path)
 	}
 }
 
-static int copy_in(const char *dest)
+static int copy_in(const char *dest, bl_error *error)
 {
 	if (make_dirs(dest) < 0)
-		return fail(COPY_IO, "creating %s: %s", dest, strerror(errno));
+		return fail(error, COPY_IO, errno, "creating %s", dest);
 	int root = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (root < 0)
-		return fail(COPY_IO, "%s: %s", dest, strerror(errno));
+		return fail(error, COPY_IO, errno, "%s", dest);
 	struct entry *e = malloc(sizeof *e);
 	if (!e)
-		return fail(COPY_IO, "out of memory");
+		return fail(error, COPY_IO, 0, "out of memory");
 	struct dir_fixup *fixups = NULL;
 	int status = COPY_OK;
-	while (status == COPY_OK && next_entry(e, &status))
-		status = extract(root, e, &fixups);
-	status = fix_dirs(root, fixups, status);
+	while (status == COPY_OK && next_entry(e, &status, error))
+		status = extract(root, e, &fixups, error);
+	status = fix_dirs(root, fixups, status, error);
 	free(e);
 	close(root);
 	return status;
@@ -472,23 +461,24 @@ static int copy_in(const char *dest)
 
 /* ---- copy-out ---- */
 
-static int emit(const void *buf, size_t len)
+static int emit(const void *buf, size_t len, bl_error *error)
 {
-	return write_full(1, buf, len) < 0 ? fail(COPY_IO, "writing the archive: %s", strerror(errno))
-					   : COPY_OK;
+	if (fd_write_full(1, buf, len) != len)
+		return fail(error, COPY_IO, errno, "writing the archive");
+	return COPY_OK;
 }
 
 /* Zeros after size bytes of data, up to the next block. */
-static int emit_padding(uint64_t size)
+static int emit_padding(uint64_t size, bl_error *error)
 {
 	static const char zeros[BLOCK];
 	size_t tail = (size_t)(size % BLOCK);
-	return tail ? emit(zeros, BLOCK - tail) : COPY_OK;
+	return tail ? emit(zeros, BLOCK - tail, error) : COPY_OK;
 }
 
 /* One header block; name and link cut to their fields (see emit_header). */
 static int emit_block_header(const char *name, const char *link, char type, uint64_t mode,
-			     uint64_t size, uint64_t mtime)
+			     uint64_t size, uint64_t mtime, bl_error *error)
 {
 	struct tar_header h;
 	memset(&h, 0, sizeof h);
@@ -504,34 +494,35 @@ static int emit_block_header(const char *name, const char *link, char type, uint
 	memcpy(h.magic, "ustar ", 6);
 	memcpy(h.version, " ", 2);
 	put_number(h.chksum, 7, checksum(&h));
-	return emit(&h, BLOCK);
+	return emit(&h, BLOCK, error);
 }
 
 /* A GNU long-name entry ('L' or 'K') carrying text. */
-static int emit_long(char type, const char *text)
+static int emit_long(char type, const char *text, bl_error *error)
 {
 	size_t len = strlen(text) + 1;
-	if (emit_block_header("././@LongLink", NULL, type, 0, len, 0) || emit(text, len))
+	if (emit_block_header("././@LongLink", NULL, type, 0, len, 0, error) ||
+	    emit(text, len, error))
 		return COPY_IO;
-	return emit_padding(len);
+	return emit_padding(len, error);
 }
 
 static int emit_header(const char *name, const struct stat *st, char type, const char *link,
-		       uint64_t size)
+		       uint64_t size, bl_error *error)
 {
-	if (strlen(name) >= sizeof((struct tar_header *)0)->name && emit_long('L', name))
+	if (strlen(name) >= sizeof((struct tar_header *)0)->name && emit_long('L', name, error))
 		return COPY_IO;
 	if (link && strlen(link) >= sizeof((struct tar_header *)0)->linkname &&
-	    emit_long('K', link))
+	    emit_long('K', link, error))
 		return COPY_IO;
 	return emit_block_header(name, link, type, st->st_mode & 07777, size,
-				 st->st_mtime > 0 ? (uint64_t)st->st_mtime : 0);
+				 st->st_mtime > 0 ? (uint64_t)st->st_mtime : 0, error);
 }
 
 /* The file's bytes as its header announced, cut if it grew meanwhile; one
  * that shrank fails the copy (its header is out already, and zeros would be
  * content it never had). */
-static int emit_file_body(int fd, uint64_t size, const char *name)
+static int emit_file_body(int fd, uint64_t size, const char *name, bl_error *error)
 {
 	char buf[64 * BLOCK];
 	uint64_t left = size;
@@ -541,20 +532,20 @@ static int emit_file_body(int fd, uint64_t size, const char *name)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return fail(COPY_IO, "reading %s: %s", name, strerror(errno));
+			return fail(error, COPY_IO, errno, "reading %s", name);
 		if (n == 0)
-			return fail(COPY_IO, "%s shrank by %llu bytes while it was copied", name,
-				    (unsigned long long)left);
-		if (emit(buf, (size_t)n))
+			return fail(error, COPY_IO, 0, "%s shrank by %llu bytes while it was copied",
+				    name, (unsigned long long)left);
+		if (emit(buf, (size_t)n, error))
 			return COPY_IO;
 		left -= (uint64_t)n;
 	}
-	return emit_padding(size);
+	return emit_padding(size, error);
 }
 
 /* A file whose size says 0: a /proc or /sys file has content all the same,
  * and its real size is known only once it is read (up to PSEUDO_MAX). */
-static int emit_unsized_file(int fd, const struct stat *st, const char *name)
+static int emit_unsized_file(int fd, const struct stat *st, const char *name, bl_error *error)
 {
 	char *data = NULL;
 	size_t len = 0, cap = 0;
@@ -562,14 +553,15 @@ static int emit_unsized_file(int fd, const struct stat *st, const char *name)
 	for (;;) {
 		if (len == cap) {
 			if (cap == PSEUDO_MAX) {
-				status = fail(COPY_IO, "%s says it has 0 bytes but holds more than %u",
-					      name, PSEUDO_MAX);
+				status = fail(error, COPY_IO, 0,
+					      "%s says it has 0 bytes but holds more than %u", name,
+					      PSEUDO_MAX);
 				break;
 			}
 			cap = cap ? 2 * cap : 64 * BLOCK;
 			char *grown = realloc(data, cap);
 			if (!grown) {
-				status = fail(COPY_IO, "reading %s: %s", name, strerror(ENOMEM));
+				status = fail(error, COPY_IO, ENOMEM, "reading %s", name);
 				break;
 			}
 			data = grown;
@@ -578,7 +570,7 @@ static int emit_unsized_file(int fd, const struct stat *st, const char *name)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			status = fail(COPY_IO, "reading %s: %s", name, strerror(errno));
+			status = fail(error, COPY_IO, errno, "reading %s", name);
 			break;
 		}
 		if (n == 0)
@@ -586,11 +578,11 @@ static int emit_unsized_file(int fd, const struct stat *st, const char *name)
 		len += (size_t)n;
 	}
 	if (status == COPY_OK)
-		status = emit_header(name, st, '0', NULL, len);
+		status = emit_header(name, st, '0', NULL, len, error);
 	if (status == COPY_OK && len)
-		status = emit(data, len);
+		status = emit(data, len, error);
 	if (status == COPY_OK)
-		status = emit_padding(len);
+		status = emit_padding(len, error);
 	free(data);
 	return status;
 }
@@ -608,14 +600,14 @@ static const char *kind_of(mode_t mode)
 	return "no file, directory or symlink";
 }
 
-static int archive(int dirfd, const char *base, const char *name);
+static int archive(int dirfd, const char *base, const char *name, bl_error *error);
 
-static int archive_dir(int fd, const char *name)
+static int archive_dir(int fd, const char *name, bl_error *error)
 {
 	DIR *d = fdopendir(fd);
 	if (!d) {
 		close(fd);
-		return fail(COPY_IO, "%s: %s", name, strerror(errno));
+		return fail(error, COPY_IO, errno, "%s", name);
 	}
 	int status = COPY_OK;
 	struct dirent *de;
@@ -624,64 +616,64 @@ static int archive_dir(int fd, const char *name)
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (snprintf(child, sizeof child, "%s/%s", name, de->d_name) >= (int)sizeof child)
-			status = fail(COPY_IO, "%s/%s: name too long", name, de->d_name);
+			status = fail(error, COPY_IO, 0, "%s/%s: name too long", name, de->d_name);
 		else
-			status = archive(dirfd(d), de->d_name, child);
+			status = archive(dirfd(d), de->d_name, child, error);
 	}
 	if (status == COPY_OK && errno)
-		status = fail(COPY_IO, "listing %s: %s", name, strerror(errno));
+		status = fail(error, COPY_IO, errno, "listing %s", name);
 	closedir(d);
 	return status;
 }
 
-static int archive(int dirfd, const char *base, const char *name)
+static int archive(int dirfd, const char *base, const char *name, bl_error *error)
 {
 	struct stat st;
 	if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return fail(COPY_IO, "%s: %s", name, strerror(errno));
+		return fail(error, COPY_IO, errno, "%s", name);
 	if (S_ISLNK(st.st_mode)) {
 		char target[NAME_MAX_LEN];
 		ssize_t n = readlinkat(dirfd, base, target, sizeof target - 1);
 		if (n < 0)
-			return fail(COPY_IO, "%s: %s", name, strerror(errno));
+			return fail(error, COPY_IO, errno, "%s", name);
 		target[n] = '\0';
-		return emit_header(name, &st, '2', target, 0);
+		return emit_header(name, &st, '2', target, 0, error);
 	}
 	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
 		return COPY_OK; /* devices, fifos, sockets: not file content */
 	int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
-		return fail(COPY_IO, "%s: %s", name, strerror(errno));
+		return fail(error, COPY_IO, errno, "%s", name);
 	struct stat opened;
 	if (fstat(fd, &opened) < 0 || (opened.st_mode & S_IFMT) != (st.st_mode & S_IFMT)) {
 		close(fd);
-		return fail(COPY_IO, "%s changed while it was copied", name);
+		return fail(error, COPY_IO, 0, "%s changed while it was copied", name);
 	}
 	if (S_ISDIR(st.st_mode)) {
-		int status = emit_header(name, &st, '5', NULL, 0);
+		int status = emit_header(name, &st, '5', NULL, 0, error);
 		if (status != COPY_OK) {
 			close(fd);
 			return status;
 		}
-		return archive_dir(fd, name);
+		return archive_dir(fd, name, error);
 	}
 	int status;
 	if (st.st_size == 0) {
-		status = emit_unsized_file(fd, &st, name);
+		status = emit_unsized_file(fd, &st, name, error);
 	} else {
-		status = emit_header(name, &st, '0', NULL, (uint64_t)st.st_size);
+		status = emit_header(name, &st, '0', NULL, (uint64_t)st.st_size, error);
 		if (status == COPY_OK)
-			status = emit_file_body(fd, (uint64_t)st.st_size, name);
+			status = emit_file_body(fd, (uint64_t)st.st_size, name, error);
 	}
 	close(fd);
 	return status;
 }
 
-static int copy_out(const char *path)
+static int copy_out(const char *path, bl_error *error)
 {
 	char copy[NAME_MAX_LEN];
 	if (snprintf(copy, sizeof copy, "%s", path) >= (int)sizeof copy)
-		return fail(COPY_IO, "%s: name too long", path);
+		return fail(error, COPY_IO, 0, "%s: name too long", path);
 	size_t n = strlen(copy);
 	while (n > 1 && copy[n - 1] == '/')
 		copy[--n] = '\0';
@@ -691,27 +683,36 @@ static int copy_out(const char *path)
 	if (slash)
 		*slash = '\0';
 	if (!*base || !strcmp(base, "..") || !strcmp(base, "."))
-		return fail(COPY_IO, "%s: name a file or directory", path);
+		return fail(error, COPY_IO, 0, "%s: name a file or directory", path);
 	int dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
-		return fail(COPY_IO, "%s: %s", dir, strerror(errno));
+		return fail(error, COPY_IO, errno, "%s", dir);
 	struct stat st;
 	if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) &&
 	    !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
 		close(dirfd);
-		return fail(COPY_UNSUPPORTED, "%s is %s", path, kind_of(st.st_mode));
+		return fail(error, COPY_UNSUPPORTED, 0, "%s is %s", path, kind_of(st.st_mode));
 	}
-	int status = archive(dirfd, base, base);
+	int status = archive(dirfd, base, base, error);
 	close(dirfd);
 	char end[2 * BLOCK] = {0};
-	return status == COPY_OK ? emit(end, sizeof end) : status;
+	return status == COPY_OK ? emit(end, sizeof end, error) : status;
+}
+
+static int copy(int argc, char **argv, bl_error *error)
+{
+	if (argc == 3 && !strcmp(argv[1], "copy-in"))
+		return copy_in(argv[2], error);
+	if (argc == 3 && !strcmp(argv[1], "copy-out"))
+		return copy_out(argv[2], error);
+	return fail(error, COPY_IO, 0, "usage: boxlite-agent copy-in DIR | copy-out PATH");
 }
 
 int copy_main(int argc, char **argv)
 {
-	if (argc == 3 && !strcmp(argv[1], "copy-in"))
-		return copy_in(argv[2]);
-	if (argc == 3 && !strcmp(argv[1], "copy-out"))
-		return copy_out(argv[2]);
-	return fail(COPY_IO, "usage: boxlite-agent copy-in DIR | copy-out PATH");
+	bl_error error;
+	int status = copy(argc, argv, &error);
+	if (status != COPY_OK)
+		fprintf(stderr, "boxlite copy: %s\n", error.msg);
+	return status;
 }

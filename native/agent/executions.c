@@ -62,7 +62,7 @@ void exec_send(struct execution *ex, uint16_t type, const void *payload, size_t 
 /* Forget ended executions beyond the limits; the newest are first. */
 static void trim_ended(struct agent *ag)
 {
-	int64_t too_old = agent_now_ms() - ENDED_KEEP_MS;
+	int64_t too_old = bl_now_ms() - ENDED_KEEP_MS;
 	size_t kept = 0;
 	for (struct execution **p = &ag->ended; *p;) {
 		struct execution *ex = *p;
@@ -127,7 +127,7 @@ static void maybe_finish(struct agent *ag, struct execution *ex)
 		}
 	}
 	ex->host = NULL;
-	ex->ended_ms = agent_now_ms();
+	ex->ended_ms = bl_now_ms();
 	ex->next = ag->ended;
 	ag->ended = ex;
 	trim_ended(ag);
@@ -379,7 +379,7 @@ void exec_reap(struct agent *ag)
 		}
 		ex->reaped = true;
 		ex->status = status;
-		ex->drain_deadline_ms = agent_now_ms() + ag->drain_ms;
+		ex->drain_deadline_ms = bl_now_ms() + ag->drain_ms;
 		maybe_finish(ag, ex);
 	}
 	arm_timer(ag);
@@ -395,7 +395,7 @@ static void time_out(struct execution *ex, int sig, int64_t kill_at)
 
 void exec_on_timer(struct agent *ag)
 {
-	int64_t now = agent_now_ms();
+	int64_t now = bl_now_ms();
 	struct execution *ex = ag->execs;
 	while (ex) {
 		struct execution *next = ex->next;
@@ -695,7 +695,7 @@ static struct execution *spawn(struct agent *ag, uint64_t id, const struct bl_ex
 	ex->id = id;
 	ex->pid = pid;
 	if (req->params.timeout_ms) {
-		ex->timeout_at_ms = agent_now_ms() + req->params.timeout_ms;
+		ex->timeout_at_ms = bl_now_ms() + req->params.timeout_ms;
 		ex->kill_grace_ms = req->params.kill_grace_ms;
 	}
 	ex->out = (struct pipe_src){.kind = SRC_PIPE, .ex = ex, .fd = p.out[0],

@@ -33,17 +33,17 @@
 
 static enum src_kind listen_src = SRC_LISTEN, signal_src = SRC_SIGNAL, timer_src = SRC_TIMER;
 
-_Noreturn void agent_die(const char *what)
+_Noreturn void agent_fail(const bl_error *e)
 {
-	fprintf(stderr, "boxlite-agent: %s: %s\n", what, strerror(errno));
+	fprintf(stderr, "boxlite-agent: %s\n", e->msg);
 	exit(1);
 }
 
-int64_t agent_now_ms(void)
+_Noreturn void agent_die(const char *what)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	bl_error e;
+	bl_error_errno(&e, errno, "%s", what);
+	agent_fail(&e);
 }
 
 int agent_watch(struct agent *ag, int op, int fd, uint32_t events, void *src)
@@ -58,7 +58,7 @@ void agent_arm_timer(struct agent *ag, int64_t deadline_ms)
 		deadline_ms = ag->kill_at_ms;
 	struct itimerspec its = {0};
 	if (deadline_ms > 0) {
-		int64_t left = deadline_ms - agent_now_ms();
+		int64_t left = deadline_ms - bl_now_ms();
 		if (left < 1)
 			left = 1; /* 0 would disarm */
 		its.it_value.tv_sec = left / 1000;
@@ -109,46 +109,47 @@ static void parse_args(struct agent *ag, int argc, char **argv)
 }
 
 /* An inherited fd: ours alone (CLOEXEC), non-blocking. */
-static void take_fd(int fd, const char *what)
+static int take_fd(int fd, const char *what, bl_error *e)
 {
 	int fl = fcntl(fd, F_GETFL);
 	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		agent_die(what);
+		return bl_error_errno(e, errno, "%s", what);
+	return 0;
 }
 
-static void setup(struct agent *ag)
+static int setup(struct agent *ag, bl_error *e)
 {
 	/* The connections must never leak into the box's processes. */
-	take_fd(CONN_FD, "fd 3 (the host connection)");
-	if (ag->listen_fd >= 0)
-		take_fd(ag->listen_fd, "the listening socket");
+	if (take_fd(CONN_FD, "fd 3 (the host connection)", e) < 0 ||
+	    (ag->listen_fd >= 0 && take_fd(ag->listen_fd, "the listening socket", e) < 0))
+		return -1;
 	if (prctl(PR_SET_NAME, "boxlite-agent", 0, 0, 0) < 0)
-		agent_die("prctl(PR_SET_NAME)");
+		return bl_error_errno(e, errno, "prctl(PR_SET_NAME)");
 	/* A process closing its stdin is an EPIPE to handle, not our death. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		agent_die("signal(SIGPIPE)");
+		return bl_error_errno(e, errno, "signal(SIGPIPE)");
 	ag->pid1 = getpid() == 1;
 	/* Outside a pid namespace (tests), still be the reaper of orphans. */
 	if (!ag->pid1 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
-		agent_die("prctl(PR_SET_CHILD_SUBREAPER)");
+		return bl_error_errno(e, errno, "prctl(PR_SET_CHILD_SUBREAPER)");
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		agent_die("sigprocmask");
+		return bl_error_errno(e, errno, "sigprocmask");
 	ag->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	ag->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	ag->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (ag->sigfd < 0 || ag->timerfd < 0 || ag->epfd < 0)
-		agent_die("signalfd/timerfd/epoll");
+		return bl_error_errno(e, errno, "signalfd/timerfd/epoll");
 	if (agent_watch(ag, EPOLL_CTL_ADD, ag->sigfd, EPOLLIN, &signal_src) < 0 ||
 	    agent_watch(ag, EPOLL_CTL_ADD, ag->timerfd, EPOLLIN, &timer_src) < 0 ||
 	    (ag->listen_fd >= 0 &&
 	     agent_watch(ag, EPOLL_CTL_ADD, ag->listen_fd, EPOLLIN, &listen_src) < 0))
-		agent_die("epoll_ctl");
-	client_add(ag, CONN_FD, true);
+		return bl_error_errno(e, errno, "epoll_ctl");
+	return client_add(ag, CONN_FD, true, e);
 }
 
 /* ---- stopping ---- */
@@ -169,7 +170,7 @@ static void begin_stop(struct agent *ag)
 	if (ag->stopping)
 		return;
 	ag->stopping = true;
-	ag->kill_at_ms = agent_now_ms() + ag->grace_ms;
+	ag->kill_at_ms = bl_now_ms() + ag->grace_ms;
 	kill_everything(ag, SIGTERM);
 	agent_arm_timer(ag, 0);
 }
@@ -177,7 +178,7 @@ static void begin_stop(struct agent *ag)
 void agent_end(struct agent *ag)
 {
 	ag->stopping = true;
-	ag->kill_at_ms = agent_now_ms();
+	ag->kill_at_ms = bl_now_ms();
 	kill_everything(ag, SIGKILL);
 	agent_arm_timer(ag, 0);
 }
@@ -214,17 +215,18 @@ static void on_signals(struct agent *ag)
 	exec_reap(ag);
 }
 
-static void on_timer(struct agent *ag)
+static int on_timer(struct agent *ag, bl_error *e)
 {
 	uint64_t expirations;
 	if (read(ag->timerfd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
-		agent_die("read timerfd");
-	if (ag->stopping && agent_now_ms() >= ag->kill_at_ms)
+		return bl_error_errno(e, errno, "read timerfd");
+	if (ag->stopping && bl_now_ms() >= ag->kill_at_ms)
 		kill_everything(ag, SIGKILL);
 	exec_on_timer(ag);
+	return 0;
 }
 
-static void dispatch(struct agent *ag, const struct epoll_event *ev)
+static int dispatch(struct agent *ag, const struct epoll_event *ev, bl_error *e)
 {
 	enum src_kind kind = *(enum src_kind *)ev->data.ptr;
 	switch (kind) {
@@ -232,14 +234,12 @@ static void dispatch(struct agent *ag, const struct epoll_event *ev)
 		client_ready(ag, ev->data.ptr, ev->events);
 		break;
 	case SRC_LISTEN:
-		client_accept(ag);
-		break;
+		return client_accept(ag, e);
 	case SRC_SIGNAL:
 		on_signals(ag);
 		break;
 	case SRC_TIMER:
-		on_timer(ag);
-		break;
+		return on_timer(ag, e);
 	case SRC_PIPE:
 		exec_pipe_ready(ag, ev->data.ptr);
 		break;
@@ -247,11 +247,35 @@ static void dispatch(struct agent *ag, const struct epoll_event *ev)
 		stdin_ready(ag, ev->data.ptr);
 		break;
 	}
+	return 0;
 }
 
 static bool finished(const struct agent *ag)
 {
 	return ag->stopping && exec_none_left(ag) && client_all_flushed(ag);
+}
+
+/* The box's life: its main command, if any, then events until it ends. */
+static int run(struct agent *ag, bl_error *e)
+{
+	if (ag->main.pid == 0 && main_command_start(ag, e) < 0)
+		return -1;
+	struct epoll_event evs[MAX_EVENTS];
+	for (;;) {
+		client_flush_all(ag);
+		if (finished(ag))
+			return 0;
+		int n = epoll_wait(ag->epfd, evs, MAX_EVENTS, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return bl_error_errno(e, errno, "epoll_wait");
+		for (int i = 0; i < n; i++)
+			if (dispatch(ag, &evs[i], e) < 0)
+				return -1;
+		exec_free_dead(ag);
+		client_free_gone(ag);
+	}
 }
 
 int main(int argc, char **argv)
@@ -266,8 +290,11 @@ int main(int argc, char **argv)
 	 * processes running this binary: not dumpable either, so their
 	 * /proc/<pid>/exe, our host file, stays out of the box's reach.
 	 */
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		agent_die("prctl(PR_SET_DUMPABLE)");
+	bl_error e;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+		bl_error_errno(&e, errno, "prctl(PR_SET_DUMPABLE)");
+		agent_fail(&e);
+	}
 	/* The host runs copies as executions of this very binary. */
 	if (argc > 1 && strncmp(argv[1], "copy-", 5) == 0)
 		return copy_main(argc, argv);
@@ -275,24 +302,8 @@ int main(int argc, char **argv)
 		return as_user_main(argc, argv);
 	struct agent ag = {0};
 	parse_args(&ag, argc, argv);
-	setup(&ag);
-	if (ag.main.pid == 0)
-		main_command_start(&ag);
-	struct epoll_event evs[MAX_EVENTS];
-	for (;;) {
-		client_flush_all(&ag);
-		if (finished(&ag))
-			break;
-		int n = epoll_wait(ag.epfd, evs, MAX_EVENTS, -1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			agent_die("epoll_wait");
-		for (int i = 0; i < n; i++)
-			dispatch(&ag, &evs[i]);
-		exec_free_dead(&ag);
-		client_free_gone(&ag);
-	}
+	if (setup(&ag, &e) < 0 || run(&ag, &e) < 0)
+		agent_fail(&e);
 	/* Orphans may outlive every execution: take them down with the box. */
 	kill_everything(&ag, SIGKILL);
 	exec_forget_ended(&ag);

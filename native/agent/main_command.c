@@ -65,43 +65,51 @@ static uint8_t *read_request(int fd, size_t *len)
 	return buf;
 }
 
-static int spawn_main(struct main_command *m)
+static int spawn_main(struct main_command *m, bl_error *e)
 {
 	size_t len;
 	uint8_t *payload = read_request(m->fds[0], &len);
 	if (!payload)
-		return errno;
+		return bl_error_errno(e, errno, "read the main command");
 	struct bl_exec_request req;
-	int rc = -bl_exec_decode(payload, len, &req);
-	if (rc == 0) {
+	int err = -bl_exec_decode(payload, len, &req);
+	if (err) {
+		bl_error_errno(e, err, "decode the main command");
+	} else {
 		char marker[32];
 		process_tree_marker(0, marker, sizeof marker);
-		rc = exec_spawn_process(&req, -1, m->fds[1], m->fds[2], marker, &m->pid);
+		err = exec_spawn_process(&req, -1, m->fds[1], m->fds[2], marker, &m->pid);
+		if (err)
+			bl_error_errno(e, err, "start the main command");
 		bl_exec_request_release(&req);
 	}
 	free(payload);
-	return rc;
+	return err ? -1 : 0;
 }
 
-void main_command_start(struct agent *ag)
+int main_command_start(struct agent *ag, bl_error *e)
 {
 	struct main_command *m = &ag->main;
 	/* The box's processes must not inherit any of these. */
 	for (size_t i = 0; i < 4; i++)
 		if (fcntl(m->fds[i], F_SETFD, FD_CLOEXEC) < 0)
-			agent_die("the main command's fds");
-	int err = spawn_main(m);
+			return bl_error_errno(e, errno, "the main command's fds");
+	bl_error failed;
+	int rc = spawn_main(m, &failed);
 	for (size_t i = 0; i < 3; i++) {
 		close(m->fds[i]); /* the command has its own copies of the logs */
 		m->fds[i] = -1;
 	}
-	if (err) {
+	if (rc < 0) {
+		/* The host learns the errno from the shim; the log, the rest. */
+		fprintf(stderr, "boxlite-agent: %s\n", failed.msg);
 		char line[32];
-		snprintf(line, sizeof line, "failed %d\n", err);
+		snprintf(line, sizeof line, "failed %d\n", failed.status);
 		report(m, line);
 		m->pid = -1;
 		agent_end(ag);
 	}
+	return 0;
 }
 
 bool main_command_reaped(struct agent *ag, pid_t pid, int status)

@@ -13,13 +13,28 @@ static void vformat(char *buf, size_t cap, const char *fmt, va_list ap)
 		snprintf(buf, cap, "(unformattable message)");
 }
 
+int bl_error_vset(bl_error *e, int status, const char *fmt, va_list ap)
+{
+	vformat(e->msg, sizeof e->msg, fmt, ap);
+	e->status = status;
+	return -1;
+}
+
+int bl_error_verrno(bl_error *e, int errnum, const char *fmt, va_list ap)
+{
+	vformat(e->msg, sizeof e->msg, fmt, ap);
+	size_t n = strlen(e->msg);
+	snprintf(e->msg + n, sizeof e->msg - n, ": %s", strerror(errnum));
+	e->status = errnum;
+	return -1;
+}
+
 int bl_error_set(bl_error *e, int status, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vformat(e->msg, sizeof e->msg, fmt, ap);
+	bl_error_vset(e, status, fmt, ap);
 	va_end(ap);
-	e->status = status;
 	return -1;
 }
 
@@ -27,11 +42,8 @@ int bl_error_errno(bl_error *e, int errnum, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vformat(e->msg, sizeof e->msg, fmt, ap);
+	bl_error_verrno(e, errnum, fmt, ap);
 	va_end(ap);
-	size_t n = strlen(e->msg);
-	snprintf(e->msg + n, sizeof e->msg - n, ": %s", strerror(errnum));
-	e->status = errnum;
 	return -1;
 }
 

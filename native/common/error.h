@@ -20,6 +20,7 @@
 #ifndef BOXLITE_ERROR_H
 #define BOXLITE_ERROR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #define BL_ERROR_MAX 512
@@ -38,5 +39,10 @@ int bl_error_errno(bl_error *e, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Prefix context: "<context>: <message so far>"; the status stays. */
 int bl_error_wrap(bl_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same for a helper of one's own that takes a format. */
+int bl_error_vset(bl_error *e, int status, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+int bl_error_verrno(bl_error *e, int errnum, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
 
 #endif

@@ -79,11 +79,11 @@ static int make_in_root(int root, char *path, bool dir)
 }
 
 /* The target as an O_PATH fd, its missing directories made on the way. */
-static int open_target(int root, const char *target, bool dir, struct setup_error *e)
+static int open_target(int root, const char *target, bool dir, bl_error *e)
 {
 	char path[PATH_MAX];
 	if (snprintf(path, sizeof path, "%s", target) >= (int)sizeof path)
-		return setup_fail(e, ENAMETOOLONG, "bind target %s", target);
+		return bl_error_errno(e, ENAMETOOLONG, "bind target %s", target);
 	for (char *p = path + 1; *p; p++) {
 		if (*p != '/')
 			continue;
@@ -91,16 +91,17 @@ static int open_target(int root, const char *target, bool dir, struct setup_erro
 		int rc = make_in_root(root, path, true);
 		*p = '/';
 		if (rc < 0)
-			return setup_fail(e, errno, "make the directories of bind target %s", target);
+			return bl_error_errno(e, errno, "make the directories of bind target %s",
+					      target);
 	}
 	size_t len = strlen(path);
 	while (len > 1 && path[len - 1] == '/')
 		path[--len] = '\0';
 	if (make_in_root(root, path, dir) < 0)
-		return setup_fail(e, errno, "make bind target %s", target);
+		return bl_error_errno(e, errno, "make bind target %s", target);
 	int fd = open_in_root(root, path, O_PATH);
 	if (fd < 0)
-		return setup_fail(e, errno, "open bind target %s", target);
+		return bl_error_errno(e, errno, "open bind target %s", target);
 	return fd;
 }
 
@@ -123,36 +124,37 @@ static unsigned long locked_flags(const char *path)
 }
 
 /* Through a fresh fd: the one the bind went through names what is under it. */
-static int make_readonly(int root, const struct shim_bind *b, struct setup_error *e)
+static int make_readonly(int root, const struct shim_bind *b, bl_error *e)
 {
 	int fd = open_in_root(root, b->target, O_PATH);
 	if (fd < 0)
-		return setup_fail(e, errno, "open bind target %s", b->target);
+		return bl_error_errno(e, errno, "open bind target %s", b->target);
 	char at[64];
 	snprintf(at, sizeof at, "/proc/self/fd/%d", fd);
 	unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(b->source);
 	int rc = mount(NULL, at, NULL, flags, NULL);
 	int err = errno;
 	close(fd);
-	return rc < 0 ? setup_fail(e, err, "make %s read-only", b->target) : 0;
+	return rc < 0 ? bl_error_errno(e, err, "make %s read-only", b->target) : 0;
 }
 
 static int bind_one(int root, const char *root_path, const struct shim_bind *b,
-		    struct setup_error *e)
+		    bl_error *e)
 {
 	if (shim_reserved_target(b->target))
-		return setup_fail(e, EINVAL, "bind target %s: reserved (/, /proc, /dev, /sys)",
-				  b->target);
+		return bl_error_errno(e, EINVAL, "bind target %s: reserved (/, /proc, /dev, /sys)",
+				      b->target);
 	struct stat st;
 	if (stat(b->source, &st) < 0)
-		return setup_fail(e, errno, "bind source %s", b->source);
+		return bl_error_errno(e, errno, "bind source %s", b->source);
 	int fd = open_target(root, b->target, S_ISDIR(st.st_mode), e);
 	if (fd < 0)
 		return -1;
 	char where[PATH_MAX];
 	if (!resolved_in_root(fd, root_path, where) || shim_reserved_target(where)) {
 		close(fd);
-		return setup_fail(e, EINVAL, "bind target %s: resolves to a reserved place", b->target);
+		return bl_error_errno(e, EINVAL, "bind target %s: resolves to a reserved place",
+				      b->target);
 	}
 	char at[64];
 	snprintf(at, sizeof at, "/proc/self/fd/%d", fd);
@@ -160,24 +162,24 @@ static int bind_one(int root, const char *root_path, const struct shim_bind *b,
 	int err = errno;
 	close(fd);
 	if (rc < 0)
-		return setup_fail(e, err, "bind %s on %s", b->source, b->target);
+		return bl_error_errno(e, err, "bind %s on %s", b->source, b->target);
 	return b->readonly ? make_readonly(root, b, e) : 0;
 }
 
-int bind_host_paths(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
+int bind_host_paths(const struct shim_config *cfg, const char *rootfs, bl_error *e)
 {
 	if (cfg->n_binds == 0)
 		return 0;
 	int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (root < 0)
-		return setup_fail(e, errno, "open %s", rootfs);
+		return bl_error_errno(e, errno, "open %s", rootfs);
 	char root_path[PATH_MAX], link[64];
 	snprintf(link, sizeof link, "/proc/self/fd/%d", root);
 	ssize_t n = readlink(link, root_path, sizeof root_path - 1);
 	if (n < 0) {
 		int err = errno;
 		close(root);
-		return setup_fail(e, err, "resolve %s", rootfs);
+		return bl_error_errno(e, err, "resolve %s", rootfs);
 	}
 	root_path[n] = '\0';
 	int rc = 0;

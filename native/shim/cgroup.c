@@ -187,49 +187,40 @@ static int hand_down(const char *parent, const char *controller)
 	return 0;
 }
 
-/* The failing step, named for the shim's error line. */
-static const char *failed_at(const char *what, const char *ctrl, const char *dir)
-{
-	static char step[PATH_MAX + 96];
-	snprintf(step, sizeof step, "%s: %s %s", ctrl, what, dir);
-	return step;
-}
-
 /* One controller's cgroup for the box: made (and listed in cfg), its
- * limit set; 0 or an errno with *step.  A default (optional) limit only
- * in v2: joining a v1 cgroup costs each start a grace period of RCU
- * (~5 ms), worth paying for a limit asked for only. */
+ * limit set; 0, or -1 with *e naming the step (the caller names the
+ * controller).  A default (optional) limit only in v2: joining a v1
+ * cgroup costs each start a grace period of RCU (~5 ms), worth paying for
+ * a limit asked for only. */
 static int prepare_one(struct shim_config *cfg, const char *ctrl, const char *name,
-		       bool optional, const char **step)
+		       bool optional, bl_error *e)
 {
 	char parent[PATH_MAX];
 	struct shim_cgroup *cg = &cfg->cgroups[cfg->n_cgroups];
 	int version = cgroup_dir(ctrl, parent, sizeof parent), err;
-	*step = failed_at("no such controller", ctrl, "here");
 	if (version < 0)
-		return ENOTSUP;
-	*step = failed_at("a v1 controller", ctrl, "here");
+		return bl_error_errno(e, ENOTSUP, "no such controller here");
 	if (optional && version == 1)
-		return ENOTSUP;
+		return bl_error_errno(e, ENOTSUP, "a v1 controller here");
 	if (snprintf(cg->dir, sizeof cg->dir, "%s/boxlite-%s", parent, name) >= (int)sizeof cg->dir)
-		return ENAMETOOLONG;
-	*step = failed_at("hand the controller down to", ctrl, parent);
+		return bl_error_errno(e, ENAMETOOLONG, "name a cgroup in %s", parent);
 	if (version == 2 && (err = hand_down(parent, ctrl)) != 0)
-		return err;
-	*step = failed_at("make", ctrl, cg->dir);
+		return bl_error_errno(e, err, "hand the controller down to %s", parent);
 	if (mkdir(cg->dir, 0755) < 0 && errno != EEXIST)
-		return errno;
+		return bl_error_errno(e, errno, "make %s", cg->dir);
 	cg->controller = ctrl;
 	cg->version = version;
 	cfg->n_cgroups++;
-	*step = failed_at("set the limit in", ctrl, cg->dir);
-	return write_limit(cg->dir, version, ctrl, &cfg->limits) < 0 ? (errno ? errno : EIO) : 0;
+	if (write_limit(cg->dir, version, ctrl, &cfg->limits) < 0)
+		return bl_error_errno(e, errno ? errno : EIO, "set the limit in %s", cg->dir);
+	return 0;
 }
 
 /* A default limit (--pids-optional) that cannot be set here is left out,
- * and the shim's log says why: the box starts without it.  Its cgroup,
- * cgroups[at] if listed, goes. */
-static void drop_optional(struct shim_config *cfg, unsigned at, const char *step, int err)
+ * and the shim's log says why (*why, the step in ctrl that failed): the box
+ * starts without it.  Its cgroup, cgroups[at] if listed, goes. */
+static void drop_optional(struct shim_config *cfg, unsigned at, const char *ctrl,
+			  const bl_error *why)
 {
 	if (at < cfg->n_cgroups) {
 		bool shared = false;
@@ -241,77 +232,78 @@ static void drop_optional(struct shim_config *cfg, unsigned at, const char *step
 			(cfg->n_cgroups - at - 1) * sizeof cfg->cgroups[0]);
 		cfg->n_cgroups--;
 	}
-	fprintf(stderr, "boxlite-shim: the default limit is not set: %s: %s\n", step,
-		strerror(err));
+	fprintf(stderr, "boxlite-shim: the default limit is not set: %s: %s\n", ctrl, why->msg);
 }
 
 /* DIR/cgroups, where the host reads the OOM counter; none without any. */
-static int record(const struct shim_config *cfg)
+static int record(const struct shim_config *cfg, bl_error *e)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof path, "%s/cgroups", cfg->box_dir);
-	if (!cfg->n_cgroups) /* an earlier run's is out of date */
-		return unlink(path) < 0 && errno != ENOENT ? errno : 0;
-	FILE *f = fopen(path, "we");
-	if (!f)
-		return errno;
-	for (unsigned i = 0; i < cfg->n_cgroups; i++)
-		fprintf(f, "%s %s\n", cfg->cgroups[i].controller, cfg->cgroups[i].dir);
-	int err = ferror(f) ? EIO : 0;
-	return fclose(f) != 0 && !err ? errno : err;
+	int err = 0;
+	if (!cfg->n_cgroups) { /* an earlier run's is out of date */
+		err = unlink(path) < 0 && errno != ENOENT ? errno : 0;
+	} else {
+		FILE *f = fopen(path, "we");
+		if (!f)
+			return bl_error_errno(e, errno, "limit record the cgroups");
+		for (unsigned i = 0; i < cfg->n_cgroups; i++)
+			fprintf(f, "%s %s\n", cfg->cgroups[i].controller, cfg->cgroups[i].dir);
+		err = ferror(f) ? EIO : 0;
+		if (fclose(f) != 0 && !err)
+			err = errno;
+	}
+	return err ? bl_error_errno(e, err, "limit record the cgroups") : 0;
 }
 
-int cgroup_prepare(struct shim_config *cfg, int *into, const char **step)
+int cgroup_prepare(struct shim_config *cfg, int *into, bl_error *e)
 {
 	const char *name = strrchr(cfg->box_dir, '/');
 	name = name ? name + 1 : cfg->box_dir;
-	int err = 0;
 	*into = -1;
-	for (size_t i = 0; i < 3 && !err; i++) {
+	for (size_t i = 0; i < 3; i++) {
 		const char *ctrl = CONTROLLERS[i];
 		if (!wanted(&cfg->limits, ctrl))
 			continue;
 		bool optional = cfg->limits.pids_optional && strcmp(ctrl, "pids") == 0;
 		unsigned listed = cfg->n_cgroups;
-		err = prepare_one(cfg, ctrl, name, optional, step);
-		if (err && optional) {
-			drop_optional(cfg, listed, *step, err);
-			err = 0;
-		}
+		if (prepare_one(cfg, ctrl, name, optional, e) == 0)
+			continue;
+		if (!optional)
+			return bl_error_wrap(e, "limit %s", ctrl);
+		drop_optional(cfg, listed, ctrl, e);
 	}
-	if (err)
-		return err;
-	*step = "record the cgroups";
-	if ((err = record(cfg)) != 0)
-		return err;
-	for (unsigned i = 0; !err && i < cfg->n_cgroups; i++) {
-		if (cfg->cgroups[i].version != 2 || *into >= 0)
+	if (record(cfg, e) < 0)
+		return -1;
+	for (unsigned i = 0; i < cfg->n_cgroups; i++) {
+		const struct shim_cgroup *cg = &cfg->cgroups[i];
+		if (cg->version != 2 || *into >= 0)
 			continue; /* one v2 cgroup serves every v2 controller */
-		*step = failed_at("open", cfg->cgroups[i].controller, cfg->cgroups[i].dir);
-		if ((*into = open(cfg->cgroups[i].dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-			err = errno;
+		if ((*into = open(cg->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			return bl_error_errno(e, errno, "limit %s: open %s", cg->controller,
+					      cg->dir);
 	}
-	return err;
+	return 0;
 }
 
-int cgroup_unjoinable(struct shim_config *cfg, int err, const char **step)
+int cgroup_unjoinable(struct shim_config *cfg, int err, bl_error *e)
 {
 	unsigned at = cfg->n_cgroups;
+	bl_error_errno(e, err, "join the box's cgroup");
 	for (unsigned i = 0; i < cfg->n_cgroups; i++) {
 		const struct shim_cgroup *cg = &cfg->cgroups[i];
 		if (cg->version != 2)
 			continue;
-		*step = failed_at("join", cg->controller, cg->dir);
+		bl_error_errno(e, err, "join %s", cg->dir);
 		if (strcmp(cg->controller, "pids") != 0 || !cfg->limits.pids_optional)
-			return err; /* a limit asked for */
+			return bl_error_wrap(e, "limit %s", cg->controller); /* a limit asked for */
 		at = i;
 	}
-	drop_optional(cfg, at, *step, err);
-	*step = "record the cgroups";
-	return record(cfg);
+	drop_optional(cfg, at, "pids", e);
+	return record(cfg, e);
 }
 
-int cgroup_join(const struct shim_config *cfg, pid_t child, const char **step)
+int cgroup_join(const struct shim_config *cfg, pid_t child, bl_error *e)
 {
 	char pid[16];
 	snprintf(pid, sizeof pid, "%d", (int)child);
@@ -319,9 +311,9 @@ int cgroup_join(const struct shim_config *cfg, pid_t child, const char **step)
 		const struct shim_cgroup *cg = &cfg->cgroups[i];
 		if (cg->version == 2)
 			continue; /* born there (CLONE_INTO_CGROUP) */
-		*step = failed_at("join", cg->controller, cg->dir);
 		if (put(cg->dir, "cgroup.procs", pid) < 0)
-			return errno ? errno : EIO;
+			return bl_error_errno(e, errno ? errno : EIO, "limit %s: join %s",
+					      cg->controller, cg->dir);
 	}
 	return 0;
 }

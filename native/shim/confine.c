@@ -62,17 +62,18 @@ static const char *const REFUSED[] = {
  * plain system calls, as they must on such kernels. */
 static const char *const ABSENT[] = {"io_uring_setup", "io_uring_enter", "io_uring_register"};
 
-static int drop_capabilities(struct setup_error *e)
+static int drop_capabilities(bl_error *e)
 {
 	for (int cap = 0; cap <= CAP_LAST_CAP; cap++) {
 		bool kept = false;
 		for (size_t i = 0; i < sizeof KEPT_CAPS / sizeof KEPT_CAPS[0]; i++)
 			kept |= KEPT_CAPS[i] == cap;
 		if (!kept && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-			return setup_fail(e, errno, "drop capability %d from the bounding set", cap);
+			return bl_error_errno(e, errno, "drop capability %d from the bounding set",
+					      cap);
 	}
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-		return setup_fail(e, errno, "clear the ambient capabilities");
+		return bl_error_errno(e, errno, "clear the ambient capabilities");
 	return 0;
 }
 
@@ -98,11 +99,11 @@ static int refuse(scmp_filter_ctx ctx, const char *name, int err)
 	return nr == __NR_SCMP_ERROR ? 0 : seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), nr, 0);
 }
 
-static int install_filter(struct setup_error *e)
+static int install_filter(bl_error *e)
 {
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
 	if (!ctx)
-		return setup_fail(e, ENOMEM, "seccomp_init");
+		return bl_error_errno(e, ENOMEM, "seccomp_init");
 	int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1);
 	for (size_t i = 0; rc == 0 && i < sizeof REFUSED / sizeof REFUSED[0]; i++)
 		rc = refuse(ctx, REFUSED[i], EPERM);
@@ -115,14 +116,14 @@ static int install_filter(struct setup_error *e)
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);
-	return rc < 0 ? setup_fail(e, -rc, "install the seccomp filter") : 0;
+	return rc < 0 ? bl_error_errno(e, -rc, "install the seccomp filter") : 0;
 }
 
-int confine(struct setup_error *e)
+int confine(bl_error *e)
 {
 	if (drop_capabilities(e) < 0)
 		return -1;
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		return setup_fail(e, errno, "prctl(PR_SET_NO_NEW_PRIVS)");
+		return bl_error_errno(e, errno, "prctl(PR_SET_NO_NEW_PRIVS)");
 	return install_filter(e);
 }

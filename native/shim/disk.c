@@ -23,22 +23,23 @@
 #include "shim.h"
 
 /* A free loop device backed by fd (autoclear); its path in out. */
-static int attach_loop(int fd, char *out, size_t len, const char **step)
+static int attach_loop(int fd, char *out, size_t len, bl_error *e)
 {
 	int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-	*step = "open /dev/loop-control";
 	if (ctl < 0)
-		return -1;
+		return bl_error_errno(e, errno, "open /dev/loop-control");
 	for (int tries = 0; tries < 16; tries++) {
 		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
-		*step = "find a free loop device";
-		if (n < 0)
+		if (n < 0) {
+			bl_error_errno(e, errno, "find a free loop device");
 			break;
+		}
 		snprintf(out, len, "/dev/loop%d", n);
 		int loop = open(out, O_RDWR | O_CLOEXEC);
-		*step = "open the loop device";
-		if (loop < 0)
+		if (loop < 0) {
+			bl_error_errno(e, errno, "open the loop device");
 			break;
+		}
 		struct loop_config config = {.fd = (uint32_t)fd};
 		config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
 		int rc = ioctl(loop, LOOP_CONFIGURE, &config);
@@ -48,43 +49,38 @@ static int attach_loop(int fd, char *out, size_t len, const char **step)
 			return loop;
 		}
 		close(loop);
-		errno = err;
-		*step = "attach the disk image to a loop device";
+		bl_error_errno(e, err, "attach the disk image to a loop device");
 		if (err != EBUSY) /* EBUSY: another process took it first */
 			break;
 	}
-	int err = errno;
 	close(ctl);
-	errno = err;
 	return -1;
 }
 
-int disk_mount(struct shim_config *cfg, const char **step)
+int disk_mount(struct shim_config *cfg, bl_error *e)
 {
 	int n = snprintf(cfg->layer_dir, sizeof cfg->layer_dir, "%s", cfg->box_dir);
 	cfg->layer_rel = cfg->disk_image ? "disk" : ".";
+	if (n >= (int)sizeof cfg->layer_dir ||
+	    (cfg->disk_image && snprintf(cfg->layer_dir, sizeof cfg->layer_dir, "%s/disk",
+					 cfg->box_dir) >= (int)sizeof cfg->layer_dir))
+		return bl_error_errno(e, ENAMETOOLONG, "box directory");
 	if (!cfg->disk_image)
-		return n < (int)sizeof cfg->layer_dir ? 0 : ENAMETOOLONG;
-	if (snprintf(cfg->layer_dir, sizeof cfg->layer_dir, "%s/disk", cfg->box_dir) >=
-	    (int)sizeof cfg->layer_dir)
-		return ENAMETOOLONG;
-	*step = "a mount namespace for the disk";
+		return 0;
 	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return errno;
-	*step = "open the disk image";
+		return bl_error_errno(e, errno, "a mount namespace for the disk");
 	int image = open(cfg->disk_image, O_RDWR | O_CLOEXEC);
 	if (image < 0)
-		return errno;
+		return bl_error_errno(e, errno, "open the disk image");
 	char device[32];
-	int loop = attach_loop(image, device, sizeof device, step);
-	int err = loop < 0 ? errno : 0;
+	int loop = attach_loop(image, device, sizeof device, e);
 	close(image);
 	if (loop < 0)
-		return err;
-	*step = "mount the disk";
+		return -1;
+	int rc = 0;
 	if ((mkdir(cfg->layer_dir, 0700) < 0 && errno != EEXIST) ||
 	    mount(device, cfg->layer_dir, "ext4", MS_NOSUID | MS_NODEV, NULL) < 0)
-		err = errno;
+		rc = bl_error_errno(e, errno, "mount the disk");
 	close(loop); /* the mount holds the device now */
-	return err;
+	return rc;
 }

@@ -80,27 +80,26 @@ static int write_map(pid_t pid, const char *file, uint32_t base)
 	return rc;
 }
 
-int idmap_write(const struct shim_config *cfg, pid_t pid)
+int idmap_write(const struct shim_config *cfg, pid_t pid, bl_error *e)
 {
-	return write_map(pid, "uid_map", cfg->uid_base) < 0 ||
-			       write_map(pid, "gid_map", cfg->gid_base) < 0
-		       ? -1
-		       : 0;
+	if (write_map(pid, "uid_map", cfg->uid_base) < 0 ||
+	    write_map(pid, "gid_map", cfg->gid_base) < 0)
+		return bl_error_errno(e, errno, "write the box's id maps");
+	return 0;
 }
 
 /* A user namespace with the box's mapping, as an fd (its process is gone). */
-static int mapping_userns(const struct shim_config *cfg)
+static int mapping_userns(const struct shim_config *cfg, bl_error *e)
 {
 	int ready[2];
 	if (pipe2(ready, O_CLOEXEC) < 0)
-		return -1;
+		return bl_error_errno(e, errno, "a user namespace to map ids with");
 	pid_t pid = fork();
 	if (pid < 0) {
 		int err = errno;
 		close(ready[0]);
 		close(ready[1]);
-		errno = err;
-		return -1;
+		return bl_error_errno(e, err, "a user namespace to map ids with");
 	}
 	if (pid == 0) {
 		char c;
@@ -110,15 +109,17 @@ static int mapping_userns(const struct shim_config *cfg)
 	close(ready[0]);
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
-	int fd = -1, err = 0;
+	int fd = -1;
+	bl_error_errno(e, ETIMEDOUT, "a user namespace to map ids with");
 	/* The child unshares on its own time: wait until its namespace is new. */
-	for (int tries = 0; tries < 1000 && fd < 0; tries++) {
+	for (int tries = 0; tries < 1000; tries++) {
 		struct stat mine, its;
 		if (stat("/proc/self/ns/user", &mine) == 0 && stat(path, &its) == 0 &&
 		    mine.st_ino != its.st_ino) {
-			if (idmap_write(cfg, pid) == 0)
-				fd = open(path, O_RDONLY | O_CLOEXEC);
-			err = errno;
+			if (write_map(pid, "uid_map", cfg->uid_base) < 0 ||
+			    write_map(pid, "gid_map", cfg->gid_base) < 0 ||
+			    (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+				bl_error_errno(e, errno, "a user namespace to map ids with");
 			break;
 		}
 		usleep(100);
@@ -126,7 +127,6 @@ static int mapping_userns(const struct shim_config *cfg)
 	close(ready[1]); /* lets it exit; the fd keeps the namespace */
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
-	errno = fd < 0 ? (err ? err : ETIMEDOUT) : 0;
 	return fd;
 }
 
@@ -158,51 +158,46 @@ static int idmapped_clone(const char *source, const char *at, int userns)
 	return rc;
 }
 
-int idmap_mounts(struct shim_config *cfg, const char **step)
+int idmap_mounts(struct shim_config *cfg, bl_error *e)
 {
-	*step = "a mount namespace for the id-mapped layers";
 	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return errno;
-	*step = "a user namespace to map ids with";
-	int userns = mapping_userns(cfg);
+		return bl_error_errno(e, errno, "a mount namespace for the id-mapped layers");
+	int userns = mapping_userns(cfg, e);
 	if (userns < 0)
-		return errno;
-	int err = 0;
+		return -1;
+	int rc = 0;
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof dir, "%s/mapped", cfg->box_dir);
 	/* The box's root must search the box directory (its cwd) and this one;
 	 * nobody else can reach them (the home above is 0700). */
-	*step = "make the id-mapped mount points";
 	if ((mkdir(dir, 0711) < 0 && errno != EEXIST) || chmod(dir, 0711) < 0 ||
 	    chmod(cfg->box_dir, 0711) < 0)
-		err = errno;
+		rc = bl_error_errno(e, errno, "make the id-mapped mount points");
 	/* The box mounts the clones: <box>/mapped/l<i> for each layer (short
 	 * paths, too, in its overlay options), b<i> for each bind source. */
-	for (unsigned i = 0; !err && i < cfg->n_lowers + cfg->n_binds; i++) {
+	for (unsigned i = 0; !rc && i < cfg->n_lowers + cfg->n_binds; i++) {
 		bool layer = i < cfg->n_lowers;
 		const char **source = layer ? &cfg->lowers[i] : &cfg->binds[i - cfg->n_lowers].source;
 		char at[PATH_MAX + 16], *rel;
-		*step = *source;
 		snprintf(at, sizeof at, "%s/%c%u", dir, layer ? 'l' : 'b', i);
 		/* The box finds it relative to the box directory (its cwd). */
 		if (asprintf(&rel, "mapped/%c%u", layer ? 'l' : 'b', i) < 0)
-			err = ENOMEM;
+			rc = bl_error_errno(e, ENOMEM, "%s", *source);
 		else if (idmapped_clone(*source, at, userns) < 0)
-			err = errno;
+			rc = bl_error_errno(e, errno, "%s", *source);
 		else
 			*source = rel; /* the shim's until it exits */
 	}
 	close(userns);
-	if (err)
-		return err;
+	if (rc)
+		return rc;
 	/* The writable layer belongs to the range's root. */
 	static const char *const own[] = {"upper", "work"};
 	for (size_t i = 0; i < 2; i++) {
 		char path[PATH_MAX + 8];
 		snprintf(path, sizeof path, "%s/%s", cfg->layer_dir, own[i]);
-		*step = "give the writable layer to the box's root";
 		if (chown(path, cfg->uid_base, cfg->gid_base) < 0)
-			return errno;
+			return bl_error_errno(e, errno, "give the writable layer to the box's root");
 	}
 	return 0;
 }

@@ -48,7 +48,7 @@ static int open_current(struct shim_log *l, int flags)
 }
 
 int log_open(struct shim_log *l, const char *dir, const char *name, uint64_t limit, bool own,
-	     int *box_end)
+	     int *box_end, bl_error *e)
 {
 	l->pipe_fd = l->file_fd = -1;
 	l->failed = false;
@@ -56,15 +56,16 @@ int log_open(struct shim_log *l, const char *dir, const char *name, uint64_t lim
 	l->own = own;
 	if (snprintf(l->path, sizeof l->path, "%s/%s", dir, name) >= (int)sizeof l->path ||
 	    snprintf(l->old, sizeof l->old, "%s/%s.1", dir, name) >= (int)sizeof l->old)
-		return ENAMETOOLONG;
+		return bl_error_errno(e, ENAMETOOLONG, "open %s", name);
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
-		return errno;
+		return bl_error_errno(e, errno, "%s's pipe", name);
 	l->pipe_fd = p[0];
 	*box_end = p[1];
 	if (fcntl(l->pipe_fd, F_SETFL, O_NONBLOCK) < 0)
-		return errno;
-	return open_current(l, 0); /* a restart goes on where the last run stopped */
+		return bl_error_errno(e, errno, "%s's pipe", name);
+	int err = open_current(l, 0); /* a restart goes on where the last run stopped */
+	return err ? bl_error_errno(e, err, "open %s", name) : 0;
 }
 
 static void fail(struct shim_log *l, const char *what)

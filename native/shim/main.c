@@ -24,7 +24,7 @@
 #define NAMESPACES \
 	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
 
-/* ---- status line, and dying ---- */
+/* ---- status line, and failing ---- */
 
 static void status_line(const char *line)
 {
@@ -41,18 +41,12 @@ static struct {
 	int pidfd;
 } undo = {NULL, -1};
 
-static _Noreturn void die(int code, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static _Noreturn void die(int code, int err, const char *fmt, ...)
+/* The one place a failure becomes the shim's report: its log, the undoing
+ * of what the set-up did so far, the status line, the exit code. */
+static _Noreturn void fail(int code, const bl_error *e)
 {
-	char msg[256], line[400];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	snprintf(line, sizeof line, "error %d %s%s%s\n", err, msg, err ? ": " : "",
-		 err ? strerror(err) : "");
+	char line[BL_ERROR_MAX + 32];
+	snprintf(line, sizeof line, "error %d %s\n", e->status, e->msg);
 	fputs(line + 6, stderr); /* the shim log */
 	if (undo.pidfd >= 0) {
 		signal_agent(undo.pidfd, SIGKILL);
@@ -71,63 +65,71 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 {
 	bl_error e;
 	if (shim_spec_parse(&cfg->spec, argc, argv, &e) < 0)
-		die(2, e.status, "%s", e.msg);
+		fail(2, &e);
 }
 
 /* ---- set-up on the host side ---- */
 
-static void make_box_dirs(const struct shim_config *cfg)
+static int make_box_dirs(const struct shim_config *cfg, bl_error *e)
 {
 	static const char *const subdirs[] = {"upper", "work", "rootfs"};
 	char p[PATH_MAX];
 	for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
 		const char *in = i < 2 ? cfg->layer_dir : cfg->box_dir;
 		if (snprintf(p, sizeof p, "%s/%s", in, subdirs[i]) >= (int)sizeof p)
-			die(1, ENAMETOOLONG, "box directory");
+			return bl_error_errno(e, ENAMETOOLONG, "box directory");
 		if (mkdir(p, 0755) < 0 && errno != EEXIST)
-			die(1, errno, "mkdir %s", p);
+			return bl_error_errno(e, errno, "mkdir %s", p);
 	}
+	return 0;
 }
 
-static void write_file(pid_t pid, const char *name, const char *text)
+static int write_file(pid_t pid, const char *name, const char *text, bl_error *e)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
-		die(1, errno, "open %s", path);
+		return bl_error_errno(e, errno, "open %s", path);
 	ssize_t n = write(fd, text, strlen(text));
 	int err = errno;
 	close(fd);
 	if (n != (ssize_t)strlen(text))
-		die(1, n < 0 ? err : EIO, "write %s", path);
+		return bl_error_errno(e, n < 0 ? err : EIO, "write %s", path);
+	return 0;
 }
 
 /* Root in the box is the shim's own user outside: nothing more. */
-static void write_id_maps(pid_t child)
+static int write_id_maps(pid_t child, bl_error *e)
 {
-	char map[64];
-	write_file(child, "setgroups", "deny");
-	snprintf(map, sizeof map, "0 %u 1\n", (unsigned)geteuid());
-	write_file(child, "uid_map", map);
-	snprintf(map, sizeof map, "0 %u 1\n", (unsigned)getegid());
-	write_file(child, "gid_map", map);
+	char uid_map[64], gid_map[64];
+	snprintf(uid_map, sizeof uid_map, "0 %u 1\n", (unsigned)geteuid());
+	snprintf(gid_map, sizeof gid_map, "0 %u 1\n", (unsigned)getegid());
+	if (write_file(child, "setgroups", "deny", e) < 0 ||
+	    write_file(child, "uid_map", uid_map, e) < 0 ||
+	    write_file(child, "gid_map", gid_map, e) < 0)
+		return -1;
+	return 0;
 }
 
 /* DIR/agent.sock, listening, CLOEXEC (the child dup2s it for the agent). */
-static int listen_socket(const struct shim_config *cfg)
+static int listen_socket(const struct shim_config *cfg, bl_error *e)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" SHIM_AGENT_SOCKET, cfg->box_dir) >=
 	    (int)sizeof addr.sun_path)
-		die(1, ENAMETOOLONG, "the box directory is too long for a unix socket path");
+		return bl_error_errno(e, ENAMETOOLONG,
+				      "the box directory is too long for a unix socket path");
 	if (unlink(addr.sun_path) < 0 && errno != ENOENT) /* left by an earlier run */
-		die(1, errno, "unlink %s", addr.sun_path);
+		return bl_error_errno(e, errno, "unlink %s", addr.sun_path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		die(1, errno, "socket");
-	if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 64) < 0)
-		die(1, errno, "listen on %s", addr.sun_path);
+		return bl_error_errno(e, errno, "socket");
+	if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 64) < 0) {
+		int err = errno;
+		close(fd);
+		return bl_error_errno(e, err, "listen on %s", addr.sun_path);
+	}
 	return fd;
 }
 
@@ -137,31 +139,33 @@ static int listen_socket(const struct shim_config *cfg)
  * the lock both refuses a second start and names the shim of a box whose
  * record is out of date.  Never closed, so never dropped early.
  */
-static void lock_box(const struct shim_config *cfg)
+static int lock_box(const struct shim_config *cfg, bl_error *e)
 {
 	char p[PATH_MAX];
 	if (snprintf(p, sizeof p, "%s/lock", cfg->box_dir) >= (int)sizeof p)
-		die(1, ENAMETOOLONG, "box directory");
+		return bl_error_errno(e, ENAMETOOLONG, "box directory");
 	int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
-		die(1, errno, "open %s", p);
+		return bl_error_errno(e, errno, "open %s", p);
 	struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
 	if (fcntl(fd, F_SETLK, &lk) < 0)
-		die(1, errno == EACCES || errno == EAGAIN ? EBUSY : errno,
-		    "the box is running already (its lock is held)");
+		return bl_error_errno(e, errno == EACCES || errno == EAGAIN ? EBUSY : errno,
+				      "the box is running already (its lock is held)");
+	return 0;
 }
 
 /* --detached: continue in a child that the spawner never has to reap.  The
  * parent stays until the status line is written (release_fd closes), so a
- * spawner that kills it during set-up takes the set-up down with it. */
-static int detach_from_spawner(void)
+ * spawner that kills it during set-up takes the set-up down with it.
+ * Returns release_fd, or -1. */
+static int detach_from_spawner(bl_error *e)
 {
 	int release[2];
 	if (pipe2(release, O_CLOEXEC) < 0)
-		die(1, errno, "pipe2");
+		return bl_error_errno(e, errno, "pipe2");
 	pid_t pid = fork();
 	if (pid < 0)
-		die(1, errno, "fork");
+		return bl_error_errno(e, errno, "fork");
 	if (pid > 0) {
 		close(release[1]);
 		char c;
@@ -171,7 +175,7 @@ static int detach_from_spawner(void)
 	}
 	close(release[0]);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() == 1)
-		die(1, errno, "follow the spawner");
+		return bl_error_errno(e, errno, "follow the spawner");
 	return release[1];
 }
 
@@ -187,6 +191,52 @@ static void sync_writable_layer(const struct shim_config *cfg)
 		close(fd);
 }
 
+/* What the host-side set-up hands the box and the supervision. */
+struct prepared {
+	int agent_fd;    /* the agent's executable (O_PATH) */
+	int owner_pidfd; /* --owner-pid's, or -1 */
+};
+
+/* Everything before the clone: the box directory, its lock and layers,
+ * the logs, the socket, the agent, and the signals supervise() reads. */
+static int prepare(struct shim_config *cfg, struct prepared *out, bl_error *e)
+{
+	if (prctl(PR_SET_NAME, "boxlite-shim", 0, 0, 0) < 0)
+		return bl_error_errno(e, errno, "prctl(PR_SET_NAME)");
+	if (lock_box(cfg, e) < 0) /* after the fork: record locks are not inherited */
+		return -1;
+	if (disk_mount(cfg, e) < 0)
+		return bl_error_wrap(e, "disk limit");
+	if (make_box_dirs(cfg, e) < 0)
+		return -1;
+	if ((cfg->idmapped = idmap_wanted(cfg)) && idmap_mounts(cfg, e) < 0)
+		return bl_error_wrap(e, "map the box's ids");
+	if (main_command_prepare(cfg, e) < 0 ||
+	    log_open(&cfg->logs[2], cfg->box_dir, SHIM_LOG_FILE, SHIM_LOG_LIMIT, true,
+		     &cfg->messages_fd, e) < 0 ||
+	    (cfg->listen_fd = listen_socket(cfg, e)) < 0)
+		return -1;
+	if ((out->agent_fd = open(cfg->agent, O_PATH | O_CLOEXEC)) < 0)
+		return bl_error_errno(e, errno, "open agent %s", cfg->agent);
+	out->owner_pidfd = -1;
+	if (cfg->owner_pid > 0 && (out->owner_pidfd = bl_pidfd_open(cfg->owner_pid)) < 0)
+		return bl_error_errno(e, errno, "watch owner %d", (int)cfg->owner_pid);
+	/* Signals wait in the mask until supervise() reads them. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SHIM_KILL_NOW);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return bl_error_errno(e, errno, "sigprocmask");
+	/* The box starts in its directory: relative paths reach it without
+	 * searching the directories above, which the box's root may not. */
+	if (chdir(cfg->box_dir) < 0)
+		return bl_error_errno(e, errno, "chdir %s", cfg->box_dir);
+	return 0;
+}
+
 /* The box's init, in new namespaces, and in the cgroup of fd into if >= 0. */
 static pid_t clone_box(int *pidfd, int into)
 {
@@ -199,15 +249,84 @@ static pid_t clone_box(int *pidfd, int into)
 	return (pid_t)syscall(SYS_clone3, &args, sizeof args);
 }
 
-static void read_setup_error(int fd, struct setup_error *e)
+/* The cloned child's side: build the box and become the agent.  It is a
+ * copy of the (single-threaded) shim, not a vfork, so formatting its error
+ * is as safe as in the shim; but the status line and the clean-up are the
+ * parent's, so the error goes there whole, through the error pipe (whose
+ * end closes on exec: no report is success). */
+static _Noreturn void be_the_box(const struct shim_config *cfg, int agent_fd, int sync_fd,
+				 int err_fd)
 {
-	memset(e, 0, sizeof *e);
-	size_t got = fd_read_full(fd, e, sizeof *e);
-	if (got > 0 && got < sizeof *e)
-		snprintf(e->step, sizeof e->step, "box set-up (truncated report)");
-	e->step[sizeof e->step - 1] = '\0';
-	if (got == 0)
-		e->err = 0;
+	bl_error e = {0};
+	(void)sandbox_enter(cfg, agent_fd, sync_fd, &e);
+	ssize_t n = write(err_fd, &e, sizeof e); /* less than PIPE_BUF: one write */
+	_exit(n == (ssize_t)sizeof e ? 1 : 2);
+}
+
+/* The child's report: 0 if none (it executed the agent), else -1 with it. */
+static int read_box_error(int fd, bl_error *e)
+{
+	bl_error got;
+	size_t n = fd_read_full(fd, &got, sizeof got);
+	if (n == 0)
+		return 0;
+	if (n < sizeof got)
+		return bl_error_errno(e, EIO, "box set-up (truncated report)");
+	got.msg[sizeof got.msg - 1] = '\0';
+	*e = got;
+	return -1;
+}
+
+/* Clone the box's init into its cgroups and namespaces, give it its id
+ * maps and network, release it, and wait for its set-up to end in the
+ * agent's exec.  Returns its pidfd, or -1 (undo then knows what to undo). */
+static int start_box(struct shim_config *cfg, int agent_fd, bl_error *e)
+{
+	int sync_pipe[2], err_pipe[2];
+	if (pipe2(sync_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
+		return bl_error_errno(e, errno, "pipe2");
+	int pidfd = -1, into;
+	undo.cfg = cfg;
+	if (cgroup_prepare(cfg, &into, e) < 0)
+		return -1;
+	pid_t child = clone_box(&pidfd, into);
+	if (child < 0 && into >= 0) {
+		if (cgroup_unjoinable(cfg, errno, e) < 0)
+			return -1;
+		child = clone_box(&pidfd, -1); /* without the default limit */
+	}
+	if (child < 0)
+		return bl_error_errno(e, errno, "clone namespaces");
+	if (child == 0) {
+		close(sync_pipe[1]);
+		close(err_pipe[0]);
+		be_the_box(cfg, agent_fd, sync_pipe[0], err_pipe[1]);
+	}
+	close(sync_pipe[0]);
+	close(err_pipe[1]);
+	close(agent_fd);
+	close(cfg->listen_fd);
+	for (size_t i = 0; i < 4; i++)
+		if (cfg->main_fds[i] >= 0)
+			close(cfg->main_fds[i]); /* the agent's now */
+	close(SHIM_CONN_FD); /* the agent holds it now; its end is the box's end */
+	undo.pidfd = pidfd;
+	if (into >= 0)
+		close(into);
+	if (cgroup_join(cfg, child, e) < 0)
+		return -1;
+	if (!cfg->idmapped ? write_id_maps(child, e) < 0 : idmap_write(cfg, child, e) < 0)
+		return -1;
+	if (network_start(cfg, child, e) < 0)
+		return -1;
+	close(cfg->messages_fd); /* its writers hold it now: the box's init, the network helper */
+	cfg->messages_fd = -1;
+	if (write(sync_pipe[1], "g", 1) != 1)
+		return bl_error_errno(e, errno, "release the box");
+	close(sync_pipe[1]);
+	int rc = read_box_error(err_pipe[0], e);
+	close(err_pipe[0]);
+	return rc < 0 ? -1 : pidfd;
 }
 
 int main(int argc, char **argv)
@@ -222,107 +341,26 @@ int main(int argc, char **argv)
 	if (fcntl(SHIM_STATUS_FD, F_SETFD, FD_CLOEXEC) < 0)
 		return 2;
 	parse_args(&cfg, argc, argv);
-	int release_fd = cfg.detached ? detach_from_spawner() : -1;
-	if (prctl(PR_SET_NAME, "boxlite-shim", 0, 0, 0) < 0)
-		die(1, errno, "prctl(PR_SET_NAME)");
-	lock_box(&cfg); /* after the fork: record locks are not inherited */
-	const char *step;
-	int err = disk_mount(&cfg, &step);
-	if (err)
-		die(1, err, "disk limit: %s", step);
-	make_box_dirs(&cfg);
-	if ((cfg.idmapped = idmap_wanted(&cfg)) && (err = idmap_mounts(&cfg, &step)) != 0)
-		die(1, err, "map the box's ids: %s", step);
-	err = main_command_prepare(&cfg, &step);
-	if (err)
-		die(1, err, "%s", step);
-	if ((err = log_open(&cfg.logs[2], cfg.box_dir, SHIM_LOG_FILE, SHIM_LOG_LIMIT, true,
-			    &cfg.messages_fd)) != 0)
-		die(1, err, "open shim.log");
-	cfg.listen_fd = listen_socket(&cfg);
-	int agent_fd = open(cfg.agent, O_PATH | O_CLOEXEC);
-	if (agent_fd < 0)
-		die(1, errno, "open agent %s", cfg.agent);
-	int owner_pidfd = -1;
-	if (cfg.owner_pid > 0 && (owner_pidfd = bl_pidfd_open(cfg.owner_pid)) < 0)
-		die(1, errno, "watch owner %d", (int)cfg.owner_pid);
-	/* Signals wait in the mask until supervise() reads them. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SHIM_KILL_NOW);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		die(1, errno, "sigprocmask");
-	int sync_pipe[2], err_pipe[2];
-	if (pipe2(sync_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
-		die(1, errno, "pipe2");
-
-	/* The box starts in its directory: relative paths reach it without
-	 * searching the directories above, which the box's root may not. */
-	if (chdir(cfg.box_dir) < 0)
-		die(1, errno, "chdir %s", cfg.box_dir);
-	int pidfd = -1, into;
-	undo.cfg = &cfg;
-	if ((err = cgroup_prepare(&cfg, &into, &step)) != 0)
-		die(1, err, "limit %s", step);
-	pid_t child = clone_box(&pidfd, into);
-	if (child < 0 && into >= 0) {
-		if ((err = cgroup_unjoinable(&cfg, errno, &step)) != 0)
-			die(1, err, "limit %s", step);
-		child = clone_box(&pidfd, -1); /* without the default limit */
-	}
-	if (child < 0)
-		die(1, errno, "clone namespaces");
-	if (child == 0) {
-		close(sync_pipe[1]);
-		close(err_pipe[0]);
-		struct setup_error e = {0};
-		sandbox_enter(&cfg, agent_fd, sync_pipe[0], &e);
-		ssize_t n = write(err_pipe[1], &e, sizeof e);
-		_exit(n == (ssize_t)sizeof e ? 1 : 2);
-	}
-	close(sync_pipe[0]);
-	close(err_pipe[1]);
-	close(agent_fd);
-	close(cfg.listen_fd);
-	for (size_t i = 0; i < 4; i++)
-		if (cfg.main_fds[i] >= 0)
-			close(cfg.main_fds[i]); /* the agent's now */
-	close(SHIM_CONN_FD); /* the agent holds it now; its end is the box's end */
-	undo.pidfd = pidfd;
-	if (into >= 0)
-		close(into);
-	if ((err = cgroup_join(&cfg, child, &step)) != 0)
-		die(1, err, "limit %s", step);
-	if (!cfg.idmapped)
-		write_id_maps(child);
-	else if (idmap_write(&cfg, child) < 0)
-		die(1, errno, "write the box's id maps");
-	if ((err = network_start(&cfg, child, &step)) != 0)
-		die(1, err, "%s", step);
-	close(cfg.messages_fd); /* its writers hold it now: the box's init, the network helper */
-	cfg.messages_fd = -1;
-	if (write(sync_pipe[1], "g", 1) != 1)
-		die(1, errno, "release the box");
-	close(sync_pipe[1]);
-
-	struct setup_error e;
-	read_setup_error(err_pipe[0], &e);
-	close(err_pipe[0]);
-	if (e.err || e.step[0])
-		die(1, e.err, "%s", e.step);
+	bl_error e;
+	struct prepared box = {.agent_fd = -1, .owner_pidfd = -1};
+	int release_fd = cfg.detached ? detach_from_spawner(&e) : -1;
+	if (cfg.detached && release_fd < 0)
+		fail(1, &e);
+	int pidfd = -1;
+	if (prepare(&cfg, &box, &e) < 0 || (pidfd = start_box(&cfg, box.agent_fd, &e)) < 0)
+		fail(1, &e);
 	char line[32];
 	snprintf(line, sizeof line, "ok %d\n", (int)getpid());
 	status_line(line);
 	if (release_fd >= 0) {
 		/* Set up: no longer tied to the spawner, which may now go. */
-		if (prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0)
-			die(1, errno, "prctl(PR_SET_PDEATHSIG)");
+		if (prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0) {
+			bl_error_errno(&e, errno, "prctl(PR_SET_PDEATHSIG)");
+			fail(1, &e);
+		}
 		close(release_fd);
 	}
-	int code = supervise(&cfg, pidfd, owner_pidfd);
+	int code = supervise(&cfg, pidfd, box.owner_pidfd);
 	network_stop(&cfg);
 	cgroup_remove(&cfg);
 	for (size_t i = 0; i < 3; i++)

@@ -17,7 +17,7 @@ static int path_in(char *out, const char *dir, const char *name)
 	return snprintf(out, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX ? ENAMETOOLONG : 0;
 }
 
-int main_command_prepare(struct shim_config *cfg, const char **step)
+int main_command_prepare(struct shim_config *cfg, bl_error *e)
 {
 	for (size_t i = 0; i < 4; i++)
 		cfg->main_fds[i] = -1;
@@ -25,25 +25,21 @@ int main_command_prepare(struct shim_config *cfg, const char **step)
 	cfg->logs[0].file_fd = cfg->logs[1].file_fd = -1;
 	char p[PATH_MAX];
 	int err = path_in(p, cfg->box_dir, "exit");
-	*step = "remove the outcome of the last run";
 	if (err || (unlink(p) < 0 && errno != ENOENT))
-		return err ? err : errno;
+		return bl_error_errno(e, err ? err : errno, "remove the outcome of the last run");
 	if (!cfg->main)
 		return 0;
-	*step = "the main command (fd 5)";
 	if (fcntl(SHIM_MAIN_FD, F_SETFD, FD_CLOEXEC) < 0)
-		return errno;
+		return bl_error_errno(e, errno, "the main command (fd 5)");
 	cfg->main_fds[0] = SHIM_MAIN_FD;
-	*step = "open the main command's logs";
-	if ((err = log_open(&cfg->logs[0], cfg->box_dir, "stdout.log", cfg->log_limit, false,
-			    &cfg->main_fds[1])) ||
-	    (err = log_open(&cfg->logs[1], cfg->box_dir, "stderr.log", cfg->log_limit, false,
-			    &cfg->main_fds[2])))
-		return err;
+	if (log_open(&cfg->logs[0], cfg->box_dir, "stdout.log", cfg->log_limit, false,
+		     &cfg->main_fds[1], e) < 0 ||
+	    log_open(&cfg->logs[1], cfg->box_dir, "stderr.log", cfg->log_limit, false,
+		     &cfg->main_fds[2], e) < 0)
+		return bl_error_wrap(e, "open the main command's logs");
 	int report[2];
-	*step = "pipe2";
 	if (pipe2(report, O_CLOEXEC) < 0)
-		return errno;
+		return bl_error_errno(e, errno, "pipe2");
 	cfg->outcome_fd = report[0];
 	cfg->main_fds[3] = report[1];
 	return 0;

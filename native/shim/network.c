@@ -37,19 +37,18 @@ static int wait_ready(int fd)
 	return n > 0 && read(fd, &c, 1) == 1 ? 0 : EPIPE; /* EOF: it died first */
 }
 
-int network_start(struct shim_config *cfg, pid_t child, const char **step)
+int network_start(struct shim_config *cfg, pid_t child, bl_error *e)
 {
 	if (!cfg->network)
 		return 0;
 	int ready[2], exit_pipe[2];
-	*step = "make the network helper's pipes";
 	if (pipe2(ready, O_CLOEXEC) < 0)
-		return errno;
+		return bl_error_errno(e, errno, "make the network helper's pipes");
 	if (pipe2(exit_pipe, O_CLOEXEC) < 0) {
 		int err = errno;
 		close(ready[0]);
 		close(ready[1]);
-		return err;
+		return bl_error_errno(e, err, "make the network helper's pipes");
 	}
 	/* The helper keeps the ready pipe's write end and the exit pipe's read
 	 * end, as its fds 3 and 4. */
@@ -79,18 +78,18 @@ int network_start(struct shim_config *cfg, pid_t child, const char **step)
 	posix_spawn_file_actions_destroy(&fa);
 	close(ready[1]);
 	close(exit_pipe[0]);
-	*step = "start the network helper";
-	if (!err) {
-		cfg->network_exit_fd = exit_pipe[1];
-		err = wait_ready(ready[0]);
-		*step = err == EPIPE ? "slirp4netns gave up before the box's network was up (its"
-				       " reason is in shim.log)"
-				     : "bring the box's network up";
-	} else {
+	if (err) {
 		close(exit_pipe[1]);
+		close(ready[0]);
+		return bl_error_errno(e, err, "start the network helper");
 	}
+	cfg->network_exit_fd = exit_pipe[1];
+	err = wait_ready(ready[0]);
 	close(ready[0]);
-	return err;
+	if (err == EPIPE)
+		return bl_error_errno(e, err, "slirp4netns gave up before the box's network was up"
+					      " (its reason is in shim.log)");
+	return err ? bl_error_errno(e, err, "bring the box's network up") : 0;
 }
 
 void network_stop(struct shim_config *cfg)

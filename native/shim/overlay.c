@@ -107,7 +107,7 @@ static int mount_by_api(const struct shim_config *cfg, const char *rootfs, bool 
 	return rc;
 }
 
-int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
+int mount_overlay(const struct shim_config *cfg, const char *rootfs, bl_error *e)
 {
 	clear_volatile_marker(cfg->layer_rel);
 	int first_err = 0;
@@ -123,5 +123,5 @@ int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setu
 		if (errno != EINVAL && errno != EPERM)
 			break;
 	}
-	return setup_fail(e, first_err, "mount overlay (%u layers)", cfg->n_lowers);
+	return bl_error_errno(e, first_err, "mount overlay (%u layers)", cfg->n_lowers);
 }

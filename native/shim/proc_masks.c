@@ -23,34 +23,34 @@ static const char *const READ_ONLY[] = {
 };
 static const unsigned long PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
-static int mask(const char *root, const char *rel, struct setup_error *e)
+static int mask(const char *root, const char *rel, bl_error *e)
 {
 	char path[PATH_MAX], null[PATH_MAX];
 	snprintf(path, sizeof path, "%s/%s", root, rel);
 	snprintf(null, sizeof null, "%s/dev/null", root);
 	struct stat st;
 	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : setup_fail(e, errno, "stat /%s", rel);
+		return errno == ENOENT ? 0 : bl_error_errno(e, errno, "stat /%s", rel);
 	int rc = S_ISDIR(st.st_mode)
 		     ? mount("tmpfs", path, "tmpfs", MS_RDONLY | PROC_FLAGS, "size=0")
 		     : mount(null, path, NULL, MS_BIND, NULL);
-	return rc < 0 ? setup_fail(e, errno, "mask /%s", rel) : 0;
+	return rc < 0 ? bl_error_errno(e, errno, "mask /%s", rel) : 0;
 }
 
-static int read_only(const char *root, const char *rel, struct setup_error *e)
+static int read_only(const char *root, const char *rel, bl_error *e)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof path, "%s/%s", root, rel);
 	struct stat st;
 	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : setup_fail(e, errno, "stat /%s", rel);
+		return errno == ENOENT ? 0 : bl_error_errno(e, errno, "stat /%s", rel);
 	if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0 ||
 	    mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | PROC_FLAGS, NULL) < 0)
-		return setup_fail(e, errno, "make /%s read-only", rel);
+		return bl_error_errno(e, errno, "make /%s read-only", rel);
 	return 0;
 }
 
-int mask_proc(const char *root, struct setup_error *e)
+int mask_proc(const char *root, bl_error *e)
 {
 	for (size_t i = 0; i < sizeof MASKED / sizeof MASKED[0]; i++)
 		if (mask(root, MASKED[i], e) < 0)

@@ -11,7 +11,6 @@
 #include <limits.h>
 #include <net/if.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,69 +26,60 @@
 
 static const char *const DEV_NODES[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
-int setup_fail(struct setup_error *e, int err, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(e->step, sizeof e->step, fmt, ap);
-	va_end(ap);
-	e->err = err;
-	return -1;
-}
-
-static int path_in(char *out, const char *root, const char *rel, struct setup_error *e)
+static int path_in(char *out, const char *root, const char *rel, bl_error *e)
 {
 	if (snprintf(out, PATH_MAX, "%s/%s", root, rel) >= PATH_MAX)
-		return setup_fail(e, ENAMETOOLONG, "path %s/%s", root, rel);
+		return bl_error_errno(e, ENAMETOOLONG, "path %s/%s", root, rel);
 	return 0;
 }
 
 /* A directory at path, created if absent; never a symlink. */
-static int ensure_dir(const char *path, mode_t mode, struct setup_error *e)
+static int ensure_dir(const char *path, mode_t mode, bl_error *e)
 {
 	if (mkdir(path, mode) < 0 && errno != EEXIST)
-		return setup_fail(e, errno, "mkdir %s", path);
+		return bl_error_errno(e, errno, "mkdir %s", path);
 	struct stat st;
 	if (lstat(path, &st) < 0)
-		return setup_fail(e, errno, "stat %s", path);
+		return bl_error_errno(e, errno, "stat %s", path);
 	if (!S_ISDIR(st.st_mode))
-		return setup_fail(e, ENOTDIR, "mount point %s", path);
+		return bl_error_errno(e, ENOTDIR, "mount point %s", path);
 	return 0;
 }
 
-static int ensure_file(const char *path, struct setup_error *e)
+static int ensure_file(const char *path, bl_error *e)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
-		return setup_fail(e, errno, "create %s", path);
+		return bl_error_errno(e, errno, "create %s", path);
 	close(fd);
 	return 0;
 }
 
 static int do_mount(const char *src, const char *dst, const char *type, unsigned long flags,
-		    const char *data, struct setup_error *e)
+		    const char *data, bl_error *e)
 {
 	if (mount(src, dst, type, flags, data) < 0)
-		return setup_fail(e, errno, "mount %s on %s", type ? type : src ? src : "bind", dst);
+		return bl_error_errno(e, errno, "mount %s on %s", type ? type : src ? src : "bind",
+				      dst);
 	return 0;
 }
 
 /* The listening socket and the main command's fds are the agent's to keep;
  * its stdout and stderr become shim.log's pipe (no host file: logs.c). */
-static int pass_fds(const struct shim_config *cfg, struct setup_error *e)
+static int pass_fds(const struct shim_config *cfg, bl_error *e)
 {
 	if (dup2(cfg->messages_fd, STDOUT_FILENO) < 0 || dup2(cfg->messages_fd, STDERR_FILENO) < 0)
-		return setup_fail(e, errno, "give the agent shim.log's pipe");
+		return bl_error_errno(e, errno, "give the agent shim.log's pipe");
 	if (fcntl(cfg->listen_fd, F_SETFD, 0) < 0)
-		return setup_fail(e, errno, "pass the listening socket");
+		return bl_error_errno(e, errno, "pass the listening socket");
 	for (size_t i = 0; cfg->main && i < 4; i++)
 		if (fcntl(cfg->main_fds[i], F_SETFD, 0) < 0)
-			return setup_fail(e, errno, "pass the main command's fds");
+			return bl_error_errno(e, errno, "pass the main command's fds");
 	return 0;
 }
 
 /* A tmpfs of the box's (/tmp, /dev/shm), of at most cfg->tmp_size bytes. */
-static int mount_tmp(const struct shim_config *cfg, const char *dir, struct setup_error *e)
+static int mount_tmp(const struct shim_config *cfg, const char *dir, bl_error *e)
 {
 	char opts[64] = "mode=1777";
 	if (cfg->tmp_size)
@@ -99,7 +89,7 @@ static int mount_tmp(const struct shim_config *cfg, const char *dir, struct setu
 	return do_mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts, e);
 }
 
-static int mount_dev(const struct shim_config *cfg, const char *root, struct setup_error *e)
+static int mount_dev(const struct shim_config *cfg, const char *root, bl_error *e)
 {
 	char dev[PATH_MAX], p[PATH_MAX], host[32];
 	if (path_in(dev, root, "dev", e) < 0 || ensure_dir(dev, 0755, e) < 0 ||
@@ -126,12 +116,12 @@ static int mount_dev(const struct shim_config *cfg, const char *root, struct set
 		if (path_in(p, dev, links[i][1], e) < 0)
 			return -1;
 		if (symlink(links[i][0], p) < 0)
-			return setup_fail(e, errno, "symlink %s", p);
+			return bl_error_errno(e, errno, "symlink %s", p);
 	}
 	return 0;
 }
 
-static int build_root(const struct shim_config *cfg, const char *rootfs, struct setup_error *e)
+static int build_root(const struct shim_config *cfg, const char *rootfs, bl_error *e)
 {
 	char p[PATH_MAX];
 	if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, e) < 0 ||
@@ -148,21 +138,21 @@ static int build_root(const struct shim_config *cfg, const char *rootfs, struct 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it
 	 * leaves only the box's root visible. */
 	if (chdir(rootfs) < 0)
-		return setup_fail(e, errno, "chdir %s", rootfs);
+		return bl_error_errno(e, errno, "chdir %s", rootfs);
 	if (syscall(SYS_pivot_root, ".", ".") < 0)
-		return setup_fail(e, errno, "pivot_root");
+		return bl_error_errno(e, errno, "pivot_root");
 	if (umount2(".", MNT_DETACH) < 0)
-		return setup_fail(e, errno, "detach the host root");
+		return bl_error_errno(e, errno, "detach the host root");
 	if (chdir("/") < 0)
-		return setup_fail(e, errno, "chdir /");
+		return bl_error_errno(e, errno, "chdir /");
 	return 0;
 }
 
-static int loopback_up(struct setup_error *e)
+static int loopback_up(bl_error *e)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0)
-		return setup_fail(e, errno, "socket for lo");
+		return bl_error_errno(e, errno, "socket for lo");
 	struct ifreq ifr;
 	memset(&ifr, 0, sizeof ifr);
 	memcpy(ifr.ifr_name, "lo", 3);
@@ -173,7 +163,7 @@ static int loopback_up(struct setup_error *e)
 	}
 	int err = errno;
 	close(s);
-	return rc < 0 ? setup_fail(e, err, "bring lo up") : 0;
+	return rc < 0 ? bl_error_errno(e, err, "bring lo up") : 0;
 }
 
 /* Block until the parent wrote our id maps; false if it died instead. */
@@ -186,46 +176,34 @@ static bool wait_for_parent(int sync_fd)
 	return n == 1;
 }
 
-void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, struct setup_error *e)
+int sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, bl_error *e)
 {
 	/* The box must not outlive its shim, even one killed with SIGKILL. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
-		setup_fail(e, errno, "prctl(PR_SET_PDEATHSIG)");
-		return;
-	}
-	if (!wait_for_parent(sync_fd)) {
-		setup_fail(e, ECHILD, "the shim went away during set-up");
-		return;
-	}
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		return bl_error_errno(e, errno, "prctl(PR_SET_PDEATHSIG)");
+	if (!wait_for_parent(sync_fd))
+		return bl_error_errno(e, ECHILD, "the shim went away during set-up");
 	char rootfs[PATH_MAX];
 	/* Relative to the box directory, the shim's cwd: the box's root may have
 	 * no right to search the directories above it (a root runtime's home). */
 	if (path_in(rootfs, ".", "rootfs", e) < 0)
-		return;
+		return -1;
 	pid_t shim = getppid();
-	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
-		setup_fail(e, errno, "become root in the user namespace");
-		return;
-	}
+	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+		return bl_error_errno(e, errno, "become root in the user namespace");
 	/* Changing to other host ids (a subordinate range) clears the parent
 	 * death signal: set it again, then make sure the shim did not go in
 	 * between. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
-		setup_fail(e, errno, "prctl(PR_SET_PDEATHSIG)");
-		return;
-	}
-	if (getppid() != shim) {
-		setup_fail(e, ECHILD, "the shim went away during set-up");
-		return;
-	}
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		return bl_error_errno(e, errno, "prctl(PR_SET_PDEATHSIG)");
+	if (getppid() != shim)
+		return bl_error_errno(e, ECHILD, "the shim went away during set-up");
 	if (build_root(cfg, rootfs, e) < 0)
-		return;
-	if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0) {
-		setup_fail(e, errno, "sethostname");
-		return;
-	}
+		return -1;
+	if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+		return bl_error_errno(e, errno, "sethostname");
 	if (loopback_up(e) < 0)
-		return;
+		return -1;
 	char drain[16], grace[16];
 	snprintf(drain, sizeof drain, "%u", cfg->drain_ms);
 	snprintf(grace, sizeof grace, "%u", cfg->grace_ms);
@@ -243,7 +221,7 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 		argv[argc++] = main_fds;
 	}
 	if (pass_fds(cfg, e) < 0 || confine(e) < 0)
-		return;
+		return -1;
 	char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	/* The agent starts with the signals it reads from a signalfd already
 	 * blocked: as the namespace's init with no handler, it would silently
@@ -253,10 +231,8 @@ void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, str
 	sigaddset(&agent_reads, SIGCHLD);
 	sigaddset(&agent_reads, SIGTERM);
 	sigaddset(&agent_reads, SIGINT);
-	if (sigprocmask(SIG_SETMASK, &agent_reads, NULL) < 0) {
-		setup_fail(e, errno, "sigprocmask");
-		return;
-	}
+	if (sigprocmask(SIG_SETMASK, &agent_reads, NULL) < 0)
+		return bl_error_errno(e, errno, "sigprocmask");
 	syscall(SYS_execveat, agent_fd, "", argv, envp, AT_EMPTY_PATH);
-	setup_fail(e, errno, "execute the agent");
+	return bl_error_errno(e, errno, "execute the agent");
 }

@@ -8,8 +8,9 @@
  * and the shim parses and checks.
  *
  * fd 3 is the agent's connection to the host, fd 4 the status pipe: exactly
- * one line, "ok <shim pid>" or "error <errno> <step>: <reason>".  The agent
- * also listens on DIR/agent.sock, where other host processes connect.
+ * one line, "ok <shim pid>" or "error <errno> <message>" (a bl_error: the
+ * step that failed, in the context it failed in, and the system's reason).
+ * The agent also listens on DIR/agent.sock, where other host processes connect.
  * The shim's stdout and stderr are DIR/shim.log (the host opens it); the
  * shim keeps it to SHIM_LOG_LIMIT, and the agent and the network helper
  * write theirs to a pipe the shim empties into it (logs.c).
@@ -43,6 +44,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/error.h"
 #include "common/fdio.h"
 #include "common/pidfd.h"
 #include "common/shim_spec.h"
@@ -96,31 +98,25 @@ struct shim_config {
 			  * stdout and stderr; -1 once they have it */
 };
 
-/* What the child reports through the error pipe when a step fails. */
-struct setup_error {
-	int err;
-	char step[120];
-};
-
 /*
+ * Every step of the set-up that can fail takes a bl_error, fills it and
+ * returns -1 (the context is added on the way up); main.c alone turns it
+ * into the status line.
+ *
  * sandbox.c: the child side, run right after clone.  Waits for sync_fd
  * (the id maps are written), builds the root filesystem, and executes the
- * agent from agent_fd.  Only returns on failure, with *e filled in.
+ * agent from agent_fd.  Only returns on failure (-1, *e filled in), for the
+ * parent to report: it alone owns the status line and the clean-up.
  */
-void sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd,
-		   struct setup_error *e);
-
-/* Record the failing step of the set-up; returns -1. */
-int setup_fail(struct setup_error *e, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+int sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, bl_error *e);
 
 /* confine.c: cut the capability bounding set, set no_new_privs, install
  * the seccomp filter; the last step before the agent is executed. */
-int confine(struct setup_error *e);
+int confine(bl_error *e);
 
 /* proc_masks.c: mask the host-revealing files of rootfs/proc, make its
  * tunables read-only (after /proc and /dev are mounted). */
-int mask_proc(const char *rootfs, struct setup_error *e);
+int mask_proc(const char *rootfs, bl_error *e);
 
 /*
  * cgroup.c: cgroup_prepare makes the box's cgroups with the limits asked
@@ -129,19 +125,18 @@ int mask_proc(const char *rootfs, struct setup_error *e);
  * costs a grace period of RCU, ~5 ms here).  If that clone fails with err,
  * cgroup_unjoinable drops the v2 cgroup if it holds only a default limit
  * (0) or returns err.  cgroup_join moves the (still waiting) init into the
- * v1 ones.  Each returns 0 or an errno with *step naming the controller
- * and the step.  After the box is gone, or after a failure, cgroup_remove
- * removes them.
+ * v1 ones.  Each returns 0, or -1 with *e saying "limit <controller>: <step>".
+ * After the box is gone, or after a failure, cgroup_remove removes them.
  */
-int cgroup_prepare(struct shim_config *cfg, int *into, const char **step);
-int cgroup_unjoinable(struct shim_config *cfg, int err, const char **step);
-int cgroup_join(const struct shim_config *cfg, pid_t child, const char **step);
+int cgroup_prepare(struct shim_config *cfg, int *into, bl_error *e);
+int cgroup_unjoinable(struct shim_config *cfg, int err, bl_error *e);
+int cgroup_join(const struct shim_config *cfg, pid_t child, bl_error *e);
 void cgroup_remove(const struct shim_config *cfg);
 
 /* network.c: with --network, start the user-mode network helper for the
- * (still waiting) box init and wait until its network is up; 0 or an
- * errno with *step.  After the box: stop and reap it. */
-int network_start(struct shim_config *cfg, pid_t child, const char **step);
+ * (still waiting) box init and wait until its network is up; 0 or -1.
+ * After the box: stop and reap it. */
+int network_start(struct shim_config *cfg, pid_t child, bl_error *e);
 void network_stop(struct shim_config *cfg);
 
 /* idmap.c: a runtime running as root gives its boxes a range of 65536
@@ -150,40 +145,40 @@ void network_stop(struct shim_config *cfg);
  * for id-mapped clones (in a mount namespace of the shim's own) and gives
  * the writable layer to the range's root. */
 bool idmap_wanted(struct shim_config *cfg);
-int idmap_write(const struct shim_config *cfg, pid_t pid);
-int idmap_mounts(struct shim_config *cfg, const char **step);
+int idmap_write(const struct shim_config *cfg, pid_t pid, bl_error *e);
+int idmap_mounts(struct shim_config *cfg, bl_error *e);
 
 /* disk.c: with --disk-image, mount the writable layer's image (in a mount
  * namespace of the shim's own) on DIR/disk; set layer_dir either way.
- * 0 or an errno with *step. */
-int disk_mount(struct shim_config *cfg, const char **step);
+ * 0 or -1. */
+int disk_mount(struct shim_config *cfg, bl_error *e);
 
 /* overlay.c: the image's layers and the box's writable layer on rootfs. */
-int mount_overlay(const struct shim_config *cfg, const char *rootfs, struct setup_error *e);
+int mount_overlay(const struct shim_config *cfg, const char *rootfs, bl_error *e);
 
 /*
  * binds.c: mount each --bind source onto its target inside the new root
  * (before pivot_root), the target resolved as if rootfs were "/".
  */
-int bind_host_paths(const struct shim_config *cfg, const char *rootfs, struct setup_error *e);
+int bind_host_paths(const struct shim_config *cfg, const char *rootfs, bl_error *e);
 
 /*
  * main_command.c: before the box is built, drop the outcome of an earlier
  * run and, with --main, open what the agent needs for the main command.
- * Returns 0, or an errno with *step naming what failed.  After the agent
+ * Returns 0 or -1.  After the agent
  * is reaped, record the outcome it reported, if any, in DIR/exit
  * (atomically: a reader sees all of it or nothing).
  */
-int main_command_prepare(struct shim_config *cfg, const char **step);
+int main_command_prepare(struct shim_config *cfg, bl_error *e);
 void main_command_record(const struct shim_config *cfg);
 
 /* logs.c: log_open makes the pipe (its write end, CLOEXEC, in *box_end)
  * and opens DIR/NAME, to keep at most limit bytes (own: the shim's stdout
- * and stderr go there too); 0 or an errno.  log_pump moves what the pipe
+ * and stderr go there too); 0 or -1.  log_pump moves what the pipe
  * holds now into the file, false once there was nothing to move;
  * log_close moves the rest, once the box is gone, and closes both. */
 int log_open(struct shim_log *l, const char *dir, const char *name, uint64_t limit, bool own,
-	     int *box_end);
+	     int *box_end, bl_error *e);
 bool log_pump(struct shim_log *l);
 void log_close(struct shim_log *l);
 

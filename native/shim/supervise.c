@@ -19,19 +19,12 @@
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "shim.h"
 
 #define KILL_MARGIN_MS 2000
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void signal_agent(int pidfd, int sig)
 {
@@ -85,7 +78,7 @@ int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 		};
 		int timeout = -1;
 		if (kill_at >= 0)
-			timeout = kill_at > now_ms() ? (int)(kill_at - now_ms()) : 0;
+			timeout = kill_at > bl_now_ms() ? (int)(kill_at - bl_now_ms()) : 0;
 		int n = poll(p, 6, timeout);
 		if (n < 0 && errno != EINTR) {
 			fprintf(stderr, "boxlite-shim: poll: %s\n", strerror(errno));
@@ -106,14 +99,14 @@ int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd)
 				signal_agent(agent_pidfd, SIGKILL);
 			} else if (kill_at < 0) {
 				signal_agent(agent_pidfd, SIGTERM);
-				kill_at = now_ms() + cfg->grace_ms + KILL_MARGIN_MS;
+				kill_at = bl_now_ms() + cfg->grace_ms + KILL_MARGIN_MS;
 			}
 		}
 		if (n > 0 && p[2].revents) {
 			signal_agent(agent_pidfd, SIGKILL); /* the owner is gone */
 			owner_pidfd = -1;
 		}
-		if (kill_at >= 0 && now_ms() >= kill_at) {
+		if (kill_at >= 0 && bl_now_ms() >= kill_at) {
 			signal_agent(agent_pidfd, SIGKILL);
 			kill_at = -1;
 		}

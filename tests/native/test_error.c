@@ -1,5 +1,6 @@
 /* Unit tests of the one error type (native/common/error.c). */
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "check.h"
@@ -39,10 +40,34 @@ static void test_long_context_truncates_never_overflows(void)
 	CHECK(strlen(e.msg) < BL_ERROR_MAX && strncmp(e.msg, "step 199: step 198: ", 20) == 0);
 }
 
+/* A reporter of one's own, as copy.c's, passes its format on. */
+static int own_fail(bl_error *e, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int own_fail(bl_error *e, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = errnum ? bl_error_verrno(e, errnum, fmt, ap) : bl_error_vset(e, 0, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static void test_va_list_forms_match_the_variadic_ones(void)
+{
+	bl_error a, b;
+	CHECK(own_fail(&a, EXDEV, "linking %s to %s", "x", "../y") == -1);
+	bl_error_errno(&b, EXDEV, "linking %s to %s", "x", "../y");
+	CHECK(a.status == EXDEV && strcmp(a.msg, b.msg) == 0);
+	CHECK(own_fail(&a, 0, "a corrupt %s", "header") == -1);
+	CHECK(a.status == 0 && strcmp(a.msg, "a corrupt header") == 0);
+}
+
 int main(void)
 {
 	RUN(test_errno_and_wrap_build_a_path);
 	RUN(test_set_keeps_status);
 	RUN(test_long_context_truncates_never_overflows);
+	RUN(test_va_list_forms_match_the_variadic_ones);
 	return 0;
 }
