@@ -223,11 +223,7 @@ static int prepare(struct shim_config *cfg, struct prepared *out, bl_error *e)
 		return bl_error_errno(e, errno, "watch owner %d", (int)cfg->owner_pid);
 	/* Signals wait in the mask until supervise() reads them. */
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SHIM_KILL_NOW);
+	shim_signals(&set);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return bl_error_errno(e, errno, "sigprocmask");
 	/* The box starts in its directory: relative paths reach it without

@@ -39,6 +39,7 @@
 #define BOXLITE_SHIM_H
 
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -184,7 +185,10 @@ void log_close(struct shim_log *l);
 
 /* supervise.c: run until the agent exits; returns the shim's exit code.
  * signal_agent sends sig to the box's init (gone already: no error);
- * reap_agent waits for it, and returns 0 only for a clean exit. */
+ * reap_agent waits for it, and returns 0 only for a clean exit;
+ * shim_signals gives the signals the shim acts on (above), blocked from
+ * before the clone until supervise() reads them from a signalfd. */
+void shim_signals(sigset_t *set);
 int supervise(struct shim_config *cfg, int agent_pidfd, int owner_pidfd);
 void signal_agent(int pidfd, int sig);
 int reap_agent(int pidfd);
