@@ -146,8 +146,16 @@ def test_box_lifecycle_commands(home: Path, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "in.txt").read_text() == "copied in\n"
     detached = boxlite(home, "exec", "-d", "idle", "sh", "-c", "sleep 0.2; touch /tmp/done")
     assert detached.returncode == 0 and len(detached.stdout.strip()) == 16
-    time.sleep(0.5)
-    assert boxlite(home, "exec", "idle", "test", "-e", "/tmp/done").returncode == 0
+    # It runs on after that command's exit: /tmp/done appears (polled, since
+    # each command here is a whole interpreter's start on a busy machine).
+    probe = [
+        "exec",
+        "idle",
+        "sh",
+        "-c",
+        "for i in $(seq 100); do test -e /tmp/done && exit 0; sleep 0.1; done; exit 1",
+    ]
+    assert boxlite(home, *probe).returncode == 0
     piped = boxlite(home, "exec", "-i", "idle", "tr", "a-z", "A-Z", stdin=b"through exec")
     assert (piped.returncode, piped.stdout) == (0, b"THROUGH EXEC")
     as_nobody = boxlite(home, "exec", "-u", "nobody", "idle", "id", "-u")
