@@ -65,7 +65,7 @@ CORE_SOURCES = [
     "engine/ns.c",
 ]
 
-# Callbacks implemented in Python (boxlite_ffi/_callbacks.py).
+# Callbacks implemented in Python (boxlite_ffi/_core/callbacks.py).
 PYTHON_CALLBACKS = """
 extern "Python" void _bl_on_done(void *, int, const char *);
 extern "Python" void _bl_on_output(void *, int, const uint8_t *, size_t);

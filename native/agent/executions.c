@@ -469,7 +469,7 @@ static int make_pipe(int fds[2])
 	return 0;
 }
 
-/* How the host names this binary, for its helpers (boxlite_ffi/file_copy.py).
+/* How the host names this binary, for its helpers (boxlite_ffi/agent/files.py).
  * The box's processes cannot reach /proc/1/exe (we are not dumpable); our
  * spawn, still sharing our memory, reaches it as its own /proc/self/exe. */
 #define AGENT_NAME "/proc/1/exe"
