@@ -68,6 +68,24 @@ def test_volumes(rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs: Path) -> None:
     assert single.read_text() == "one file\n"
 
 
+def test_volumes_are_mounted_in_the_order_given_whatever_their_mode(
+    rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs: Path
+) -> None:
+    """A volume inside another is mounted after it, so it shows: a read-only
+    outer one listed first must not hide a writable inner one."""
+    outer, inner = tmp_path / "outer", tmp_path / "inner"
+    (outer / "sub").mkdir(parents=True)
+    inner.mkdir()
+    (outer / "from-outer").write_text("o\n")
+    (inner / "from-inner").write_text("i\n")
+    volumes = [(str(outer), "/data", "ro"), f"{inner}:/data/sub"]
+    with rt.create(rootfs=rootfs, volumes=volumes) as box:
+        seen = box.run(["sh", "-c", "cat /data/from-outer /data/sub/from-inner"]).stdout
+        assert seen == b"o\ni\n"
+        assert box.run(["touch", "/data/sub/written"]).ok
+    assert (inner / "written").exists()
+
+
 def test_a_volume_target_cannot_follow_the_images_symlinks_out(
     rt: boxlite_ffi.Runtime, tmp_path: Path, rootfs: Path
 ) -> None:

@@ -147,6 +147,16 @@ int shim_spec_check(const struct shim_spec *s, bl_error *e)
 
 /* ---- argv ---- */
 
+/* The row of a flag kind SHIM_FLAGS has (every kind but text and numbers
+ * is one flag). */
+static const struct row *row_of_kind(enum shim_arg kind)
+{
+	for (const struct row *r = ROWS; r < ROWS + N_ROWS; r++)
+		if (r->kind == kind)
+			return r;
+	return ROWS; /* not reached: the table holds every such kind */
+}
+
 static const void *field_of(const struct shim_spec *s, const struct row *r)
 {
 	return (const char *)s + r->offset;
@@ -209,15 +219,18 @@ void shim_spec_argv(const struct shim_spec *s, const char *path, struct shim_num
 			}
 			break;
 		case SHIM_ARG_BIND:
-		case SHIM_ARG_BIND_RO:
+			/* All binds at the first bind row, in their order: a volume
+			 * inside another is mounted after it, whatever their modes. */
 			for (unsigned b = 0; b < s->n_binds; b++) {
-				if (s->binds[b].readonly != (r->kind == SHIM_ARG_BIND_RO))
-					continue;
-				out[i++] = (char *)r->flag;
+				out[i++] = (char *)row_of_kind(s->binds[b].readonly ? SHIM_ARG_BIND_RO
+										    : SHIM_ARG_BIND)
+					       ->flag;
 				out[i++] = (char *)s->binds[b].source;
 				out[i++] = (char *)s->binds[b].target;
 			}
 			break;
+		case SHIM_ARG_BIND_RO:
+			break; /* written with the others, above */
 		}
 	}
 	out[i] = NULL;
