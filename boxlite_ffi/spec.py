@@ -15,7 +15,6 @@ import functools
 import inspect
 import math
 import os
-import posixpath
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -356,6 +355,9 @@ def check_network(network: bool, host_loopback: bool) -> dict[str, Any]:
 def check_volumes(
     volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] | None,
 ) -> list[Mount]:
+    """The volumes as mounts.  Targets on / or on or under /proc, /dev and
+    /sys are refused by the native core's one check (shim_reserved_target),
+    which create runs through box_check."""
     if volumes is None:
         return []
     if isinstance(volumes, str):
@@ -377,25 +379,8 @@ def check_volumes(
             raise NotFoundError(f"volume {volume!r}: {source} does not exist")
         if not target.startswith("/") or "\0" in target:
             raise InvalidArgumentError(f"volume {volume!r}: the box path must be absolute")
-        if _reserved(target):
-            raise InvalidArgumentError(
-                f"volume {volume!r}: not / nor on or under {', '.join(RESERVED_TARGETS)}"
-                " (the box's own)"
-            )
         mounts.append(Mount(str(source), target, readonly=parts[2] == "ro"))
     return mounts
-
-
-# Where no volume goes, nor anything under them: the kernel's interfaces,
-# which the shim mounts itself (/proc, /dev) or keeps out (/sys).  The root
-# "/" is refused too.  The shim refuses the same at start, where an image's
-# symlinks are resolved (native/shim/binds.c).
-RESERVED_TARGETS = ("/proc", "/dev", "/sys")
-
-
-def _reserved(target: str) -> bool:
-    path = posixpath.normpath("/" + target.lstrip("/"))
-    return path == "/" or any(path == r or path.startswith(r + "/") for r in RESERVED_TARGETS)
 
 
 def check_rootfs(rootfs: str | os.PathLike[str] | None) -> Path:
