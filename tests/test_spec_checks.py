@@ -80,19 +80,6 @@ def test_rootfs_with_an_overlay_separator(
     rt.create(rootfs=rootfs).remove()  # the same runtime still creates boxes
 
 
-@pytest.mark.parametrize("target", ["/", "/proc", "//dev/shm", "/a/../sys", "/./proc/x/.."])
-def test_a_reserved_volume_target(
-    rt: boxlite_ffi.Runtime, rootfs: Path, tmp_path: Path, target: str
-) -> None:
-    with pytest.raises(boxlite_ffi.InvalidArgumentError) as caught:
-        rt.create(rootfs=rootfs, volumes=[(str(tmp_path), target, "ro")])
-    assert "reserved" in caught.value.message
-    assert rt.list() == []
-    assert list((rt.home / "boxes").iterdir()) == []
-    args = ["--box-dir", str(box_dir(tmp_path)), "--lower", str(rootfs)]
-    assert caught.value.message in shim_refusal([*args, "--bind-ro", str(tmp_path), target])
-
-
 def test_box_dir_too_long_for_the_agents_socket(tmp_path: Path, rootfs: Path) -> None:
     # <home>/boxes/<12 hex>/agent.sock is one byte past a unix socket path.
     boxes = len("/boxes/") + 12 + len("/agent.sock")

@@ -107,14 +107,14 @@ static int check_binds(const struct shim_spec *s, bl_error *e)
 	for (unsigned i = 0; i < s->n_binds; i++) {
 		const struct shim_bind *b = &s->binds[i];
 		if (!absolute(b->source))
-			return bl_error_set(e, EINVAL, "mount source '%s': not an absolute path",
+			return bl_error_set(e, EINVAL, "volume source '%s': not an absolute path",
 					    b->source ? b->source : "");
 		if (!absolute(b->target))
-			return bl_error_set(e, EINVAL, "mount target '%s': not an absolute path",
+			return bl_error_set(e, EINVAL, "volume target '%s': not an absolute path",
 					    b->target ? b->target : "");
 		if (shim_reserved_target(b->target))
 			return bl_error_set(e, EINVAL,
-					    "mount target %s: reserved (/, /proc, /dev, /sys)",
+					    "volume target %s: reserved (/, /proc, /dev, /sys)",
 					    b->target);
 	}
 	return 0;
