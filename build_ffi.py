@@ -45,7 +45,12 @@ paths = _load_paths()
 
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O2"]
 # Relative to native/: what the three binaries share, the library, its engines.
-COMMON_SOURCES = ["common/error.c", "common/fdio.c", "common/protocol.c", "common/shim_spec.c"]
+COMMON_SOURCES = [
+    "common/error.c",
+    "common/fdio.c",
+    "common/protocol.c",
+    "common/shim_spec.c",
+]
 CORE_SOURCES = [
     *COMMON_SOURCES,
     *(
@@ -63,6 +68,8 @@ CORE_SOURCES = [
     ),
     "engine/engine.c",
     "engine/ns.c",
+    "engine/supervisor.c",
+    "engine/vm.c",
 ]
 
 # Callbacks implemented in Python (boxlite_ffi/_core/callbacks.py).
@@ -166,15 +173,27 @@ def build_library(prefix: Path, extra_flags: Sequence[str] = ()) -> Path:
 
 
 # Static: one shim starts per box, and dynamic loading is a measurable part
-# of a cold start; the agent is PID 1 in a box whose image may have no libc.
+# of a cold start; the agent is PID 1 in a box whose image may have no libc,
+# and the guest init and the shim run in an initramfs that has none.
 # libseccomp (Debian's libseccomp-dev) for the box's system call filter.
-EXECUTABLES = {"boxlite-shim": ("shim", ["-lseccomp"]), "boxlite-agent": ("agent", [])}
+# name: (its folder, other sources, libraries); boxlite-vmm supervises a vm
+# box with the shim's logs, outcome record and lifetime.
+_SHIM_SHARED = ["shim/lifetime.c", "shim/logs.c", "shim/main_command.c"]
+EXECUTABLES = {
+    "boxlite-shim": ("shim", [], ["-lseccomp"]),
+    "boxlite-agent": ("agent", [], []),
+    "boxlite-vmm": ("vmm", ["common/mux.c", *_SHIM_SHARED], []),
+    "boxlite-guest": ("guest", ["common/mux.c"], []),
+}
 
 
 def executable_command(name: str, out: Path, extra_flags: Sequence[str] = ()) -> list[str]:
     """The compiler command that builds executable name (a key of EXECUTABLES) as out."""
-    folder, libs = EXECUTABLES[name]
-    sources = [*(NATIVE / s for s in COMMON_SOURCES), *sorted((NATIVE / folder).glob("*.c"))]
+    folder, shared, libs = EXECUTABLES[name]
+    sources = [
+        *(NATIVE / s for s in (*COMMON_SOURCES, *shared)),
+        *sorted((NATIVE / folder).glob("*.c")),
+    ]
     return [
         *_cc(), *CFLAGS, *extra_flags, f"-I{INCLUDE}", f"-I{NATIVE}", "-static",
         *map(str, sources), "-o", str(out), *libs,
@@ -182,7 +201,7 @@ def executable_command(name: str, out: Path, extra_flags: Sequence[str] = ()) ->
 
 
 def build_executables(outdir: Path) -> list[Path]:
-    """Compile boxlite-shim and boxlite-agent into outdir."""
+    """Compile the executables (EXECUTABLES) into outdir."""
     outdir.mkdir(parents=True, exist_ok=True)
     built = [outdir / name for name in EXECUTABLES]
     for out in built:

@@ -188,6 +188,20 @@ enum {
 	BOXLITE_DEFAULT_DRAIN_MS = 100,
 };
 
+/* What the "vm" engine runs a box's VM with (boxlite_box_options.vm).  The
+ * box's root is root_image, an ext4 image holding each of lower_dirs under
+ * its last path component; its writable layer is disk_image's.  memory_limit
+ * is the guest's RAM (BOXLITE_DEFAULT_VM_MEMORY without one), cpu_millis
+ * rounded up its vCPUs (one without), pids_limit a limit in the guest. */
+typedef struct boxlite_vm_options {
+	const char *qemu;       /* qemu-system-x86_64's path */
+	const char *kernel;     /* the guest's kernel */
+	const char *initrd;     /* its initramfs: boxlite-guest as /init, the shim, the agent */
+	const char *root_image; /* the layers' image */
+	const char *accel;      /* "kvm" or "tcg" */
+	uint32_t ready_ms;      /* how long the guest may take to run the box; 0: the default */
+} boxlite_vm_options;
+
 typedef struct boxlite_box_options {
 	const char *box_dir;               /* required: per-box state directory, exists */
 	const char *const *lower_dirs;     /* required: NULL-terminated image layers, top-most first */
@@ -232,9 +246,11 @@ typedef struct boxlite_box_options {
 	 * INVALID_ARGUMENT; more than a memory_limit is cut to it. */
 	uint64_t tmp_size;
 	/* What runs the box: NULL or "" means "ns" (Linux namespaces under a
-	 * per-box supervisor, boxlite-shim), the only engine so far; a name no
-	 * engine has is INVALID_ARGUMENT. */
+	 * per-box supervisor, boxlite-shim); "vm" a micro-VM of its own under
+	 * QEMU (boxlite-vmm), described by vm.  A name no engine has is
+	 * INVALID_ARGUMENT. */
 	const char *engine;
+	const boxlite_vm_options *vm; /* required by "vm", refused by "ns" */
 } boxlite_box_options;
 
 enum {
@@ -242,6 +258,8 @@ enum {
 	BOXLITE_MIN_LOG_LIMIT = 4096,
 	BOXLITE_DEFAULT_TMP_SIZE = 1 << 30,
 	BOXLITE_MIN_TMP_SIZE = 1 << 20,
+	BOXLITE_DEFAULT_VM_MEMORY_MIB = 512,
+	BOXLITE_DEFAULT_VM_READY_MS = 60000,
 };
 
 /* Box flags (boxlite_box_options.flags). */

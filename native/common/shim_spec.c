@@ -127,8 +127,39 @@ static int check_optional_path(const char *what, const char *path, bl_error *e)
 	return 0;
 }
 
+/* All of --vm-* or none; and what the vm engine cannot do yet. */
+static int check_vm(const struct shim_spec *s, bl_error *e)
+{
+	const struct shim_vm *v = &s->vm;
+	if (!v->qemu && !v->kernel && !v->initrd && !v->root_image && !v->accel && !v->ready_ms)
+		return 0;
+	if (check_optional_path("qemu", v->qemu, e) < 0 ||
+	    check_optional_path("kernel", v->kernel, e) < 0 ||
+	    check_optional_path("initrd", v->initrd, e) < 0 ||
+	    check_optional_path("root image", v->root_image, e) < 0)
+		return -1;
+	if (!v->qemu || !v->kernel || !v->initrd || !v->root_image || !v->accel)
+		return bl_error_set(e, EINVAL, "vm: qemu, kernel, initrd, root image and accel are required");
+	if (strcmp(v->accel, "kvm") != 0 && strcmp(v->accel, "tcg") != 0)
+		return bl_error_set(e, EINVAL, "vm accelerator '%s': kvm or tcg", v->accel);
+	if (!s->disk_image)
+		return bl_error_set(e, EINVAL, "vm: a box's writable layer needs a disk image");
+	if (s->limits.memory && s->limits.memory < (uint64_t)SHIM_VM_MIN_MEMORY_MIB << 20)
+		return bl_error_set(e, EINVAL, "vm: memory below %d MiB cannot run the guest",
+				    SHIM_VM_MIN_MEMORY_MIB);
+	if (s->guest)
+		return bl_error_set(e, EINVAL, "vm: --guest is the guest's shim's");
+	if (s->n_binds)
+		return bl_error_set(e, EINVAL, "the vm engine does not mount volumes yet");
+	if (s->network)
+		return bl_error_set(e, EINVAL, "the vm engine has no network yet");
+	return 0;
+}
+
 int shim_spec_check(const struct shim_spec *s, bl_error *e)
 {
+	if (check_vm(s, e) < 0)
+		return -1;
 	if (check_box_dir(s->box_dir, e) < 0 || check_lowers(s, e) < 0 || check_binds(s, e) < 0 ||
 	    check_optional_path("network helper", s->network, e) < 0 ||
 	    check_optional_path("disk image", s->disk_image, e) < 0)

@@ -29,6 +29,12 @@
 #define SHIM_STATUS_FD 4
 #define SHIM_MAIN_FD 5
 #define SHIM_FIRST_FREE_FD 6
+/* With --guest (a vm's guest): where the main command's stdout, stderr and
+ * outcome go instead of the box directory's files; the guest init reads them. */
+#define SHIM_MAIN_STDOUT_FD 6
+#define SHIM_MAIN_STDERR_FD 7
+#define SHIM_MAIN_OUTCOME_FD 8
+#define SHIM_GUEST_FIRST_FREE_FD 9
 
 /* To a shim: kill its box now.  The shim SIGKILLs the agent and exits once
  * it has reaped it, i.e. once the box's whole pid namespace is gone; a
@@ -59,6 +65,20 @@ struct shim_limits {
 	uint32_t pids, cpu_millis;
 	bool pids_optional;
 };
+
+/* --vm-*: what boxlite-vmm, the vm engine's supervisor, runs the box's VM
+ * with.  A supervisor takes all of them (boxlite-vmm) or none (boxlite-shim). */
+struct shim_vm {
+	const char *qemu;       /* qemu-system-x86_64 */
+	const char *kernel;     /* the guest's */
+	const char *initrd;     /* boxlite-guest as /init, the shim, the agent, modules */
+	const char *root_image; /* ext4: each layer at /<basename of its --lower> */
+	const char *accel;      /* "kvm" or "tcg" */
+	uint32_t ready_ms;      /* from QEMU's start to the guest's status line */
+};
+
+/* The least guest RAM the guest's kernel and init run in. */
+#define SHIM_VM_MIN_MEMORY_MIB 128
 
 /* The kinds of value a flag takes. */
 enum shim_arg {
@@ -97,7 +117,14 @@ enum shim_arg {
 	X("--memory", SHIM_ARG_U64, limits.memory, "BYTES", "memory limit")                       \
 	X("--pids", SHIM_ARG_U32, limits.pids, "N", "processes and threads limit")                \
 	X("--cpu-millis", SHIM_ARG_U32, limits.cpu_millis, "N", "CPU ms per second limit")        \
-	X("--pids-optional", SHIM_ARG_SWITCH, limits.pids_optional, "", "--pids only where it can be set")
+	X("--pids-optional", SHIM_ARG_SWITCH, limits.pids_optional, "", "--pids only where it can be set") \
+	X("--guest", SHIM_ARG_SWITCH, guest, "", "in a vm's guest: main command output to fds 6-8")   \
+	X("--vm-qemu", SHIM_ARG_TEXT, vm.qemu, "PATH", "vm: qemu-system-x86_64")                  \
+	X("--vm-kernel", SHIM_ARG_TEXT, vm.kernel, "PATH", "vm: the guest's kernel")              \
+	X("--vm-initrd", SHIM_ARG_TEXT, vm.initrd, "PATH", "vm: the guest's initramfs")           \
+	X("--vm-root-image", SHIM_ARG_TEXT, vm.root_image, "IMG", "vm: the layers' ext4 image")   \
+	X("--vm-accel", SHIM_ARG_TEXT, vm.accel, "kvm|tcg", "vm: the accelerator")                \
+	X("--vm-ready-ms", SHIM_ARG_U32, vm.ready_ms, "N", "vm: the wait for the guest")
 
 /*
  * The members SHIM_FLAGS names.  A macro so that the shim's own
@@ -122,7 +149,9 @@ enum shim_arg {
 	uint32_t grace_ms, drain_ms;                                                               \
 	pid_t owner_pid; /* 0: none */                                                             \
 	bool detached;                                                                             \
-	bool main;
+	bool main;                                                                                 \
+	bool guest;                                                                                \
+	struct shim_vm vm;
 
 struct shim_spec {
 	SHIM_SPEC_MEMBERS

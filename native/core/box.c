@@ -29,7 +29,13 @@ static void spec_free(struct bl_box_spec *s)
 	free(s->mounts);
 	free(s->network_helper);
 	free(s->disk_image);
+	free(s->vm.qemu);
+	free(s->vm.kernel);
+	free(s->vm.initrd);
+	free(s->vm.root_image);
+	free(s->vm.accel);
 }
+
 
 static void box_destroy(struct bl_box *box)
 {
@@ -63,6 +69,17 @@ static bool copy_string(char **out, const char *s)
 {
 	*out = s ? strdup(s) : NULL;
 	return !s || *out;
+}
+
+/* The vm engine's options, copied; without any, the spec's stay NULL. */
+static bool copy_vm(struct bl_vm_spec *vm, const boxlite_vm_options *o)
+{
+	if (!o)
+		return true;
+	vm->ready_ms = o->ready_ms ? o->ready_ms : BOXLITE_DEFAULT_VM_READY_MS;
+	return copy_string(&vm->qemu, o->qemu) && copy_string(&vm->kernel, o->kernel) &&
+	       copy_string(&vm->initrd, o->initrd) && copy_string(&vm->root_image, o->root_image) &&
+	       copy_string(&vm->accel, o->accel);
 }
 
 static int copy_lowers(struct bl_box_spec *spec, const char *const *lowers, bl_error *e)
@@ -201,7 +218,7 @@ static int configure(struct bl_box_spec *spec, const struct bl_engine **engine,
 	if (!copy_string(&spec->dir, o->box_dir) ||
 	    !copy_string(&spec->hostname, o->hostname ? o->hostname : BOXLITE_DEFAULT_HOSTNAME) ||
 	    !copy_string(&spec->network_helper, o->network_helper) ||
-	    !copy_string(&spec->disk_image, o->disk_image))
+	    !copy_string(&spec->disk_image, o->disk_image) || !copy_vm(&spec->vm, o->vm))
 		return no_memory(e);
 	set_numbers(spec, o);
 	return (*engine)->check(spec, e) < 0 ? BOXLITE_ERR_INVALID_ARGUMENT : BOXLITE_OK;

@@ -8,7 +8,7 @@
 #include "engine/engine.h"
 
 /* The first is the default. */
-static const struct bl_engine *const ENGINES[] = {&bl_engine_ns};
+static const struct bl_engine *const ENGINES[] = {&bl_engine_ns, &bl_engine_vm};
 
 const struct bl_engine *bl_engine_find(const char *name, bl_error *e)
 {

@@ -60,6 +60,10 @@ struct bl_box_spec {
 	char *network_helper; /* NULL: no network */
 	char *disk_image;     /* NULL: no size limit on the writable layer */
 	bool host_loopback;
+	struct bl_vm_spec { /* engine "vm" (boxlite_vm_options); all NULL otherwise */
+		char *qemu, *kernel, *initrd, *root_image, *accel;
+		uint32_t ready_ms;
+	} vm;
 };
 
 /* What the runtime gives every engine. */
@@ -105,6 +109,24 @@ struct bl_engine {
 const struct bl_engine *bl_engine_find(const char *name, bl_error *e);
 
 /* The engines (engine.c lists them). */
-extern const struct bl_engine bl_engine_ns;
+extern const struct bl_engine bl_engine_ns, bl_engine_vm;
+
+/*
+ * supervisor.c: what both engines do the same, since each box's supervisor
+ * is a process the engine spawns with the shim's command line and fds
+ * (common/shim_spec.h): spawn it and wait for its status line (up to
+ * timeout_ms), abandon, signal, connect to DIR/agent.sock.  spec_of gives
+ * the shim's specification of a box (the strings stay the box's);
+ * check_counts refuses more layers or mounts than a supervisor takes.
+ */
+struct shim_spec;
+void bl_supervisor_spec_of(const struct bl_box_spec *box, struct shim_spec *s);
+int bl_supervisor_check_counts(const struct bl_box_spec *box, bl_error *e);
+int bl_supervisor_spawn(const struct bl_engine_host *host, const struct bl_box_spec *box,
+			const char *exe, const struct shim_spec *spec, uint32_t timeout_ms,
+			struct bl_spawned *out, bl_error *e);
+void bl_supervisor_abandon(struct bl_spawned *sp);
+int bl_supervisor_signal(int pidfd, enum bl_engine_signal how);
+int bl_supervisor_connect(const struct bl_box_spec *box, int pidfd, bl_error *e);
 
 #endif

@@ -26,13 +26,6 @@
 
 /* ---- status line, and failing ---- */
 
-static void status_line(const char *line)
-{
-	/* A short write: the host stopped listening; our exit tells it the rest. */
-	(void)fd_write_full(SHIM_STATUS_FD, line, strlen(line));
-	close(SHIM_STATUS_FD);
-}
-
 /* A failure once the box's cgroups are made removes them, and once its
  * init is cloned (pidfd), takes that down first: a cgroup cannot go while
  * a process is in it. */
@@ -66,6 +59,10 @@ static void parse_args(struct shim_config *cfg, int argc, char **argv)
 	bl_error e;
 	if (shim_spec_parse(&cfg->spec, argc, argv, &e) < 0)
 		fail(2, &e);
+	if (cfg->vm.qemu) {
+		bl_error_set(&e, EINVAL, "--vm-* are boxlite-vmm's");
+		fail(2, &e);
+	}
 }
 
 /* ---- set-up on the host side ---- */
@@ -112,73 +109,6 @@ static int write_id_maps(pid_t child, bl_error *e)
 	return 0;
 }
 
-/* DIR/agent.sock, listening, CLOEXEC (the child dup2s it for the agent). */
-static int listen_socket(const struct shim_config *cfg, bl_error *e)
-{
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" SHIM_AGENT_SOCKET, cfg->box_dir) >=
-	    (int)sizeof addr.sun_path)
-		return bl_error_errno(e, ENAMETOOLONG,
-				      "the box directory is too long for a unix socket path");
-	if (unlink(addr.sun_path) < 0 && errno != ENOENT) /* left by an earlier run */
-		return bl_error_errno(e, errno, "unlink %s", addr.sun_path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return bl_error_errno(e, errno, "socket");
-	if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 64) < 0) {
-		int err = errno;
-		close(fd);
-		return bl_error_errno(e, err, "listen on %s", addr.sun_path);
-	}
-	return fd;
-}
-
-/*
- * One shim per box: a write lock on DIR/lock, held until the shim exits.
- * A POSIX record lock, not flock: F_GETLK tells anyone who holds it, so
- * the lock both refuses a second start and names the shim of a box whose
- * record is out of date.  Never closed, so never dropped early.
- */
-static int lock_box(const struct shim_config *cfg, bl_error *e)
-{
-	char p[PATH_MAX];
-	if (snprintf(p, sizeof p, "%s/lock", cfg->box_dir) >= (int)sizeof p)
-		return bl_error_errno(e, ENAMETOOLONG, "box directory");
-	int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return bl_error_errno(e, errno, "open %s", p);
-	struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-	if (fcntl(fd, F_SETLK, &lk) < 0)
-		return bl_error_errno(e, errno == EACCES || errno == EAGAIN ? EBUSY : errno,
-				      "the box is running already (its lock is held)");
-	return 0;
-}
-
-/* --detached: continue in a child that the spawner never has to reap.  The
- * parent stays until the status line is written (release_fd closes), so a
- * spawner that kills it during set-up takes the set-up down with it.
- * Returns release_fd, or -1. */
-static int detach_from_spawner(bl_error *e)
-{
-	int release[2];
-	if (pipe2(release, O_CLOEXEC) < 0)
-		return bl_error_errno(e, errno, "pipe2");
-	pid_t pid = fork();
-	if (pid < 0)
-		return bl_error_errno(e, errno, "fork");
-	if (pid > 0) {
-		close(release[1]);
-		char c;
-		while (read(release[0], &c, 1) < 0 && errno == EINTR)
-			;
-		_exit(0);
-	}
-	close(release[0]);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() == 1)
-		return bl_error_errno(e, errno, "follow the spawner");
-	return release[1];
-}
-
 /* The writable layer is mounted volatile (no sync when the box stops).  A
  * detached box is kept for later runs, maybe after a reboot, so its end
  * waits for the layer to reach the disk. */
@@ -189,6 +119,20 @@ static void sync_writable_layer(const struct shim_config *cfg)
 		fprintf(stderr, "boxlite-shim: sync %s: %s\n", cfg->layer_dir, strerror(errno));
 	if (fd >= 0)
 		close(fd);
+}
+
+/* Where the agent's and the network helper's messages go: DIR/shim.log,
+ * or in a vm's guest the shim's own stderr (the guest's console, which the
+ * host's supervisor keeps in its shim.log). */
+static int messages_open(struct shim_config *cfg, bl_error *e)
+{
+	if (!cfg->guest)
+		return log_open(&cfg->logs[2], cfg->box_dir, SHIM_LOG_FILE, SHIM_LOG_LIMIT, true,
+				&cfg->messages_fd, e);
+	cfg->logs[2].pipe_fd = cfg->logs[2].file_fd = -1;
+	if ((cfg->messages_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, SHIM_GUEST_FIRST_FREE_FD)) < 0)
+		return bl_error_errno(e, errno, "stderr");
+	return 0;
 }
 
 /* What the host-side set-up hands the box and the supervision. */
@@ -212,9 +156,8 @@ static int prepare(struct shim_config *cfg, struct prepared *out, bl_error *e)
 	if ((cfg->idmapped = idmap_wanted(cfg)) && idmap_mounts(cfg, e) < 0)
 		return bl_error_wrap(e, "map the box's ids");
 	if (main_command_prepare(cfg, e) < 0 ||
-	    log_open(&cfg->logs[2], cfg->box_dir, SHIM_LOG_FILE, SHIM_LOG_LIMIT, true,
-		     &cfg->messages_fd, e) < 0 ||
-	    (cfg->listen_fd = listen_socket(cfg, e)) < 0)
+	    messages_open(cfg, e) < 0 ||
+	    (cfg->listen_fd = listen_agent_socket(cfg, e)) < 0)
 		return -1;
 	if ((out->agent_fd = open(cfg->agent, O_PATH | O_CLOEXEC)) < 0)
 		return bl_error_errno(e, errno, "open agent %s", cfg->agent);

@@ -17,6 +17,24 @@ static int path_in(char *out, const char *dir, const char *name)
 	return snprintf(out, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX ? ENAMETOOLONG : 0;
 }
 
+/* In a vm's guest the main command's output and outcome go to the guest
+ * init's pipes (fds 6-8), which carry them to the host's supervisor. */
+static int guest_sinks(struct shim_config *cfg, bl_error *e)
+{
+	static const int fds[3] = {SHIM_MAIN_STDOUT_FD, SHIM_MAIN_STDERR_FD, SHIM_MAIN_OUTCOME_FD};
+	for (size_t i = 0; i < 3; i++)
+		if (fcntl(fds[i], F_SETFD, FD_CLOEXEC) < 0)
+			return bl_error_errno(e, errno, "the guest's main command fd %d", fds[i]);
+	if (!cfg->main)
+		return 0;
+	if (fcntl(SHIM_MAIN_FD, F_SETFD, FD_CLOEXEC) < 0)
+		return bl_error_errno(e, errno, "the main command (fd 5)");
+	cfg->main_fds[0] = SHIM_MAIN_FD;
+	for (size_t i = 0; i < 3; i++)
+		cfg->main_fds[1 + i] = fds[i];
+	return 0;
+}
+
 int main_command_prepare(struct shim_config *cfg, bl_error *e)
 {
 	for (size_t i = 0; i < 4; i++)
@@ -27,6 +45,8 @@ int main_command_prepare(struct shim_config *cfg, bl_error *e)
 	int err = path_in(p, cfg->box_dir, "exit");
 	if (err || (unlink(p) < 0 && errno != ENOENT))
 		return bl_error_errno(e, err ? err : errno, "remove the outcome of the last run");
+	if (cfg->guest)
+		return guest_sinks(cfg, e);
 	if (!cfg->main)
 		return 0;
 	if (fcntl(SHIM_MAIN_FD, F_SETFD, FD_CLOEXEC) < 0)

@@ -183,6 +183,16 @@ int log_open(struct shim_log *l, const char *dir, const char *name, uint64_t lim
 bool log_pump(struct shim_log *l);
 void log_close(struct shim_log *l);
 
+/* lifetime.c: status_line writes the one status line to SHIM_STATUS_FD and
+ * closes it; lock_box takes DIR/lock for the supervisor's life (0 or -1);
+ * detach_from_spawner continues in a child the spawner need not reap and
+ * returns the fd whose close releases the spawner (or -1). */
+void status_line(const char *line);
+int lock_box(const struct shim_config *cfg, bl_error *e);
+int detach_from_spawner(bl_error *e);
+/* DIR/agent.sock, listening, CLOEXEC: an fd, or -1. */
+int listen_agent_socket(const struct shim_config *cfg, bl_error *e);
+
 /* supervise.c: run until the agent exits; returns the shim's exit code.
  * signal_agent sends sig to the box's init (gone already: no error);
  * reap_agent waits for it, and returns 0 only for a clean exit;

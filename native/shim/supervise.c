@@ -33,15 +33,6 @@ void signal_agent(int pidfd, int sig)
 		fprintf(stderr, "boxlite-shim: signal %d to the agent: %s\n", sig, strerror(errno));
 }
 
-void shim_signals(sigset_t *set)
-{
-	sigemptyset(set);
-	sigaddset(set, SIGTERM);
-	sigaddset(set, SIGINT);
-	sigaddset(set, SIGHUP);
-	sigaddset(set, SHIM_KILL_NOW);
-}
-
 static int signal_fd(void)
 {
 	sigset_t set;

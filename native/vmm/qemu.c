@@ -1,0 +1,261 @@
+/*
+ * qemu.c - one VM: QEMU's command line, and QEMU started with the least
+ * privilege it works with (docs/security.md).
+ *
+ * The microvm machine, direct kernel boot, no default devices, no display:
+ * the console (a serial port) on QEMU's stdout, a virtio-serial port on an
+ * fd we hold the other end of, two virtio-blk disks passed as fds (QEMU opens
+ * no path of the box's).  QEMU runs in namespaces of its own (mount, IPC,
+ * UTS, network: it has no network of the host's), with no new privileges,
+ * its own seccomp sandbox, and a root runtime's QEMU as an id of its own that
+ * owns nothing (unless KVM needs root: /dev/kvm closed to others); it gets
+ * SIGKILL when we die.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "guest/guest.h"
+#include "vmm.h"
+
+/* A root runtime's QEMU runs as QEMU_ID_BASE + our pid: an id no file is
+ * owned by, and no other box's QEMU has (pids of live processes differ). */
+#define QEMU_ID_BASE 0x70000000u
+#define MAX_ARGS 64
+
+/* The host's TSC rate: under emulation microvm has no other clock to
+ * calibrate against, and without the hint its boot hangs at times. */
+static unsigned tsc_khz(void)
+{
+	FILE *f = fopen("/proc/cpuinfo", "re");
+	char line[256];
+	double mhz = 0;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "cpu MHz : %lf", &mhz) == 1 || sscanf(line, "cpu MHz\t: %lf", &mhz) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return (unsigned)(mhz * 1000);
+}
+
+struct argv {
+	char *v[MAX_ARGS + 1];
+	char text[16][512];
+	int n, texts;
+};
+
+static void add(struct argv *a, const char *s)
+{
+	if (a->n < MAX_ARGS)
+		a->v[a->n++] = (char *)s;
+}
+
+static const char *fmt(struct argv *a, const char *f, ...) __attribute__((format(printf, 2, 3)));
+static const char *fmt(struct argv *a, const char *f, ...)
+{
+	if (a->texts >= 16)
+		return "";
+	va_list ap;
+	va_start(ap, f);
+	vsnprintf(a->text[a->texts], sizeof a->text[0], f, ap);
+	va_end(ap);
+	return a->text[a->texts++];
+}
+
+static unsigned memory_mib(const struct shim_spec *s)
+{
+	return s->limits.memory ? (unsigned)(s->limits.memory >> 20) : BOXLITE_DEFAULT_VM_MEMORY_MIB;
+}
+
+static unsigned vcpus(const struct shim_spec *s)
+{
+	return s->limits.cpu_millis ? (s->limits.cpu_millis + 999) / 1000 : 1;
+}
+
+static void build(struct argv *a, const struct shim_spec *s, const struct qemu_io *io)
+{
+	bool kvm = strcmp(s->vm.accel, "kvm") == 0;
+	add(a, s->vm.qemu);
+	add(a, "-M");
+	add(a, "microvm");
+	add(a, "-accel");
+	add(a, s->vm.accel);
+	add(a, "-cpu");
+	add(a, kvm ? "host" : "max");
+	add(a, "-smp");
+	add(a, fmt(a, "%u", vcpus(s)));
+	add(a, "-m");
+	add(a, fmt(a, "%u", memory_mib(s)));
+	add(a, "-nodefaults");
+	add(a, "-no-user-config");
+	add(a, "-no-reboot");
+	add(a, "-display");
+	add(a, "none");
+	add(a, "-serial");
+	add(a, "stdio");
+	add(a, "-sandbox");
+	add(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+	add(a, "-kernel");
+	add(a, s->vm.kernel);
+	add(a, "-initrd");
+	add(a, s->vm.initrd);
+	add(a, "-append");
+	add(a, fmt(a, "console=ttyS0 quiet panic=-1 pci=off tsc_early_khz=%u%s", tsc_khz(),
+		   io->probe ? " " GUEST_PROBE_ARG : ""));
+	if (io->probe)
+		return;
+	add(a, "-device");
+	add(a, "virtio-serial-device");
+	add(a, "-chardev");
+	add(a, fmt(a, "socket,id=port,fd=%d", io->port));
+	add(a, "-device");
+	add(a, "virtserialport,chardev=port,name=" GUEST_PORT_NAME);
+	add(a, "-add-fd");
+	add(a, fmt(a, "fd=%d,set=1", io->root));
+	add(a, "-drive");
+	add(a, "if=none,id=root,file=/dev/fdset/1,format=raw,readonly=on");
+	add(a, "-device");
+	add(a, "virtio-blk-device,drive=root,serial=" GUEST_ROOT_SERIAL);
+	add(a, "-add-fd");
+	add(a, fmt(a, "fd=%d,set=2", io->disk[0]));
+	add(a, "-add-fd");
+	add(a, fmt(a, "fd=%d,set=2", io->disk[1]));
+	add(a, "-drive");
+	add(a, "if=none,id=disk,file=/dev/fdset/2,format=raw,discard=unmap");
+	add(a, "-device");
+	add(a, "virtio-blk-device,drive=disk,serial=" GUEST_DISK_SERIAL);
+}
+
+/* In the child: an fd QEMU is given stays open across exec. */
+static int keep(int fd) { return fd < 0 ? 0 : fcntl(fd, F_SETFD, 0); }
+
+/* Who may use /dev/kvm beside root: its group, if it is open to one. */
+static int kvm_group(gid_t *gid)
+{
+	struct stat st;
+	if (stat("/dev/kvm", &st) < 0 || !(st.st_mode & S_IRGRP) || !(st.st_mode & S_IWGRP))
+		return -1;
+	*gid = st.st_gid;
+	return 0;
+}
+
+/* Drop to an id of QEMU's own; with KVM only where the device's group lets
+ * it in.  0, or -1 with errno. */
+static int drop_ids(bool kvm)
+{
+	if (geteuid() != 0)
+		return 0;
+	gid_t groups[1];
+	size_t n = 0;
+	if (kvm && kvm_group(&groups[0]) < 0)
+		return 0; /* /dev/kvm is root's alone: QEMU keeps the id, loses the rest */
+	if (kvm)
+		n = 1;
+	uid_t id = QEMU_ID_BASE + (uid_t)getppid();
+	if (setgroups(n, groups) < 0 || setresgid(id, id, id) < 0 || setresuid(id, id, id) < 0)
+		return -1;
+	/* A changed id is not dumpable, so /proc/self would be root's: QEMU
+	 * reads its kernel and initrd through /proc/self/fd. */
+	return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
+static _Noreturn void child(struct argv *a, const struct qemu_io *io, bool kvm)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	const char *step = "prepare";
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		goto fail;
+	step = "redirect";
+	int null = open("/dev/null", O_RDONLY);
+	if (null < 0 || dup2(null, 0) < 0 || dup2(io->messages, 1) < 0 || dup2(io->messages, 2) < 0)
+		goto fail;
+	step = "keep fds";
+	if (keep(io->port) < 0 || keep(io->root) < 0 || keep(io->disk[0]) < 0 || keep(io->disk[1]) < 0)
+		goto fail;
+	step = "unshare";
+	if (geteuid() == 0 &&
+	    unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) < 0)
+		goto fail;
+	step = "drop ids";
+	if (drop_ids(kvm) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || chdir("/") < 0)
+		goto fail;
+	execv(a->v[0], a->v);
+	step = "exec";
+fail:
+	fprintf(stderr, "boxlite-vmm: qemu: %s: %s\n", step, strerror(errno));
+	_exit(127);
+}
+
+/* QEMU reads paths: our kernel and initrd, whatever their directories,
+ * through fds it inherits. */
+static int open_by_fd(struct argv *a, int slot, bl_error *e)
+{
+	int fd = open(a->v[slot], O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return bl_error_errno(e, errno, "open %s", a->v[slot]);
+	a->v[slot] = (char *)fmt(a, "/proc/self/fd/%d", fd);
+	return fd;
+}
+
+int qemu_start(const struct shim_spec *s, const struct qemu_io *io, struct qemu *q, bl_error *e)
+{
+	struct argv a = {.n = 0};
+	build(&a, s, io);
+	a.v[a.n] = NULL;
+	int files[2] = {-1, -1};
+	for (int i = 0, k = 0; i < a.n && k < 2; i++)
+		if (strcmp(a.v[i], "-kernel") == 0 || strcmp(a.v[i], "-initrd") == 0)
+			if ((files[k++] = open_by_fd(&a, i + 1, e)) < 0)
+				goto fail;
+	pid_t pid = fork();
+	if (pid < 0) {
+		bl_error_errno(e, errno, "fork");
+		goto fail;
+	}
+	if (pid == 0) {
+		(void)keep(files[0]);
+		(void)keep(files[1]);
+		child(&a, io, strcmp(s->vm.accel, "kvm") == 0);
+	}
+	for (int k = 0; k < 2; k++)
+		close(files[k]);
+	q->pid = pid;
+	if ((q->pidfd = bl_pidfd_open(pid)) < 0) {
+		bl_error_errno(e, errno, "pidfd_open (qemu)");
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		return -1;
+	}
+	return 0;
+fail:
+	for (int k = 0; k < 2; k++)
+		if (files[k] >= 0)
+			close(files[k]);
+	return -1;
+}
+
+void qemu_kill(const struct qemu *q)
+{
+	if (bl_pidfd_signal(q->pidfd, SIGKILL) < 0 && errno != ESRCH)
+		fprintf(stderr, "boxlite-vmm: kill qemu: %s\n", strerror(errno));
+}
+
+int qemu_reap(const struct qemu *q)
+{
+	int status = 0;
+	while (waitpid(q->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return status;
+}

@@ -1,0 +1,62 @@
+/*
+ * vmm.h - boxlite-vmm, the host-side supervisor of one vm box.
+ *
+ *   boxlite-vmm --box-dir DIR --lower DIR --disk-image IMG --vm-qemu PATH
+ *               --vm-kernel PATH --vm-initrd PATH --vm-root-image IMG
+ *               --vm-accel kvm|tcg [FLAG...]
+ *   boxlite-vmm probe QEMU KERNEL INITRD ACCEL TIMEOUT_MS
+ *
+ * The shim's command line, fds, signals, lock and files (common/shim_spec.h,
+ * shim/shim.h), so the core and the Python layer see the same supervisor:
+ * it runs the box's VM (qemu.c) and, in its guest, boxlite-guest runs the
+ * box with boxlite-shim.  The vmm multiplexes over the VM's port
+ * (common/mux.h): fd 3 (the spawner's connection) and every connection to
+ * DIR/agent.sock, each a channel to the agent; the main command's output
+ * into DIR/stdout.log and stderr.log (shim/logs.c) and its outcome into
+ * DIR/exit (shim/main_command.c).  QEMU's own output and the guest's console
+ * go to DIR/shim.log.
+ *
+ * SIGTERM: the guest stops the box (its grace period), then powers off;
+ * SHIM_KILL_NOW, the owner's death, or a guest past its grace: QEMU is
+ * killed.  The vmm exits once QEMU is reaped, with the guest shim's exit
+ * code, or 1 when the guest ended without one (a panic, QEMU's death).
+ *
+ * probe: boot the kernel and initramfs with accel to the guest init, which
+ * says so and powers off; exit 0 if it did within TIMEOUT_MS, else 1 (QEMU
+ * killed).  What "auto" tells KVM that can run a guest from KVM that cannot.
+ */
+#ifndef BOXLITE_VMM_H
+#define BOXLITE_VMM_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "shim/shim.h"
+
+/* What QEMU is given: the port, the disks, where its output goes. */
+struct qemu_io {
+	int port;     /* our socketpair's other end: the virtio-serial port */
+	int root;     /* the layers' image, read-only; -1: none (probe) */
+	int disk[2];  /* the box's disk, read-only and read-write (QEMU opens it
+		       * either way, and an fd set answers with an fd of the same
+		       * mode); -1: none (probe) */
+	int messages; /* QEMU's stdout and stderr: the console */
+	bool probe;   /* boot to the guest init's probe answer */
+};
+
+struct qemu {
+	pid_t pid;
+	int pidfd;
+};
+
+/* qemu.c: start QEMU for the VM s describes, confined (docs/security.md),
+ * dying with us.  0 and *q, or -1 with e.  The fds of io stay ours. */
+int qemu_start(const struct shim_spec *s, const struct qemu_io *io, struct qemu *q, bl_error *e);
+void qemu_kill(const struct qemu *q);
+/* Reap it: its wait status. */
+int qemu_reap(const struct qemu *q);
+
+/* probe.c */
+int probe_main(int argc, char **argv);
+
+#endif
