@@ -32,10 +32,14 @@ from .image.unpack import UnpackLimits
 from .spec import (
     DEFAULT_DRAIN_MS,
     DEFAULT_STOP_GRACE_MS,
+    DEFAULT_VM_DISK,
+    DEFAULT_VM_READY_MS,
     DISK_MIN,
     Env,
     box_identity,
+    check_accel,
     check_cwd,
+    check_engine,
     check_name,
     check_network,
     check_rootfs,
@@ -50,6 +54,7 @@ from .spec import (
 )
 from .state import boxdir, recovery
 from .state.disk import make_disk
+from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config
 from .state.monitor import Monitor
 from .state.reconcile import reconcile
 from .state.recovery import RecoveryReport
@@ -87,11 +92,13 @@ class Runtime:
         drain_window: float = DEFAULT_DRAIN_MS / 1000,
         max_layer_size: int | str = UnpackLimits.max_bytes,
         max_layer_entries: int = UnpackLimits.max_entries,
+        engine: str | None = None,
     ) -> None:
         for value, what in ((queue_capacity, "queue_capacity"), (workers, "workers")):
             if not 0 <= value <= 0xFFFFFFFF:
                 raise InvalidArgumentError(f"{what} out of range: {value}")
         limits = unpack_limits(max_layer_size, max_layer_entries)
+        self._engine = check_engine(engine)
         self.home = resolve_home(home)
         self._grace_ms = millis(stop_grace, "stop_grace")
         self._drain_ms = millis(drain_window, "drain_window")
@@ -152,6 +159,9 @@ class Runtime:
         tmp_size: int | str | None = None,
         detach: bool = False,
         auto_remove: bool = False,
+        engine: str | None = None,
+        accel: str = "auto",
+        ready_timeout: float = DEFAULT_VM_READY_MS / 1000,
     ) -> Box:
         """Describe a new box (started by ``start()`` or the first exec).
 
@@ -206,12 +216,27 @@ class Runtime:
         it or the runtime lets go of it, and ``Runtime.get`` finds it again
         by id or name, from any process.  ``auto_remove=True`` deletes the
         box once its run is over.
+
+        ``engine`` is what runs the box (the runtime's by default, which is
+        ``$BOXLITE_ENGINE`` or ``"ns"``): ``"ns"``, Linux namespaces of the
+        host's kernel, or ``"vm"``, a micro-VM of its own under QEMU with its
+        own kernel (Debian's cloud kernel: ``python3 -m boxlite_ffi.vm
+        fetch-kernel``).  A vm box's ``memory`` is its guest's RAM (512 MiB
+        by default), ``cpus`` rounded up its vCPUs, ``disk`` its writable
+        disk (8 GiB, sparse, by default).  ``accel`` picks QEMU's
+        accelerator: ``"kvm"``, ``"tcg"`` (emulation) or ``"auto"``, KVM
+        where a bounded probe boot shows it runs a guest; ``ready_timeout``
+        (seconds) bounds the wait for the guest to run the box.
+        ``BoxInfo.engine`` and ``accelerator`` say what ran it.
         """
         if (image is None) == (rootfs is None):
             raise InvalidArgumentError("give exactly one of image= or rootfs=")
         check_name(name)
         workdir = check_cwd(workdir, "workdir")
         env = env_dict(env)  # refuse a bad environment now, not at the first exec
+        engine = check_engine(engine, "engine") if engine is not None else self._engine
+        accel = check_accel(accel)
+        ready_ms = millis(ready_timeout, "ready_timeout")
         with self._images.hold():  # no prune between resolving and recording
             made = self._image(image) if image is not None else None
             image_config = made.config if made else ImageConfig(())
@@ -235,7 +260,10 @@ class Runtime:
                 "auto_remove": auto_remove,
                 "stop_grace_ms": self._grace_ms,
                 "drain_ms": self._drain_ms,
+                "engine": engine,
             }
+            if engine == "vm":
+                config["vm"] = self._vm(tuple(map(Path, config["lowers"])), accel, ready_ms)
             record = self._record(box_id, name, config, detach)
         return self._track(record)
 
@@ -252,9 +280,10 @@ class Runtime:
             try:
                 # The native core's checks, before anything is recorded.
                 self._native.box_check(native_config(directory, config, detach))
-                if config["disk"]:
+                disk = config["disk"] or (DEFAULT_VM_DISK if config["engine"] == "vm" else None)
+                if disk:
                     with os_errors(f"making the disk of box {box_id}"):
-                        make_disk(directory, config["disk"])
+                        make_disk(directory, disk)
             except BaseException:
                 remove_tree(directory)
                 raise
@@ -267,6 +296,17 @@ class Runtime:
             boxdir.discard(directory)
             raise
         return record
+
+    def _vm(self, lowers: tuple[Path, ...], accel: str, ready_ms: int) -> dict[str, Any]:
+        """A vm box's VM (vm/engine.py), its files in this home's caches."""
+        return vm_config(
+            lowers,
+            accel=accel,
+            ready_ms=ready_ms,
+            root_images=self.home / "images" / ROOT_IMAGES,
+            boot_cache=self.home / BOOT_CACHE,
+            libexec=libexec_dir(),
+        )
 
     def _image(self, image: str | os.PathLike[str]) -> ResolvedImage:
         """An image of the cache; a path that exists is loaded first."""

@@ -11,6 +11,7 @@ it is given; these checks are the ones with Python's messages and types.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -22,7 +23,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeGuard, TypeVar, cast
 
-from ._core.core import BoxConfig, Mount
+from ._core.core import BoxConfig, Mount, VmConfig
 from ._native import lib
 from .agent import as_user
 from .errors import EngineError, ImageError, InvalidArgumentError, NotFoundError
@@ -443,9 +444,31 @@ def millis(seconds: float, what: str) -> int:
     return ms
 
 
+ENGINES = ("ns", "vm")
+ACCELS = ("auto", "kvm", "tcg")
+ENGINE_ENV = "BOXLITE_ENGINE"
+DEFAULT_VM_READY_MS = lib.BOXLITE_DEFAULT_VM_READY_MS
+DEFAULT_VM_DISK = 8 << 30  # sparse: a vm box's writable layer is a disk of its own
+
+
+def check_engine(engine: object, what: str = "engine") -> str:
+    """engine, else ``$BOXLITE_ENGINE``, else ns."""
+    chosen = engine if engine is not None else os.environ.get(ENGINE_ENV) or "ns"
+    if chosen not in ENGINES:
+        raise InvalidArgumentError(f"{what} {chosen!r}: one of {', '.join(ENGINES)}")
+    return str(chosen)
+
+
+def check_accel(accel: object) -> str:
+    if accel not in ACCELS:
+        raise InvalidArgumentError(f"accel {accel!r}: one of {', '.join(ACCELS)}")
+    return str(accel)
+
+
 def native_config(directory: Path, config: dict[str, Any], detached: bool) -> BoxConfig:
     """What the native core needs, from a box's stored configuration."""
     main = config.get("main")
+    vm = config.get("vm")
     return BoxConfig(
         directory,
         tuple(Path(p) for p in config["lowers"]),
@@ -459,5 +482,9 @@ def native_config(directory: Path, config: dict[str, Any], detached: bool) -> Bo
         tuple(Mount(*m) for m in config.get("mounts") or ()),
         **(config.get("limits") or {}),
         **(config.get("network") or {}),
-        disk_image=str(directory / boxdir.DISK_IMAGE) if config.get("disk") else None,
+        disk_image=str(directory / boxdir.DISK_IMAGE) if config.get("disk") or vm else None,
+        vm=VmConfig(**{k: v for k, v in vm.items() if k in VM_FIELDS}) if vm else None,
     )
+
+
+VM_FIELDS = frozenset(f.name for f in dataclasses.fields(VmConfig))

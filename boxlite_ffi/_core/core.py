@@ -121,6 +121,18 @@ def _token_ptr(token: int) -> Any:
 
 
 @dataclass(frozen=True)
+class VmConfig:
+    """What the "vm" engine runs a box's VM with (boxlite_vm_options)."""
+
+    qemu: str
+    kernel: str
+    initrd: str
+    root_image: str  # the layers' ext4 image, each under its directory's name
+    accel: str  # "kvm" or "tcg"
+    ready_ms: int = 0  # 0: the native default
+
+
+@dataclass(frozen=True)
 class BoxConfig:
     """What the native core needs to describe a box (also what is stored)."""
 
@@ -150,6 +162,8 @@ class BoxConfig:
     host_loopback: bool = False
     # The writable layer's ext4 image (None: in the box directory, unlimited).
     disk_image: str | None = None
+    # The engine "vm" and its VM (None: the engine "ns").
+    vm: VmConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,14 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
     opts.cpu_millis = config.cpu_millis
     opts.log_limit = config.log_limit
     opts.tmp_size = config.tmp_size
+    if config.vm is not None:
+        opts.engine = _cstring("vm", keep)
+        vm = ffi.new("boxlite_vm_options *")
+        keep.append(vm)
+        for field in ("qemu", "kernel", "initrd", "root_image", "accel"):
+            setattr(vm, field, _cstring(getattr(config.vm, field), keep))
+        vm.ready_ms = config.vm.ready_ms
+        opts.vm = vm
     return opts
 
 

@@ -65,6 +65,8 @@ class BoxInfo:
     detached: bool
     auto_remove: bool
     config: dict[str, Any]
+    engine: str  # "ns" or "vm"
+    accelerator: str | None  # a vm box's: "kvm" or "tcg"
 
     @classmethod
     def of(cls, record: BoxRecord) -> BoxInfo:
@@ -82,4 +84,6 @@ class BoxInfo:
             record.detached,
             bool(record.config.get("auto_remove")),
             record.config,
+            record.config.get("engine", "ns"),
+            (record.config.get("vm") or {}).get("accel"),
         )

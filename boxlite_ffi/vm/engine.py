@@ -1,0 +1,73 @@
+"""A vm box's VM, resolved when the box is created and kept in its record:
+QEMU, the guest's kernel and initramfs, the image's root image and the
+accelerator (accel.py).  All of it is cached, so a second box of the same
+image costs a few file checks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineError, InvalidArgumentError
+from .accel import Probe, choose
+from .initramfs import initramfs
+from .kernel import find_kernel
+from .root_image import CACHE_PART as ROOT_IMAGE_CACHE
+from .root_image import layer_name, root_image
+
+QEMU = "qemu-system-x86_64"
+# The guest's programs (name in the initramfs -> the executable's) and the
+# modules they need; ext4 is built into Debian's cloud kernel.
+GUEST_FILES = {"init": "boxlite-guest", "boxlite-shim": "boxlite-shim", "boxlite-agent": "boxlite-agent"}
+GUEST_MODULES = ("virtio_mmio", "virtio_console", "virtio_blk", "overlay")
+VMM = "boxlite-vmm"
+BOOT_CACHE = "vm"  # <home>/vm: initramfs builds, the accelerator probes' answers
+ROOT_IMAGES = ROOT_IMAGE_CACHE  # <home>/images/vm
+
+
+def find_qemu() -> str:
+    found = shutil.which(QEMU)
+    if found is None:
+        raise EngineError(f"the vm engine needs {QEMU}: apt-get install qemu-system-x86")
+    return found
+
+
+def vm_config(
+    lowers: tuple[Path, ...],
+    *,
+    accel: str,
+    ready_ms: int,
+    root_images: Path,
+    boot_cache: Path,
+    libexec: Path,
+    kernel: Path | None = None,
+) -> dict[str, Any]:
+    """The stored description of a box's VM (core.VmConfig's fields, and
+    what BoxInfo reports): its image of lowers in root_images, its boot
+    files in boot_cache."""
+    for lower in lowers:
+        try:
+            layer_name(lower)
+        except InvalidArgumentError:
+            raise InvalidArgumentError(
+                "the vm engine runs images of the cache; rootfs= directories and the host "
+                "image need shared directories (virtiofs), which it does not have yet"
+            ) from None
+    qemu = find_qemu()
+    guest_kernel = find_kernel(kernel)
+    files = {name: libexec / exe for name, exe in GUEST_FILES.items()}
+    initrd = initramfs(guest_kernel, files, GUEST_MODULES, boot_cache)
+    root = root_image(lowers, root_images)
+    probe = Probe(libexec / VMM, qemu, guest_kernel.vmlinuz, guest_kernel.sha256, initrd)
+    chosen = choose(accel, probe, boot_cache)
+    return {
+        "qemu": qemu,
+        "kernel": str(guest_kernel.vmlinuz),
+        "initrd": str(initrd),
+        "root_image": str(root),
+        "accel": chosen.name,
+        "ready_ms": ready_ms,
+        "accel_reason": chosen.reason,
+        "kernel_release": guest_kernel.release,
+    }
