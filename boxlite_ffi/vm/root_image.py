@@ -144,17 +144,17 @@ def _mkfs(staging: Path, target: Path) -> None:
         raise EngineError("mkfs.ext4 is not installed (Debian's e2fsprogs)")
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".root-", suffix=".tmp")
     os.close(fd)
+    # Read-only: no journal, no reserve, no room to grow; the top directory
+    # root's, each layer below it keeping its own owner.
+    cmd = [
+        mkfs, "-q", "-F", "-b", str(BLOCK), "-I", str(INODE_SIZE), "-N", str(inodes),
+        "-m", "0", "-O", "^has_journal,^resize_inode", "-L", "boxlite-root",
+        "-E", "root_owner=0:0,nodiscard", "-d", str(staging), tmp,
+    ]  # fmt: skip
     try:
         for attempt in (1, 2):
             os.truncate(tmp, size * attempt)
-            done = subprocess.run(
-                [mkfs, "-q", "-F", "-b", str(BLOCK), "-I", str(INODE_SIZE), "-N", str(inodes)]
-                + ["-m", "0", "-O", "^has_journal,^resize_inode", "-L", "boxlite-root"]
-                + ["-E", "root_owner=0:0,nodiscard", "-d", str(staging), tmp],
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
+            done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
             if done.returncode == 0:
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
