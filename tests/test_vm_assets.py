@@ -12,6 +12,8 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ MODULES = ("virtio_mmio", "virtio_console", "virtio_blk", "overlay", "erofs", "e
 QEMU = shutil.which("qemu-system-x86_64")
 BUSYBOX = Path("/bin/busybox")
 ROOT = os.geteuid() == 0
+NOBODY = 65534
 
 
 @pytest.fixture(scope="module")
@@ -210,10 +213,30 @@ def test_the_initramfs_cache_hits_and_misses(kernel: Kernel, tmp_path: Path) -> 
     assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in {first, *variants})
 
 
-def test_a_missing_module_is_an_engine_error(kernel: Kernel, tmp_path: Path) -> None:
+def test_concurrent_builders_leave_one_whole_initramfs(kernel: Kernel, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    made: list[Path] = []
+
+    def build() -> None:
+        made.append(initramfs(kernel, {"init": AGENT}, MODULES, cache))
+
+    builders = [threading.Thread(target=build) for _ in range(4)]
+    for t in builders:
+        t.start()
+    for t in builders:
+        t.join()
+    assert len(made) == 4 and len(set(made)) == 1
+    assert list(cache.iterdir()) == [made[0]]  # no temp file left
+    assert read_newc(made[0].read_bytes())[-1].name == "modules/order"
+
+
+def test_a_missing_module_or_a_bad_name_is_a_typed_error(kernel: Kernel, tmp_path: Path) -> None:
     with pytest.raises(boxlite_ffi.EngineError, match="no module 'no_such_module'"):
         initramfs(kernel, {}, ["virtio_blk", "no-such-module"], tmp_path)
     assert load_order(kernel, ["ext4"]) == []  # built in: nothing to load
+    for files in ({"../init": AGENT}, {"dev/x": AGENT}, {"init": AGENT, "/init": AGENT}):
+        with pytest.raises(boxlite_ffi.InvalidArgumentError):
+            initramfs(kernel, files, [], tmp_path)
     assert not list(tmp_path.iterdir())
 
 
@@ -347,6 +370,7 @@ def test_the_root_image_holds_each_layer_as_the_guest_overlays_it(
     assert sorted(p.name for p in disk.iterdir()) == sorted(
         ["lost+found", *(layer_name(lo) for lo in lowers)]
     )
+    assert (disk.stat().st_uid, stat.S_IMODE(disk.stat().st_mode)) == (0, 0o755)
     top, extra, base = (disk / layer_name(lo) for lo in lowers)
     whiteout = os.lstat(top / "etc" / "removed")
     assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
@@ -368,6 +392,59 @@ def test_the_root_image_holds_each_layer_as_the_guest_overlays_it(
     assert not (merged / "etc" / "removed").exists()
     assert sorted(p.name for p in (merged / "opt" / "app").iterdir()) == ["new"]
     assert (merged / "opt" / "keep").read_text() == "kept\n"
+
+
+# An unprivileged runtime: import while root, then drop to nobody for good.
+AS_NOBODY = """
+import os, sys
+from pathlib import Path
+import boxlite_ffi
+from boxlite_ffi.vm.root_image import CACHE_PART, root_image
+os.setgroups([])
+os.setresgid({nobody}, {nobody}, {nobody})
+os.setresuid({nobody}, {nobody}, {nobody})
+with boxlite_ffi.Runtime({home!r}) as rt:
+    rt.images.load({layout!r}, tag="layered:1")
+    lowers = rt.images.resolve("layered:1").lowers
+    print(root_image(lowers, Path({home!r}) / "images" / CACHE_PART))
+    print(" ".join(str(lo) for lo in lowers))
+"""
+
+
+@pytest.mark.skipif(not ROOT, reason="becoming nobody and loop-mounting need root")
+def test_an_unprivileged_runtimes_root_image_holds_its_uid(
+    layered: Path, tmp_path: Path, mounted: list[Path]
+) -> None:
+    """Unpacking keeps no owners: the image holds the runtime's uid (which
+    the guest maps to root), and the whiteouts and opaque marks an
+    unprivileged user could make."""
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-vmassets-{os.getpid()}"
+    base.mkdir(mode=0o755)
+    try:
+        shutil.copytree(layered, base / "layout")
+        for path in [base, *base.rglob("*")]:
+            os.lchown(path, NOBODY, NOBODY)
+        script = AS_NOBODY.format(
+            nobody=NOBODY, home=str(base / "home"), layout=str(base / "layout")
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        image, lowers = done.stdout.splitlines()
+        disk = tmp_path / "disk"
+        _mount(mounted, disk, "-o", "ro,loop", "-t", "ext4", image)
+        top = disk / Path(lowers.split()[0]).name
+        owners = {(st.st_uid, st.st_gid) for st in map(os.lstat, top.parent.rglob("*"))}
+        owners -= {(0, 0)}  # lost+found
+        assert owners == {(NOBODY, NOBODY)}
+        assert os.lstat(top / "etc" / "removed").st_rdev == 0
+        assert os.getxattr(top / "opt" / "app", "user.overlay.opaque") == b"y"
+    finally:
+        for point in reversed(mounted):
+            subprocess.run(["umount", str(point)], check=False)
+        mounted.clear()
+        shutil.rmtree(base)
 
 
 def test_the_root_image_cache_and_prune(rt: boxlite_ffi.Runtime, home: Path, layered: Path) -> None:

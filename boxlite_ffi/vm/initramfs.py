@@ -57,6 +57,8 @@ def initramfs(
     """The cached initramfs of ``files`` (name in the archive -> host file)
     and ``modules`` (names, as modprobe takes them) of ``kernel``."""
     programs = [_program(name, path) for name, path in sorted(files.items())]
+    if len({name for name, _, _ in programs}) != len(programs):
+        raise InvalidArgumentError("an initramfs file is named twice")
     digests = kernel.module_digests()
     taken = [_module_entry(path, digests) for path in load_order(kernel, modules, digests)]
     target = cache_dir / f"initramfs-{_key(kernel, modules, programs, taken)}.cpio"
