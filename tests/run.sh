@@ -39,6 +39,12 @@ if "$PY" -m pip install --help | grep -q -- --break-system-packages; then
 fi
 "$PY" -m pip install -q "${PIP_FLAGS[@]}" ".[test]"
 
+# The vm engine's guest kernel (Debian's cloud kernel), fetched through apt
+# and recorded by the package itself (a verified cache is kept).  As root: the
+# cache is the machine's; PYTHONPATH finds a package pip put in a user site.
+site=$(cd tests && "$PY" -c 'import boxlite_ffi, pathlib; print(pathlib.Path(boxlite_ffi.__file__).parents[1])')
+(cd tests && as_root env PYTHONPATH="$site" "$PY" -m boxlite_ffi.vm fetch-kernel)
+
 echo "== native unit tests"
 make -s -C tests/native PYTHON="$PY"
 echo "== native unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"

@@ -19,6 +19,9 @@ from ..errors import (
 )
 from ..state.store import ImageRecord, Store
 from ..tree import remove_tree, tree_size
+from ..vm.root_image import CACHE_PART as VM_CACHE_PART
+from ..vm.root_image import root_image_path
+from ..vm.root_image import sweep as sweep_root_images
 from . import host
 from .archive import open_archive
 from .content import Content
@@ -57,7 +60,7 @@ class ResolvedImage:
 
 
 # What the cache is made of; anything else under its root is left over.
-_CACHE_PARTS = ("blobs", "ingest", "layers", "lock", host.NAME)
+_CACHE_PARTS = ("blobs", "ingest", "layers", "lock", host.NAME, VM_CACHE_PART)
 
 
 class Images:
@@ -140,15 +143,19 @@ class Images:
 
     def prune(self) -> PruneReport:
         """Delete images with no name that no box uses, then every blob,
-        unpacked layer and partial download that no image needs, and every
-        host layer (or tree left by an older version) no box runs on."""
+        unpacked layer and partial download that no image needs, every vm
+        root image of no image, and every host layer (or tree left by an
+        older version) no box runs on."""
         with self._content.using(exclusive=True):
             removed = self._remove_untagged()
-            keep_blobs, keep_layers = set(), set()
+            keep_blobs, keep_layers, keep_roots = set(), set(), set()
+            vm_dir = self._content.root / VM_CACHE_PART
             for record in self._store.images():
                 keep_blobs |= {record.id, record.config, *(layer[0] for layer in record.layers)}
                 keep_layers |= {layer[2] for layer in record.layers}
+                keep_roots.add(root_image_path(self._lowers(record), vm_dir))
             freed = self._content.sweep(keep_blobs, keep_layers)
+            freed += sweep_root_images(vm_dir, keep_roots)
             in_use = {Path(p) for p in self._store.lowers_in_use()}
             strays = [*(self._content.root / host.NAME).glob("*")]
             strays += [p for p in self._content.root.iterdir() if p.name not in _CACHE_PARTS]
@@ -200,11 +207,11 @@ class Images:
             layer, mounts = host.host_layer(self._content.root)
             return ResolvedImage(None, host.CONFIG, (layer,), mounts)
         record = self._find(ref)
-        return ResolvedImage(
-            record.id,
-            self._config(record),
-            tuple(self._content.layer_path(layer[2]) for layer in reversed(record.layers)),
-        )
+        return ResolvedImage(record.id, self._config(record), self._lowers(record))
+
+    def _lowers(self, record: ImageRecord) -> tuple[Path, ...]:
+        """Its layer directories, top-most first."""
+        return tuple(self._content.layer_path(layer[2]) for layer in reversed(record.layers))
 
     def _find(self, ref: str) -> ImageRecord:
         return self._store.find_image(ref, self._name(ref))
