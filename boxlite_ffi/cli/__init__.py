@@ -23,6 +23,7 @@ from .. import __version__
 from .._core.core import signaled_status
 from ..errors import BoxliteError
 from ..runtime import Runtime
+from ..spec import ACCELS, ENGINES
 from . import box_commands, image_commands, output
 from .attach import BOXLITE_FAILED
 from .signals import Signals, Terminated
@@ -59,6 +60,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--network", choices=["none", "outbound"], default="none", help="outbound: slirp4netns"
     )
     p.add_argument("--host-loopback", action="store_true", help="the box may reach 127.0.0.1")
+    p.add_argument(
+        "--engine", choices=ENGINES, help="ns: namespaces; vm: a micro-VM (default $BOXLITE_ENGINE or ns)"
+    )
+    p.add_argument("--accel", choices=ACCELS, default="auto", help="the vm engine's accelerator")
     p.add_argument("image", help="image name, id, or an archive's path")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
 

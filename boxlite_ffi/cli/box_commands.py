@@ -73,6 +73,8 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         "tmp_size": args.tmp_size,
         "network": args.network == "outbound",
         "host_loopback": args.host_loopback,
+        "engine": args.engine,
+        "accel": args.accel,
     }
 
 
