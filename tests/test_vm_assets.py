@@ -92,6 +92,36 @@ def test_the_fetched_kernel_is_recorded(kernel: Kernel) -> None:
     assert done.returncode == 0
 
 
+def test_fetch_kernel_fetches_keeps_and_repairs(kernel: Kernel, tmp_path: Path) -> None:
+    """A real download into a directory of its own (as a user's --dir)."""
+    dest = tmp_path / "kernel"
+    fetched = fetch_kernel(dest)
+    assert (fetched.release, fetched.version, fetched.sha256) == (
+        kernel.release,
+        kernel.version,
+        kernel.sha256,
+    )
+    record = (dest / RECORD).stat()
+    cli = subprocess.run(
+        [sys.executable, "-m", "boxlite_ffi.vm", "fetch-kernel", "--dir", str(dest)],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"package version {kernel.version}" in cli.stdout and kernel.sha256 in cli.stdout
+    assert (dest / RECORD).stat().st_ino == record.st_ino  # kept, not fetched again
+
+    _flip_last_byte(fetched.vmlinuz)
+    assert fetch_kernel(dest).sha256 == kernel.sha256  # a corrupt cache is fetched anew
+    assert not list(dest.glob(".fetch-*"))
+
+
+def test_fetch_kernel_into_an_unusable_directory_is_an_engine_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(boxlite_ffi.EngineError, match="cannot write the kernel cache"):
+        fetch_kernel(tmp_path / "file" / "kernel")
+
+
 def _kernel_copy(kernel: Kernel, dest: Path, modules: tuple[str, ...] = ()) -> Path:
     """A cache directory with the record, the kernel and some module files
     (copies: the test damages them)."""

@@ -1,4 +1,4 @@
-"""The guest's initramfs: its programs (``init`` first among them), the
+"""The guest's initramfs: its programs (``init``, which the kernel runs, among them), the
 directories and console the kernel needs before init mounts anything, and
 exactly the kernel modules asked for, with their dependencies:
 

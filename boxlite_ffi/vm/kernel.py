@@ -179,10 +179,8 @@ def fetch_kernel(dest: Path | None = None) -> Kernel:
     """Download Debian's cloud kernel into ``dest`` (default ``kernel_dir()``)
     and record it; a cache there that verifies is kept as it is."""
     dest = dest or kernel_dir()
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EngineError(f"cannot make the kernel cache {dest}: {e.strerror}") from e
+    with contextlib.suppress(EngineError):
+        return _cached(dest)  # without the lock: a user may read root's cache
     with _locked(dest):
         with contextlib.suppress(EngineError):
             return _cached(dest)
@@ -210,8 +208,16 @@ def fetch_kernel(dest: Path | None = None) -> Kernel:
 def _locked(dest: Path) -> Iterator[None]:
     """One fetcher at a time per cache (a second waits, then keeps the
     first one's kernel)."""
-    with open(dest / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        lock = open(dest / ".lock", "a")  # noqa: SIM115 (the with below closes it)
+    except OSError as e:
+        raise EngineError(
+            f"cannot write the kernel cache {dest}: {e.strerror} "
+            "(fetch as root, or into a directory of yours with --dir)"
+        ) from e
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
