@@ -54,7 +54,6 @@ from .spec import (
 )
 from .state import boxdir, recovery
 from .state.disk import make_disk
-from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config
 from .state.monitor import Monitor
 from .state.reconcile import reconcile
 from .state.recovery import RecoveryReport
@@ -63,6 +62,7 @@ from .state.status import BoxStatus
 from .state.store import DELETE, BoxRecord, Proc, Store
 from .state.views import BoxExit, BoxInfo
 from .tree import remove_tree
+from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
 

@@ -1,4 +1,4 @@
-"""Find live box processes (shims and agents) by scanning /proc.
+"""Find live box processes (supervisors, agents, QEMU) by scanning /proc.
 
 Only the boxes of the boxlite_ffi this test run imports count: a shim whose
 --agent lies in its libexec directory, and the agents and network helpers
@@ -12,7 +12,10 @@ import os
 
 from boxlite_ffi.home import libexec_dir
 
-BOX_PROCESS_NAMES = {"boxlite-shim", "boxlite-agent", "slirp4netns"}
+# A box's supervisor (the shim, or the vm engine's boxlite-vmm) and what runs
+# under it: the agent, the network helper, QEMU (its name cut to 15 bytes).
+SUPERVISORS = {"boxlite-shim", "boxlite-vmm"}
+BOX_PROCESS_NAMES = {*SUPERVISORS, "boxlite-agent", "slirp4netns", "qemu-system-x86"}
 
 
 def _read(pid: int, name: str) -> bytes:
@@ -22,7 +25,7 @@ def _read(pid: int, name: str) -> bytes:
 
 def _ours(pid: int, comm: str, parents: dict[int, int], shims: set[int]) -> bool:
     """Whether this process belongs to a box of our installed package."""
-    if comm == "boxlite-shim":
+    if comm in SUPERVISORS:
         return pid in shims
     for _ in range(4):  # agent and helper: a child or grandchild of the shim
         pid = parents.get(pid, 0)
@@ -48,7 +51,7 @@ def box_processes() -> list[tuple[int, str]]:
             if comm not in BOX_PROCESS_NAMES or state == b"Z":
                 continue
             live[pid] = comm
-            if comm == "boxlite-shim" and ours_agent in _read(pid, "cmdline").split(b"\0"):
+            if comm in SUPERVISORS and ours_agent in _read(pid, "cmdline").split(b"\0"):
                 shims.add(pid)
         except (OSError, ValueError):
             continue  # exited while we looked

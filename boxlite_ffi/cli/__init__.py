@@ -61,7 +61,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host-loopback", action="store_true", help="the box may reach 127.0.0.1")
     p.add_argument(
-        "--engine", choices=ENGINES, help="ns: namespaces; vm: a micro-VM (default $BOXLITE_ENGINE or ns)"
+        "--engine",
+        choices=ENGINES,
+        help="ns: namespaces; vm: a micro-VM (default $BOXLITE_ENGINE or ns)",
     )
     p.add_argument("--accel", choices=ACCELS, default="auto", help="the vm engine's accelerator")
     p.add_argument("image", help="image name, id, or an archive's path")

@@ -19,7 +19,11 @@ from .root_image import layer_name, root_image
 QEMU = "qemu-system-x86_64"
 # The guest's programs (name in the initramfs -> the executable's) and the
 # modules they need; ext4 is built into Debian's cloud kernel.
-GUEST_FILES = {"init": "boxlite-guest", "boxlite-shim": "boxlite-shim", "boxlite-agent": "boxlite-agent"}
+GUEST_FILES = {
+    "init": "boxlite-guest",
+    "boxlite-shim": "boxlite-shim",
+    "boxlite-agent": "boxlite-agent",
+}
 GUEST_MODULES = ("virtio_mmio", "virtio_console", "virtio_blk", "overlay")
 VMM = "boxlite-vmm"
 BOOT_CACHE = "vm"  # <home>/vm: initramfs builds, the accelerator probes' answers

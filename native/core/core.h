@@ -113,6 +113,7 @@ struct bl_exec {
 			     * (reactor): more is a broken agent, not buffered */
 	bool stdin_closed; /* close requested (rt->lock) */
 	bool stdin_gone;   /* the agent said its stdin is gone (reactor) */
+	bool unanswered;   /* its EXEC is sent, and neither STARTED nor EXIT came (reactor) */
 	struct bl_write *writes, *writes_tail; /* in write order (reactor) */
 	struct bl_control *controls;           /* awaiting results (reactor) */
 	uint32_t last_token;                   /* (reactor) */

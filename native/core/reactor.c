@@ -21,11 +21,15 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
+#include "common/clock.h"
 #include "core.h"
 #include "common/protocol.h"
 
 /* Bytes read from one connection before the others get a turn. */
 #define READ_BUDGET (4u << 20)
+/* How long letting go of a kept box waits for the agent to answer the
+ * executions sent last. */
+#define RELEASE_WAIT_MS 5000
 #define MAX_EVENTS 64
 
 enum source_kind { SRC_WAKE, SRC_CONN, SRC_PIDFD };
@@ -48,6 +52,10 @@ struct bl_attachment {
 	struct bl_exec *pending_ex;
 	bool hello, writing, shim_reaped, conn_done;
 	bool violated; /* the agent broke the protocol: its connection is dropped */
+	/* Let go of (a kept box), once the agent has answered every EXEC sent
+	 * (so another runtime finds each execution), or at release_by. */
+	bool releasing;
+	int64_t release_by;
 	bool dead; /* detached; freed after the current epoll batch */
 };
 
@@ -254,6 +262,14 @@ static void reap_blocking(struct bl_attachment *a)
 }
 
 static void release(struct bl_reactor *r, struct bl_attachment *a);
+
+static bool all_answered(const struct bl_attachment *a)
+{
+	for (const struct bl_exec *ex = a->execs; ex; ex = ex->next)
+		if (ex->unanswered)
+			return false;
+	return true;
+}
 
 static void attach(struct bl_reactor *r, struct bl_attachment *a)
 {
@@ -623,7 +639,11 @@ static bool on_frame(void *ctx, const struct bl_frame_header *h, uint8_t *body)
 			control_result(ex, token, err);
 		}
 		break;
-	default: /* STARTED and frames from newer agents: nothing to do */
+	case BL_FRAME_STARTED:
+		if ((ex = find_exec(a, h->id)))
+			ex->unanswered = false;
+		break;
+	default: /* frames from newer agents: nothing to do */
 		break;
 	}
 	return !a->violated;
@@ -636,6 +656,30 @@ static void conn_readable(struct bl_reactor *r, struct bl_attachment *a)
 	enum bl_conn_status st = bl_conn_read(a->conn, &handler, a, READ_BUDGET);
 	if (st == BL_CONN_CLOSED || st == BL_CONN_BROKEN || a->violated)
 		conn_finished(r, a);
+	else if (a->releasing && all_answered(a))
+		release(r, a);
+}
+
+/* The epoll wait: until the first release that waits for answers is due. */
+static int next_timeout(struct bl_reactor *r)
+{
+	int64_t first = -1;
+	for (struct bl_attachment *a = r->atts; a; a = a->next)
+		if (a->releasing && (first < 0 || a->release_by < first))
+			first = a->release_by;
+	if (first < 0)
+		return -1;
+	int64_t left = first - bl_now_ms();
+	return left > 0 ? (int)left : 0;
+}
+
+static void release_overdue(struct bl_reactor *r)
+{
+	for (struct bl_attachment *a = r->atts, *next; a; a = next) {
+		next = a->next;
+		if (a->releasing && bl_now_ms() >= a->release_by)
+			release(r, a);
+	}
 }
 
 /* ---- commands, run on the reactor ---- */
@@ -669,6 +713,7 @@ static void run_exec(struct bl_reactor *r, struct cmd *c)
 		return;
 	}
 	c->ex->next = a->execs; /* the command's reference moves to the list */
+	c->ex->unanswered = true;
 	a->execs = c->ex;
 	c->ex = NULL;
 	flush_conn(r, a);
@@ -792,6 +837,15 @@ static void release(struct bl_reactor *r, struct bl_attachment *a)
 {
 	if (a->conn_done && a->shim_reaped)
 		return;
+	/* An execution whose EXEC is still on its way (in a VM's port, say)
+	 * would be lost to whoever attaches next: the agent answers first. */
+	if (!a->conn_done && !all_answered(a) && (!a->releasing || bl_now_ms() < a->release_by)) {
+		if (!a->releasing)
+			a->release_by = bl_now_ms() + RELEASE_WAIT_MS;
+		a->releasing = true;
+		return;
+	}
+	a->releasing = false;
 	end_execs(a, BOXLITE_OUTCOME_DETACHED, 0);
 	if (!a->conn_done) {
 		a->conn_done = true;
@@ -991,11 +1045,12 @@ static void *reactor_main(void *arg)
 	struct bl_reactor *r = arg;
 	struct epoll_event evs[MAX_EVENTS];
 	while (!(r->quitting && !r->atts)) {
-		int n = epoll_wait(r->epfd, evs, MAX_EVENTS, -1);
+		int n = epoll_wait(r->epfd, evs, MAX_EVENTS, next_timeout(r));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			abort(); /* only EBADF/EFAULT/EINVAL: a bug, not a condition */
+		release_overdue(r);
 		for (int i = 0; i < n; i++) {
 			struct source *src = evs[i].data.ptr;
 			if (src->kind == SRC_WAKE || !src->att->dead)
