@@ -152,7 +152,7 @@ static void watch(struct mux *m, int fd, uint32_t *now, uint32_t want, struct mu
 	if (fd < 0 || *now == want)
 		return;
 	struct epoll_event ev = {.events = want, .data.ptr = src};
-	int op = keep ? EPOLL_CTL_MOD : !want ? EPOLL_CTL_DEL : !*now ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+	int op = keep || (want && *now) ? EPOLL_CTL_MOD : want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL;
 	(void)epoll_ctl(m->epfd, op, fd, &ev);
 	*now = want;
 }
@@ -529,6 +529,11 @@ int mux_init(struct mux *m, int port, mux_control_fn control, void *ctx, bl_erro
 	return 0;
 }
 
+static int port_error(bl_error *e)
+{
+	return bl_error_errno(e, errno ? errno : EPIPE, "write the port");
+}
+
 /* The batch's events are done with: what they may name can go. */
 static int run_end(struct mux *m, int rc)
 {
@@ -552,7 +557,7 @@ int mux_run(struct mux *m, bl_error *e)
 		uint32_t ev = evs[i].events;
 		if (s->role == SRC_PORT) {
 			if ((ev & EPOLLOUT) && port_write(m) < 0)
-				return run_end(m, bl_error_errno(e, errno ? errno : EPIPE, "write the port"));
+				return run_end(m, port_error(e));
 			if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) && port_read(m, e) < 0)
 				return run_end(m, -1);
 			continue;
@@ -576,7 +581,7 @@ int mux_run(struct mux *m, bl_error *e)
 			chan_rewatch(m, c);
 		}
 	if (port_write(m) < 0)
-		return run_end(m, bl_error_errno(e, errno ? errno : EPIPE, "write the port"));
+		return run_end(m, port_error(e));
 	return run_end(m, 0);
 }
 

@@ -118,7 +118,8 @@ static void valid_frame(struct mux_hdr *h)
 	h->type = (uint16_t)pick(types, sizeof types / sizeof *types);
 	h->chan = h->type >= MUX_READY ? 0 : pick(chans, sizeof chans / sizeof *chans);
 	h->flags = 0;
-	h->len = h->type == MUX_CREDIT ? 4 : h->type == MUX_CLOSE ? 0 : rnd() % 4 ? rnd() % 512 : rnd() % MUX_DATA_CHUNK;
+	uint32_t data = rnd() % 4 ? rnd() % 512 : rnd() % MUX_DATA_CHUNK;
+	h->len = h->type == MUX_CREDIT ? 4 : h->type == MUX_CLOSE ? 0 : data;
 }
 
 /* One frame or some garbage at s[*n], within STREAM_MAX; a stream is
@@ -158,7 +159,9 @@ static void add_piece(uint8_t *s, size_t *n, bool clean)
 	/* The payload as long as there is room: a long one is a cut stream. */
 	size_t body = h.len < STREAM_MAX - *n ? h.len : STREAM_MAX - *n;
 	if (h.type == MUX_CREDIT && body >= 4) {
-		uint32_t v = clean ? (rnd() % 10 ? 0 : rnd() % 16) : rnd() % 2 ? rnd() % 70000 : rnd();
+		/* Clean: mostly none (always valid), the window being unknown here. */
+		uint32_t v = clean ? (rnd() % 10 ? 0 : rnd() % 16)
+				   : rnd() % 2 ? rnd() % 70000 : rnd();
 		for (int i = 0; i < 4; i++)
 			s[*n + (size_t)i] = (uint8_t)(v >> (8 * i));
 		*n += 4;

@@ -120,7 +120,8 @@ static void pair_pipe_chan(struct pair *p, uint32_t id, int *w, int *r)
  * muxes (mux_run never blocks). */
 static void pump(struct pair *p, struct pollfd *fds, int nfds, int ms)
 {
-	struct pollfd all[16] = {{.fd = p->a.epfd, .events = POLLIN}, {.fd = p->b.epfd, .events = POLLIN}};
+	struct pollfd all[16] = {{.fd = p->a.epfd, .events = POLLIN},
+				 {.fd = p->b.epfd, .events = POLLIN}};
 	CHECK(nfds <= 14);
 	if (nfds)
 		memcpy(all + 2, fds, (size_t)nfds * sizeof *fds);
@@ -224,7 +225,7 @@ static void test_streams_byte_exact(void)
 		run_flows(&p, fl, 3, 20000);
 		CHECK(fl[0].got == sizes[s] && fl[1].got == sizes[s] && fl[2].eof);
 		/* The pipe channel ended on both sides; the socket one did not. */
-		for (int i = 0; i < 20 && (mux_has(&p.a, MUX_CHAN_STDOUT) || mux_has(&p.b, MUX_CHAN_STDOUT)); i++)
+		for (int i = 0; i < 20 && mux_has(&p.b, MUX_CHAN_STDOUT); i++)
 			pump(&p, NULL, 0, 10);
 		CHECK(!mux_has(&p.a, MUX_CHAN_STDOUT) && !mux_has(&p.b, MUX_CHAN_STDOUT));
 		CHECK(mux_has(&p.a, MUX_CHAN_PRIMARY) && mux_has(&p.b, MUX_CHAN_PRIMARY));
@@ -246,13 +247,30 @@ static void settle(struct pair *p, struct flow *f)
 		size_t before = f->sent;
 		pump(p, NULL, 0, 20);
 		flow_io(f);
-		bool busy = f->sent != before || ready_within(p->a.epfd, 0) || ready_within(p->b.epfd, 0);
+		bool busy = f->sent != before || ready_within(p->a.epfd, 0) ||
+			    ready_within(p->b.epfd, 0);
 		quiet = busy ? 0 : quiet + 1;
 	}
 }
 
+/* How long 16 MiB takes on a pipe channel of a pair of its own. */
+static long alone_ms(void)
+{
+	struct pair p;
+	pair_open(&p);
+	int w, r;
+	pair_pipe_chan(&p, MUX_CHAN_STDOUT, &w, &r);
+	struct flow f = {.wfd = w, .rfd = r, .size = 16u << 20};
+	long took = run_flows(&p, &f, 1, 20000);
+	close(w);
+	close(r);
+	pair_close(&p);
+	return took;
+}
+
 static void test_credit_stall_isolation(void)
 {
+	long alone = alone_ms();
 	struct pair p;
 	pair_open(&p);
 	int w, r;
@@ -264,8 +282,9 @@ static void test_credit_stall_isolation(void)
 		{.wfd = w, .rfd = r, .size = 16u << 20},
 	};
 	long took = run_flows(&p, fl, 2, 20000);
-	fprintf(stderr, "    16 MiB beside a stalled channel: %ld ms\n", took);
-	CHECK(took < 10000);
+	fprintf(stderr, "    16 MiB beside a stalled channel: %ld ms, alone: %ld ms\n", took,
+		alone);
+	CHECK(took <= 3 * alone + 250); /* slack for a loaded machine, not for a stall */
 	settle(&p, &fl[0]);
 
 	/* The writer is blocked: a's mux stopped reading its source. */
@@ -449,11 +468,10 @@ static int full_pipe(int *reader)
 	return p[1];
 }
 
-static void expect_eproto(struct raw *r, int rc, const bl_error *e)
+static void expect_eproto(int rc, const bl_error *e)
 {
 	CHECK(rc < 0);
 	CHECK(e->status == EPROTO && e->msg[0]);
-	(void)r;
 }
 
 static void test_data_beyond_credit(void)
@@ -467,7 +485,7 @@ static void test_data_beyond_credit(void)
 	CHECK(chunk);
 	for (uint32_t sent = 0; sent < MUX_WINDOW; sent += MUX_DATA_CHUNK)
 		CHECK(raw_frame(&r, 7, MUX_DATA, chunk, MUX_DATA_CHUNK, &e) == 0);
-	expect_eproto(&r, raw_frame(&r, 7, MUX_DATA, "!", 1, &e), &e);
+	expect_eproto(raw_frame(&r, 7, MUX_DATA, "!", 1, &e), &e);
 	free(chunk);
 	close(reader);
 	raw_close(&r);
@@ -508,8 +526,7 @@ static void test_violations(void)
 		r.log.refuse = MUX_STOP;
 		int c = raw_socket_chan(&r, 5);
 		uint8_t f[64] = {0};
-		struct mux_hdr h = {.chan = v->chan, .type = v->type, .flags = v->flags, .len = v->len};
-		mux_hdr_put(f, &h);
+		mux_hdr_put(f, &(struct mux_hdr){v->chan, v->type, v->flags, v->len});
 		if (v->payload)
 			memcpy(f + MUX_HEADER_SIZE, v->payload, 4);
 		size_t n = MUX_HEADER_SIZE + (v->len < 8 ? v->len : 8);
@@ -517,7 +534,7 @@ static void test_violations(void)
 		int rc = raw_feed(&r, f, n, &e);
 		if (rc == 0 || e.status != EPROTO)
 			fprintf(stderr, "%s: rc %d, %s\n", v->what, rc, rc ? e.msg : "accepted");
-		expect_eproto(&r, rc, &e);
+		expect_eproto(rc, &e);
 		close(c);
 		raw_close(&r);
 	}
