@@ -51,6 +51,8 @@ COMMON_SOURCES = [
     "common/protocol.c",
     "common/shim_spec.c",
 ]
+# The channel multiplexer of the vm engine's two sides (vmm, guest).
+MUX_SOURCES = ["common/mux.c"]
 CORE_SOURCES = [
     *COMMON_SOURCES,
     *(
@@ -182,8 +184,8 @@ _SHIM_SHARED = ["shim/lifetime.c", "shim/logs.c", "shim/main_command.c"]
 EXECUTABLES = {
     "boxlite-shim": ("shim", [], ["-lseccomp"]),
     "boxlite-agent": ("agent", [], []),
-    "boxlite-vmm": ("vmm", ["common/mux.c", *_SHIM_SHARED], []),
-    "boxlite-guest": ("guest", ["common/mux.c"], []),
+    "boxlite-vmm": ("vmm", [*MUX_SOURCES, *_SHIM_SHARED], []),
+    "boxlite-guest": ("guest", MUX_SOURCES, []),
 }
 
 
@@ -209,15 +211,19 @@ def build_executables(outdir: Path) -> list[Path]:
     return built
 
 
+# What `--sources` prints, for the native tests' Makefile.
+SOURCE_LISTS = {"common": COMMON_SOURCES, "core": CORE_SOURCES, "mux": MUX_SOURCES}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--sources", choices=["common", "core"], help="print a source list")
+    action.add_argument("--sources", choices=list(SOURCE_LISTS), help="print a source list")
     action.add_argument("--library", type=Path, metavar="PREFIX", help="build the library")
     parser.add_argument("--cflags", default="", help="extra compiler flags for --library")
     args = parser.parse_args()
     if args.sources:
-        print(" ".join(COMMON_SOURCES if args.sources == "common" else CORE_SOURCES))
+        print(" ".join(SOURCE_LISTS[args.sources]))
     else:
         print(build_library(args.library, shlex.split(args.cflags)))
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/mux.h"
@@ -35,9 +36,20 @@ struct mux_chan {
 	uint32_t credit; /* bytes we may still send */
 	uint32_t owed;   /* bytes delivered to wfd, not yet credited back */
 	bool closing;    /* the peer closed: close once pend is delivered */
+	bool rdone;      /* rfd ended while pend waited: end once it is delivered */
+	bool dead;       /* freed at the end of this mux_run (events may name it) */
 };
 
 static struct mux_src port_src = {SRC_PORT, NULL};
+
+/* write(2), but a socket whose reader is gone is EPIPE, not SIGPIPE: the
+ * mux's owners (boxlite-vmm, the guest init) keep SIGPIPE's default, and a
+ * client that hangs up must not kill the box's supervisor. */
+static ssize_t write_nosig(int fd, const void *p, size_t n)
+{
+	ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+	return w < 0 && errno == ENOTSOCK ? write(fd, p, n) : w;
+}
 
 /* ---- the header ---- */
 
@@ -130,13 +142,18 @@ static int reserve(struct mux *m, size_t more)
 	return 0;
 }
 
-static void watch(struct mux *m, int fd, uint32_t *now, uint32_t want, struct mux_src *src)
+/* A write-only fd stays registered with no events: its EPOLLERR says its
+ * reader is gone.  A read side is removed instead while it is not read:
+ * an EOF or hang-up (reported whatever the mask) would otherwise keep the
+ * set ready while the channel waits for credit, a busy loop. */
+static void watch(struct mux *m, int fd, uint32_t *now, uint32_t want, struct mux_src *src,
+		  bool keep)
 {
 	if (fd < 0 || *now == want)
 		return;
 	struct epoll_event ev = {.events = want, .data.ptr = src};
-	/* Registered with no events rather than removed: one call either way. */
-	(void)epoll_ctl(m->epfd, EPOLL_CTL_MOD, fd, &ev);
+	int op = keep || (want && *now) ? EPOLL_CTL_MOD : want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL;
+	(void)epoll_ctl(m->epfd, op, fd, &ev);
 	*now = want;
 }
 
@@ -167,7 +184,7 @@ int mux_send(struct mux *m, uint16_t type, uint32_t chan, const void *payload, s
 static int port_write(struct mux *m)
 {
 	while (m->out_off < m->out_len) {
-		ssize_t n = write(m->port, m->out + m->out_off, m->out_len - m->out_off);
+		ssize_t n = write_nosig(m->port, m->out + m->out_off, m->out_len - m->out_off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -212,6 +229,16 @@ static int set_nonblock(int fd)
 	return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -1 : 0;
 }
 
+/* Out of the set before close: an fd whose file is open elsewhere too (a
+ * child's copy) would stay registered, pointing at freed memory. */
+static void drop_fd(struct mux *m, int fd)
+{
+	(void)epoll_ctl(m->epfd, EPOLL_CTL_DEL, fd, NULL);
+	close(fd);
+}
+
+/* Unlinked and closed now, freed by mux_run's end (or mux_free): events
+ * of the batch in hand may still point into it. */
 static void chan_free(struct mux *m, struct mux_chan *c)
 {
 	for (struct mux_chan **p = &m->chans; *p; p = &(*p)->next)
@@ -220,11 +247,24 @@ static void chan_free(struct mux *m, struct mux_chan *c)
 			break;
 		}
 	if (c->rfd >= 0)
-		close(c->rfd); /* leaves the epoll set with it */
+		drop_fd(m, c->rfd);
 	if (c->wfd >= 0 && c->wfd != c->rfd)
-		close(c->wfd);
+		drop_fd(m, c->wfd);
+	c->rfd = c->wfd = -1;
 	free(c->pend);
-	free(c);
+	c->pend = NULL;
+	c->dead = true;
+	c->next = m->dead;
+	m->dead = c;
+}
+
+static void free_dead(struct mux *m)
+{
+	while (m->dead) {
+		struct mux_chan *c = m->dead;
+		m->dead = c->next;
+		free(c);
+	}
 }
 
 /* The local side is done (EOF, an error): tell the peer, forget it. */
@@ -274,24 +314,28 @@ fail:
 /* What a channel's fds should be watched for, now. */
 static void chan_rewatch(struct mux *m, struct mux_chan *c)
 {
-	bool reading = c->rfd >= 0 && !c->closing && c->credit > 0 &&
+	bool reading = c->rfd >= 0 && !c->closing && !c->rdone && c->credit > 0 &&
 		       m->out_len - m->out_off < MUX_OUT_HIGH;
 	bool writing = c->pend_len > 0;
 	if (c->rfd >= 0 && c->rfd == c->wfd) {
 		watch(m, c->rfd, &c->rev,
 		      (reading ? (uint32_t)EPOLLIN : 0u) | (writing ? (uint32_t)EPOLLOUT : 0u),
-		      &c->rsrc);
+		      &c->rsrc, false);
 		return;
 	}
-	watch(m, c->rfd, &c->rev, reading ? EPOLLIN : 0, &c->rsrc);
-	watch(m, c->wfd, &c->wev, writing ? EPOLLOUT : 0, &c->wsrc);
+	watch(m, c->rfd, &c->rev, reading ? EPOLLIN : 0, &c->rsrc, false);
+	watch(m, c->wfd, &c->wev, writing ? EPOLLOUT : 0, &c->wsrc, true);
 }
 
 /* Give back the credit of what was delivered: in batches, or all of it
- * once nothing waits. */
+ * once nothing waits.  Not while the port's queue is above MUX_OUT_HIGH:
+ * a peer that sends tiny frames and never reads the port would have a
+ * CREDIT queued per frame, without bound; owed only grows, and mux_run
+ * gives it once the queue drained. */
 static void give_credit(struct mux *m, struct mux_chan *c)
 {
-	if (c->owed == 0 || (c->pend_len && c->owed < MUX_WINDOW / 4))
+	if (c->owed == 0 || (c->pend_len && c->owed < MUX_WINDOW / 4) ||
+	    m->out_len - m->out_off >= MUX_OUT_HIGH)
 		return;
 	uint8_t v[4];
 	put32(v, c->owed);
@@ -303,7 +347,7 @@ static void give_credit(struct mux *m, struct mux_chan *c)
 static bool chan_deliver(struct mux *m, struct mux_chan *c)
 {
 	while (c->pend_len) {
-		ssize_t n = write(c->wfd, c->pend + c->pend_off, c->pend_len);
+		ssize_t n = write_nosig(c->wfd, c->pend + c->pend_off, c->pend_len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -320,6 +364,10 @@ static bool chan_deliver(struct mux *m, struct mux_chan *c)
 		c->pend_off = 0;
 	if (c->closing && c->pend_len == 0) {
 		chan_free(m, c);
+		return false;
+	}
+	if (c->rdone && c->pend_len == 0) {
+		chan_end(m, c);
 		return false;
 	}
 	give_credit(m, c);
@@ -342,9 +390,13 @@ static void chan_read(struct mux *m, struct mux_chan *c)
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return;
 	if (n <= 0) {
-		/* Deliver what came for it first: a socket's peer may still read. */
-		if (c->wfd >= 0 && c->wfd != c->rfd && c->pend_len)
+		/* Deliver what came for it first: a socket's peer may still read.
+		 * rdone: the ended rfd is no longer watched (it would stay ready). */
+		if (c->wfd >= 0 && c->wfd != c->rfd && c->pend_len) {
+			c->rdone = true;
+			chan_rewatch(m, c);
 			return;
+		}
 		chan_end(m, c);
 		return;
 	}
@@ -367,7 +419,7 @@ static int on_data(struct mux *m, struct mux_chan *c, const uint8_t *p, uint32_t
 	if (c->pend_len == 0) { /* straight through if it can */
 		ssize_t n;
 		do
-			n = write(c->wfd, p, len);
+			n = write_nosig(c->wfd, p, len);
 		while (n < 0 && errno == EINTR);
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
 			chan_end(m, c);
@@ -477,12 +529,16 @@ int mux_init(struct mux *m, int port, mux_control_fn control, void *ctx, bl_erro
 	return 0;
 }
 
-static bool still_there(const struct mux *m, const struct mux_chan *c)
+static int port_error(bl_error *e)
 {
-	for (const struct mux_chan *x = m->chans; x; x = x->next)
-		if (x == c)
-			return true;
-	return false;
+	return bl_error_errno(e, errno ? errno : EPIPE, "write the port");
+}
+
+/* The batch's events are done with: what they may name can go. */
+static int run_end(struct mux *m, int rc)
+{
+	free_dead(m);
+	return rc;
 }
 
 int mux_run(struct mux *m, bl_error *e)
@@ -493,21 +549,21 @@ int mux_run(struct mux *m, bl_error *e)
 		n = epoll_wait(m->epfd, evs, MAX_EVENTS, 0);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
-		return bl_error_errno(e, errno, "mux: epoll_wait");
-	/* A channel freed by an earlier event of this batch: its entries are
-	 * stale, so each is looked up before use. */
+		return run_end(m, bl_error_errno(e, errno, "mux: epoll_wait"));
+	/* A channel freed by an earlier event of this batch is dead, not yet
+	 * freed (chan_free): its entries are skipped. */
 	for (int i = 0; i < n; i++) {
 		struct mux_src *s = evs[i].data.ptr;
 		uint32_t ev = evs[i].events;
 		if (s->role == SRC_PORT) {
 			if ((ev & EPOLLOUT) && port_write(m) < 0)
-				return bl_error_errno(e, errno ? errno : EPIPE, "write the port");
+				return run_end(m, port_error(e));
 			if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) && port_read(m, e) < 0)
-				return -1;
+				return run_end(m, -1);
 			continue;
 		}
 		struct mux_chan *c = s->ch;
-		if (!still_there(m, c))
+		if (c->dead)
 			continue;
 		if (s->role != SRC_READ && (ev & (EPOLLOUT | EPOLLERR)) && c->pend_len &&
 		    !chan_deliver(m, c))
@@ -517,21 +573,28 @@ int mux_run(struct mux *m, bl_error *e)
 		else if (s->role == SRC_WRITE && (ev & (EPOLLHUP | EPOLLERR)) && !c->pend_len)
 			chan_end(m, c); /* a pipe whose reader is gone */
 	}
-	/* Channels held back by a full port resume once it drained. */
+	/* Channels held back by a full port resume once it drained, and the
+	 * credit held back with them is given. */
 	if (m->out_len - m->out_off < MUX_OUT_HIGH)
-		for (struct mux_chan *c = m->chans; c; c = c->next)
+		for (struct mux_chan *c = m->chans; c; c = c->next) {
+			give_credit(m, c);
 			chan_rewatch(m, c);
+		}
 	if (port_write(m) < 0)
-		return bl_error_errno(e, errno ? errno : EPIPE, "write the port");
-	return 0;
+		return run_end(m, port_error(e));
+	return run_end(m, 0);
 }
 
 void mux_free(struct mux *m)
 {
 	while (m->chans)
 		chan_free(m, m->chans);
+	free_dead(m);
 	if (m->epfd >= 0)
 		close(m->epfd);
+	if (m->port >= 0) /* taken over by mux_init */
+		close(m->port);
+	m->port = -1;
 	free(m->in);
 	free(m->out);
 	m->in = m->out = NULL;

@@ -84,6 +84,7 @@ struct mux {
 	int port;
 	int epfd; /* the mux's own: the port and the channels' fds; watch it for EPOLLIN */
 	struct mux_chan *chans;
+	struct mux_chan *dead; /* closed during this mux_run, freed at its end */
 	uint8_t *in; /* a header and up to MUX_MAX_PAYLOAD bytes */
 	size_t in_have;
 	uint8_t *out; /* frames for the port */
