@@ -255,7 +255,7 @@ class Runtime:
                 **identity,
                 "main": as_user(identity["user"], main) if main else None,
                 "limits": parse_limits(memory, cpus, pids, log_limit, tmp_size),
-                "network": check_network(network, host_loopback),
+                "network": check_network(network, host_loopback, engine),
                 "disk": parse_size(disk, "disk", DISK_MIN) if disk is not None else None,
                 "auto_remove": auto_remove,
                 "stop_grace_ms": self._grace_ms,

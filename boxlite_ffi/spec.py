@@ -337,19 +337,21 @@ def unpack_limits(max_bytes: int | str, max_entries: int) -> UnpackLimits:
     return UnpackLimits(parse_size(max_bytes, "max_layer_size", 1 << 20), max_entries)
 
 
-NETWORK_HELPER = "slirp4netns"
+# The user-mode network stack of each engine, and its Debian package.
+NETWORK_HELPERS = {"ns": "slirp4netns", "vm": "passt"}
 
 
-def check_network(network: bool, host_loopback: bool) -> dict[str, Any]:
+def check_network(network: bool, host_loopback: bool, engine: str = "ns") -> dict[str, Any]:
     if not isinstance(network, bool) or not isinstance(host_loopback, bool):
         raise InvalidArgumentError("network and host_loopback are True or False")
     if host_loopback and not network:
         raise InvalidArgumentError("host_loopback=True needs network=True")
     if not network:
         return {}
-    helper = shutil.which(NETWORK_HELPER)
+    name = NETWORK_HELPERS[engine]
+    helper = shutil.which(name)
     if helper is None:
-        raise EngineError(f"network=True needs {NETWORK_HELPER} (apt-get install slirp4netns)")
+        raise EngineError(f"network=True needs {name} (apt-get install {name})")
     return {"network_helper": helper, "host_loopback": host_loopback}
 
 

@@ -4,7 +4,6 @@ read-only block image of an image's layers (root_image)."""
 
 from __future__ import annotations
 
-from .clock import host_tsc_khz
 from .initramfs import initramfs
 from .kernel import Kernel, fetch_kernel, find_kernel, kernel_dir
 from .root_image import layer_name, root_image
@@ -13,7 +12,6 @@ __all__ = [
     "Kernel",
     "fetch_kernel",
     "find_kernel",
-    "host_tsc_khz",
     "initramfs",
     "kernel_dir",
     "layer_name",

@@ -24,7 +24,7 @@ GUEST_FILES = {
     "boxlite-shim": "boxlite-shim",
     "boxlite-agent": "boxlite-agent",
 }
-GUEST_MODULES = ("virtio_mmio", "virtio_console", "virtio_blk", "overlay")
+GUEST_MODULES = ("virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "overlay")
 VMM = "boxlite-vmm"
 BOOT_CACHE = "vm"  # <home>/vm: initramfs builds, the accelerator probes' answers
 ROOT_IMAGES = ROOT_IMAGE_CACHE  # <home>/images/vm

@@ -151,8 +151,6 @@ static int check_vm(const struct shim_spec *s, bl_error *e)
 		return bl_error_set(e, EINVAL, "vm: --guest is the guest's shim's");
 	if (s->n_binds)
 		return bl_error_set(e, EINVAL, "the vm engine does not mount volumes yet");
-	if (s->network)
-		return bl_error_set(e, EINVAL, "the vm engine has no network yet");
 	return 0;
 }
 
@@ -167,6 +165,8 @@ int shim_spec_check(const struct shim_spec *s, bl_error *e)
 	if (!s->hostname || !s->hostname[0] || strlen(s->hostname) > SHIM_HOSTNAME_MAX)
 		return bl_error_set(e, EINVAL, "hostname '%s': not 1 to %d bytes",
 				    s->hostname ? s->hostname : "", SHIM_HOSTNAME_MAX);
+	if (s->guest_network && (!s->guest || s->network))
+		return bl_error_set(e, EINVAL, "--guest-network is a vm guest's, without --network");
 	if (s->host_loopback && !s->network)
 		return bl_error_set(e, EINVAL, "host loopback without a network");
 	if (s->limits.pids_optional && !s->limits.pids)

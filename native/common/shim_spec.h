@@ -119,6 +119,7 @@ enum shim_arg {
 	X("--cpu-millis", SHIM_ARG_U32, limits.cpu_millis, "N", "CPU ms per second limit")        \
 	X("--pids-optional", SHIM_ARG_SWITCH, limits.pids_optional, "", "--pids only where it can be set") \
 	X("--guest", SHIM_ARG_SWITCH, guest, "", "in a vm's guest: main command output to fds 6-8")   \
+	X("--guest-network", SHIM_ARG_SWITCH, guest_network, "", "in a vm's guest: share its network") \
 	X("--vm-qemu", SHIM_ARG_TEXT, vm.qemu, "PATH", "vm: qemu-system-x86_64")                  \
 	X("--vm-kernel", SHIM_ARG_TEXT, vm.kernel, "PATH", "vm: the guest's kernel")              \
 	X("--vm-initrd", SHIM_ARG_TEXT, vm.initrd, "PATH", "vm: the guest's initramfs")           \
@@ -151,6 +152,7 @@ enum shim_arg {
 	bool detached;                                                                             \
 	bool main;                                                                                 \
 	bool guest;                                                                                \
+	bool guest_network; /* the box keeps the guest's network namespace (the VM's NIC) */        \
 	struct shim_vm vm;
 
 struct shim_spec {

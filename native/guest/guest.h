@@ -40,11 +40,23 @@
 #define GUEST_PROBE_ARG "boxlite.probe"
 #define GUEST_PROBE_OK "boxlite-guest: probe ok"
 
+/* A vm box's network, as the host's user-mode stack (passt) is told it:
+ * the guest at GUEST_NET_ADDR, its gateway and DNS forwarder beside it (the
+ * namespace engine's slirp4netns layout). */
+#define GUEST_NET_ADDR "10.0.2.100"
+#define GUEST_NET_MASK "255.255.255.0"
+#define GUEST_NET_GATEWAY "10.0.2.2"
+#define GUEST_NET_DNS "10.0.2.3"
+#define GUEST_NET_MTU 65520
+#define GUEST_NET_DEVICE "eth0"
+
 /* system.c, in this order: the modules of /modules/order; a root the shim
  * can pivot out of; the filesystems every box needs. */
 int guest_load_modules(bl_error *e);
 int guest_switch_root(bl_error *e);
 int guest_mount_system(bl_error *e);
+/* lo, and GUEST_NET_DEVICE if the VM has one: 0 or -1. */
+int guest_network_up(bl_error *e);
 /* The port, opened read-write: an fd, or -1 with e. */
 int guest_open_port(bl_error *e);
 /* Mount the disk whose serial is serial on dir: 0 or -1. */

@@ -303,7 +303,8 @@ static int run(struct guest *g, bl_error *e)
 	while (!g->go)
 		if (turn(g, -1, e) < 0)
 			return -1;
-	if (guest_mount_disk(GUEST_ROOT_SERIAL, GUEST_IMAGE_DIR, true, e) < 0 ||
+	if (guest_network_up(e) < 0 ||
+	    guest_mount_disk(GUEST_ROOT_SERIAL, GUEST_IMAGE_DIR, true, e) < 0 ||
 	    guest_mount_disk(GUEST_DISK_SERIAL, GUEST_BOX_DIR, false, e) < 0 || spawn_shim(g, e) < 0)
 		return -1;
 	while (!shim_over(g))
@@ -332,6 +333,8 @@ static void report_exit(struct guest *g, int code)
 
 int main(void)
 {
+	/* A closed channel is an error to handle, not PID 1's death. */
+	signal(SIGPIPE, SIG_IGN);
 	static struct guest g = {.status_fd = -1, .outcome_fd = -1, .mux = {.port = -1}};
 	bl_error e = {0};
 	int rc = guest_load_modules(&e) < 0 || guest_switch_root(&e) < 0 ||

@@ -10,7 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -174,6 +179,60 @@ int guest_mount_disk(const char *serial, const char *dir, bool readonly, bl_erro
 		return -1;
 	unsigned long flags = MS_NOATIME | (readonly ? MS_RDONLY : 0);
 	return mount_one(dev, dir, "ext4", flags, readonly ? "noload" : NULL, e);
+}
+
+static int set_addr(int fd, unsigned long req, const char *dev, const char *addr, bl_error *e)
+{
+	struct ifreq ifr = {0};
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+	sin->sin_family = AF_INET;
+	inet_pton(AF_INET, addr, &sin->sin_addr);
+	return ioctl(fd, req, &ifr) < 0 ? bl_error_errno(e, errno, "%s %s", dev, addr) : 0;
+}
+
+static int link_up(int fd, const char *dev, int mtu, bl_error *e)
+{
+	struct ifreq ifr = {0};
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
+	if (mtu) {
+		ifr.ifr_mtu = mtu;
+		if (ioctl(fd, SIOCSIFMTU, &ifr) < 0)
+			return bl_error_errno(e, errno, "%s mtu", dev);
+	}
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+		return bl_error_errno(e, errno, "%s flags", dev);
+	ifr.ifr_flags |= IFF_UP;
+	return ioctl(fd, SIOCSIFFLAGS, &ifr) < 0 ? bl_error_errno(e, errno, "%s up", dev) : 0;
+}
+
+static int default_route(int fd, bl_error *e)
+{
+	struct rtentry rt = {0};
+	struct sockaddr_in *gw = (struct sockaddr_in *)&rt.rt_gateway;
+	struct sockaddr_in *dst = (struct sockaddr_in *)&rt.rt_dst;
+	struct sockaddr_in *mask = (struct sockaddr_in *)&rt.rt_genmask;
+	gw->sin_family = dst->sin_family = mask->sin_family = AF_INET;
+	inet_pton(AF_INET, GUEST_NET_GATEWAY, &gw->sin_addr);
+	rt.rt_flags = RTF_UP | RTF_GATEWAY;
+	return ioctl(fd, SIOCADDRT, &rt) < 0 ? bl_error_errno(e, errno, "default route") : 0;
+}
+
+int guest_network_up(bl_error *e)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return bl_error_errno(e, errno, "socket");
+	int rc = link_up(fd, "lo", 0, e);
+	if (rc == 0 && access("/sys/class/net/" GUEST_NET_DEVICE, F_OK) == 0)
+		rc = set_addr(fd, SIOCSIFADDR, GUEST_NET_DEVICE, GUEST_NET_ADDR, e) < 0 ||
+			     set_addr(fd, SIOCSIFNETMASK, GUEST_NET_DEVICE, GUEST_NET_MASK, e) < 0 ||
+			     link_up(fd, GUEST_NET_DEVICE, GUEST_NET_MTU, e) < 0 ||
+			     default_route(fd, e) < 0
+			 ? -1
+			 : 0;
+	close(fd);
+	return rc;
 }
 
 bool guest_cmdline_has(const char *word)

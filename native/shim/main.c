@@ -177,11 +177,14 @@ static int prepare(struct shim_config *cfg, struct prepared *out, bl_error *e)
 }
 
 /* The box's init, in new namespaces, and in the cgroup of fd into if >= 0. */
-static pid_t clone_box(int *pidfd, int into)
+static pid_t clone_box(const struct shim_config *cfg, int *pidfd, int into)
 {
 	struct clone_args args;
 	memset(&args, 0, sizeof args);
-	args.flags = NAMESPACES | CLONE_PIDFD | (into >= 0 ? CLONE_INTO_CGROUP : 0);
+	/* In a vm's guest with a network, the box has the guest's: the VM is
+	 * the box, and its NIC is the box's network. */
+	args.flags = (cfg->guest_network ? NAMESPACES & ~CLONE_NEWNET : NAMESPACES) | CLONE_PIDFD |
+		     (into >= 0 ? CLONE_INTO_CGROUP : 0);
 	args.cgroup = into >= 0 ? (uint64_t)into : 0;
 	args.pidfd = (uint64_t)(uintptr_t)pidfd;
 	args.exit_signal = SIGCHLD;
@@ -228,11 +231,11 @@ static int start_box(struct shim_config *cfg, int agent_fd, bl_error *e)
 	undo.cfg = cfg;
 	if (cgroup_prepare(cfg, &into, e) < 0)
 		return -1;
-	pid_t child = clone_box(&pidfd, into);
+	pid_t child = clone_box(cfg, &pidfd, into);
 	if (child < 0 && into >= 0) {
 		if (cgroup_unjoinable(cfg, errno, e) < 0)
 			return -1;
-		child = clone_box(&pidfd, -1); /* without the default limit */
+		child = clone_box(cfg, &pidfd, -1); /* without the default limit */
 	}
 	if (child < 0)
 		return bl_error_errno(e, errno, "clone namespaces");

@@ -202,7 +202,8 @@ int sandbox_enter(const struct shim_config *cfg, int agent_fd, int sync_fd, bl_e
 		return -1;
 	if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
 		return bl_error_errno(e, errno, "sethostname");
-	if (loopback_up(e) < 0)
+	/* The guest's network is the guest init's to bring up (guest.h). */
+	if (!cfg->guest_network && loopback_up(e) < 0)
 		return -1;
 	char drain[16], grace[16];
 	snprintf(drain, sizeof drain, "%u", cfg->drain_ms);

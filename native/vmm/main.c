@@ -33,10 +33,12 @@ struct vmm {
 	struct shim_config cfg;
 	struct mux mux;
 	struct qemu qemu;
+	pid_t network_pid;
 	int epfd, sigfd, owner_pidfd;
 	uint8_t *main;
 	size_t main_len;
 	bool ready, status_done, exited, qemu_gone, mux_dead;
+	bool stop_asked; /* a stop came during boot: the guest is told once it runs the box */
 	int guest_code;
 	char status[BL_ERROR_MAX + 32];
 	uint32_t next_chan;
@@ -54,6 +56,8 @@ static _Noreturn void fail(struct vmm *v, const bl_error *e)
 		qemu_kill(&v->qemu);
 		(void)qemu_reap(&v->qemu);
 	}
+	if (v)
+		vm_network_reap(v->network_pid);
 	status_line(line);
 	exit(1);
 }
@@ -77,6 +81,9 @@ static int guest_spec(struct vmm *v, bl_error *e)
 	g.owner_pid = 0;
 	g.limits.memory = 0; /* the guest's RAM is the limit */
 	g.log_limit = 0;     /* the logs are ours */
+	g.guest_network = g.network != NULL; /* the VM's NIC, through our network helper */
+	g.network = NULL;
+	g.host_loopback = false;
 	memset(&g.vm, 0, sizeof g.vm);
 	struct shim_nums nums;
 	char *argv[SHIM_MAX_LOWERS * 2 + SHIM_MAX_BINDS * 3 + 64];
@@ -216,7 +223,9 @@ static int start_vm(struct vmm *v, bl_error *e)
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return bl_error_errno(e, errno, "socketpair");
-	struct qemu_io io = {.port = sp[1], .messages = v->cfg.messages_fd};
+	struct qemu_io io = {.port = sp[1], .messages = v->cfg.messages_fd, .net = -1};
+	if (vm_network_start(&v->cfg.spec, v->cfg.messages_fd, &v->network_pid, &io.net, e) < 0)
+		return -1;
 	if ((io.root = open_disk(v->cfg.vm.root_image, O_RDONLY, e)) < 0 ||
 	    (io.disk[0] = open_disk(v->cfg.disk_image, O_RDONLY, e)) < 0 ||
 	    (io.disk[1] = open_disk(v->cfg.disk_image, O_RDWR, e)) < 0)
@@ -226,6 +235,8 @@ static int start_vm(struct vmm *v, bl_error *e)
 	close(io.root);
 	close(io.disk[0]);
 	close(io.disk[1]);
+	if (io.net >= 0)
+		close(io.net);
 	close(v->cfg.messages_fd);
 	v->cfg.messages_fd = -1;
 	if (rc < 0)
@@ -255,6 +266,16 @@ static void on_accept(struct vmm *v)
 		fprintf(stderr, "boxlite-vmm: a client: %s\n", e.msg);
 }
 
+/* A graceful stop: the guest's shim stops the box, the guest powers off. */
+static void ask_stop(struct vmm *v)
+{
+	v->stop_asked = true;
+	if (!v->status_done || v->deadline)
+		return; /* booting (the box is told once it runs), or told already */
+	(void)mux_send(&v->mux, MUX_STOP, MUX_CHAN_CONTROL, NULL, 0);
+	v->deadline = bl_now_ms() + v->cfg.grace_ms + STOP_MARGIN_MS;
+}
+
 static void on_signals(struct vmm *v)
 {
 	struct signalfd_siginfo si;
@@ -263,12 +284,10 @@ static void on_signals(struct vmm *v)
 		kill_now |= si.ssi_signo == SHIM_KILL_NOW;
 		stop |= si.ssi_signo != SHIM_KILL_NOW;
 	}
-	if (kill_now) {
+	if (kill_now)
 		qemu_kill(&v->qemu);
-	} else if (stop && v->status_done && v->deadline == 0) {
-		(void)mux_send(&v->mux, MUX_STOP, MUX_CHAN_CONTROL, NULL, 0);
-		v->deadline = bl_now_ms() + v->cfg.grace_ms + STOP_MARGIN_MS;
-	}
+	else if (stop)
+		ask_stop(v);
 }
 
 /* One turn: wait until something happens or the deadline, handle it. */
@@ -336,9 +355,12 @@ static int relay(struct vmm *v)
 {
 	if (watch(v, v->cfg.listen_fd, SRC_LISTEN) < 0)
 		fprintf(stderr, "boxlite-vmm: epoll_ctl: %s\n", strerror(errno));
+	if (v->stop_asked)
+		ask_stop(v);
 	while (!v->qemu_gone)
 		turn(v);
 	int st = qemu_reap(&v->qemu);
+	vm_network_reap(v->network_pid);
 	/* What the guest wrote before it powered off is still in the socket. */
 	int64_t until = bl_now_ms() + LAST_WORDS_MS;
 	while (!v->mux_dead && !v->exited && bl_now_ms() < until)
@@ -360,6 +382,9 @@ int main(int argc, char **argv)
 	}
 	if (argc > 1 && strcmp(argv[1], "probe") == 0)
 		return probe_main(argc, argv);
+	/* A client or the port hanging up is an error to handle, not our death. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		return 2;
 	static struct vmm v = {.qemu = {.pidfd = -1}, .owner_pidfd = -1,
 			       .next_chan = MUX_CHAN_FIRST_CLIENT};
 	/* Ours alone: QEMU inherits none of them. */

@@ -59,7 +59,7 @@ int probe_main(int argc, char **argv)
 		fprintf(stderr, "boxlite-vmm probe: bad timeout, or no pipe\n");
 		return 2;
 	}
-	struct qemu_io io = {.port = -1, .root = -1, .disk = {-1, -1}, .messages = p[1], .probe = true};
+	struct qemu_io io = {.port = -1, .root = -1, .disk = {-1, -1}, .messages = p[1], .net = -1, .probe = true};
 	struct qemu q;
 	bl_error e;
 	int64_t start = bl_now_ms();

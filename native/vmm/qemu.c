@@ -5,7 +5,8 @@
  * The microvm machine, direct kernel boot, no default devices, no display:
  * the console (a serial port) on QEMU's stdout, a virtio-serial port on an
  * fd we hold the other end of, two virtio-blk disks passed as fds (QEMU opens
- * no path of the box's).  QEMU runs in namespaces of its own (mount, IPC,
+ * no path of the box's), and with a network a virtio-net NIC whose frames go
+ * over a socket to the user-mode stack (network.c).  QEMU runs in namespaces of its own (mount, IPC,
  * UTS, network: it has no network of the host's), with no new privileges,
  * its own seccomp sandbox, and a root runtime's QEMU as an id of its own that
  * owns nothing (unless KVM needs root: /dev/kvm closed to others); it gets
@@ -37,7 +38,15 @@
  * calibrate against, and without the hint its boot hangs at times. */
 static unsigned tsc_khz(void)
 {
-	FILE *f = fopen("/proc/cpuinfo", "re");
+	unsigned khz = 0;
+	FILE *f = fopen("/sys/devices/system/cpu/cpu0/tsc_freq_khz", "re");
+	if (f) {
+		int n = fscanf(f, "%u", &khz);
+		fclose(f);
+		if (n == 1 && khz)
+			return khz;
+	}
+	f = fopen("/proc/cpuinfo", "re");
 	char line[256];
 	double mhz = 0;
 	while (f && fgets(line, sizeof line, f))
@@ -114,6 +123,12 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 		   io->probe ? " " GUEST_PROBE_ARG : ""));
 	if (io->probe)
 		return;
+	if (io->net >= 0) {
+		add(a, "-netdev");
+		add(a, fmt(a, "stream,id=net,addr.type=fd,addr.str=%d", io->net));
+		add(a, "-device");
+		add(a, "virtio-net-device,netdev=net");
+	}
 	add(a, "-device");
 	add(a, "virtio-serial-device");
 	add(a, "-chardev");
@@ -177,11 +192,13 @@ static _Noreturn void child(struct argv *a, const struct qemu_io *io, bool kvm)
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || sigprocmask(SIG_SETMASK, &none, NULL) < 0)
 		goto fail;
 	step = "redirect";
-	int null = open("/dev/null", O_RDONLY);
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (null < 0 || dup2(null, 0) < 0 || dup2(io->messages, 1) < 0 || dup2(io->messages, 2) < 0)
 		goto fail;
+	close(null);
 	step = "keep fds";
-	if (keep(io->port) < 0 || keep(io->root) < 0 || keep(io->disk[0]) < 0 || keep(io->disk[1]) < 0)
+	if (keep(io->port) < 0 || keep(io->root) < 0 || keep(io->disk[0]) < 0 || keep(io->disk[1]) < 0 ||
+	    keep(io->net) < 0)
 		goto fail;
 	step = "unshare";
 	if (geteuid() == 0 &&

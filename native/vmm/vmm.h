@@ -41,6 +41,7 @@ struct qemu_io {
 		       * either way, and an fd set answers with an fd of the same
 		       * mode); -1: none (probe) */
 	int messages; /* QEMU's stdout and stderr: the console */
+	int net;      /* a stream socket to the network helper (passt); -1: no network */
 	bool probe;   /* boot to the guest init's probe answer */
 };
 
@@ -55,6 +56,12 @@ int qemu_start(const struct shim_spec *s, const struct qemu_io *io, struct qemu 
 void qemu_kill(const struct qemu *q);
 /* Reap it: its wait status. */
 int qemu_reap(const struct qemu *q);
+
+/* network.c: vm_network_start, with --network (passt's path), start the helper on one end
+ * of a socketpair and give QEMU the other (*qemu_end); it exits when QEMU's
+ * end closes.  vm_network_reap waits for it once QEMU is gone. */
+int vm_network_start(const struct shim_spec *s, int messages, pid_t *pid, int *qemu_end, bl_error *e);
+void vm_network_reap(pid_t pid);
 
 /* probe.c */
 int probe_main(int argc, char **argv);
