@@ -9,12 +9,14 @@ image.  IMAGE is any OCI layout or docker archive to use instead.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import boxlite_ffi
 from boxlite_ffi.image import busybox
+from boxlite_ffi.spec import ENGINES
 
 PROBE = (
     "echo $$; hostname; id -u; ls /proc | grep -c '^[0-9]'; "
@@ -32,6 +34,7 @@ def main(argv: list[str]) -> int:
             with rt.create("host") as box:
                 version = box.run(["python3", "-c", "import sys; print(sys.version)"])
                 print(f"the host's python3 in a box of the built-in host image: {version.stdout!r}")
+            ok = _show_engines(rt, image.id) and ok
             return 0 if ok and version.ok else 1
 
 
@@ -52,6 +55,30 @@ def _show_box(rt: boxlite_ffi.Runtime, image: str) -> bool:
             f"signal {result.signal} (exit code {result.exit_code})"
         )
         return probe.ok
+
+
+def _show_engines(rt: boxlite_ffi.Runtime, image: str) -> bool:
+    """The image under each engine; an unusable vm engine is reported, not a
+    failure of the demo (it needs QEMU and a guest kernel: see the README)."""
+    print(f"the host's kernel: {os.uname().release}")
+    ok = True
+    for engine in ENGINES:
+        try:
+            with rt.create(image, engine=engine) as box:
+                release = box.run(["uname", "-r"])
+                info = box.info()
+        except boxlite_ffi.EngineError as exc:
+            print(f"{engine} box: the {engine} engine cannot run here: {exc}")
+            continue
+        accelerator = info.accelerator or "none (the host's kernel)"
+        print(
+            f"{engine} box: engine {info.engine}, accelerator {accelerator}, "
+            f"uname -r {release.stdout.decode().strip()}"
+        )
+        if info.accelerator:
+            print(f"  why {info.accelerator}: {info.config['vm']['accel_reason']}")
+        ok = ok and release.ok
+    return ok
 
 
 if __name__ == "__main__":
