@@ -25,6 +25,7 @@ from boxlite_ffi.home import libexec_dir
 from boxlite_ffi.image.busybox import tar_of
 from boxlite_ffi.image.oci_writer import write_layout
 from boxlite_ffi.state.boxdir import SHIM_LOG
+from boxlite_ffi.vm.engine import VMM
 
 from common import p50, p90, rootfs, scratch, time_interleaved
 
@@ -33,6 +34,7 @@ STREAM_BYTES = 64 << 20
 HEAD = "/usr/bin/head"
 STREAM_CMD = [HEAD, "-c", str(STREAM_BYTES), "/dev/zero"]
 PROBE_TIMEOUT_MS = 60_000
+KERNEL_LINE = re.compile(r"\[\s*(\d+\.\d+)\]")
 
 
 def image(base: Path) -> Path:
@@ -96,23 +98,25 @@ def cold_vm(rt: boxlite_ffi.Runtime, img: Path) -> tuple[dict[str, float], dict[
     total = time.perf_counter() - start
     lines = watch.stop()
     phases = {"create": created, "start": started, "result": result, "total": total}
-    first_console = next((t for t, line in lines if line.startswith("[")), None)
     if lines:
         phases["log: vmm line"] = lines[0][0]
-    if first_console is not None:
-        phases["log: first kernel line"] = first_console
-    return phases, {k: str(vm[k]) for k in ("qemu", "kernel", "initrd")}
+    for arrived, line in lines:
+        if m := KERNEL_LINE.match(line):  # its arrival, and the guest clock's reading in it
+            phases["log: first kernel line"] = arrived
+            phases["  its kernel timestamp"] = float(m.group(1))
+            break
+    return phases, {k: str(vm[k]) for k in ("qemu", "kernel", "initrd", "accel")}
 
 
 def probe(vm: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, the probe's own boot-to-answer ms) of one bare boot."""
     cmd = [
-        str(libexec_dir() / "boxlite-vmm"),
+        str(libexec_dir() / VMM),
         "probe",
         vm["qemu"],
         vm["kernel"],
         vm["initrd"],
-        "tcg",
+        vm["accel"],  # what the engine chose: tcg here, kvm where it boots
         str(PROBE_TIMEOUT_MS),
     ]
     start = time.perf_counter()
