@@ -88,7 +88,7 @@ def cold_vm(rt: boxlite_ffi.Runtime, img: Path) -> tuple[dict[str, float], dict[
     start = time.perf_counter()
     box = rt.create(img, engine="vm")
     created = time.perf_counter() - start
-    watch = LogWatch(rt._dir(box.id) / SHIM_LOG, start)
+    watch = LogWatch(box.directory / SHIM_LOG, start)
     box.start()
     started = time.perf_counter() - start
     assert box.run(["/bin/true"]).ok
