@@ -80,6 +80,10 @@ class Runtime:
     ``home`` (default ``$BOXLITE_HOME`` or ``~/.boxlite``) holds box
     directories and the image cache.  ``max_layer_size`` (bytes, or "16g")
     and ``max_layer_entries`` bound what one image layer may unpack to.
+    ``engine`` is what runs boxes by default (``create``'s engine), and
+    ``vm_kernel`` a guest kernel of the user's for the vm engine (a vmlinuz
+    with what it needs built in, or a directory with ``boot/vmlinuz-*`` and
+    ``lib/modules/*``) instead of the fetched Debian one.
     """
 
     def __init__(
@@ -93,12 +97,14 @@ class Runtime:
         max_layer_size: int | str = UnpackLimits.max_bytes,
         max_layer_entries: int = UnpackLimits.max_entries,
         engine: str | None = None,
+        vm_kernel: str | os.PathLike[str] | None = None,
     ) -> None:
         for value, what in ((queue_capacity, "queue_capacity"), (workers, "workers")):
             if not 0 <= value <= 0xFFFFFFFF:
                 raise InvalidArgumentError(f"{what} out of range: {value}")
         limits = unpack_limits(max_layer_size, max_layer_entries)
         self._engine = check_engine(engine)
+        self._vm_kernel = Path(vm_kernel) if vm_kernel is not None else None
         self.home = resolve_home(home)
         self._grace_ms = millis(stop_grace, "stop_grace")
         self._drain_ms = millis(drain_window, "drain_window")
@@ -306,6 +312,7 @@ class Runtime:
             root_images=self.home / "images" / ROOT_IMAGES,
             boot_cache=self.home / BOOT_CACHE,
             libexec=libexec_dir(),
+            kernel=self._vm_kernel,
         )
 
     def _image(self, image: str | os.PathLike[str]) -> ResolvedImage:

@@ -15,7 +15,14 @@ from boxlite_ffi.home import libexec_dir
 # A box's supervisor (the shim, or the vm engine's boxlite-vmm) and what runs
 # under it: the agent, the network helper, QEMU (its name cut to 15 bytes).
 SUPERVISORS = {"boxlite-shim", "boxlite-vmm"}
-BOX_PROCESS_NAMES = {*SUPERVISORS, "boxlite-agent", "slirp4netns", "qemu-system-x86"}
+BOX_PROCESS_NAMES = {
+    *SUPERVISORS,
+    "boxlite-agent",
+    "slirp4netns",
+    "qemu-system-x86",
+    "passt",
+    "passt.avx2",
+}
 
 
 def _read(pid: int, name: str) -> bytes:

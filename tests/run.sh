@@ -9,7 +9,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 for pkg in gcc make libc6-dev libseccomp-dev python3-dev python3-pip busybox-static bubblewrap \
-	slirp4netns docker-registry skopeo umoci openssl tmux qemu-system-x86 cpio kmod e2fsprogs pkgconf; do
+	slirp4netns passt docker-registry skopeo umoci openssl tmux qemu-system-x86 cpio kmod e2fsprogs pkgconf; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

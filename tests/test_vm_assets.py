@@ -329,7 +329,6 @@ def test_the_initramfs_boots_and_loads_its_modules(kernel: Kernel, tmp_path: Pat
     assert time.monotonic() - started < 20
 
 
-
 # -- the root image ----------------------------------------------------------
 
 
