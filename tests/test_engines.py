@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_isolation import KEPT
 
 import boxlite_ffi
 from boxlite_ffi import BoxStatus, EngineError, InvalidArgumentError
@@ -31,7 +32,6 @@ from boxlite_ffi.vm import find_kernel
 
 from cli_driver import boxlite
 from procscan import box_processes
-from test_isolation import KEPT
 
 ENGINES = ["ns", "vm"]
 
@@ -460,6 +460,8 @@ def test_a_kernel_the_user_names(engine: str, home: Path, oci_image: Path) -> No
     with boxlite_ffi.Runtime(home, vm_kernel=kernel.modules.parent.parent.parent) as rt:
         vm = rt.create(oci_image, engine="vm").info().config["vm"]
         assert vm["kernel"] == str(kernel.vmlinuz) and vm["kernel_release"] == kernel.release
-    with boxlite_ffi.Runtime(home, vm_kernel=home / "no-such-kernel") as rt:
-        with pytest.raises(EngineError, match="no-such-kernel"):
-            rt.create(oci_image, engine="vm")
+    with (
+        boxlite_ffi.Runtime(home, vm_kernel=home / "no-such-kernel") as rt,
+        pytest.raises(EngineError, match="no-such-kernel"),
+    ):
+        rt.create(oci_image, engine="vm")

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 import boxlite_ffi
-from boxlite_ffi.paths import get_libexec_dir
 from boxlite_ffi.home import libexec_dir
+from boxlite_ffi.paths import get_libexec_dir
 from boxlite_ffi.vm import Kernel, fetch_kernel, find_kernel, initramfs
 from boxlite_ffi.vm.initramfs import load_order, module_name
 from boxlite_ffi.vm.kernel import FETCH_COMMAND, KERNEL_DIR_ENV, MANIFEST, RECORD
