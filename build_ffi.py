@@ -180,7 +180,7 @@ def build_library(prefix: Path, extra_flags: Sequence[str] = ()) -> Path:
 # libseccomp (Debian's libseccomp-dev) for the box's system call filter.
 # name: (its folder, other sources, libraries); boxlite-vmm supervises a vm
 # box with the shim's logs, outcome record and lifetime.
-_SHIM_SHARED = ["shim/lifetime.c", "shim/logs.c", "shim/main_command.c"]
+_SHIM_SHARED = ["shim/cgroup.c", "shim/lifetime.c", "shim/logs.c", "shim/main_command.c"]
 EXECUTABLES = {
     "boxlite-shim": ("shim", [], ["-lseccomp"]),
     "boxlite-agent": ("agent", [], []),

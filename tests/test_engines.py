@@ -312,6 +312,16 @@ def test_limits(shared_rt: boxlite_ffi.Runtime, engine: str, oci_image: Path) ->
             mem = run(box, "grep MemTotal /proc/meminfo").stdout.split()[1]
             assert 150 << 10 < int(mem) <= 256 << 10
             assert run(box, "nproc").stdout == b"2\n"
+            # QEMU itself is bounded on the host: the RAM and emulation's overhead.
+            said = (box.directory / "shim.log").read_text()
+            assert "QEMU bounded to 512 MiB (guest RAM 256 + 256)" in said
+            (memory,) = [
+                ln.split()[1]
+                for ln in (box.directory / "cgroups").read_text().splitlines()
+                if ln.startswith("memory ")
+            ]
+            qemu = [int(p) for p in Path(memory, "cgroup.procs").read_text().split()]
+            assert [_ppid(p) for p in qemu] == [box.shim_pid]
         box.stop()
 
 

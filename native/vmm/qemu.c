@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -81,7 +82,7 @@ static const char *fmt(struct argv *a, const char *f, ...)
 	return a->text[a->texts++];
 }
 
-static unsigned memory_mib(const struct shim_spec *s)
+unsigned qemu_memory_mib(const struct shim_spec *s)
 {
 	return s->limits.memory ? (unsigned)(s->limits.memory >> 20) : BOXLITE_DEFAULT_VM_MEMORY_MIB;
 }
@@ -104,7 +105,7 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 	add(a, "-smp");
 	add(a, fmt(a, "%u", vcpus(s)));
 	add(a, "-m");
-	add(a, fmt(a, "%u", memory_mib(s)));
+	add(a, fmt(a, "%u", qemu_memory_mib(s)));
 	add(a, "-nodefaults");
 	add(a, "-no-user-config");
 	add(a, "-no-reboot");
@@ -184,6 +185,24 @@ static int drop_ids(bool kvm)
 	return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 }
 
+/* Into the cgroups bounding QEMU (cgroup.c's, listed in cfg): "0" is the
+ * writer itself. */
+static int join_cgroups(const struct qemu_io *io)
+{
+	for (unsigned i = 0; io->cgroups && i < io->cgroups->n_cgroups; i++) {
+		char path[PATH_MAX + 80];
+		snprintf(path, sizeof path, "%s/cgroup.procs", io->cgroups->cgroups[i].dir);
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, "0", 1) != 1) {
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+	}
+	return 0;
+}
+
 static _Noreturn void child(struct argv *a, const struct qemu_io *io, bool kvm)
 {
 	sigset_t none;
@@ -199,6 +218,9 @@ static _Noreturn void child(struct argv *a, const struct qemu_io *io, bool kvm)
 	step = "keep fds";
 	if (keep(io->port) < 0 || keep(io->root) < 0 || keep(io->disk[0]) < 0 || keep(io->disk[1]) < 0 ||
 	    keep(io->net) < 0)
+		goto fail;
+	step = "join its cgroups";
+	if (join_cgroups(io) < 0)
 		goto fail;
 	step = "unshare";
 	if (geteuid() == 0 &&

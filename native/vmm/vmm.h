@@ -43,6 +43,7 @@ struct qemu_io {
 	int messages; /* QEMU's stdout and stderr: the console */
 	int net;      /* a stream socket to the network helper (passt); -1: no network */
 	bool probe;   /* boot to the guest init's probe answer */
+	const struct shim_config *cgroups; /* QEMU joins its cgroups (NULL: none) */
 };
 
 struct qemu {
@@ -54,6 +55,8 @@ struct qemu {
  * dying with us.  0 and *q, or -1 with e.  The fds of io stay ours. */
 int qemu_start(const struct shim_spec *s, const struct qemu_io *io, struct qemu *q, bl_error *e);
 void qemu_kill(const struct qemu *q);
+/* The guest's RAM, in MiB. */
+unsigned qemu_memory_mib(const struct shim_spec *s);
 /* Reap it: its wait status. */
 int qemu_reap(const struct qemu *q);
 
