@@ -63,6 +63,7 @@ from .state.store import DELETE, BoxRecord, Proc, Store
 from .state.views import BoxExit, BoxInfo
 from .tree import remove_tree
 from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config
+from .vm.engine import check_volumes as check_vm_volumes
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
@@ -269,6 +270,7 @@ class Runtime:
                 "engine": engine,
             }
             if engine == "vm":
+                check_vm_volumes(config["mounts"])
                 config["vm"] = self._vm(tuple(map(Path, config["lowers"])), accel, ready_ms)
             record = self._record(box_id, name, config, detach)
         return self._track(record)

@@ -93,6 +93,11 @@ def test_output_env_cwd_and_exit_code(shared: boxlite_ffi.Box, engine: str) -> N
     assert shared.info().engine == engine
 
 
+def test_a_user_other_than_root(shared: boxlite_ffi.Box) -> None:
+    r = shared.run(["sh", "-c", "id -u; touch /root/x 2>/dev/null || echo denied"], user="65534")
+    assert r.stdout == b"65534\ndenied\n"
+
+
 def test_the_image_layers_with_their_whiteouts(shared: boxlite_ffi.Box) -> None:
     r = run(shared, "cat /etc/motd; ls /opt/app; test -e /etc/removed || echo removed")
     assert r.stdout == b"from the top layer\nnew\nremoved\n"
@@ -203,6 +208,23 @@ def test_the_same_confinement(shared: boxlite_ffi.Box) -> None:
     script += "; for f in environ maps mem; do cat /proc/1/$f >/dev/null 2>&1 && echo $f; done"
     assert run(shared, script).stdout == b""
     assert run(shared, "cat /proc/1/comm").stdout == b"boxlite-agent\n"
+
+
+def test_volumes_read_write_and_read_only(
+    shared_rt: boxlite_ffi.Runtime, engine: str, oci_image: Path, tmp_path: Path
+) -> None:
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "given").write_text("from the host\n")
+    volumes = [f"{rw}:/data", f"{ro}:/in:ro"]
+    with shared_rt.create(oci_image, engine=engine, volumes=volumes) as box:
+        r = run(
+            box, "cat /in/given; echo made > /data/out; echo x > /in/no 2>/dev/null || echo refused"
+        )
+        assert r.stdout == b"from the host\nrefused\n"
+        box.stop()
+    assert (rw / "out").read_text() == "made\n" and not (ro / "no").exists()
 
 
 # ---- boxes ----
@@ -430,8 +452,8 @@ def test_what_the_vm_engine_refuses(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match="rootfs"):
         shared_rt.create(rootfs=rootfs, engine="vm")
-    with pytest.raises(InvalidArgumentError, match="volumes"):  # not yet
-        shared_rt.create(oci_image, engine="vm", volumes=[f"{rootfs}:/data"])
+    with pytest.raises(InvalidArgumentError, match="directories"):
+        shared_rt.create(oci_image, engine="vm", volumes=[f"{rootfs}/bin/busybox:/data"])
     with pytest.raises(InvalidArgumentError, match="memory"):
         shared_rt.create(oci_image, engine="vm", memory="64m")
     with pytest.raises(InvalidArgumentError, match="engine"):

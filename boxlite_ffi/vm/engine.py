@@ -5,6 +5,7 @@ image costs a few file checks."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,34 @@ GUEST_FILES = {
     "boxlite-shim": "boxlite-shim",
     "boxlite-agent": "boxlite-agent",
 }
-GUEST_MODULES = ("virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "overlay")
+GUEST_MODULES = (
+    "virtio_mmio",
+    "virtio_console",
+    "virtio_blk",
+    "virtio_net",
+    "overlay",
+    "virtiofs",  # volumes
+)
+MAX_VOLUMES = 16  # GUEST_MAX_VOLUMES (native/guest/guest.h)
 VMM = "boxlite-vmm"
 BOOT_CACHE = "vm"  # <home>/vm: initramfs builds, the accelerator probes' answers
 ROOT_IMAGES = ROOT_IMAGE_CACHE  # <home>/images/vm
+
+
+def check_volumes(mounts: list[list[Any]]) -> None:
+    """What the vm engine can share: directories (one virtiofsd each, which
+    needs a root runtime), at most MAX_VOLUMES."""
+    if not mounts:
+        return
+    if len(mounts) > MAX_VOLUMES:
+        raise InvalidArgumentError(f"at most {MAX_VOLUMES} volumes on the vm engine")
+    if os.geteuid() != 0:
+        raise InvalidArgumentError("volumes on the vm engine need a root runtime (virtiofsd)")
+    for source, _target, _ro in mounts:
+        if not Path(source).is_dir():
+            raise InvalidArgumentError(
+                f"volume source {source}: the vm engine shares directories, not files"
+            )
 
 
 def find_qemu() -> str:

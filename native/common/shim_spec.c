@@ -149,8 +149,6 @@ static int check_vm(const struct shim_spec *s, bl_error *e)
 				    SHIM_VM_MIN_MEMORY_MIB);
 	if (s->guest)
 		return bl_error_set(e, EINVAL, "vm: --guest is the guest's shim's");
-	if (s->n_binds)
-		return bl_error_set(e, EINVAL, "the vm engine does not mount volumes yet");
 	return 0;
 }
 

@@ -36,6 +36,13 @@
 #define GUEST_BOX_DIR "/run/box"
 #define GUEST_SHIM "/boxlite-shim"
 #define GUEST_AGENT "/boxlite-agent"
+/* A vm box's volumes: each host directory shared over virtiofs (one
+ * virtiofsd each, on the host) with the tag GUEST_VOLUME_TAG<i>, mounted at
+ * GUEST_VOLUME_DIR/<tag> in the guest and bound into the box from there. */
+#define GUEST_VOLUME_DIR "/run/vol"
+#define GUEST_VOLUME_TAG "vol"
+#define GUEST_MAX_VOLUMES 16
+
 /* On the kernel's command line: boot, say so on the console, power off. */
 #define GUEST_PROBE_ARG "boxlite.probe"
 #define GUEST_PROBE_OK "boxlite-guest: probe ok"
@@ -61,6 +68,9 @@ int guest_network_up(bl_error *e);
 int guest_open_port(bl_error *e);
 /* Mount the disk whose serial is serial on dir: 0 or -1. */
 int guest_mount_disk(const char *serial, const char *dir, bool readonly, bl_error *e);
+/* Mount the virtiofs share behind each of the shim's --bind/--bind-ro
+ * sources under GUEST_VOLUME_DIR (read-only for --bind-ro): 0 or -1. */
+int guest_mount_volumes(char **argv, bl_error *e);
 /* Whether the kernel's command line has word. */
 bool guest_cmdline_has(const char *word);
 /* Write back and unmount the box's disk, then power off: never returns. */

@@ -174,7 +174,7 @@ static int spawn_shim(struct guest *g, bl_error *e)
 {
 	char *argv[MAX_ARGS];
 	struct shim_fds f = {.at = {-1, -1, -1, -1, -1, -1}, .ours = {-1, -1, -1, -1}};
-	if (spec_argv(g, argv, e) < 0 || make_fds(g, &f, e) < 0)
+	if (spec_argv(g, argv, e) < 0 || guest_mount_volumes(argv, e) < 0 || make_fds(g, &f, e) < 0)
 		return -1;
 	posix_spawn_file_actions_t fa;
 	if (posix_spawn_file_actions_init(&fa))

@@ -235,6 +235,24 @@ int guest_network_up(bl_error *e)
 	return rc;
 }
 
+int guest_mount_volumes(char **argv, bl_error *e)
+{
+	if (mkdir(GUEST_VOLUME_DIR, 0755) < 0 && errno != EEXIST)
+		return bl_error_errno(e, errno, "mkdir %s", GUEST_VOLUME_DIR);
+	const size_t prefix = strlen(GUEST_VOLUME_DIR "/");
+	for (char **a = argv; *a && a[1]; a++) {
+		bool ro = strcmp(*a, "--bind-ro") == 0;
+		if ((!ro && strcmp(*a, "--bind") != 0) ||
+		    strncmp(a[1], GUEST_VOLUME_DIR "/", prefix) != 0)
+			continue;
+		const char *tag = a[1] + prefix;
+		if (mount_one(tag, a[1], "virtiofs", MS_NOSUID | MS_NODEV | (ro ? MS_RDONLY : 0), NULL,
+			      e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 bool guest_cmdline_has(const char *word)
 {
 	char line[4096];

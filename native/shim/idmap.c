@@ -10,6 +10,11 @@
  * a throwaway user namespace of the same mapping, they show host root's
  * files as the box's root's.  The box's writable layer (upper/, work/) is
  * owned by the range's root; what the box writes there belongs to the range.
+ *
+ * In a vm's guest (--guest) the range is the guest's first 65536 ids, one to
+ * one: the guest is not the host, so its root need not be hidden, and the
+ * layers and volumes (virtiofs, which takes no id-mapped mounts) need no
+ * clones.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +64,10 @@ bool idmap_wanted(struct shim_config *cfg)
 {
 	if (geteuid() != 0)
 		return false;
+	if (cfg->guest) { /* the VM is the boundary: the guest's own ids, one to one */
+		cfg->uid_base = cfg->gid_base = 0;
+		return true;
+	}
 	cfg->uid_base = subordinate_base("/etc/subuid");
 	cfg->gid_base = subordinate_base("/etc/subgid");
 	return true;

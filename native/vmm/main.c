@@ -38,6 +38,7 @@ struct vmm {
 	struct mux mux;
 	struct qemu qemu;
 	pid_t network_pid;
+	pid_t volume_pids[GUEST_MAX_VOLUMES];
 	int epfd, sigfd, owner_pidfd;
 	uint8_t *main;
 	size_t main_len;
@@ -62,6 +63,7 @@ static _Noreturn void fail(struct vmm *v, const bl_error *e)
 	}
 	if (v) {
 		vm_network_reap(v->network_pid);
+		volumes_reap(v->volume_pids);
 		cgroup_remove(&v->cfg);
 	}
 	status_line(line);
@@ -79,6 +81,11 @@ static int guest_spec(struct vmm *v, bl_error *e)
 		const char *base = strrchr(v->cfg.lowers[i], '/');
 		snprintf(lowers[i], PATH_MAX, GUEST_IMAGE_DIR "/%s", base ? base + 1 : v->cfg.lowers[i]);
 		g.lowers[i] = lowers[i];
+	}
+	static char sources[SHIM_MAX_BINDS][sizeof GUEST_VOLUME_DIR + 32];
+	for (unsigned i = 0; i < g.n_binds; i++) {
+		snprintf(sources[i], sizeof sources[i], GUEST_VOLUME_DIR "/" GUEST_VOLUME_TAG "%u", i);
+		g.binds[i].source = sources[i]; /* its virtiofs share, mounted there by the guest */
 	}
 	g.box_dir = GUEST_BOX_DIR;
 	g.agent = GUEST_AGENT;
@@ -261,7 +268,8 @@ static int start_vm(struct vmm *v, bl_error *e)
 	bound_qemu(v);
 	struct qemu_io io = {.port = sp[1], .messages = v->cfg.messages_fd, .net = -1,
 			     .cgroups = &v->cfg};
-	if (vm_network_start(&v->cfg.spec, v->cfg.messages_fd, &v->network_pid, &io.net, e) < 0)
+	if (vm_network_start(&v->cfg.spec, v->cfg.messages_fd, &v->network_pid, &io.net, e) < 0 ||
+	    volumes_start(&v->cfg.spec, v->cfg.messages_fd, &io, v->volume_pids, e) < 0)
 		return -1;
 	if ((io.root = open_disk(v->cfg.vm.root_image, O_RDONLY, e)) < 0 ||
 	    (io.disk[0] = open_disk(v->cfg.disk_image, O_RDONLY, e)) < 0 ||
@@ -274,6 +282,8 @@ static int start_vm(struct vmm *v, bl_error *e)
 	close(io.disk[1]);
 	if (io.net >= 0)
 		close(io.net);
+	for (unsigned i = 0; i < io.n_volumes; i++)
+		close(io.volumes[i]);
 	close(v->cfg.messages_fd);
 	v->cfg.messages_fd = -1;
 	if (rc < 0)
@@ -398,6 +408,7 @@ static int relay(struct vmm *v)
 		turn(v);
 	int st = qemu_reap(&v->qemu);
 	vm_network_reap(v->network_pid);
+	volumes_reap(v->volume_pids);
 	/* What the guest wrote before it powered off is still in the socket. */
 	int64_t until = bl_now_ms() + LAST_WORDS_MS;
 	while (!v->mux_dead && !v->exited && bl_now_ms() < until)

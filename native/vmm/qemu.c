@@ -33,7 +33,8 @@
 /* A root runtime's QEMU runs as QEMU_ID_BASE + our pid: an id no file is
  * owned by, and no other box's QEMU has (pids of live processes differ). */
 #define QEMU_ID_BASE 0x70000000u
-#define MAX_ARGS 64
+#define MAX_ARGS (64 + 4 * GUEST_MAX_VOLUMES)
+#define MAX_TEXTS (16 + 2 * GUEST_MAX_VOLUMES)
 
 /* The host's TSC rate: under emulation microvm has no other clock to
  * calibrate against, and without the hint its boot hangs at times. */
@@ -60,7 +61,7 @@ static unsigned tsc_khz(void)
 
 struct argv {
 	char *v[MAX_ARGS + 1];
-	char text[16][512];
+	char text[MAX_TEXTS][512];
 	int n, texts;
 };
 
@@ -73,7 +74,7 @@ static void add(struct argv *a, const char *s)
 static const char *fmt(struct argv *a, const char *f, ...) __attribute__((format(printf, 2, 3)));
 static const char *fmt(struct argv *a, const char *f, ...)
 {
-	if (a->texts >= 16)
+	if (a->texts >= MAX_TEXTS)
 		return "";
 	va_list ap;
 	va_start(ap, f);
@@ -97,7 +98,8 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 	bool kvm = strcmp(s->vm.accel, "kvm") == 0;
 	add(a, s->vm.qemu);
 	add(a, "-M");
-	add(a, "microvm");
+	/* vhost-user (volumes): the guest's RAM shared with each virtiofsd. */
+	add(a, io->n_volumes ? "microvm,memory-backend=ram" : "microvm");
 	add(a, "-accel");
 	add(a, s->vm.accel);
 	add(a, "-cpu");
@@ -129,6 +131,18 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 		add(a, fmt(a, "stream,id=net,addr.type=fd,addr.str=%d", io->net));
 		add(a, "-device");
 		add(a, "virtio-net-device,netdev=net");
+	}
+	if (io->n_volumes) {
+		add(a, "-object");
+		add(a, fmt(a, "memory-backend-memfd,id=ram,size=%uM,share=on", qemu_memory_mib(s)));
+		add(a, "-global");
+		add(a, "virtio-mmio.force-legacy=false");
+	}
+	for (unsigned i = 0; i < io->n_volumes; i++) {
+		add(a, "-chardev");
+		add(a, fmt(a, "socket,id=vfs%u,fd=%d", i, io->volumes[i]));
+		add(a, "-device");
+		add(a, fmt(a, "vhost-user-fs-device,chardev=vfs%u,tag=" GUEST_VOLUME_TAG "%u", i, i));
 	}
 	add(a, "-device");
 	add(a, "virtio-serial-device");
@@ -219,6 +233,9 @@ static _Noreturn void child(struct argv *a, const struct qemu_io *io, bool kvm)
 	if (keep(io->port) < 0 || keep(io->root) < 0 || keep(io->disk[0]) < 0 || keep(io->disk[1]) < 0 ||
 	    keep(io->net) < 0)
 		goto fail;
+	for (unsigned i = 0; i < io->n_volumes; i++)
+		if (keep(io->volumes[i]) < 0)
+			goto fail;
 	step = "join its cgroups";
 	if (join_cgroups(io) < 0)
 		goto fail;

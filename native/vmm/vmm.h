@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "guest/guest.h"
 #include "shim/shim.h"
 
 /* What QEMU is given: the port, the disks, where its output goes. */
@@ -44,6 +45,8 @@ struct qemu_io {
 	int net;      /* a stream socket to the network helper (passt); -1: no network */
 	bool probe;   /* boot to the guest init's probe answer */
 	const struct shim_config *cgroups; /* QEMU joins its cgroups (NULL: none) */
+	int volumes[GUEST_MAX_VOLUMES];    /* connected to each volume's virtiofsd */
+	unsigned n_volumes;
 };
 
 struct qemu {
@@ -65,6 +68,14 @@ int qemu_reap(const struct qemu *q);
  * end closes.  vm_network_reap waits for it once QEMU is gone. */
 int vm_network_start(const struct shim_spec *s, int messages, pid_t *pid, int *qemu_end, bl_error *e);
 void vm_network_reap(pid_t pid);
+
+/* volumes.c: with volumes, one virtiofsd per bind source (a directory),
+ * read-only ones on a read-only bind of it; io->volumes gets the vhost-user
+ * connection to each.  0, or -1 with e (those started are in pids, for
+ * volumes_reap, which waits for them once QEMU is gone). */
+int volumes_start(const struct shim_spec *s, int messages, struct qemu_io *io,
+		  pid_t pids[GUEST_MAX_VOLUMES], bl_error *e);
+void volumes_reap(const pid_t pids[GUEST_MAX_VOLUMES]);
 
 /* probe.c */
 int probe_main(int argc, char **argv);

@@ -1,0 +1,124 @@
+/*
+ * volumes.c - a vm box's volumes: each host directory is shared with the
+ * guest over virtiofs by a virtiofsd of its own (QEMU's, from Debian's
+ * qemu-system-common), which sandboxes itself (mount, pid and network
+ * namespaces, pivot_root into the directory).  A read-only volume's
+ * virtiofsd sees a read-only bind of it, so not even a compromised guest
+ * kernel writes there.  Each daemon's vhost-user socket is a listening
+ * socket in the box's directory (closed to others), connected to by us
+ * before the daemon starts, unlinked after: QEMU gets the connection.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "vmm.h"
+
+#define VIRTIOFSD "/usr/lib/qemu/virtiofsd"
+#define DAEMON_FD 3
+
+/* A listening socket at path, and our connection to it: 0 or -1. */
+static int socket_pair_at(const char *path, int *listening, int *connected, bl_error *e)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path) >= (int)sizeof addr.sun_path)
+		return bl_error_errno(e, ENAMETOOLONG, "%s", path);
+	(void)unlink(path);
+	*listening = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	*connected = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int rc = *listening < 0 || *connected < 0 ||
+			 bind(*listening, (struct sockaddr *)&addr, sizeof addr) < 0 ||
+			 listen(*listening, 1) < 0 ||
+			 connect(*connected, (struct sockaddr *)&addr, sizeof addr) < 0
+		     ? bl_error_errno(e, errno, "the vhost-user socket %s", path)
+		     : 0;
+	(void)unlink(path);
+	return rc;
+}
+
+/* In the daemon's child: a read-only view of dir, in a mount namespace of
+ * its own (the daemon's sandbox starts from it). */
+static int read_only_view(const char *dir)
+{
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return -1;
+	return mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
+}
+
+static pid_t start_daemon(const struct shim_bind *b, int listening, int messages)
+{
+	char source[PATH_MAX + 16];
+	snprintf(source, sizeof source, "source=%s", b->source);
+	char fd[16];
+	snprintf(fd, sizeof fd, "--fd=%d", DAEMON_FD);
+	char *argv[] = {VIRTIOFSD, fd, "-o", source, "-o", "cache=auto", "-o", "sandbox=namespace",
+			"-o", "log_level=warn", NULL};
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || dup2(listening, DAEMON_FD) < 0 ||
+	    dup2(messages, 1) < 0 || dup2(messages, 2) < 0 || (b->readonly && read_only_view(b->source) < 0))
+		_exit(127);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execv(VIRTIOFSD, argv);
+	fprintf(stderr, "boxlite-vmm: %s: %s\n", VIRTIOFSD, strerror(errno));
+	_exit(127);
+}
+
+int volumes_start(const struct shim_spec *s, int messages, struct qemu_io *io,
+		  pid_t pids[GUEST_MAX_VOLUMES], bl_error *e)
+{
+	for (unsigned i = 0; i < GUEST_MAX_VOLUMES; i++)
+		pids[i] = -1;
+	if (s->n_binds > GUEST_MAX_VOLUMES)
+		return bl_error_set(e, EINVAL, "more than %d volumes on the vm engine", GUEST_MAX_VOLUMES);
+	if (s->n_binds && geteuid() != 0)
+		return bl_error_set(e, EPERM, "volumes on the vm engine need a root runtime (virtiofsd)");
+	for (unsigned i = 0; i < s->n_binds; i++) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/vfs-%u.sock", s->box_dir, i);
+		int listening = -1, connected = -1;
+		int rc = socket_pair_at(path, &listening, &connected, e);
+		if (rc == 0 && (pids[i] = start_daemon(&s->binds[i], listening, messages)) < 0)
+			rc = bl_error_errno(e, errno, "start %s", VIRTIOFSD);
+		if (listening >= 0)
+			close(listening); /* the daemon's now */
+		if (rc < 0) {
+			if (connected >= 0)
+				close(connected);
+			return -1;
+		}
+		io->volumes[io->n_volumes++] = connected;
+	}
+	return 0;
+}
+
+void volumes_reap(const pid_t pids[GUEST_MAX_VOLUMES])
+{
+	for (unsigned i = 0; i < GUEST_MAX_VOLUMES; i++) {
+		if (pids[i] <= 0)
+			continue;
+		/* QEMU is gone, so is its connection: the daemon is exiting. */
+		pid_t got = 0;
+		for (int t = 0; t < 200 && (got = waitpid(pids[i], NULL, WNOHANG)) == 0; t++)
+			usleep(10000);
+		if (got != 0)
+			continue; /* reaped, or not ours to wait for */
+		kill(pids[i], SIGKILL);
+		while (waitpid(pids[i], NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+}
