@@ -9,7 +9,9 @@ its own kernel and kernel state, and a VM that dies is that box's loss alone.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_isolation import KEPT
+from test_isolation import ABSENT, AGENT_REACH, KEPT, SYSCALLS, TRACE_OWN_CHILD, probe
 
 import boxlite_ffi
 from boxlite_ffi import BoxStatus, EngineError, InvalidArgumentError
@@ -225,6 +227,29 @@ def test_volumes_read_write_and_read_only(
         assert r.stdout == b"from the host\nrefused\n"
         box.stop()
     assert (rw / "out").read_text() == "made\n" and not (ro / "no").exists()
+
+
+@pytest.fixture(scope="module")
+def host_box(shared_rt: boxlite_ffi.Runtime, engine: str) -> Iterator[boxlite_ffi.Box]:
+    """A box of the host image (its python3 runs the escape probes)."""
+    with shared_rt.create("host", engine=engine) as box:
+        box.start()
+        yield box
+
+
+def test_the_escape_probes(host_box: boxlite_ffi.Box) -> None:
+    """test_isolation's probes, in each engine: the system calls the filter
+    refuses, and the agent out of reach of everything in the box."""
+    assert probe(host_box, SYSCALLS) == {name: os.strerror(errno.EPERM) for name in SYSCALLS}
+    assert probe(host_box, ABSENT) == {name: os.strerror(errno.ENOSYS) for name in ABSENT}
+    result = host_box.run(["python3", "-c", AGENT_REACH])
+    assert result.ok, result.stderr
+    seen = json.loads(result.stdout)
+    refused = {os.strerror(errno.EPERM), os.strerror(errno.EACCES)}
+    assert {name for name, what in seen.items() if what not in refused} == set(), seen
+    assert not (host_box.directory / "shim.log").read_bytes().count(b"written from the box")
+    traced = host_box.run(["python3", "-c", TRACE_OWN_CHILD])
+    assert traced.stdout == b"seized 0\n", traced.stderr
 
 
 # ---- boxes ----

@@ -80,8 +80,8 @@ def vm_config(
             layer_name(lower)
         except InvalidArgumentError:
             raise InvalidArgumentError(
-                "the vm engine runs images of the cache; rootfs= directories and the host "
-                "image need shared directories (virtiofs), which it does not have yet"
+                "the vm engine runs images of the cache and the host image; "
+                "rootfs= directories are not shared with a guest yet"
             ) from None
     qemu = find_qemu()
     guest_kernel = find_kernel(kernel)
