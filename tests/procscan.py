@@ -13,7 +13,8 @@ import os
 from boxlite_ffi.home import libexec_dir
 
 # A box's supervisor (the shim, or the vm engine's boxlite-vmm) and what runs
-# under it: the agent, the network helper, QEMU (its name cut to 15 bytes).
+# under it: the agent, the network helpers, QEMU (its name cut to 15 bytes),
+# the vm engine's virtiofsd.
 SUPERVISORS = {"boxlite-shim", "boxlite-vmm"}
 BOX_PROCESS_NAMES = {
     *SUPERVISORS,
@@ -22,6 +23,7 @@ BOX_PROCESS_NAMES = {
     "qemu-system-x86",
     "passt",
     "passt.avx2",
+    "virtiofsd",
 }
 
 
