@@ -3,6 +3,8 @@ leak check that fails any test leaving a shim or agent process alive."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,3 +71,31 @@ def rt(home: Path) -> Iterator[boxlite_ffi.Runtime]:
 def box(rt: boxlite_ffi.Runtime, rootfs: Path) -> Iterator[boxlite_ffi.Box]:
     with rt.create(rootfs=rootfs) as b:
         yield b
+
+
+@pytest.fixture
+def host_server() -> Iterator[tuple[str, int]]:
+    """A TCP server on every address of the host, and the host's own
+    (non-loopback) address."""
+    server = socket.socket()
+    server.bind(("0.0.0.0", 0))
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"hello from the host\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_socket:
+        probe_socket.connect(("192.0.2.1", 9))  # no packet is sent: it picks a route
+        address = probe_socket.getsockname()[0]
+    yield address, server.getsockname()[1]
+    server.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone would not)
+    server.close()
+    thread.join()

@@ -14,17 +14,22 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_isolation import ABSENT, AGENT_REACH, KEPT, SYSCALLS, TRACE_OWN_CHILD, probe
+from test_isolation import (
+    ABSENT,
+    AGENT_REACH,
+    KEPT,
+    SYSCALLS,
+    TRACE_OWN_CHILD,
+    probe,
+)
 
 import boxlite_ffi
 from boxlite_ffi import BoxStatus, EngineError, InvalidArgumentError
@@ -370,31 +375,6 @@ def test_limits(shared_rt: boxlite_ffi.Runtime, engine: str, oci_image: Path) ->
             qemu = [int(p) for p in Path(memory, "cgroup.procs").read_text().split()]
             assert [_ppid(p) for p in qemu] == [box.shim_pid]
         box.stop()
-
-
-@pytest.fixture(scope="module")
-def host_server() -> Iterator[tuple[str, int]]:
-    """A TCP server on every address of the host, and the host's own
-    (non-loopback) address."""
-    server = socket.socket()
-    server.bind(("0.0.0.0", 0))
-    server.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"hello from the host\n")
-
-    threading.Thread(target=serve, daemon=True).start()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.1", 9))  # no packet is sent: it picks a route
-        address = probe.getsockname()[0]
-    yield address, server.getsockname()[1]
-    server.close()
 
 
 def reach(box: boxlite_ffi.Box, port: int, *addresses: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -169,36 +168,6 @@ CONNECT = textwrap.dedent(
             print(host, type(exc).__name__)
     """
 )
-
-
-@pytest.fixture
-def host_server() -> Iterator[tuple[str, int]]:
-    """A TCP server on every address of the host, and the host's own
-    (non-loopback) address."""
-    import threading
-
-    server = socket.socket()
-    server.bind(("0.0.0.0", 0))
-    server.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"hello from the host\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_socket:
-        probe_socket.connect(("192.0.2.1", 9))  # no packet is sent: it picks a route
-        address = probe_socket.getsockname()[0]
-    yield address, server.getsockname()[1]
-    server.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone would not)
-    server.close()
-    thread.join()
 
 
 def connect(box: boxlite_ffi.Box, port: int, *hosts: str) -> dict[str, str]:

@@ -116,15 +116,15 @@ extern const struct bl_engine bl_engine_ns, bl_engine_vm;
  * is a process the engine spawns with the shim's command line and fds
  * (common/shim_spec.h): spawn it and wait for its status line (up to
  * timeout_ms), abandon, signal, connect to DIR/agent.sock.  spec_of gives
- * the shim's specification of a box (the strings stay the box's);
- * check_counts refuses more layers or mounts than a supervisor takes.
+ * the shim's specification of a box (the strings stay the box's); check
+ * is shim_spec_check of it, after refusing more layers or mounts than a
+ * supervisor takes.
  */
 struct shim_spec;
 void bl_supervisor_spec_of(const struct bl_box_spec *box, struct shim_spec *s);
-int bl_supervisor_check_counts(const struct bl_box_spec *box, bl_error *e);
+int bl_supervisor_check(const struct bl_box_spec *box, bl_error *e);
 int bl_supervisor_spawn(const struct bl_engine_host *host, const struct bl_box_spec *box,
-			const char *exe, const struct shim_spec *spec, uint32_t timeout_ms,
-			struct bl_spawned *out, bl_error *e);
+			const char *exe, uint32_t timeout_ms, struct bl_spawned *out, bl_error *e);
 void bl_supervisor_abandon(struct bl_spawned *sp);
 int bl_supervisor_signal(int pidfd, enum bl_engine_signal how);
 int bl_supervisor_connect(const struct bl_box_spec *box, int pidfd, bl_error *e);

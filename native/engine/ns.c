@@ -4,9 +4,7 @@
  * (supervisor.c spawns it).
  */
 #include <errno.h>
-#include <stdio.h>
 
-#include "common/shim_spec.h"
 #include "engine/engine.h"
 
 /* A box set-up is milliseconds natively, but seconds under emulation. */
@@ -16,23 +14,13 @@ static int ns_check(const struct bl_box_spec *box, bl_error *e)
 {
 	if (box->vm.qemu || box->vm.kernel)
 		return bl_error_set(e, EINVAL, "vm options for the ns engine");
-	if (bl_supervisor_check_counts(box, e) < 0)
-		return -1;
-	struct shim_spec s;
-	bl_supervisor_spec_of(box, &s);
-	return shim_spec_check(&s, e);
+	return bl_supervisor_check(box, e);
 }
 
 static int ns_spawn(const struct bl_engine_host *host, const struct bl_box_spec *box,
 		    struct bl_spawned *out, bl_error *e)
 {
-	char agent[4096];
-	if (snprintf(agent, sizeof agent, "%s/boxlite-agent", host->libexec_dir) >= (int)sizeof agent)
-		return bl_error_errno(e, ENAMETOOLONG, "%s", host->libexec_dir);
-	struct shim_spec spec;
-	bl_supervisor_spec_of(box, &spec);
-	spec.agent = agent;
-	return bl_supervisor_spawn(host, box, "boxlite-shim", &spec, STATUS_TIMEOUT_MS, out, e);
+	return bl_supervisor_spawn(host, box, "boxlite-shim", STATUS_TIMEOUT_MS, out, e);
 }
 
 const struct bl_engine bl_engine_ns = {

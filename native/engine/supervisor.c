@@ -131,7 +131,7 @@ void bl_supervisor_spec_of(const struct bl_box_spec *box, struct shim_spec *s)
 					 box->pids_optional};
 }
 
-int bl_supervisor_check_counts(const struct bl_box_spec *box, bl_error *e)
+int bl_supervisor_check(const struct bl_box_spec *box, bl_error *e)
 {
 	size_t n_lowers = 0;
 	while (box->lowers[n_lowers])
@@ -140,7 +140,9 @@ int bl_supervisor_check_counts(const struct bl_box_spec *box, bl_error *e)
 		return bl_error_set(e, EINVAL, "more than %d image layers", SHIM_MAX_LOWERS);
 	if (box->n_mounts > SHIM_MAX_BINDS)
 		return bl_error_set(e, EINVAL, "more than %d mounts", SHIM_MAX_BINDS);
-	return 0;
+	struct shim_spec s;
+	bl_supervisor_spec_of(box, &s);
+	return shim_spec_check(&s, e);
 }
 
 static int file_actions(posix_spawn_file_actions_t *fa, const struct spawn_fds *f)
@@ -306,12 +308,17 @@ static int follow_detached(int *pidfd, pid_t shim, bl_error *e)
 }
 
 int bl_supervisor_spawn(const struct bl_engine_host *host, const struct bl_box_spec *box,
-			const char *exe, const struct shim_spec *spec, uint32_t timeout_ms,
-			struct bl_spawned *out, bl_error *e)
+			const char *exe, uint32_t timeout_ms, struct bl_spawned *out, bl_error *e)
 {
+	char agent[PATH_MAX];
+	if (snprintf(agent, sizeof agent, "%s/boxlite-agent", host->libexec_dir) >= (int)sizeof agent)
+		return bl_error_errno(e, ENAMETOOLONG, "%s", host->libexec_dir);
+	struct shim_spec spec;
+	bl_supervisor_spec_of(box, &spec);
+	spec.agent = agent; /* the box's init (ns); a vm's guest has its own */
 	struct spawn_fds f;
 	pid_t pid;
-	if (open_fds(box, &f, e) < 0 || spawn_supervisor(host, exe, spec, &f, &pid, e) < 0) {
+	if (open_fds(box, &f, e) < 0 || spawn_supervisor(host, exe, &spec, &f, &pid, e) < 0) {
 		close_fds(&f);
 		return -1;
 	}

@@ -6,9 +6,7 @@
  * agent, which boxlite-vmm multiplexes over the VM's port.
  */
 #include <errno.h>
-#include <stdio.h>
 
-#include "common/shim_spec.h"
 #include "engine/engine.h"
 
 /* The supervisor's own wait for the guest is vm.ready_ms; past it, and this
@@ -19,25 +17,14 @@ static int vm_check(const struct bl_box_spec *box, bl_error *e)
 {
 	if (!box->vm.qemu)
 		return bl_error_set(e, EINVAL, "the vm engine needs its options (boxlite_box_options.vm)");
-	if (bl_supervisor_check_counts(box, e) < 0)
-		return -1;
-	struct shim_spec s;
-	bl_supervisor_spec_of(box, &s);
-	return shim_spec_check(&s, e);
+	return bl_supervisor_check(box, e);
 }
 
 static int vm_spawn(const struct bl_engine_host *host, const struct bl_box_spec *box,
 		    struct bl_spawned *out, bl_error *e)
 {
-	/* The guest has its own agent; the host's is named for the one spec's sake. */
-	char agent[4096];
-	if (snprintf(agent, sizeof agent, "%s/boxlite-agent", host->libexec_dir) >= (int)sizeof agent)
-		return bl_error_errno(e, ENAMETOOLONG, "%s", host->libexec_dir);
-	struct shim_spec spec;
-	bl_supervisor_spec_of(box, &spec);
-	spec.agent = agent;
-	return bl_supervisor_spawn(host, box, "boxlite-vmm", &spec,
-				   box->vm.ready_ms + STATUS_MARGIN_MS, out, e);
+	return bl_supervisor_spawn(host, box, "boxlite-vmm", box->vm.ready_ms + STATUS_MARGIN_MS,
+				   out, e);
 }
 
 const struct bl_engine bl_engine_vm = {
