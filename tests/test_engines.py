@@ -100,6 +100,14 @@ def test_output_env_cwd_and_exit_code(shared: boxlite_ffi.Box, engine: str) -> N
     assert shared.info().engine == engine
 
 
+def test_a_rootfs_directory(shared_rt: boxlite_ffi.Runtime, engine: str, rootfs: Path) -> None:
+    with shared_rt.create(rootfs=rootfs, engine=engine) as box:
+        r = run(box, "echo written > /etc/new; cat /etc/new; ls /bin/busybox")
+        assert r.stdout == b"written\n/bin/busybox\n"
+        box.stop()
+    assert not (rootfs / "etc" / "new").exists()  # used read-only, under the box's own layer
+
+
 def test_a_user_other_than_root(shared: boxlite_ffi.Box) -> None:
     r = shared.run(["sh", "-c", "id -u; touch /root/x 2>/dev/null || echo denied"], user="65534")
     assert r.stdout == b"65534\ndenied\n"
@@ -455,8 +463,6 @@ def _ppid(pid: int) -> int:
 def test_what_the_vm_engine_refuses(
     engine: str, shared_rt: boxlite_ffi.Runtime, rootfs: Path, oci_image: Path
 ) -> None:
-    with pytest.raises(InvalidArgumentError, match="rootfs"):
-        shared_rt.create(rootfs=rootfs, engine="vm")
     with pytest.raises(InvalidArgumentError, match="directories"):
         shared_rt.create(oci_image, engine="vm", volumes=[f"{rootfs}/bin/busybox:/data"])
     with pytest.raises(InvalidArgumentError, match="memory"):

@@ -127,7 +127,7 @@ class VmConfig:
     qemu: str
     kernel: str
     initrd: str
-    root_image: str  # the layers' ext4 image, each under its directory's name
+    root_image: str | None  # the layers' ext4 image; None: the lowers are shared
     accel: str  # "kvm" or "tcg"
     ready_ms: int = 0  # 0: the native default
 
@@ -215,7 +215,8 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
         vm = ffi.new("boxlite_vm_options *")
         keep.append(vm)
         for field in ("qemu", "kernel", "initrd", "root_image", "accel"):
-            setattr(vm, field, _cstring(getattr(config.vm, field), keep))
+            if (value := getattr(config.vm, field)) is not None:
+                setattr(vm, field, _cstring(value, keep))
         vm.ready_ms = config.vm.ready_ms
         opts.vm = vm
     return opts

@@ -41,7 +41,8 @@ ROOT_IMAGES = ROOT_IMAGE_CACHE  # <home>/images/vm
 
 def check_volumes(mounts: list[list[Any]]) -> None:
     """What the vm engine can share: directories (one virtiofsd each, which
-    needs a root runtime), at most MAX_VOLUMES."""
+    needs a root runtime), at most MAX_VOLUMES (volumes and a rootfs=
+    directory together)."""
     if not mounts:
         return
     if len(mounts) > MAX_VOLUMES:
@@ -53,6 +54,14 @@ def check_volumes(mounts: list[list[Any]]) -> None:
             raise InvalidArgumentError(
                 f"volume source {source}: the vm engine shares directories, not files"
             )
+
+
+def _is_layer(lower: Path) -> bool:
+    try:
+        layer_name(lower)
+    except InvalidArgumentError:
+        return False
+    return True
 
 
 def find_qemu() -> str:
@@ -75,26 +84,22 @@ def vm_config(
     """The stored description of a box's VM (core.VmConfig's fields, and
     what BoxInfo reports): its image of lowers in root_images, its boot
     files in boot_cache."""
-    for lower in lowers:
-        try:
-            layer_name(lower)
-        except InvalidArgumentError:
-            raise InvalidArgumentError(
-                "the vm engine runs images of the cache and the host image; "
-                "rootfs= directories are not shared with a guest yet"
-            ) from None
+    # An image's layers go in a root image; a rootfs= directory is shared.
+    layered = all(_is_layer(lower) for lower in lowers)
+    if not layered:
+        check_volumes([[str(lower), "/", True] for lower in lowers])
     qemu = find_qemu()
     guest_kernel = find_kernel(kernel)
     files = {name: libexec / exe for name, exe in GUEST_FILES.items()}
     initrd = initramfs(guest_kernel, files, GUEST_MODULES, boot_cache)
-    root = root_image(lowers, root_images)
+    root = str(root_image(lowers, root_images)) if layered else None
     probe = Probe(libexec / VMM, qemu, guest_kernel.vmlinuz, guest_kernel.sha256, initrd)
     chosen = choose(accel, probe, boot_cache)
     return {
         "qemu": qemu,
         "kernel": str(guest_kernel.vmlinuz),
         "initrd": str(initrd),
-        "root_image": str(root),
+        "root_image": root,
         "accel": chosen.name,
         "ready_ms": ready_ms,
         "accel_reason": chosen.reason,

@@ -138,8 +138,8 @@ static int check_vm(const struct shim_spec *s, bl_error *e)
 	    check_optional_path("initrd", v->initrd, e) < 0 ||
 	    check_optional_path("root image", v->root_image, e) < 0)
 		return -1;
-	if (!v->qemu || !v->kernel || !v->initrd || !v->root_image || !v->accel)
-		return bl_error_set(e, EINVAL, "vm: qemu, kernel, initrd, root image and accel are required");
+	if (!v->qemu || !v->kernel || !v->initrd || !v->accel)
+		return bl_error_set(e, EINVAL, "vm: qemu, kernel, initrd and accel are required");
 	if (strcmp(v->accel, "kvm") != 0 && strcmp(v->accel, "tcg") != 0)
 		return bl_error_set(e, EINVAL, "vm accelerator '%s': kvm or tcg", v->accel);
 	if (!s->disk_image)

@@ -36,7 +36,8 @@
 #define GUEST_BOX_DIR "/run/box"
 #define GUEST_SHIM "/boxlite-shim"
 #define GUEST_AGENT "/boxlite-agent"
-/* A vm box's volumes: each host directory shared over virtiofs (one
+/* A vm box's volumes (and without a root image its lowers, a rootfs=
+ * directory): each host directory shared over virtiofs (one
  * virtiofsd each, on the host) with the tag GUEST_VOLUME_TAG<i>, mounted at
  * GUEST_VOLUME_DIR/<tag> in the guest and bound into the box from there. */
 #define GUEST_VOLUME_DIR "/run/vol"
@@ -68,8 +69,9 @@ int guest_network_up(bl_error *e);
 int guest_open_port(bl_error *e);
 /* Mount the disk whose serial is serial on dir: 0 or -1. */
 int guest_mount_disk(const char *serial, const char *dir, bool readonly, bl_error *e);
-/* Mount the virtiofs share behind each of the shim's --bind/--bind-ro
- * sources under GUEST_VOLUME_DIR (read-only for --bind-ro): 0 or -1. */
+/* Mount the virtiofs share behind each of the shim's --lower, --bind and
+ * --bind-ro sources under GUEST_VOLUME_DIR (read-only but for --bind): 0
+ * or -1. */
 int guest_mount_volumes(char **argv, bl_error *e);
 /* Whether the kernel's command line has word. */
 bool guest_cmdline_has(const char *word);

@@ -298,13 +298,22 @@ static int turn(struct guest *g, int timeout_ms, bl_error *e)
 	return mux_run(&g->mux, e);
 }
 
+/* Whether a --lower is in the root image (else the lowers are shares). */
+static bool uses_root_image(const struct guest *g)
+{
+	for (size_t off = 0; off < g->spec_len; off += strlen(g->spec + off) + 1)
+		if (strncmp(g->spec + off, GUEST_IMAGE_DIR "/", sizeof GUEST_IMAGE_DIR) == 0)
+			return true;
+	return false;
+}
+
 static int run(struct guest *g, bl_error *e)
 {
 	while (!g->go)
 		if (turn(g, -1, e) < 0)
 			return -1;
-	if (guest_network_up(e) < 0 ||
-	    guest_mount_disk(GUEST_ROOT_SERIAL, GUEST_IMAGE_DIR, true, e) < 0 ||
+	if (guest_network_up(e) < 0 || (uses_root_image(g) &&
+	    guest_mount_disk(GUEST_ROOT_SERIAL, GUEST_IMAGE_DIR, true, e) < 0) ||
 	    guest_mount_disk(GUEST_DISK_SERIAL, GUEST_BOX_DIR, false, e) < 0 || spawn_shim(g, e) < 0)
 		return -1;
 	while (!shim_over(g))

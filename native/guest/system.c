@@ -241,7 +241,7 @@ int guest_mount_volumes(char **argv, bl_error *e)
 		return bl_error_errno(e, errno, "mkdir %s", GUEST_VOLUME_DIR);
 	const size_t prefix = strlen(GUEST_VOLUME_DIR "/");
 	for (char **a = argv; *a && a[1]; a++) {
-		bool ro = strcmp(*a, "--bind-ro") == 0;
+		bool ro = strcmp(*a, "--bind-ro") == 0 || strcmp(*a, "--lower") == 0;
 		if ((!ro && strcmp(*a, "--bind") != 0) ||
 		    strncmp(a[1], GUEST_VOLUME_DIR "/", prefix) != 0)
 			continue;

@@ -76,17 +76,20 @@ static _Noreturn void fail(struct vmm *v, const bl_error *e)
 static int guest_spec(struct vmm *v, bl_error *e)
 {
 	struct shim_spec g = v->cfg.spec;
+	/* The layers in the root image, or shared directories; then volumes,
+	 * shared: each at the guest's mount of it (vm_shares' order). */
 	static char lowers[SHIM_MAX_LOWERS][PATH_MAX];
+	static char shared[GUEST_MAX_VOLUMES][sizeof GUEST_VOLUME_DIR + 32];
+	for (unsigned i = 0; i < GUEST_MAX_VOLUMES; i++)
+		snprintf(shared[i], sizeof shared[i], GUEST_VOLUME_DIR "/" GUEST_VOLUME_TAG "%u", i);
+	unsigned k = 0;
 	for (unsigned i = 0; i < g.n_lowers; i++) {
 		const char *base = strrchr(v->cfg.lowers[i], '/');
 		snprintf(lowers[i], PATH_MAX, GUEST_IMAGE_DIR "/%s", base ? base + 1 : v->cfg.lowers[i]);
-		g.lowers[i] = lowers[i];
+		g.lowers[i] = v->cfg.vm.root_image ? lowers[i] : shared[k++];
 	}
-	static char sources[SHIM_MAX_BINDS][sizeof GUEST_VOLUME_DIR + 32];
-	for (unsigned i = 0; i < g.n_binds; i++) {
-		snprintf(sources[i], sizeof sources[i], GUEST_VOLUME_DIR "/" GUEST_VOLUME_TAG "%u", i);
-		g.binds[i].source = sources[i]; /* its virtiofs share, mounted there by the guest */
-	}
+	for (unsigned i = 0; i < g.n_binds && k < GUEST_MAX_VOLUMES; i++)
+		g.binds[i].source = shared[k++];
 	g.box_dir = GUEST_BOX_DIR;
 	g.agent = GUEST_AGENT;
 	g.guest = true;
@@ -271,13 +274,15 @@ static int start_vm(struct vmm *v, bl_error *e)
 	if (vm_network_start(&v->cfg.spec, v->cfg.messages_fd, &v->network_pid, &io.net, e) < 0 ||
 	    volumes_start(&v->cfg.spec, v->cfg.messages_fd, &io, v->volume_pids, e) < 0)
 		return -1;
-	if ((io.root = open_disk(v->cfg.vm.root_image, O_RDONLY, e)) < 0 ||
+	io.root = -1;
+	if ((v->cfg.vm.root_image && (io.root = open_disk(v->cfg.vm.root_image, O_RDONLY, e)) < 0) ||
 	    (io.disk[0] = open_disk(v->cfg.disk_image, O_RDONLY, e)) < 0 ||
 	    (io.disk[1] = open_disk(v->cfg.disk_image, O_RDWR, e)) < 0)
 		return -1;
 	int rc = qemu_start(&v->cfg.spec, &io, &v->qemu, e);
 	close(sp[1]);
-	close(io.root);
+	if (io.root >= 0)
+		close(io.root);
 	close(io.disk[0]);
 	close(io.disk[1]);
 	if (io.net >= 0)

@@ -150,12 +150,14 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 	add(a, fmt(a, "socket,id=port,fd=%d", io->port));
 	add(a, "-device");
 	add(a, "virtserialport,chardev=port,name=" GUEST_PORT_NAME);
-	add(a, "-add-fd");
-	add(a, fmt(a, "fd=%d,set=1", io->root));
-	add(a, "-drive");
-	add(a, "if=none,id=root,file=/dev/fdset/1,format=raw,readonly=on");
-	add(a, "-device");
-	add(a, "virtio-blk-device,drive=root,serial=" GUEST_ROOT_SERIAL);
+	if (io->root >= 0) {
+		add(a, "-add-fd");
+		add(a, fmt(a, "fd=%d,set=1", io->root));
+		add(a, "-drive");
+		add(a, "if=none,id=root,file=/dev/fdset/1,format=raw,readonly=on");
+		add(a, "-device");
+		add(a, "virtio-blk-device,drive=root,serial=" GUEST_ROOT_SERIAL);
+	}
 	add(a, "-add-fd");
 	add(a, fmt(a, "fd=%d,set=2", io->disk[0]));
 	add(a, "-add-fd");

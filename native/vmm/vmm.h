@@ -69,10 +69,13 @@ int qemu_reap(const struct qemu *q);
 int vm_network_start(const struct shim_spec *s, int messages, pid_t *pid, int *qemu_end, bl_error *e);
 void vm_network_reap(pid_t pid);
 
-/* volumes.c: with volumes, one virtiofsd per bind source (a directory),
+/* volumes.c: vm_shares lists the directories shared with the guest, in
+ * the order of their tags: the lowers when there is no root image (read-only),
+ * then the volumes.  volumes_start runs one virtiofsd per share,
  * read-only ones on a read-only bind of it; io->volumes gets the vhost-user
  * connection to each.  0, or -1 with e (those started are in pids, for
  * volumes_reap, which waits for them once QEMU is gone). */
+unsigned vm_shares(const struct shim_spec *s, struct shim_bind out[GUEST_MAX_VOLUMES]);
 int volumes_start(const struct shim_spec *s, int messages, struct qemu_io *io,
 		  pid_t pids[GUEST_MAX_VOLUMES], bl_error *e);
 void volumes_reap(const pid_t pids[GUEST_MAX_VOLUMES]);

@@ -1,5 +1,6 @@
 /*
- * volumes.c - a vm box's volumes: each host directory is shared with the
+ * volumes.c - a vm box's shared directories: its volumes, and without a
+ * root image (a rootfs= directory) its lowers.  Each is shared with the
  * guest over virtiofs by a virtiofsd of its own (QEMU's, from Debian's
  * qemu-system-common), which sandboxes itself (mount, pid and network
  * namespaces, pivot_root into the directory).  A read-only volume's
@@ -78,21 +79,36 @@ static pid_t start_daemon(const struct shim_bind *b, int listening, int messages
 	_exit(127);
 }
 
+unsigned vm_shares(const struct shim_spec *s, struct shim_bind out[GUEST_MAX_VOLUMES])
+{
+	unsigned n = 0;
+	for (unsigned i = 0; !s->vm.root_image && i < s->n_lowers && n < GUEST_MAX_VOLUMES; i++)
+		out[n++] = (struct shim_bind){s->lowers[i], NULL, true};
+	for (unsigned i = 0; i < s->n_binds && n < GUEST_MAX_VOLUMES; i++)
+		out[n++] = s->binds[i];
+	return n;
+}
+
 int volumes_start(const struct shim_spec *s, int messages, struct qemu_io *io,
 		  pid_t pids[GUEST_MAX_VOLUMES], bl_error *e)
 {
 	for (unsigned i = 0; i < GUEST_MAX_VOLUMES; i++)
 		pids[i] = -1;
-	if (s->n_binds > GUEST_MAX_VOLUMES)
-		return bl_error_set(e, EINVAL, "more than %d volumes on the vm engine", GUEST_MAX_VOLUMES);
-	if (s->n_binds && geteuid() != 0)
-		return bl_error_set(e, EPERM, "volumes on the vm engine need a root runtime (virtiofsd)");
-	for (unsigned i = 0; i < s->n_binds; i++) {
+	size_t wanted = (s->vm.root_image ? 0 : s->n_lowers) + s->n_binds;
+	if (wanted > GUEST_MAX_VOLUMES)
+		return bl_error_set(e, EINVAL, "more than %d shared directories on the vm engine",
+				    GUEST_MAX_VOLUMES);
+	if (wanted && geteuid() != 0)
+		return bl_error_set(e, EPERM, "shared directories on the vm engine need a root runtime "
+					      "(virtiofsd)");
+	struct shim_bind shares[GUEST_MAX_VOLUMES];
+	unsigned n = vm_shares(s, shares);
+	for (unsigned i = 0; i < n; i++) {
 		char path[PATH_MAX];
 		snprintf(path, sizeof path, "%s/vfs-%u.sock", s->box_dir, i);
 		int listening = -1, connected = -1;
 		int rc = socket_pair_at(path, &listening, &connected, e);
-		if (rc == 0 && (pids[i] = start_daemon(&s->binds[i], listening, messages)) < 0)
+		if (rc == 0 && (pids[i] = start_daemon(&shares[i], listening, messages)) < 0)
 			rc = bl_error_errno(e, errno, "start %s", VIRTIOFSD);
 		if (listening >= 0)
 			close(listening); /* the daemon's now */
