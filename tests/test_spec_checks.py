@@ -161,4 +161,5 @@ def test_shim_usage_lists_every_flag() -> None:
     written = {"--box-dir", "--agent", "--lower", "--bind", "--bind-ro", "--hostname"}
     assert written <= flags
     assert {"--memory", "--pids", "--cpu-millis", "--pids-optional", "--tmp-size"} <= flags
-    assert len(flags) == 20
+    assert {"--guest", "--guest-network", "--vm-qemu", "--vm-ready-ms"} <= flags  # one table
+    assert len(flags) == 28

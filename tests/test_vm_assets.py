@@ -438,13 +438,16 @@ def test_an_unprivileged_runtimes_root_image_holds_its_uid(
     base.mkdir(mode=0o755)
     try:
         shutil.copytree(layered, base / "layout")
+        # The installed executables may be in root's home: a copy nobody reaches.
+        shutil.copytree(libexec_dir(), base / "libexec")
         for path in [base, *base.rglob("*")]:
             os.lchown(path, NOBODY, NOBODY)
         script = AS_NOBODY.format(
             nobody=NOBODY, home=str(base / "home"), layout=str(base / "layout")
         )
+        env = {**os.environ, "BOXLITE_LIBEXEC": str(base / "libexec")}
         done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
         )
         assert done.returncode == 0, done.stderr
         image, lowers = done.stdout.splitlines()
