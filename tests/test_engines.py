@@ -363,7 +363,10 @@ def test_the_cli_runs_a_box(home: Path, engine: str, oci_image: Path) -> None:
 
 
 def test_limits(shared_rt: boxlite_ffi.Runtime, engine: str, oci_image: Path) -> None:
-    with shared_rt.create(oci_image, engine=engine, memory="256m", cpus=2, pids=40) as box:
+    limits = {"memory": "256m", "cpus": 2, "pids": 40, "disk": "64m"}
+    with shared_rt.create(oci_image, engine=engine, **limits) as box:  # type: ignore[arg-type]
+        full = run(box, "dd if=/dev/zero of=/root/big bs=1M count=100 2>&1; rm /root/big")
+        assert b"No space left" in full.stdout, full
         r = run(box, "for i in $(seq 60); do sleep 2 & done; echo all-started")
         assert b"all-started" not in r.stdout and b"fork" in r.stderr.lower(), r
         time.sleep(2.5)  # the box lives on once its processes end
