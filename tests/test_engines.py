@@ -9,6 +9,7 @@ its own kernel and kernel state, and a VM that dies is that box's loss alone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -34,6 +35,7 @@ from test_isolation import (
 import boxlite_ffi
 from boxlite_ffi import BoxStatus, EngineError, InvalidArgumentError
 from boxlite_ffi.execution import Outcome
+from boxlite_ffi.home import libexec_dir
 from boxlite_ffi.vm import engine as vm_engine
 from boxlite_ffi.vm import find_kernel
 
@@ -511,3 +513,53 @@ def test_a_kernel_the_user_names(engine: str, home: Path, oci_image: Path) -> No
         pytest.raises(EngineError, match="no-such-kernel"),
     ):
         rt.create(oci_image, engine="vm")
+
+
+def _uids(pid: int) -> set[int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    (line,) = [ln for ln in status.splitlines() if ln.startswith("Uid:")]
+    return {int(u) for u in line.split()[1:]}
+
+
+@vm_only
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root runtime's QEMU drops its ids")
+def test_qemu_runs_as_an_id_of_its_own(shared: boxlite_ffi.Box) -> None:
+    (qemu,) = [
+        int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == shared.shim_pid
+    ]
+    assert 0 not in _uids(qemu)
+
+
+@vm_only
+@pytest.mark.skipif(
+    not Path("/dev/kvm").exists() or os.geteuid() != 0, reason="needs /dev/kvm, root"
+)
+def test_under_kvm_qemu_is_unprivileged_too(shared: boxlite_ffi.Box) -> None:
+    """Its own /dev/kvm node (the same device) in its mount namespace: KVM
+    without root, whether or not the host's node is open to anyone but root."""
+    vm = shared.info().config["vm"]
+    vmm = str(libexec_dir() / "boxlite-vmm")
+    probe = subprocess.Popen(
+        [vmm, "probe", vm["qemu"], vm["kernel"], vm["initrd"], "kvm", "4000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 3
+        held: list[str] = []
+        while not held and time.monotonic() < deadline:
+            for p in os.listdir("/proc"):
+                if p.isdigit() and _ppid(int(p)) == probe.pid:
+                    with contextlib.suppress(OSError):
+                        fds = [
+                            os.readlink(f"/proc/{p}/fd/{fd}") for fd in os.listdir(f"/proc/{p}/fd")
+                        ]
+                        if any("kvm-vm" in f for f in fds):
+                            held.append(p)
+                            assert 0 not in _uids(int(p))
+            time.sleep(0.05)
+    finally:
+        _, err = probe.communicate(timeout=30)
+    assert b"Permission denied" not in err
+    # Seen holding its VM, or (real KVM) booted and gone before a look.
+    assert held or probe.returncode == 0, err

@@ -9,8 +9,8 @@
  * over a socket to the user-mode stack (network.c).  QEMU runs in namespaces of its own (mount, IPC,
  * UTS, network: it has no network of the host's), with no new privileges,
  * its own seccomp sandbox, and a root runtime's QEMU as an id of its own that
- * owns nothing (unless KVM needs root: /dev/kvm closed to others); it gets
- * SIGKILL when we die.
+ * owns nothing (under KVM with a /dev/kvm node of that id's, in its mount
+ * namespace); it gets SIGKILL when we die.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -171,30 +172,40 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 /* In the child: an fd QEMU is given stays open across exec. */
 static int keep(int fd) { return fd < 0 ? 0 : fcntl(fd, F_SETFD, 0); }
 
-/* Who may use /dev/kvm beside root: its group, if it is open to one. */
-static int kvm_group(gid_t *gid)
+/* QEMU's id: one no file is owned by and no other box's QEMU has. */
+static uid_t qemu_id(void) { return QEMU_ID_BASE + (uid_t)getppid(); }
+
+/*
+ * Under KVM, in QEMU's own mount namespace (root runtime): a /dev/kvm of
+ * its id's own, the same device, bound over the host's (which is often
+ * root's alone), so QEMU runs unprivileged with that one device.  0, or
+ * -1 with errno.
+ */
+static int own_kvm(void)
 {
 	struct stat st;
-	if (stat("/dev/kvm", &st) < 0 || !(st.st_mode & S_IRGRP) || !(st.st_mode & S_IWGRP))
+	if (stat("/dev/kvm", &st) < 0)
 		return -1;
-	*gid = st.st_gid;
-	return 0;
+	if (!S_ISCHR(st.st_mode)) {
+		errno = ENODEV;
+		return -1;
+	}
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=4k,mode=0700") < 0 ||
+	    mknod("/tmp/kvm", S_IFCHR | 0600, st.st_rdev) < 0 ||
+	    chown("/tmp/kvm", qemu_id(), qemu_id()) < 0 ||
+	    mount("/tmp/kvm", "/dev/kvm", NULL, MS_BIND, NULL) < 0)
+		return -1;
+	return umount2("/tmp", MNT_DETACH); /* the bind stays */
 }
 
-/* Drop to an id of QEMU's own; with KVM only where the device's group lets
- * it in.  0, or -1 with errno. */
-static int drop_ids(bool kvm)
+/* Drop to QEMU's id (a root runtime's); 0, or -1 with errno. */
+static int drop_ids(void)
 {
 	if (geteuid() != 0)
 		return 0;
-	gid_t groups[1];
-	size_t n = 0;
-	if (kvm && kvm_group(&groups[0]) < 0)
-		return 0; /* /dev/kvm is root's alone: QEMU keeps the id, loses the rest */
-	if (kvm)
-		n = 1;
-	uid_t id = QEMU_ID_BASE + (uid_t)getppid();
-	if (setgroups(n, groups) < 0 || setresgid(id, id, id) < 0 || setresuid(id, id, id) < 0)
+	uid_t id = qemu_id();
+	if (setgroups(0, NULL) < 0 || setresgid(id, id, id) < 0 || setresuid(id, id, id) < 0)
 		return -1;
 	/* A changed id is not dumpable, so /proc/self would be root's: QEMU
 	 * reads its kernel and initrd through /proc/self/fd. */
@@ -245,8 +256,11 @@ static _Noreturn void child(struct argv *a, const struct qemu_io *io, bool kvm)
 	if (geteuid() == 0 &&
 	    unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) < 0)
 		goto fail;
+	step = "a /dev/kvm of its own";
+	if (geteuid() == 0 && kvm && own_kvm() < 0)
+		goto fail;
 	step = "drop ids";
-	if (drop_ids(kvm) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || chdir("/") < 0)
+	if (drop_ids() < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || chdir("/") < 0)
 		goto fail;
 	execv(a->v[0], a->v);
 	step = "exec";
