@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -554,3 +555,42 @@ def test_under_kvm_qemu_is_unprivileged_too(shared: boxlite_ffi.Box) -> None:
     assert b"Permission denied" not in err
     # Seen holding its VM, or (real KVM) booted and gone before a look.
     assert held or probe.returncode == 0, err
+
+
+UNPRIVILEGED_VM = """
+import os, boxlite_ffi
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+with boxlite_ffi.Runtime({home!r}) as rt:
+    box = rt.create({layout!r}, engine="vm")
+    r = box.run(["sh", "-c", "id -u; stat -c %u /etc/motd; echo kept > /root/f"])
+    box.stop()
+    box.start()
+    print(r.stdout.decode() + box.run(["cat", "/root/f"]).stdout.decode(), end="")
+    box.stop()
+"""
+
+
+@vm_only
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming nobody needs root")
+def test_an_unprivileged_runtimes_vm_box(engine: str, oci_image: Path) -> None:
+    """The image's files (the runtime's uid on its root image) are root's in
+    the box; its writable layer is the box's root's, and survives a restart."""
+    # Outside pytest's root-only temporary directory, where nobody can reach.
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"boxlite-vm-nobody-{os.getpid()}"
+    base.mkdir(mode=0o755)
+    try:
+        shutil.copytree(oci_image, base / "layout")
+        shutil.copytree(libexec_dir(), base / "libexec")  # the installed ones may be in root's home
+        for path in [base, *base.rglob("*")]:
+            os.lchown(path, 65534, 65534)
+        script = UNPRIVILEGED_VM.format(home=str(base / "home"), layout=str(base / "layout"))
+        env = {**os.environ, "BOXLITE_LIBEXEC": str(base / "libexec")}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
+        )
+    finally:
+        shutil.rmtree(base)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n0\nkept\n"

@@ -162,4 +162,4 @@ def test_shim_usage_lists_every_flag() -> None:
     assert written <= flags
     assert {"--memory", "--pids", "--cpu-millis", "--pids-optional", "--tmp-size"} <= flags
     assert {"--guest", "--guest-network", "--vm-qemu", "--vm-ready-ms"} <= flags  # one table
-    assert len(flags) == 28
+    assert len(flags) == 30

@@ -163,6 +163,8 @@ int shim_spec_check(const struct shim_spec *s, bl_error *e)
 	if (!s->hostname || !s->hostname[0] || strlen(s->hostname) > SHIM_HOSTNAME_MAX)
 		return bl_error_set(e, EINVAL, "hostname '%s': not 1 to %d bytes",
 				    s->hostname ? s->hostname : "", SHIM_HOSTNAME_MAX);
+	if ((s->guest_uid || s->guest_gid) && !s->guest)
+		return bl_error_set(e, EINVAL, "--guest-uid and --guest-gid are a vm guest's");
 	if (s->guest_network && (!s->guest || s->network))
 		return bl_error_set(e, EINVAL, "--guest-network is a vm guest's, without --network");
 	if (s->host_loopback && !s->network)

@@ -120,6 +120,8 @@ enum shim_arg {
 	X("--pids-optional", SHIM_ARG_SWITCH, limits.pids_optional, "", "--pids only where it can be set") \
 	X("--guest", SHIM_ARG_SWITCH, guest, "", "in a vm's guest: main command output to fds 6-8")   \
 	X("--guest-network", SHIM_ARG_SWITCH, guest_network, "", "in a vm's guest: share its network") \
+	X("--guest-uid", SHIM_ARG_U32, guest_uid, "UID", "in a vm's guest: the box's root, the image's owner") \
+	X("--guest-gid", SHIM_ARG_U32, guest_gid, "GID", "in a vm's guest: the same for groups")   \
 	X("--vm-qemu", SHIM_ARG_TEXT, vm.qemu, "PATH", "vm: qemu-system-x86_64")                  \
 	X("--vm-kernel", SHIM_ARG_TEXT, vm.kernel, "PATH", "vm: the guest's kernel")              \
 	X("--vm-initrd", SHIM_ARG_TEXT, vm.initrd, "PATH", "vm: the guest's initramfs")           \
@@ -153,6 +155,7 @@ enum shim_arg {
 	bool main;                                                                                 \
 	bool guest;                                                                                \
 	bool guest_network; /* the box keeps the guest's network namespace (the VM's NIC) */        \
+	uint32_t guest_uid, guest_gid; /* the host runtime's ids: who owns the image in the guest */ \
 	struct shim_vm vm;
 
 struct shim_spec {

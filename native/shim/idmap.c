@@ -11,10 +11,11 @@
  * files as the box's root's.  The box's writable layer (upper/, work/) is
  * owned by the range's root; what the box writes there belongs to the range.
  *
- * In a vm's guest (--guest) the range is the guest's first 65536 ids, one to
- * one: the guest is not the host, so its root need not be hidden, and the
- * layers and volumes (virtiofs, which takes no id-mapped mounts) need no
- * clones.
+ * In a vm's guest (--guest) the range starts at --guest-uid/--guest-gid, the
+ * host runtime's ids, which own the image's files there (0 for a root
+ * runtime: the guest's own ids one to one): the guest is not the host, so
+ * its root need not be hidden, and the layers and volumes (virtiofs, which
+ * takes no id-mapped mounts) need no clones.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -64,8 +65,9 @@ bool idmap_wanted(struct shim_config *cfg)
 {
 	if (geteuid() != 0)
 		return false;
-	if (cfg->guest) { /* the VM is the boundary: the guest's own ids, one to one */
-		cfg->uid_base = cfg->gid_base = 0;
+	if (cfg->guest) { /* the VM is the boundary: the guest's ids, from the image's owner */
+		cfg->uid_base = cfg->guest_uid;
+		cfg->gid_base = cfg->guest_gid;
 		return true;
 	}
 	cfg->uid_base = subordinate_base("/etc/subuid");
@@ -198,8 +200,11 @@ int idmap_mounts(struct shim_config *cfg, bl_error *e)
 			*source = rel; /* the shim's until it exits */
 	}
 	close(userns);
-	if (rc)
-		return rc;
+	return rc ? rc : idmap_own_layer(cfg, e);
+}
+
+int idmap_own_layer(const struct shim_config *cfg, bl_error *e)
+{
 	/* The writable layer belongs to the range's root. */
 	static const char *const own[] = {"upper", "work"};
 	for (size_t i = 0; i < 2; i++) {

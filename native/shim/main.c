@@ -153,7 +153,8 @@ static int prepare(struct shim_config *cfg, struct prepared *out, bl_error *e)
 		return bl_error_wrap(e, "disk limit");
 	if (make_box_dirs(cfg, e) < 0)
 		return -1;
-	if ((cfg->idmapped = idmap_wanted(cfg)) && !cfg->guest && idmap_mounts(cfg, e) < 0)
+	if ((cfg->idmapped = idmap_wanted(cfg)) &&
+	    (cfg->guest ? idmap_own_layer(cfg, e) : idmap_mounts(cfg, e)) < 0)
 		return bl_error_wrap(e, "map the box's ids");
 	if (main_command_prepare(cfg, e) < 0 ||
 	    messages_open(cfg, e) < 0 ||

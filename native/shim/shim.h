@@ -148,6 +148,9 @@ void network_stop(struct shim_config *cfg);
 bool idmap_wanted(struct shim_config *cfg);
 int idmap_write(const struct shim_config *cfg, pid_t pid, bl_error *e);
 int idmap_mounts(struct shim_config *cfg, bl_error *e);
+/* The box's writable layer (upper/, work/) to the range's root; the last
+ * step of idmap_mounts, and all a vm's guest needs (no clones there). */
+int idmap_own_layer(const struct shim_config *cfg, bl_error *e);
 
 /* disk.c: with --disk-image, mount the writable layer's image (in a mount
  * namespace of the shim's own) on DIR/disk; set layer_dir either way.

@@ -98,6 +98,8 @@ static int guest_spec(struct vmm *v, bl_error *e)
 	g.limits.memory = 0; /* the guest's RAM is the limit */
 	g.log_limit = 0;     /* the logs are ours */
 	g.guest_network = g.network != NULL; /* the VM's NIC, through our network helper */
+	g.guest_uid = (uint32_t)geteuid(); /* whose files the image's are, in the guest too */
+	g.guest_gid = (uint32_t)getegid();
 	g.network = NULL;
 	g.host_loopback = false;
 	memset(&g.vm, 0, sizeof g.vm);
