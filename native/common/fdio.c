@@ -3,6 +3,9 @@
  * (fdio.h).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fdio.h"
@@ -33,4 +36,28 @@ size_t fd_write_full(int fd, const void *buf, size_t len)
 		off += (size_t)n;
 	}
 	return off;
+}
+
+int fd_memfd(const char *name, const void *data, size_t len)
+{
+	int fd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	errno = 0;
+	if (fd_write_full(fd, data, len) != len) {
+		int err = errno ? errno : EIO;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+int fd_move_above(int fd, int floor)
+{
+	int moved = fcntl(fd, F_DUPFD_CLOEXEC, floor);
+	int err = errno;
+	close(fd);
+	errno = err;
+	return moved;
 }

@@ -360,3 +360,20 @@ void shim_spec_usage(const char *name, int fd)
 	for (const struct row *r = ROWS; r < ROWS + N_ROWS; r++)
 		dprintf(fd, "  %-16s %-14s %s\n", r->flag, r->value, r->doc);
 }
+
+int shim_status_parse(char *line, pid_t *pid, bl_error *e)
+{
+	char *nl = strchr(line, '\n');
+	if (nl)
+		*nl = '\0';
+	int got;
+	if (sscanf(line, "ok %d", &got) == 1 && got > 0) {
+		*pid = got;
+		return 0;
+	}
+	int status;
+	int off = 0;
+	if (sscanf(line, "error %d %n", &status, &off) == 1 && off > 0)
+		return bl_error_set(e, status, "%s", line + off);
+	return bl_error_set(e, 0, "box set-up failed: %s", line[0] ? line : "shim exited early");
+}

@@ -188,6 +188,11 @@ void shim_spec_argv(const struct shim_spec *s, const char *path, struct shim_num
 /* Parse argv (defaults first), then check it: 0, or -1 with e. */
 int shim_spec_parse(struct shim_spec *s, int argc, char **argv, bl_error *e);
 
+/* A status line (fd 4): "ok <pid>" -> 0 and *pid; "error <errno> <message>"
+ * -> -1 with e that status and message; anything else (an empty line: the
+ * supervisor exited early) -> -1 with e saying so.  The newline is cut. */
+int shim_status_parse(char *line, pid_t *pid, bl_error *e);
+
 /* "usage: NAME FLAG VALUE ..." one flag a line, from SHIM_FLAGS. */
 void shim_spec_usage(const char *name, int fd);
 

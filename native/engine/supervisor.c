@@ -15,29 +15,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/fdio.h"
 #include "common/pidfd.h"
 #include "common/shim_spec.h"
 #include "engine/engine.h"
 
 #define STATUS_MAX 512
 
-/* Move fd to >= SHIM_FIRST_FREE_FD, so the shim's dup2 targets never alias it. */
-static int high_fd(int fd)
-{
-	int h = fcntl(fd, F_DUPFD_CLOEXEC, SHIM_FIRST_FREE_FD);
-	int e = errno;
-	close(fd);
-	errno = e;
-	return h;
-}
+/* Above the shim's fixed fds, so its dup2 targets never alias it. */
+static int high_fd(int fd) { return fd_move_above(fd, SHIM_FIRST_FREE_FD); }
 
 struct spawn_fds {
 	int conn[2];   /* [0] ours, [1] the shim's */
@@ -66,21 +58,9 @@ static void close_fds(struct spawn_fds *f)
 /* The main command in a sealed-off memfd, read by the agent (pread). */
 static int main_memfd(const struct bl_box_spec *box, bl_error *e)
 {
-	int fd = (int)syscall(SYS_memfd_create, "boxlite-main", MFD_CLOEXEC);
-	size_t off = 0;
-	while (fd >= 0 && off < box->main_len) {
-		ssize_t n = write(fd, box->main_req + off, box->main_len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			close(fd);
-			fd = -1;
-			break;
-		}
-		off += (size_t)n;
-	}
+	int fd = fd_memfd("boxlite-main", box->main_req, box->main_len);
 	if (fd < 0 || (fd = high_fd(fd)) < 0)
-		bl_error_errno(e, errno ? errno : EIO, "the main command (memfd)");
+		bl_error_errno(e, errno, "the main command (memfd)");
 	return fd;
 }
 
@@ -256,26 +236,6 @@ static int read_status(int fd, int closing_fd, uint32_t timeout_ms, char *line, 
 	return (int)got;
 }
 
-/* "ok <shim pid>" -> 0; "error <errno> <message>" -> -1 with the message. */
-static int parse_status(char *line, pid_t *shim, bl_error *e)
-{
-	char *nl = strchr(line, '\n');
-	if (nl)
-		*nl = '\0';
-	int pid;
-	if (sscanf(line, "ok %d", &pid) == 1 && pid > 0) {
-		*shim = pid;
-		return 0;
-	}
-	int status;
-	int off = 0;
-	if (sscanf(line, "error %d %n", &status, &off) == 1 && off > 0)
-		bl_error_set(e, status, "%s", line + off);
-	else
-		bl_error_set(e, 0, "box set-up failed: %s", line[0] ? line : "shim exited early");
-	return -1;
-}
-
 static void kill_and_reap(int pidfd)
 {
 	if (bl_pidfd_signal(pidfd, SIGKILL) < 0 && errno != ESRCH)
@@ -339,7 +299,7 @@ int bl_supervisor_spawn(const struct bl_engine_host *host, const struct bl_box_s
 	char line[STATUS_MAX];
 	pid_t shim = 0;
 	if (read_status(f.status[0], host->closing_fd, timeout_ms, line, sizeof line, e) < 0 ||
-	    parse_status(line, &shim, e) < 0 ||
+	    shim_status_parse(line, &shim, e) < 0 ||
 	    (shim != pid && follow_detached(&pidfd, shim, e) < 0)) {
 		kill_and_reap(pidfd);
 		close(pidfd);

@@ -14,10 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -121,26 +119,8 @@ static int spec_argv(struct guest *g, char **argv, bl_error *e)
 	return n ? 0 : bl_error_set(e, EINVAL, "no shim argv");
 }
 
-static int main_memfd(struct guest *g, bl_error *e)
-{
-	int fd = (int)syscall(SYS_memfd_create, "boxlite-main", MFD_CLOEXEC);
-	if (fd < 0 || fd_write_full(fd, g->main, g->main_len) != g->main_len) {
-		if (fd >= 0)
-			close(fd);
-		return bl_error_errno(e, errno ? errno : EIO, "the main command (memfd)");
-	}
-	return fd;
-}
-
 /* Above the fds the shim is given, so no dup2 of the spawn hits one. */
-static int high(int fd)
-{
-	if (fd < 0)
-		return -1;
-	int h = fcntl(fd, F_DUPFD_CLOEXEC, SHIM_GUEST_FIRST_FREE_FD);
-	close(fd);
-	return h;
-}
+static int high(int fd) { return fd < 0 ? -1 : fd_move_above(fd, SHIM_GUEST_FIRST_FREE_FD); }
 
 /* fds for the shim: [0] fd 3 (the primary), [1] 4, [2] 5, [3..5] 6..8. */
 struct shim_fds {
@@ -158,9 +138,9 @@ static int make_fds(struct guest *g, struct shim_fds *f, bl_error *e)
 			return bl_error_errno(e, errno, "pipe2");
 	f->at[0] = high(sp[1]);
 	f->at[1] = high(st[1]);
-	f->at[2] = g->main ? high(main_memfd(g, e)) : -1;
+	f->at[2] = g->main ? high(fd_memfd("boxlite-main", g->main, g->main_len)) : -1;
 	if (g->main && f->at[2] < 0)
-		return -1;
+		return bl_error_errno(e, errno, "the main command (memfd)");
 	for (int i = 0; i < 3; i++) {
 		f->at[3 + i] = high(p[i][1]);
 		f->ours[1 + i] = p[i][0];
@@ -216,10 +196,11 @@ static void on_status(struct guest *g)
 			return;
 	}
 	g->status[g->status_have] = '\0';
-	int pid;
-	if (sscanf(g->status, "ok %d", &pid) == 1 && pid > 0)
-		g->shim = pid;
+	/* The host gets the line as it is; its pid, if any, is the shim to watch. */
 	(void)mux_send(&g->mux, MUX_STATUS, MUX_CHAN_CONTROL, g->status, g->status_have);
+	bl_error ignored;
+	if (shim_status_parse(g->status, &g->shim, &ignored) < 0)
+		g->shim = 0;
 	epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->status_fd, NULL);
 	close(g->status_fd);
 	g->status_fd = -1;

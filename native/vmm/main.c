@@ -156,7 +156,6 @@ static int on_control(void *ctx, const struct mux_hdr *h, const uint8_t *p, bl_e
 		if (v->status_done)
 			return bl_error_set(e, EPROTO, "a second status from the guest");
 		snprintf(v->status, sizeof v->status, "%.*s", (int)h->len, (const char *)p);
-		v->status[strcspn(v->status, "\n")] = '\0';
 		v->status_done = true;
 		return 0;
 	case MUX_OUTCOME: {
@@ -397,12 +396,8 @@ static int await_status(struct vmm *v, bl_error *e)
 				    st, SHIM_LOG_FILE);
 	}
 	v->deadline = 0;
-	int pid, status, off = 0;
-	if (sscanf(v->status, "ok %d", &pid) == 1)
-		return 0;
-	if (sscanf(v->status, "error %d %n", &status, &off) == 1 && off > 0)
-		return bl_error_set(e, status, "%s", v->status + off);
-	return bl_error_set(e, 0, "the guest said: %s", v->status);
+	pid_t shim;
+	return shim_status_parse(v->status, &shim, e);
 }
 
 static int relay(struct vmm *v)
