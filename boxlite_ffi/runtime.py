@@ -63,7 +63,6 @@ from .state.store import DELETE, BoxRecord, Proc, Store
 from .state.views import BoxExit, BoxInfo
 from .tree import remove_tree
 from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config
-from .vm.engine import check_volumes as check_vm_volumes
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
@@ -270,8 +269,9 @@ class Runtime:
                 "engine": engine,
             }
             if engine == "vm":
-                check_vm_volumes(config["mounts"])
-                config["vm"] = self._vm(tuple(map(Path, config["lowers"])), accel, ready_ms)
+                lowers = tuple(map(Path, config["lowers"]))
+                sources = [source for source, _, _ in config["mounts"]]
+                config["vm"] = self._vm(lowers, sources, accel, ready_ms)
             record = self._record(box_id, name, config, detach)
         return self._track(record)
 
@@ -305,10 +305,13 @@ class Runtime:
             raise
         return record
 
-    def _vm(self, lowers: tuple[Path, ...], accel: str, ready_ms: int) -> dict[str, Any]:
+    def _vm(
+        self, lowers: tuple[Path, ...], mounts: list[str], accel: str, ready_ms: int
+    ) -> dict[str, Any]:
         """A vm box's VM (vm/engine.py), its files in this home's caches."""
         return vm_config(
             lowers,
+            mounts,
             accel=accel,
             ready_ms=ready_ms,
             root_images=self.home / "images" / ROOT_IMAGES,

@@ -39,17 +39,17 @@ BOOT_CACHE = "vm"  # <home>/vm: initramfs builds, the accelerator probes' answer
 ROOT_IMAGES = ROOT_IMAGE_CACHE  # <home>/images/vm
 
 
-def check_volumes(mounts: list[list[Any]]) -> None:
-    """What the vm engine can share: directories (one virtiofsd each, which
-    needs a root runtime), at most MAX_VOLUMES (volumes and a rootfs=
-    directory together)."""
-    if not mounts:
+def _check_shares(sources: list[str]) -> None:
+    """What the vm engine can share with a guest: directories (one virtiofsd
+    each, which needs a root runtime), at most MAX_VOLUMES in all (a box's
+    volumes and a rootfs= directory together, as boxlite-vmm counts them)."""
+    if not sources:
         return
-    if len(mounts) > MAX_VOLUMES:
+    if len(sources) > MAX_VOLUMES:
         raise InvalidArgumentError(f"at most {MAX_VOLUMES} volumes on the vm engine")
     if os.geteuid() != 0:
         raise InvalidArgumentError("volumes on the vm engine need a root runtime (virtiofsd)")
-    for source, _target, _ro in mounts:
+    for source in sources:
         if not Path(source).is_dir():
             raise InvalidArgumentError(
                 f"volume source {source}: the vm engine shares directories, not files"
@@ -73,6 +73,7 @@ def find_qemu() -> str:
 
 def vm_config(
     lowers: tuple[Path, ...],
+    mounts: list[str],
     *,
     accel: str,
     ready_ms: int,
@@ -86,8 +87,7 @@ def vm_config(
     files in boot_cache."""
     # An image's layers go in a root image; a rootfs= directory is shared.
     layered = all(_is_layer(lower) for lower in lowers)
-    if not layered:
-        check_volumes([[str(lower), "/", True] for lower in lowers])
+    _check_shares([*([] if layered else map(str, lowers)), *mounts])
     qemu = find_qemu()
     guest_kernel = find_kernel(kernel)
     files = {name: libexec / exe for name, exe in GUEST_FILES.items()}
