@@ -1,12 +1,14 @@
 """A Linux guest under QEMU, for what this machine's own kernel cannot show
 (cgroup layouts other than its own).
 
-The guest boots Debian's kernel (fetched by tests/run.sh into KERNEL_DIR)
-with a small initramfs of busybox and the modules it needs, mounts this
-machine's root read-only over virtio-9p, an ext4 disk of its own on /tmp,
-and runs a Python script with this machine's interpreter and installed
-boxlite, as root.  Its console is the test's record; the script's exit
-code comes back on it.
+The guest is booted by ``boxlite-vmm boot``: the launcher of a vm box's
+VM (native/vmm/qemu.c, its confinement included), with the vm engine's
+kernel (Debian's cloud kernel, fetched by tests/run.sh) and an initramfs the
+package builds (boxlite_ffi.vm.initramfs) of busybox, a shell script as
+/init and the modules it needs.  The guest mounts this machine's root
+read-only over virtiofs, an ext4 disk of its own on /tmp, and runs a Python
+script with this machine's interpreter and installed boxlite, as root.  Its
+console is the test's record; the script's exit code comes back on it.
 """
 
 from __future__ import annotations
@@ -20,21 +22,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-KERNEL_DIR = Path(os.environ.get("BOXLITE_TEST_KERNEL", "/var/cache/boxlite-test/kernel"))
-QEMU = shutil.which("qemu-system-x86_64")
+from boxlite_ffi.errors import EngineError
+from boxlite_ffi.home import libexec_dir
+from boxlite_ffi.vm.engine import QEMU, VMM
+from boxlite_ffi.vm.initramfs import initramfs
+from boxlite_ffi.vm.kernel import Kernel, find_kernel
+
 BUSYBOX = Path("/bin/busybox")
-# In load order's roots; their dependencies come from modules.dep.
-MODULES = (
-    "virtio_pci",
-    "virtio_blk",
-    "9pnet_virtio",
-    "9p",
-    "crc32c_generic",
-    "ext4",
-    "overlay",
-    "loop",
-    "tun",
-)
+# Their dependencies come from modules.dep; ext4 is built in.
+MODULES = ("virtio_mmio", "virtio_blk", "virtiofs", "overlay", "loop", "tun")
 EXIT = re.compile(r"BOXLITE-GUEST-EXIT (\d+)")
 # How /sys/fs/cgroup is mounted: and the kernel's say in it.
 CGROUPS = {
@@ -56,7 +52,7 @@ mount -t devtmpfs devtmpfs /dev
 for m in $(cat /modules/order); do insmod /modules/$m || echo "insmod $m failed"; done
 ip link set lo up
 mkdir -p /newroot
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot
+mount -t virtiofs -o ro vol0 /newroot
 mount -t ext4 /dev/vda /newroot/tmp
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
@@ -81,66 +77,25 @@ echo "BOXLITE-GUEST-EXIT $?"
 
 def missing() -> str | None:
     """Why no guest can boot here, or None."""
-    if QEMU is None:
-        return "qemu-system-x86_64 is not installed (Debian's qemu-system-x86)"
-    if not kernel_image():
-        return f"no kernel in {KERNEL_DIR} (tests/run.sh fetches it)"
-    for tool in ("cpio", "mkfs.ext4"):
+    if shutil.which(QEMU) is None:
+        return f"{QEMU} is not installed (Debian's qemu-system-x86)"
+    if os.geteuid() != 0:
+        return "sharing this machine's root with the guest (virtiofsd) needs root"
+    try:
+        find_kernel()
+    except EngineError as e:
+        return str(e)
+    for tool in ("mkfs.ext4",):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
 
 
-def kernel_image() -> Path | None:
-    found = sorted(KERNEL_DIR.glob("boot/vmlinuz-*"))
-    return found[-1] if found else None
-
-
-def _modules(release: str) -> list[Path]:
-    """The .ko files for MODULES, each after what it depends on."""
-    base = KERNEL_DIR / "lib" / "modules" / release
-    paths: dict[str, str] = {}
-    deps: dict[str, list[str]] = {}
-    for line in (base / "modules.dep").read_text().splitlines():
-        path, _, needs = line.partition(":")
-        name = Path(path).name.removesuffix(".ko")
-        paths[name] = path
-        deps[name] = [Path(p).name.removesuffix(".ko") for p in needs.split()]
-    order: list[str] = []
-
-    def visit(name: str) -> None:
-        if name not in order:
-            for dep in reversed(deps[name]):  # modules.dep lists the nearest first
-                visit(dep)
-            order.append(name)
-
-    for name in MODULES:
-        visit(name)
-    return [base / paths[name] for name in order]
-
-
-def _initramfs(work: Path, release: str, layout: str) -> Path:
-    root = work / "initramfs"
-    for sub in ("bin", "proc", "dev", "modules", "newroot"):
-        (root / sub).mkdir(parents=True)
-    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    (root / "init").write_text(INIT.replace("{cgroups}", CGROUPS[layout][0]))
-    (root / "init").chmod(0o755)
-    modules = _modules(release)
-    for ko in modules:
-        shutil.copy2(ko, root / "modules" / ko.name)
-    (root / "modules" / "order").write_text("\n".join(ko.name for ko in modules) + "\n")
-    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-    image = work / "initramfs.cpio"
-    with open(image, "wb") as out:
-        subprocess.run(
-            ["cpio", "--quiet", "-o", "-H", "newc"],
-            input="\n".join(names).encode(),
-            stdout=out,
-            cwd=root,
-            check=True,
-        )
-    return image
+def _initramfs(work: Path, kernel: Kernel, layout: str) -> Path:
+    init = work / "init"
+    init.write_text(INIT.replace("{cgroups}", CGROUPS[layout][0]))
+    init.chmod(0o755)
+    return initramfs(kernel, {"init": init, "bin/busybox": BUSYBOX}, MODULES, work)
 
 
 def _disk(work: Path, script: Path, args: list[str], size: str) -> Path:
@@ -175,33 +130,24 @@ def run_script(
 ) -> GuestRun:
     """Boot a guest with the cgroups layout (CGROUPS), run script there as
     root with args, power off."""
-    kernel = kernel_image()
-    assert kernel is not None and QEMU is not None
-    release = kernel.name.removeprefix("vmlinuz-")
-    console = work / "console.log"
+    kernel = find_kernel()
     cmd = [
-        QEMU,
-        "-accel", "tcg",
-        "-cpu", "max",
-        "-smp", "2",
-        "-m", str(memory_mb),
-        "-nodefaults",
-        "-no-user-config",
-        "-no-reboot",
-        "-display", "none",
-        "-serial", f"file:{console}",
-        "-kernel", str(kernel),
-        "-initrd", str(_initramfs(work, release, cgroups)),
-        "-append", f"console=ttyS0 panic=-1 quiet {CGROUPS[cgroups][1]}",
-        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
-        "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
-        "-drive", f"file={_disk(work, script, args, '4G')},format=raw,if=virtio",
+        str(libexec_dir() / VMM), "boot",
+        "--qemu", str(shutil.which(QEMU)),
+        "--kernel", str(kernel.vmlinuz),
+        "--initrd", str(_initramfs(work, kernel, cgroups)),
+        "--accel", "tcg",
+        "--cpus", "2",
+        "--memory", str(memory_mb),
+        "--share", "/:ro",
+        "--disk", str(_disk(work, script, args, "4G")),
+        "--timeout-ms", str(int(timeout * 1000)),
     ]  # fmt: skip
-    try:
-        qemu = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-        said = qemu.stderr.decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        said = f"(the guest was killed after {timeout} s)"
-    text = console.read_bytes().decode(errors="replace") if console.exists() else ""
+    if CGROUPS[cgroups][1]:
+        cmd += ["--append", CGROUPS[cgroups][1]]
+    # boxlite-vmm kills the guest at the deadline; this bound is for itself.
+    vmm = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout + 60)
+    text = vmm.stdout.decode(errors="replace")
     found = EXIT.search(text)
+    said = vmm.stderr.decode(errors="replace")
     return GuestRun(int(found[1]) if found else None, f"{text}\n{said}")

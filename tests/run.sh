@@ -17,20 +17,6 @@ if [ ${#need[@]} -gt 0 ]; then
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
 
-# The guest kernel of the cgroup layout tests (tests/guest_vm.py): Debian's,
-# unpacked, not installed.
-KERNEL_DIR=${BOXLITE_TEST_KERNEL:-/var/cache/boxlite-test/kernel}
-if ! compgen -G "$KERNEL_DIR/boot/vmlinuz-*" >/dev/null; then
-	kernel_pkg() { apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}'; }
-	[ -n "$(kernel_pkg)" ] || as_root apt-get update -q
-	tmp=$(mktemp -d)
-	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$(kernel_pkg)")
-	as_root mkdir -p "$KERNEL_DIR"
-	as_root dpkg-deb -x "$tmp"/*.deb "$KERNEL_DIR"
-	as_root depmod -b "$KERNEL_DIR" "$(ls "$KERNEL_DIR/lib/modules")"
-	rm -rf "$tmp"
-fi
-
 PY=${PYTHON:-python3}
 # Debian marks its Python externally managed; a pyenv or venv Python is not.
 PIP_FLAGS=()
@@ -40,7 +26,8 @@ fi
 "$PY" -m pip install -q "${PIP_FLAGS[@]}" ".[test]"
 
 # The vm engine's guest kernel (Debian's cloud kernel), fetched through apt
-# and recorded by the package itself (a verified cache is kept).  As root: the
+# and recorded by the package itself (a verified cache is kept); the guests
+# of the cgroup layout tests (tests/guest_vm.py) boot it too.  As root: the
 # cache is the machine's; PYTHONPATH finds a package pip put in a user site.
 site=$(cd tests && "$PY" -c 'import boxlite_ffi, pathlib; print(pathlib.Path(boxlite_ffi.__file__).parents[1])')
 (cd tests && as_root env PYTHONPATH="$site" "$PY" -m boxlite_ffi.vm fetch-kernel)

@@ -329,6 +329,45 @@ def test_the_initramfs_boots_and_loads_its_modules(kernel: Kernel, tmp_path: Pat
     assert time.monotonic() - started < 20
 
 
+HANGING_INIT = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+echo "GUEST-UP $(/bin/busybox cat /proc/cmdline)"
+exec /bin/busybox sleep 1000
+"""
+
+
+@pytest.mark.skipif(QEMU is None or not BUSYBOX.is_file(), reason="needs QEMU and busybox-static")
+def test_boot_kills_a_guest_at_its_deadline_and_refuses_bad_arguments(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    """boxlite-vmm boot (the launcher tests/guest_vm.py boots with): the
+    console on its stdout, a guest that never powers off killed at the
+    deadline and reported, nothing of QEMU left; a bad command line is 2."""
+    init = tmp_path / "init"
+    init.write_text(HANGING_INIT)
+    init.chmod(0o755)
+    image = initramfs(kernel, {"init": init, "bin/busybox": BUSYBOX}, [], tmp_path)
+    assert QEMU is not None
+    vmm = str(libexec_dir() / "boxlite-vmm")
+    base = [vmm, "boot", "--qemu", QEMU, "--kernel", str(kernel.vmlinuz), "--initrd", str(image)]
+    marker = f"boxlite.test={os.getpid()}-{time.monotonic_ns()}"  # in QEMU's argv
+    done = subprocess.run(
+        [*base, "--accel", "tcg", "--append", marker, "--timeout-ms", "8000"],
+        capture_output=True,
+        text=True,
+        timeout=40,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "GUEST-UP" in done.stdout
+    assert "no guest with accel tcg in 8000 ms" in done.stderr
+    assert marker in done.stdout  # --append reached the guest's kernel
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert left.stdout == "", "QEMU outlived boxlite-vmm boot"
+    for bad in (["--accel", "hvf"], ["--accel", "tcg", "--memory", "0"], ["--accel", "tcg", "x"]):
+        refused = subprocess.run([*base, *bad], capture_output=True, text=True, timeout=10)
+        assert refused.returncode == 2 and "usage:" in refused.stderr, bad
+
+
 # -- the root image ----------------------------------------------------------
 
 

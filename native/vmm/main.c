@@ -63,7 +63,7 @@ static _Noreturn void fail(struct vmm *v, const bl_error *e)
 	}
 	if (v) {
 		vm_network_reap(v->network_pid);
-		volumes_reap(v->volume_pids);
+		volumes_reap(&v->cfg.spec, v->volume_pids);
 		cgroup_remove(&v->cfg);
 	}
 	status_line(line);
@@ -410,7 +410,7 @@ static int relay(struct vmm *v)
 		turn(v);
 	int st = qemu_reap(&v->qemu);
 	vm_network_reap(v->network_pid);
-	volumes_reap(v->volume_pids);
+	volumes_reap(&v->cfg.spec, v->volume_pids);
 	/* What the guest wrote before it powered off is still in the socket. */
 	int64_t until = bl_now_ms() + LAST_WORDS_MS;
 	while (!v->mux_dead && !v->exited && bl_now_ms() < until)
@@ -433,6 +433,8 @@ int main(int argc, char **argv)
 	}
 	if (argc > 1 && strcmp(argv[1], "probe") == 0)
 		return probe_main(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "boot") == 0)
+		return boot_main(argc, argv);
 	/* A client or the port hanging up is an error to handle, not our death. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		return 2;

@@ -123,10 +123,8 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 	add(a, "-initrd");
 	add(a, s->vm.initrd);
 	add(a, "-append");
-	add(a, fmt(a, "console=ttyS0 quiet panic=-1 pci=off tsc_early_khz=%u%s", tsc_khz(),
-		   io->probe ? " " GUEST_PROBE_ARG : ""));
-	if (io->probe)
-		return;
+	add(a, fmt(a, "console=ttyS0 quiet panic=-1 pci=off tsc_early_khz=%u%s%s", tsc_khz(),
+		   io->append ? " " : "", io->append ? io->append : ""));
 	if (io->net >= 0) {
 		add(a, "-netdev");
 		add(a, fmt(a, "stream,id=net,addr.type=fd,addr.str=%d", io->net));
@@ -145,12 +143,14 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 		add(a, "-device");
 		add(a, fmt(a, "vhost-user-fs-device,chardev=vfs%u,tag=" GUEST_VOLUME_TAG "%u", i, i));
 	}
-	add(a, "-device");
-	add(a, "virtio-serial-device");
-	add(a, "-chardev");
-	add(a, fmt(a, "socket,id=port,fd=%d", io->port));
-	add(a, "-device");
-	add(a, "virtserialport,chardev=port,name=" GUEST_PORT_NAME);
+	if (io->port >= 0) {
+		add(a, "-device");
+		add(a, "virtio-serial-device");
+		add(a, "-chardev");
+		add(a, fmt(a, "socket,id=port,fd=%d", io->port));
+		add(a, "-device");
+		add(a, "virtserialport,chardev=port,name=" GUEST_PORT_NAME);
+	}
 	if (io->root >= 0) {
 		add(a, "-add-fd");
 		add(a, fmt(a, "fd=%d,set=1", io->root));
@@ -159,6 +159,8 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 		add(a, "-device");
 		add(a, "virtio-blk-device,drive=root,serial=" GUEST_ROOT_SERIAL);
 	}
+	if (io->disk[0] < 0)
+		return;
 	add(a, "-add-fd");
 	add(a, fmt(a, "fd=%d,set=2", io->disk[0]));
 	add(a, "-add-fd");

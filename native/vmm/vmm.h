@@ -4,6 +4,9 @@
  *   boxlite-vmm --box-dir DIR --lower DIR --disk-image IMG --vm-qemu PATH
  *               --vm-kernel PATH --vm-initrd PATH --vm-root-image IMG
  *               --vm-accel kvm|tcg [FLAG...]
+ *   boxlite-vmm boot --qemu PATH --kernel PATH --initrd PATH --accel kvm|tcg
+ *               [--memory MIB] [--cpus N] [--append ARGS] [--share DIR[:ro]]...
+ *               [--disk IMAGE] [--until TEXT] [--timeout-ms N]
  *   boxlite-vmm probe QEMU KERNEL INITRD ACCEL TIMEOUT_MS
  *
  * The shim's command line, fds, signals, lock and files (common/shim_spec.h,
@@ -21,6 +24,12 @@
  * killed.  The vmm exits once QEMU is reaped, with the guest shim's exit
  * code, or 1 when the guest ended without one (a panic, QEMU's death).
  *
+ * boot: a guest with no box, by the same launcher (qemu.c): the kernel and
+ * initramfs, the shares over virtiofs (tags vol0, vol1, ...), the disk as
+ * a virtio-blk disk; its console on our stdout.  Exit 0 once the guest
+ * powers off (or its console says --until), 1 when QEMU fails or is killed
+ * at the deadline (10 minutes by default).  What tests/guest_vm.py boots.
+ *
  * probe: boot the kernel and initramfs with accel to the guest init, which
  * says so and powers off; exit 0 if it did within TIMEOUT_MS, else 1 (QEMU
  * killed).  What "auto" tells KVM that can run a guest from KVM that cannot.
@@ -36,14 +45,14 @@
 
 /* What QEMU is given: the port, the disks, where its output goes. */
 struct qemu_io {
-	int port;     /* our socketpair's other end: the virtio-serial port */
-	int root;     /* the layers' image, read-only; -1: none (probe) */
+	int port;     /* our socketpair's other end: the virtio-serial port; -1: none */
+	int root;     /* the layers' image, read-only; -1: none */
 	int disk[2];  /* the box's disk, read-only and read-write (QEMU opens it
 		       * either way, and an fd set answers with an fd of the same
-		       * mode); -1: none (probe) */
+		       * mode); -1: none */
 	int messages; /* QEMU's stdout and stderr: the console */
 	int net;      /* a stream socket to the network helper (passt); -1: no network */
-	bool probe;   /* boot to the guest init's probe answer */
+	const char *append; /* more of the kernel's command line; NULL: none */
 	const struct shim_config *cgroups; /* QEMU joins its cgroups (NULL: none) */
 	int volumes[GUEST_MAX_VOLUMES];    /* connected to each volume's virtiofsd */
 	unsigned n_volumes;
@@ -78,9 +87,10 @@ void vm_network_reap(pid_t pid);
 unsigned vm_shares(const struct shim_spec *s, struct shim_bind out[GUEST_MAX_VOLUMES]);
 int volumes_start(const struct shim_spec *s, int messages, struct qemu_io *io,
 		  pid_t pids[GUEST_MAX_VOLUMES], bl_error *e);
-void volumes_reap(const pid_t pids[GUEST_MAX_VOLUMES]);
+void volumes_reap(const struct shim_spec *s, const pid_t pids[GUEST_MAX_VOLUMES]);
 
-/* probe.c */
+/* boot.c */
+int boot_main(int argc, char **argv);
 int probe_main(int argc, char **argv);
 
 #endif
