@@ -40,6 +40,7 @@ from .spec import (
     check_accel,
     check_cwd,
     check_engine,
+    check_kernel_args,
     check_name,
     check_network,
     check_rootfs,
@@ -83,7 +84,10 @@ class Runtime:
     ``engine`` is what runs boxes by default (``create``'s engine), and
     ``vm_kernel`` a guest kernel of the user's for the vm engine (a vmlinuz
     with what it needs built in, or a directory with ``boot/vmlinuz-*`` and
-    ``lib/modules/*``) instead of the fetched Debian one.
+    ``lib/modules/*``) instead of the fetched Debian one, and
+    ``vm_kernel_args`` more of its command line (after the engine's own: a
+    later value of a parameter wins, e.g. ``"mitigations=off"`` or
+    ``"sysctl.vm.panic_on_oom=1"``; printable ASCII, at most 256 bytes).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Runtime:
         max_layer_entries: int = UnpackLimits.max_entries,
         engine: str | None = None,
         vm_kernel: str | os.PathLike[str] | None = None,
+        vm_kernel_args: str | None = None,
     ) -> None:
         for value, what in ((queue_capacity, "queue_capacity"), (workers, "workers")):
             if not 0 <= value <= 0xFFFFFFFF:
@@ -105,6 +110,7 @@ class Runtime:
         limits = unpack_limits(max_layer_size, max_layer_entries)
         self._engine = check_engine(engine)
         self._vm_kernel = Path(vm_kernel) if vm_kernel is not None else None
+        self._vm_kernel_args = check_kernel_args(vm_kernel_args)
         self.home = resolve_home(home)
         self._grace_ms = millis(stop_grace, "stop_grace")
         self._drain_ms = millis(drain_window, "drain_window")
@@ -318,6 +324,7 @@ class Runtime:
             boot_cache=self.home / BOOT_CACHE,
             libexec=libexec_dir(),
             kernel=self._vm_kernel,
+            kernel_args=self._vm_kernel_args,
         )
 
     def _image(self, image: str | os.PathLike[str]) -> ResolvedImage:

@@ -467,6 +467,19 @@ def check_accel(accel: object) -> str:
     return str(accel)
 
 
+def check_kernel_args(args: object) -> str | None:
+    """More of a vm guest kernel's command line: one string of printable
+    ASCII, bounded (the native check's, here before anything is made)."""
+    if args is None:
+        return None
+    limit = lib.BOXLITE_MAX_VM_KERNEL_ARGS
+    if not isinstance(args, str) or not all(" " <= c <= "~" for c in args) or len(args) > limit:
+        raise InvalidArgumentError(
+            f"vm_kernel_args must be a string of printable ASCII, at most {limit} characters"
+        )
+    return args or None
+
+
 def native_config(directory: Path, config: dict[str, Any], detached: bool) -> BoxConfig:
     """What the native core needs, from a box's stored configuration."""
     main = config.get("main")

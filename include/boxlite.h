@@ -200,6 +200,8 @@ typedef struct boxlite_vm_options {
 	const char *root_image; /* the layers' image */
 	const char *accel;      /* "kvm" or "tcg" */
 	uint32_t ready_ms;      /* how long the guest may take to run the box; 0: the default */
+	const char *kernel_args; /* after the guest kernel's own command line; NULL: none
+				  * (printable ASCII, at most BOXLITE_MAX_VM_KERNEL_ARGS bytes) */
 } boxlite_vm_options;
 
 typedef struct boxlite_box_options {
@@ -260,6 +262,7 @@ enum {
 	BOXLITE_MIN_TMP_SIZE = 1 << 20,
 	BOXLITE_DEFAULT_VM_MEMORY_MIB = 512,
 	BOXLITE_DEFAULT_VM_READY_MS = 60000,
+	BOXLITE_MAX_VM_KERNEL_ARGS = 256,
 };
 
 /* Box flags (boxlite_box_options.flags). */

@@ -449,6 +449,46 @@ def test_a_vm_that_dies_ends_only_its_box(
     assert run(shared, "echo alive").stdout == b"alive\n"
 
 
+@vm_only
+def test_a_kernel_panic_ends_only_its_box(
+    engine: str, home: Path, shared: boxlite_ffi.Box, oci_image: Path
+) -> None:
+    """A real panic of the guest's kernel (told to panic on running out of
+    memory, which the box then does): the box is lost, its log says why,
+    other boxes run on, and nothing of the VM is left."""
+    with boxlite_ffi.Runtime(home, vm_kernel_args="sysctl.vm.panic_on_oom=2") as rt:
+        box = rt.create(oci_image, engine="vm", memory="128m")
+        assert box.info().config["vm"]["kernel_args"] == "sysctl.vm.panic_on_oom=2"
+        box.start()
+        vmm = box.shim_pid
+        qemu = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == vmm]
+        # Lines without end, held whole: each allocation alone fits, all do not.
+        hog = box.exec(["sh", "-c", "for i in 1 2 3 4; do tail /dev/zero & done; wait"])
+        ended = box.wait(120)
+        assert hog.wait(10).outcome == Outcome.LOST
+        assert ended.status == BoxStatus.LOST and "boxlite-vmm" in str(ended.reason), ended
+        assert (
+            "Kernel panic - not syncing: Out of memory" in (box.directory / "shim.log").read_text()
+        )
+        assert qemu and not any(_alive(pid) for pid in (vmm, *qemu))
+        box.remove()
+    assert run(shared, "echo alive").stdout == b"alive\n"
+
+
+@needs_vm
+@pytest.mark.parametrize("args", ["a\nb", "x" * 257, "\u00e9", 7])
+def test_bad_kernel_arguments_are_refused(home: Path, args: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="vm_kernel_args"):
+        boxlite_ffi.Runtime(home, vm_kernel_args=args)  # type: ignore[arg-type]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _ppid(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import boxlite_ffi
-from boxlite_ffi._core.core import BoxConfig, Mount
+from boxlite_ffi._core.core import BoxConfig, Mount, VmConfig
 from boxlite_ffi.home import libexec_dir
 
 SHIM_STATUS_FD = 4  # native/common/shim_spec.h
@@ -161,5 +161,18 @@ def test_shim_usage_lists_every_flag() -> None:
     written = {"--box-dir", "--agent", "--lower", "--bind", "--bind-ro", "--hostname"}
     assert written <= flags
     assert {"--memory", "--pids", "--cpu-millis", "--pids-optional", "--tmp-size"} <= flags
-    assert {"--guest", "--guest-network", "--vm-qemu", "--vm-ready-ms"} <= flags  # one table
-    assert len(flags) == 30
+    assert {"--guest", "--guest-network", "--vm-qemu", "--vm-kernel-args"} <= flags  # one table
+    assert len(flags) == 31
+
+
+@pytest.mark.parametrize(("args", "said"), [("a\nb", "printable"), ("x" * 257, "longer than 256")])
+def test_the_core_refuses_bad_vm_kernel_arguments(
+    rt: boxlite_ffi.Runtime, rootfs: Path, tmp_path: Path, args: str, said: str
+) -> None:
+    """What the Python layer refuses first, the C API refuses too."""
+    vm = VmConfig("/usr/bin/qemu", "/k", "/i", None, "tcg", kernel_args=args)
+    config = dataclasses.replace(
+        base_config(box_dir(tmp_path), rootfs), disk_image=str(tmp_path / "disk"), vm=vm
+    )
+    assert said in refused_by_create(rt, config)
+    rt.native.box_check(dataclasses.replace(config, vm=dataclasses.replace(vm, kernel_args="a=b")))

@@ -130,6 +130,7 @@ class VmConfig:
     root_image: str | None  # the layers' ext4 image; None: the lowers are shared
     accel: str  # "kvm" or "tcg"
     ready_ms: int = 0  # 0: the native default
+    kernel_args: str | None = None  # after the guest kernel's own command line
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def _box_options(config: BoxConfig, owner_pid: int, keep: list[Any]) -> Any:
         opts.engine = _cstring("vm", keep)
         vm = ffi.new("boxlite_vm_options *")
         keep.append(vm)
-        for field in ("qemu", "kernel", "initrd", "root_image", "accel"):
+        for field in ("qemu", "kernel", "initrd", "root_image", "accel", "kernel_args"):
             if (value := getattr(config.vm, field)) is not None:
                 setattr(vm, field, _cstring(value, keep))
         vm.ready_ms = config.vm.ready_ms

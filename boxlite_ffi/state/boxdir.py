@@ -52,6 +52,8 @@ AGENT_SOCKET = "agent.sock"
 EXIT = "exit"
 CGROUPS = "cgroups"
 SHIM_LOG = "shim.log"
+# Each engine's supervisor of a box, which holds its lock (native/engine/*.c).
+SUPERVISORS = {"ns": "boxlite-shim", "vm": "boxlite-vmm"}
 STDOUT_LOG = "stdout.log"
 STDERR_LOG = "stderr.log"
 # Written by the runtime (state/disk.py), mounted by the shim.

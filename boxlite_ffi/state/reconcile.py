@@ -28,7 +28,11 @@ def ended(record: BoxRecord, box_dir: Path) -> Change:
         why = "the host restarted while it ran"
     else:
         pid = f" (pid {shim.pid})" if shim else ""
-        why = f"its supervisor, boxlite-shim{pid}, died without being asked to stop"
+        supervisor = boxdir.SUPERVISORS.get(record.config.get("engine", "ns"), "boxlite-shim")
+        why = (
+            f"its supervisor, {supervisor}{pid}, ended without being asked to stop "
+            f"({boxdir.SHIM_LOG} may say why)"
+        )
     return {"status": BoxStatus.LOST, "reason": why, "finished": now}
 
 

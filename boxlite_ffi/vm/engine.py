@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError, InvalidArgumentError
+from ..state.boxdir import SUPERVISORS
 from .accel import Probe, choose
 from .initramfs import initramfs
 from .kernel import find_kernel
@@ -34,7 +35,7 @@ GUEST_MODULES = (
     "virtiofs",  # volumes
 )
 MAX_VOLUMES = 16  # GUEST_MAX_VOLUMES (native/guest/guest.h)
-VMM = "boxlite-vmm"
+VMM = SUPERVISORS["vm"]
 BOOT_CACHE = "vm"  # <home>/vm: initramfs builds, the accelerator probes' answers
 ROOT_IMAGES = ROOT_IMAGE_CACHE  # <home>/images/vm
 
@@ -81,6 +82,7 @@ def vm_config(
     boot_cache: Path,
     libexec: Path,
     kernel: Path | None = None,
+    kernel_args: str | None = None,
 ) -> dict[str, Any]:
     """The stored description of a box's VM (core.VmConfig's fields, and
     what BoxInfo reports): its image of lowers in root_images, its boot
@@ -104,4 +106,5 @@ def vm_config(
         "ready_ms": ready_ms,
         "accel_reason": chosen.reason,
         "kernel_release": guest_kernel.release,
+        "kernel_args": kernel_args,
     }

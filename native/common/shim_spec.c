@@ -127,11 +127,29 @@ static int check_optional_path(const char *what, const char *path, bl_error *e)
 	return 0;
 }
 
+/* More of the guest kernel's command line: one argument of QEMU's, so no
+ * control characters, and bounded (the kernel's own limit is 2048 bytes,
+ * ours and the guest init's come first). */
+static int check_kernel_args(const char *args, bl_error *e)
+{
+	if (!args)
+		return 0;
+	size_t n = strlen(args);
+	if (n > BOXLITE_MAX_VM_KERNEL_ARGS)
+		return bl_error_set(e, EINVAL, "vm: kernel arguments longer than %d bytes",
+				    BOXLITE_MAX_VM_KERNEL_ARGS);
+	for (size_t i = 0; i < n; i++)
+		if (args[i] < 0x20 || args[i] > 0x7e)
+			return bl_error_set(e, EINVAL, "vm: kernel arguments are printable ASCII");
+	return 0;
+}
+
 /* All of --vm-* or none; and what the vm engine cannot do yet. */
 static int check_vm(const struct shim_spec *s, bl_error *e)
 {
 	const struct shim_vm *v = &s->vm;
-	if (!v->qemu && !v->kernel && !v->initrd && !v->root_image && !v->accel && !v->ready_ms)
+	if (!v->qemu && !v->kernel && !v->initrd && !v->root_image && !v->accel && !v->ready_ms &&
+	    !v->kernel_args)
 		return 0;
 	if (check_optional_path("qemu", v->qemu, e) < 0 ||
 	    check_optional_path("kernel", v->kernel, e) < 0 ||
@@ -144,6 +162,8 @@ static int check_vm(const struct shim_spec *s, bl_error *e)
 		return bl_error_set(e, EINVAL, "vm accelerator '%s': kvm or tcg", v->accel);
 	if (!s->disk_image)
 		return bl_error_set(e, EINVAL, "vm: a box's writable layer needs a disk image");
+	if (check_kernel_args(v->kernel_args, e) < 0)
+		return -1;
 	if (s->limits.memory && s->limits.memory < (uint64_t)SHIM_VM_MIN_MEMORY_MIB << 20)
 		return bl_error_set(e, EINVAL, "vm: memory below %d MiB cannot run the guest",
 				    SHIM_VM_MIN_MEMORY_MIB);

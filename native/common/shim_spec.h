@@ -75,6 +75,7 @@ struct shim_vm {
 	const char *root_image; /* ext4: each layer at /<basename of its --lower> */
 	const char *accel;      /* "kvm" or "tcg" */
 	uint32_t ready_ms;      /* from QEMU's start to the guest's status line */
+	const char *kernel_args; /* after the kernel's own command line (qemu.c) */
 };
 
 /* The least guest RAM the guest's kernel and init run in. */
@@ -127,7 +128,8 @@ enum shim_arg {
 	X("--vm-initrd", SHIM_ARG_TEXT, vm.initrd, "PATH", "vm: the guest's initramfs")           \
 	X("--vm-root-image", SHIM_ARG_TEXT, vm.root_image, "IMG", "vm: the layers' ext4 image")   \
 	X("--vm-accel", SHIM_ARG_TEXT, vm.accel, "kvm|tcg", "vm: the accelerator")                \
-	X("--vm-ready-ms", SHIM_ARG_U32, vm.ready_ms, "N", "vm: the wait for the guest")
+	X("--vm-ready-ms", SHIM_ARG_U32, vm.ready_ms, "N", "vm: the wait for the guest")           \
+	X("--vm-kernel-args", SHIM_ARG_TEXT, vm.kernel_args, "TEXT", "vm: more kernel command line")
 
 /*
  * The members SHIM_FLAGS names.  A macro so that the shim's own

@@ -34,6 +34,7 @@ static void spec_free(struct bl_box_spec *s)
 	free(s->vm.initrd);
 	free(s->vm.root_image);
 	free(s->vm.accel);
+	free(s->vm.kernel_args);
 }
 
 
@@ -79,7 +80,7 @@ static bool copy_vm(struct bl_vm_spec *vm, const boxlite_vm_options *o)
 	vm->ready_ms = o->ready_ms ? o->ready_ms : BOXLITE_DEFAULT_VM_READY_MS;
 	return copy_string(&vm->qemu, o->qemu) && copy_string(&vm->kernel, o->kernel) &&
 	       copy_string(&vm->initrd, o->initrd) && copy_string(&vm->root_image, o->root_image) &&
-	       copy_string(&vm->accel, o->accel);
+	       copy_string(&vm->accel, o->accel) && copy_string(&vm->kernel_args, o->kernel_args);
 }
 
 static int copy_lowers(struct bl_box_spec *spec, const char *const *lowers, bl_error *e)

@@ -63,6 +63,7 @@ struct bl_box_spec {
 	struct bl_vm_spec { /* engine "vm" (boxlite_vm_options); all NULL otherwise */
 		char *qemu, *kernel, *initrd, *root_image, *accel;
 		uint32_t ready_ms;
+		char *kernel_args;
 	} vm;
 };
 

@@ -105,8 +105,9 @@ void bl_supervisor_spec_of(const struct bl_box_spec *box, struct shim_spec *s)
 	s->disk_image = box->disk_image;
 	s->network = box->network_helper;
 	s->host_loopback = box->host_loopback;
-	s->vm = (struct shim_vm){box->vm.qemu,       box->vm.kernel, box->vm.initrd,
-				 box->vm.root_image, box->vm.accel,  box->vm.ready_ms};
+	s->vm = (struct shim_vm){box->vm.qemu,       box->vm.kernel,   box->vm.initrd,
+				 box->vm.root_image, box->vm.accel,    box->vm.ready_ms,
+				 box->vm.kernel_args};
 	s->limits = (struct shim_limits){box->memory_limit, box->pids_limit, box->cpu_millis,
 					 box->pids_optional};
 }

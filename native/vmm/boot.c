@@ -185,7 +185,11 @@ static bool parse(struct boot *b, int argc, char **argv)
 		case 'k': vm->kernel = optarg; break;
 		case 'i': vm->initrd = optarg; break;
 		case 'a': vm->accel = optarg; break;
-		case 'A': b->append = optarg; break;
+		case 'A':
+			if (strlen(optarg) > BOXLITE_MAX_VM_KERNEL_ARGS)
+				return false;
+			b->append = optarg;
+			break;
 		case 'd': b->disk = optarg; break;
 		case 'u': b->until = optarg; break;
 		case 's':
@@ -265,7 +269,7 @@ int probe_main(int argc, char **argv)
 	struct boot *b = new_boot();
 	if (argc != 7 || !number(argv[6], &b->timeout_ms))
 		return usage(argv[0]);
-	b->spec.vm = (struct shim_vm){argv[2], argv[3], argv[4], NULL, argv[5], 0};
+	b->spec.vm = (struct shim_vm){argv[2], argv[3], argv[4], NULL, argv[5], 0, NULL};
 	b->spec.limits.memory = PROBE_MEMORY;
 	b->append = GUEST_PROBE_ARG;
 	b->until = GUEST_PROBE_OK;

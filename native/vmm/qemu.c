@@ -64,6 +64,8 @@ struct argv {
 	char *v[MAX_ARGS + 1];
 	char text[MAX_TEXTS][512];
 	int n, texts;
+	/* Ours, then boot's and the user's (each at most BOXLITE_MAX_VM_KERNEL_ARGS). */
+	char cmdline[128 + 2 * BOXLITE_MAX_VM_KERNEL_ARGS];
 };
 
 static void add(struct argv *a, const char *s)
@@ -123,8 +125,13 @@ static void build(struct argv *a, const struct shim_spec *s, const struct qemu_i
 	add(a, "-initrd");
 	add(a, s->vm.initrd);
 	add(a, "-append");
-	add(a, fmt(a, "console=ttyS0 quiet panic=-1 pci=off tsc_early_khz=%u%s%s", tsc_khz(),
-		   io->append ? " " : "", io->append ? io->append : ""));
+	const char *more[] = {io->append, s->vm.kernel_args};
+	int n = snprintf(a->cmdline, sizeof a->cmdline,
+			 "console=ttyS0 quiet panic=-1 pci=off tsc_early_khz=%u", tsc_khz());
+	for (size_t i = 0; i < 2; i++)
+		if (more[i] && n > 0 && (size_t)n < sizeof a->cmdline)
+			n += snprintf(a->cmdline + n, sizeof a->cmdline - (size_t)n, " %s", more[i]);
+	add(a, a->cmdline);
 	if (io->net >= 0) {
 		add(a, "-netdev");
 		add(a, fmt(a, "stream,id=net,addr.type=fd,addr.str=%d", io->net));
