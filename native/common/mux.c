@@ -90,11 +90,17 @@ int mux_hdr_check(const struct mux_hdr *h, bl_error *e)
 		return bl_error_set(e, EPROTO, "mux frame of %u bytes", h->len);
 	switch (h->type) {
 	case MUX_DATA:
+	case MUX_CREDIT:
+		/* A stream's frames; the control channel has no stream. */
+		if (h->chan == MUX_CHAN_CONTROL)
+			return bl_error_set(e, EPROTO, "mux %s frame on the control channel",
+					    h->type == MUX_DATA ? "data" : "credit");
+		if (h->type == MUX_CREDIT)
+			return h->len == 4 ? 0
+					   : bl_error_set(e, EPROTO, "mux credit of %u bytes", h->len);
 		if (h->len > MUX_WINDOW)
 			return bl_error_set(e, EPROTO, "mux data frame of %u bytes", h->len);
 		return 0;
-	case MUX_CREDIT:
-		return h->len == 4 ? 0 : bl_error_set(e, EPROTO, "mux credit of %u bytes", h->len);
 	case MUX_OPEN:
 	case MUX_CLOSE:
 		if (h->chan == MUX_CHAN_CONTROL || h->len)
