@@ -521,6 +521,30 @@ def test_kvm_that_cannot_run_a_guest_is_a_typed_error(
     assert "emulation" in shared.info().config["vm"]["accel_reason"]
 
 
+@vm_only
+def test_the_accelerator_probe_is_the_users_not_a_homes(
+    engine: str, tmp_path: Path, oci_image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second home asks the user's cache, not KVM again; a user whose
+    cache directory cannot be made keeps the answers in the home."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    reasons = []
+    for name in ("one", "two"):
+        with boxlite_ffi.Runtime(tmp_path / name) as rt:
+            reasons.append(rt.create(oci_image, engine="vm").info().config["vm"]["accel_reason"])
+        assert not (tmp_path / name / vm_engine.BOOT_CACHE / "accel.json").exists()
+    assert reasons[0] == reasons[1]
+    if Path("/dev/kvm").exists() and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert (tmp_path / "cache" / "boxlite" / "accel.json").is_file()
+        (tmp_path / "file").touch()
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # no directory there
+        with boxlite_ffi.Runtime(tmp_path / "three") as rt:
+            assert (
+                rt.create(oci_image, engine="vm").info().config["vm"]["accel_reason"] == reasons[0]
+            )
+        assert (tmp_path / "three" / vm_engine.BOOT_CACHE / "accel.json").is_file()
+
+
 @needs_vm
 def test_the_default_engine(home: Path, oci_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOXLITE_ENGINE", "vm")

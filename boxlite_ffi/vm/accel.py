@@ -4,7 +4,12 @@
 ``/dev/kvm`` being there proves nothing (a nested hypervisor may hang a
 stock kernel in its decompressor), so ``auto`` boots the guest's kernel and
 initramfs once under KVM, bounded in time (``boxlite-vmm probe``), and keeps
-the answer per host boot, kernel and initramfs.
+the answer per host boot, kernel and initramfs (content-addressed, so its
+name says what it holds).  The answers are the user's, not a home's
+(``$XDG_CACHE_HOME/boxlite`` or ``~/.cache/boxlite``): what they depend on
+is this machine and this user, so a new home does not probe again.  Where
+that directory cannot be made (a user without a home directory), the home's
+boot cache keeps them.
 """
 
 from __future__ import annotations
@@ -44,9 +49,28 @@ class Probe:
     initrd: Path
 
 
+def user_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "boxlite"
+
+
+def _cache_dir(fallback: Path) -> Path:
+    """The user's cache directory, else fallback (made either way)."""
+    for directory in (user_cache(), fallback):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if os.access(directory, os.W_OK):
+                return directory
+        except OSError:
+            continue
+    fallback.mkdir(parents=True, exist_ok=True)  # its error, if it cannot be
+    return fallback
+
+
 def choose(requested: str, probe: Probe, cache_dir: Path) -> Accel:
     """The accelerator for ``requested`` ("auto", "kvm", "tcg");
-    ``EngineError`` when kvm is asked for and cannot run a guest here."""
+    ``EngineError`` when kvm is asked for and cannot run a guest here.
+    ``cache_dir`` keeps the probes' answers where the user's cache cannot."""
     if requested == "tcg":
         return Accel("tcg", "tcg asked for")
     works, why = kvm_works(probe, cache_dir)
@@ -63,8 +87,7 @@ def kvm_works(probe: Probe, cache_dir: Path) -> tuple[bool, str]:
     if not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
         return False, f"{KVM_DEVICE} is not open to this user"
     key = f"{BOOT_ID.read_text().strip()} {probe.kernel_sha256} {probe.initrd.name}"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / CACHE_FILE) as known:
+    with _locked(_cache_dir(cache_dir) / CACHE_FILE) as known:
         if key not in known:
             known[key] = _probe(probe)
         works, why = known[key]
