@@ -35,7 +35,7 @@ def declared_length(scope: Scope) -> int | None:
 def request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER.lower().encode():
-            text = value.decode("latin-1")
+            text = bytes(value).decode("latin-1")
             if 0 < len(text) <= MAX_REQUEST_ID and text.isascii() and text.isprintable():
                 return text
     return f"req_{secrets.token_hex(12)}"
