@@ -18,6 +18,7 @@ existing files, and sends symlinks as symlinks.
 
 from __future__ import annotations
 
+import io
 import posixpath
 import tarfile
 import tempfile
@@ -76,13 +77,22 @@ def running_box(state: ServerState, box_id: str) -> OurBox:
     return box
 
 
-def check_archive(archive: IO[bytes], dest: str, mounts: list[str]) -> None:
-    """Every entry relative, without ``..``, and off every mount."""
+def check_archive(archive: IO[bytes], dest: str, mounts: list[str]) -> list[str]:
+    """Every entry relative, without ``..``, and off every mount; the
+    directories its entries are in that it does not hold itself (the copy
+    helper makes no parents: they go first, see ``with_parents``)."""
+    have: set[str] = set()
+    need: dict[str, None] = {}
     try:
         with tarfile.open(fileobj=archive, mode="r|") as tar:
             for member in tar:
-                name = member.name
-                if name.startswith("/") or ".." in name.split("/"):
+                name = posixpath.normpath(member.name) if member.name else member.name
+                parts = name.split("/")
+                for i in range(1, len(parts)):
+                    need.setdefault("/".join(parts[:i]))
+                if member.isdir():
+                    have.add(name)
+                if member.name.startswith("/") or ".." in member.name.split("/"):
                     raise UnsafePathError(f"archive entry {name!r} would land outside {dest}")
                 where = posixpath.normpath(posixpath.join(dest, name))
                 hit = next((m for m in mounts if under(where, m)), None)
@@ -91,6 +101,38 @@ def check_archive(archive: IO[bytes], dest: str, mounts: list[str]) -> None:
     except tarfile.TarError as exc:
         raise InvalidArgumentError(f"the body is no tar archive: {exc}") from None
     archive.seek(0)
+    return [d for d in need if d not in have and d != "."]
+
+
+class _Chained(io.RawIOBase):
+    """``head`` then ``tail``, read as one file."""
+
+    def __init__(self, head: bytes, tail: IO[bytes]) -> None:
+        self._head = memoryview(head)
+        self._tail = tail
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            n = len(self._head) if size < 0 else min(size, len(self._head))
+            out, self._head = bytes(self._head[:n]), self._head[n:]
+            return out
+        return self._tail.read(size)
+
+
+def with_parents(archive: IO[bytes], parents: list[str]) -> IO[bytes]:
+    """The archive after a header for each missing parent directory (0755)."""
+    if not parents:
+        return archive
+    head = b""
+    for name in parents:
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        head += info.tobuf(tarfile.GNU_FORMAT)
+    return _Chained(head, archive)  # type: ignore[return-value]
 
 
 def unpack(state: ServerState, box_id: str, dest: str, archive: IO[bytes]) -> None:
@@ -99,9 +141,9 @@ def unpack(state: ServerState, box_id: str, dest: str, archive: IO[bytes]) -> No
     hit = next((m for m in mounts if under(dest, m)), None)
     if hit is not None:
         raise InvalidArgumentError(f"path {dest} is on the mount {hit}")
-    check_archive(archive, dest, mounts)
+    parents = check_archive(archive, dest, mounts)
     try:
-        copy.unpack_in(box, archive, dest)
+        copy.unpack_in(box, with_parents(archive, parents), dest)
     except (SystemCallError, ProtocolError) as exc:
         raise CopyFailedError(exc.message) from None
 
