@@ -238,3 +238,22 @@ def test_config_reports_limits(client: httpx.Client) -> None:
     assert caps["max_concurrent_executions"] > 0 and caps["boxlite_max_executions"] > 0
     assert caps["boxlite_max_json_body_bytes"] == 1 << 20
     assert caps["file_transfer_max_bytes"] > 0 and caps["max_memory_mib"] > 0
+
+
+JUNK = [b"", b"{", b"[]", b"null", b'{"timeout_seconds": -1}', b'{"timeout_seconds": "x"}',
+        b'{"reference": 5}', b'{"a": ' * 5000, "\u00e9".encode(), b"\x00" * 64]  # fmt: skip
+
+
+@pytest.mark.parametrize("route", ["/v1/boxes/{id}/start", "/v1/boxes/{id}/stop",
+                                   "/v1/images/pull", "/v1/boxes"])  # fmt: skip
+def test_no_junk_makes_a_500(client: httpx.Client, make_box: MakeBox, route: str) -> None:
+    box_id = make_box()["box_id"]
+    for junk in JUNK:
+        for content_type in ("application/json", "text/plain", "application/x-tar"):
+            reply = client.post(
+                route.format(id=box_id), content=junk, headers={"Content-Type": content_type}
+            )
+            assert reply.status_code < 500, (junk[:20], content_type, reply.text)
+            if reply.status_code >= 400:
+                assert reply.json()["error"]["code"]
+    client.post(f"/v1/boxes/{box_id}/stop")
