@@ -100,6 +100,7 @@ class StateReason(Code):
     EXEC_BUSY = "exec_busy"  # another handle holds the execution
     NOT_ORDERED = "not_ordered"  # Execution.output without ordered_output=True
     STDIN_NOT_OPEN = "stdin_not_open"  # write_stdin/close_stdin without stdin=True
+    LIMIT_REACHED = "limit_reached"  # a configured bound (boxes, executions) is reached
 
 
 class InvalidStateError(ReasonedError[StateReason]):
@@ -107,6 +108,18 @@ class InvalidStateError(ReasonedError[StateReason]):
 
     code = ErrorCode.INVALID_STATE
     default_reason = StateReason.INVALID_STATE
+
+
+class LimitExceededError(InvalidStateError):
+    """A configured bound is reached (a server's boxes or executions): try
+    again once something ended."""
+
+    default_reason = StateReason.LIMIT_REACHED
+
+
+class UnsupportedError(InvalidArgumentError):
+    """A feature this runtime (or a server's contract) names but does not
+    have: asking for it is refused, never silently ignored."""
 
 
 class RuntimeClosedError(BoxliteError):
