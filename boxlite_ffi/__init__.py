@@ -26,6 +26,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidHandleError,
     InvalidStateError,
+    LimitExceededError,
     NotABoxDirectoryError,
     NotFoundError,
     OutOfMemoryError,
@@ -40,6 +41,7 @@ from .errors import (
     SystemCallError,
     UnauthorizedError,
     UnsafePathError,
+    UnsupportedError,
 )
 from .execution import ExecResult, Execution
 from .image import ImageInfo, Images, Progress, PruneReport
@@ -81,6 +83,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidHandleError",
     "InvalidStateError",
+    "LimitExceededError",
     "NotABoxDirectoryError",
     "NotFoundError",
     "OutOfMemoryError",
@@ -103,6 +106,7 @@ __all__ = [
     "SystemCallError",
     "UnauthorizedError",
     "UnsafePathError",
+    "UnsupportedError",
     "get_include",
     "get_libexec_dir",
     "get_library_dir",

@@ -16,6 +16,9 @@ import boxlite_ffi
 from imagebuild import Entry, busybox_rootfs, tar_bytes, tar_directory, write_layout
 from procscan import box_processes
 
+# The real server on loopback (server, client): tests/server_fixture.py.
+pytest_plugins = ["server_fixture"]
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_box_processes() -> Iterator[None]:

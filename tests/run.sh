@@ -37,7 +37,7 @@ PIP_FLAGS=()
 if "$PY" -m pip install --help | grep -q -- --break-system-packages; then
 	PIP_FLAGS+=(--break-system-packages)
 fi
-"$PY" -m pip install -q "${PIP_FLAGS[@]}" ".[test]"
+"$PY" -m pip install -q "${PIP_FLAGS[@]}" ".[test,server]"
 
 # The vm engine's guest kernel (Debian's cloud kernel), fetched through apt
 # and recorded by the package itself (a verified cache is kept).  As root: the

@@ -23,6 +23,7 @@ from .. import __version__
 from .._core.core import signaled_status
 from ..errors import BoxliteError
 from ..runtime import Runtime
+from ..server import cli as serve_cli  # its flags only: the server itself loads on use
 from ..spec import ACCELS, ENGINES
 from . import box_commands, image_commands, output
 from .attach import BOXLITE_FAILED
@@ -123,6 +124,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("src")
     p.add_argument("dest")
     sub.add_parser("version", help="the version")  # needs no runtime: main answers it
+    serve_cli.add_options(  # nor does this one: the server opens its own
+        sub.add_parser("serve", help="serve the Box API over HTTP (the server extra)")
+    )
     sub.add_parser(  # nor does this one: it is for when a runtime cannot open
         "recover", help="rebuild a lost or damaged store from the home's boxes and images"
     )
@@ -162,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "version":
             print(f"boxlite {__version__}")
             return 0
+        if args.cmd == "serve":
+            return serve_cli.run(args)
         if args.cmd == "recover":
             output.recovery(Runtime.recover(args.home))  # None: $BOXLITE_HOME or ~/.boxlite
             return 0

@@ -1,0 +1,103 @@
+"""The ASGI application: ``create_app(settings)`` and ``serve(settings)``.
+
+The lifespan opens the ``ServerState`` (the Runtime on the home) and closes
+it at shutdown, after cancelling the background tasks it owns (auto_stop).
+Routers are this package's modules; the executions half (``executions``,
+``attach``, ``sessions``) is included when present (``_executions_half``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+
+from . import auto_stop, boxes, discovery, errors, files, images, metrics, unsupported
+from .limits import BodyLimit
+from .settings import Settings
+from .state import ServerState
+
+log = logging.getLogger("boxlite_ffi.server")
+
+TITLE = "BoxLite Box API (boxlite-ffi)"
+API_VERSION = "0.1.0"
+
+
+def _module(name: str) -> Any | None:
+    """A module of this package, or None when it does not exist (yet)."""
+    full = f"{__package__}.{name}"
+    return importlib.import_module(full) if importlib.util.find_spec(full) else None
+
+
+def _executions_half() -> tuple[list[APIRouter], Callable[[ServerState], Any] | None]:
+    """The executions half's routers (``executions.router``, ``attach.router``)
+    and its sessions factory (``sessions.open_sessions(state)``), if present."""
+    routers = [m.router for m in map(_module, ("executions", "attach")) if m is not None]
+    sessions = _module("sessions")
+    return routers, getattr(sessions, "open_sessions", None)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    routers, open_sessions = _executions_half()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServerState(settings)
+        app.state.server = state
+        try:
+            if open_sessions is not None:
+                state.sessions = open_sessions(state)
+            async with auto_stop.running(state):
+                yield
+        finally:
+            state.close()
+
+    app = FastAPI(title=TITLE, version=API_VERSION, lifespan=lifespan)
+    errors.install(app)
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = errors.new_request_id(request)
+        request.state.request_id = rid
+        response = await call_next(request)
+        response.headers[errors.REQUEST_ID_HEADER] = rid
+        return response
+
+    app.add_middleware(
+        BodyLimit,
+        json_bytes=settings.limits.max_json_body,
+        upload_bytes=settings.limits.max_upload_bytes,
+    )
+    own = [m.router for m in (discovery, boxes, files, images, metrics)]
+    for router in (*own, *routers, unsupported.router):
+        app.include_router(router)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the server in the foreground (uvicorn) until interrupted."""
+    import uvicorn
+
+    if not settings.loopback and not settings.tls:
+        print(
+            f"boxlite serve: WARNING: listening on {settings.host} without TLS: the token and"
+            " every byte travel in clear (give --tls-cert and --tls-key)",
+            file=sys.stderr,
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        log_level="info",
+        ws="websockets",
+    )

@@ -1,0 +1,7 @@
+"""(files: to come.)"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,7 @@
+"""(metrics: to come.)"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
