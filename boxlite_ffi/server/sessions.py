@@ -36,9 +36,9 @@ import contextlib
 import signal as signals
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from .. import aio
 from ..errors import (
@@ -75,6 +75,7 @@ TICK_MAX_S = 1.0  # how often at most orphans and ended sessions are looked for
 CLOSE_WAIT_S = 10.0  # for killed executions' exits at shutdown
 
 Cursor = tuple[int, int]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -443,10 +444,12 @@ def check_cursor(cursor: Sequence[int]) -> Cursor:
 
 
 class Sessions:
-    """A server's sessions, by execution id; owner of their tasks."""
+    """A server's sessions, by execution id; owner of their tasks.  Made
+    on the event loop they run on (``call`` reaches it from other threads)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self._loop = asyncio.get_running_loop()
         self._sessions: dict[str, Session] = {}
         self._evicted: set[Session] = set()  # killed, their exit still to come
         self._starting: dict[str, int] = {}
@@ -455,6 +458,11 @@ class Sessions:
         self._closed = False
 
     # ---- the routes' calls ----------------------------------------------
+
+    def call(self, work: Coroutine[object, object, T]) -> T:
+        """Run ``work`` on the sessions' loop from another thread (a sync
+        route's), and wait for it."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     async def start(
         self,
