@@ -17,7 +17,7 @@ import os
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from ..errors import (
     ExecClosedError,
@@ -61,6 +61,29 @@ def copy_in(box: Runs, src: str | os.PathLike[str], dest: str) -> None:
                 archive.add(source, arcname=source.name)
             execution.close_stdin()
         _check(execution.wait(), f"copying {source} into {dest}")
+
+
+def unpack_in(box: Runs, archive: IO[bytes], dest: str) -> None:
+    """Unpack the tar stream ``archive`` (ustar with GNU long names) into
+    the box directory ``dest`` (created if missing): the helper resolves
+    every entry beneath ``dest`` and refuses one that would leave it
+    (``UnsafePathError``), or a malformed archive (``ProtocolError``)."""
+    with box.exec([AGENT, "copy-in", dest], stdin=True) as execution:
+        with contextlib.suppress(ExecClosedError):  # it refused an entry: its result says
+            while chunk := archive.read(BUFFER):
+                execution.write_stdin(chunk)
+            execution.close_stdin()
+        _check(execution.wait(), f"unpacking an archive into {dest}")
+
+
+def pack_out(box: Runs, src: str) -> Iterator[bytes]:
+    """The box's file or directory ``src`` as a tar stream, chunk by chunk.
+    A copy that fails before its first byte raises at the first ``next``
+    (``NotFoundError`` for a missing ``src``); one that fails later raises
+    after its last chunk."""
+    with box.exec([AGENT, "copy-out", src]) as execution:
+        yield from execution.stdout
+        _check(execution.wait(), f"copying {src} out of the box")
 
 
 def copy_out(box: Runs, src: str, dest: str | os.PathLike[str]) -> None:

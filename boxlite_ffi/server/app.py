@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 
 from . import auto_stop, boxes, discovery, errors, files, images, metrics, unsupported
 from .limits import BodyLimit
+from .models import ErrorResponse
 from .settings import Settings
 from .state import ServerState
 
@@ -82,9 +84,31 @@ def create_app(settings: Settings) -> FastAPI:
         upload_bytes=settings.limits.max_upload_bytes,
     )
     own = [m.router for m in (discovery, boxes, files, images, metrics)]
+    errors_ = {status: {"model": ErrorResponse} for status in DOCUMENTED_ERRORS}
     for router in (*own, *routers, unsupported.router):
-        app.include_router(router)
+        app.include_router(router, responses=errors_)  # type: ignore[arg-type]
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+DOCUMENTED_ERRORS = (400, 401, 404, 409)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, less its 422 validation answer: ours is the
+    contract's 400 (errors.install)."""
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for item in doc.get("paths", {}).values():
+            for op in item.values():
+                reply = op.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(reply):
+                    del op["responses"]["422"]
+        schemas = doc.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = doc
+    return app.openapi_schema
 
 
 def serve(settings: Settings) -> None:

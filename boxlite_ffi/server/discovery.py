@@ -50,7 +50,12 @@ def iso_duration(seconds: float) -> str:
     )
 
 
-@router.get("/v1/config", response_model=ServerConfig, operation_id="getConfig")
+@router.get(
+    "/v1/config",
+    response_model=ServerConfig,
+    operation_id="getConfig",
+    response_model_exclude_none=True,
+)
 def get_config(state: State) -> ServerConfig:
     s = state.settings
     limits = s.limits

@@ -35,7 +35,7 @@ class Unauthenticated(ours.BoxliteError):
     code = ours.ErrorCode.INVALID_ARGUMENT
 
 
-class PayloadTooLarge(ours.InvalidArgumentError):
+class PayloadTooLarge(ours.InvalidArgumentError):  # answered by limits.BodyLimit
     """A body or upload beyond the server's bound."""
 
 

@@ -1,13 +1,17 @@
 """Bounded request bodies: an ASGI middleware that refuses a body beyond
-its bound, by its Content-Length before reading it, or while it streams in
-(chunked).  File uploads have their own, larger bound."""
+its bound (413, the contract's error body), by its Content-Length before
+reading it, or while it streams in (chunked): then the app is told the
+client left, and what it would still send is dropped.  File uploads have
+their own, larger bound."""
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .errors import PayloadTooLarge
+from .errors import MAX_REQUEST_ID, REQUEST_ID_HEADER, TABLE, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -18,6 +22,41 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UPLOAD_SUFFIX = "/files"
 
 
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return max(int(value), -1)
+            except ValueError:
+                return -1
+    return None
+
+
+def request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER.lower().encode():
+            text = bytes(value).decode("latin-1")
+            if 0 < len(text) <= MAX_REQUEST_ID and text.isascii() and text.isprintable():
+                return text
+    return f"req_{secrets.token_hex(12)}"
+
+
+async def refuse(scope: Scope, send: Send, bound: int) -> None:
+    row = TABLE[PayloadTooLarge]
+    rid = request_id(scope)
+    error = {"message": f"the request body exceeds {bound} bytes", "type": row.type,
+             "code": row.code, "request_id": rid, "boxlite_code": "too_large"}  # fmt: skip
+    body = json.dumps({"error": error}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (REQUEST_ID_HEADER.lower().encode(), rid.encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": row.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, json_bytes: int, upload_bytes: int) -> None:
         self.app = app
@@ -25,7 +64,8 @@ class BodyLimit:
         self.upload_bytes = upload_bytes
 
     def bound(self, scope: Scope) -> int:
-        upload = scope.get("method") == "PUT" and str(scope.get("path", "")).endswith(UPLOAD_SUFFIX)
+        path = str(scope.get("path", ""))
+        upload = scope.get("method") == "PUT" and path.endswith(UPLOAD_SUFFIX)
         return self.upload_bytes if upload else self.json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -33,25 +73,28 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         bound = self.bound(scope)
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0 or declared > bound:
-                    scope["boxlite.too_large"] = f"a body of {value.decode('latin-1')!r} bytes"
+        declared = declared_length(scope)
+        if declared is not None and not 0 <= declared <= bound:
+            await refuse(scope, send, bound)
+            return
         seen = 0
+        refused = False
 
         async def counted() -> Message:
-            nonlocal seen
-            if "boxlite.too_large" in scope:
-                raise PayloadTooLarge(f"{scope['boxlite.too_large']}: the bound is {bound} bytes")
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > bound:
-                    raise PayloadTooLarge(f"the request body exceeds {bound} bytes")
+                    refused = True
+                    await refuse(scope, send, bound)
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counted, send)
+        async def guarded(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, guarded)

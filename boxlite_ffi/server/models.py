@@ -77,6 +77,7 @@ class ErrorModel(BaseModel):
     type: str
     code: str
     request_id: str | None = None
+    stack: list[str] | None = None  # the contract's debug mode: never sent
     boxlite_code: str | None = Field(
         default=None, description="Extension: our stable reason code (errors.py's codes)"
     )
@@ -163,13 +164,13 @@ class Box(BaseModel):
     boxlite_accelerator: str | None = Field(default=None, description="Extension: a vm box's")
 
 
-class CapabilityChanges(_Request):
+class CreateContainerCapabilities(_Request):
     add: list[str] = []
     drop: list[str] = []
 
 
 class CreateBoxAdvancedOptions(_Request):
-    capabilities: CapabilityChanges | None = None
+    capabilities: CreateContainerCapabilities | None = None
 
 
 class VolumeSpec(_Request):

@@ -7,6 +7,7 @@ flags override the first few.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import secrets
@@ -107,8 +108,10 @@ class Settings:
         for d in dirs:
             if not d.is_dir():
                 raise InvalidArgumentError(f"--allow-rootfs {d}: not a directory")
+        checked = cls(where, "", allow_rootfs=dirs, **options)  # type: ignore[arg-type]
+        # Last: no token file is made for a server that would not start.
         token = resolve_token(where, Path(token_file) if token_file else None)
-        return cls(where, token, allow_rootfs=dirs, **options)  # type: ignore[arg-type]
+        return dataclasses.replace(checked, token=token)
 
 
 def resolve_token(home: Path, token_file: Path | None) -> str:

@@ -64,7 +64,12 @@ class Counters:
 class ServerState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = ServerDb(settings.serve_db)
+        self.runtime = Runtime(settings.home, engine=settings.engine)  # makes the home
+        try:
+            self.db = ServerDb(settings.serve_db)
+        except BaseException:
+            self.runtime.close()
+            raise
         self.idempotency = Idempotency(self.db, settings.idempotency_ttl_seconds)
         self.extras = ExtrasTable(self.db, settings.auto_stop_default_seconds)
         self.counters = Counters()
@@ -72,7 +77,6 @@ class ServerState:
         self._used: dict[str, float] = {}
         self._used_lock = threading.Lock()
         self.started = time.monotonic()
-        self.runtime = Runtime(settings.home, engine=settings.engine)
 
     def close(self) -> None:
         if self.sessions is not None:
