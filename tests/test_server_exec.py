@@ -359,7 +359,7 @@ def test_reconnect_with_and_without_a_cursor(server: ServerProcess, box_id: str)
             start = json.loads(await ws.recv())
             assert [start["stdout"], start["stderr"]] == [len(first.out[1]), len(first.out[2])]
             rest = await until_exit(ws)
-        async with attach(server, box_id, exec_id) as ws:  # a contract client: no cursor
+        async with await reattach(server, box_id, exec_id) as ws:  # a contract client
             again = await until_exit(ws)
         return first, rest, again
 

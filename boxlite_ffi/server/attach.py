@@ -148,6 +148,7 @@ class Link:
             await self._send(bytes([item.stream]) + item.data)
             client.sent(item)
         await self._send(exit_frame(item, client.cursor))
+        client.close()  # it has everything: the next client need not wait for the close
         with contextlib.suppress(RuntimeError, OSError):
             await self.ws.close(NORMAL_CLOSURE)
 
