@@ -58,6 +58,11 @@ def create_app(settings: Settings) -> FastAPI:
             async with auto_stop.running(state):
                 yield
         finally:
+            # The sessions end in order (their executions reaped) before
+            # the runtime closes under them.
+            aclose = getattr(state.sessions, "aclose", None)
+            if aclose is not None:
+                await aclose()
             state.close()
 
     app = FastAPI(title=TITLE, version=API_VERSION, lifespan=lifespan)
@@ -124,4 +129,17 @@ def serve(settings: Settings) -> None:
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         log_level="info",
         ws="websockets",
+        **attach_options(),
     )
+
+
+def attach_options() -> dict[str, Any]:
+    """uvicorn's WebSocket keepalive and frame bound, as attach's contract says."""
+    attach = _module("attach")
+    if attach is None:
+        return {}
+    return {
+        "ws_ping_interval": attach.PING_INTERVAL_S,
+        "ws_ping_timeout": attach.DEAD_AFTER_S - attach.PING_INTERVAL_S,
+        "ws_max_size": attach.MAX_FRAME,
+    }

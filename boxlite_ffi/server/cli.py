@@ -25,11 +25,20 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", help="TLS private key (PEM)")
     p.add_argument("--allow-rootfs", action="append", default=[], metavar="DIR",
                    help="rootfs_path may name directories under DIR (repeatable)")  # fmt: skip
+    p.add_argument("--attach-window", type=int, metavar="BYTES",
+                   help="output kept per execution while no client reads it")  # fmt: skip
+    p.add_argument("--orphan-grace", type=float, metavar="SECONDS",
+                   help="an execution without a client this long is reaped")  # fmt: skip
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
     from pathlib import Path
 
+    sessions: dict[str, object] = {}  # given: else the Settings' defaults
+    if args.attach_window is not None:
+        sessions["attach_window_bytes"] = args.attach_window
+    if args.orphan_grace is not None:
+        sessions["orphan_grace_seconds"] = args.orphan_grace
     return Settings.make(
         args.home,
         token_file=args.token_file,
@@ -39,6 +48,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         engine=args.engine,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
+        **sessions,
     )
 
 
