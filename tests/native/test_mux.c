@@ -512,7 +512,7 @@ static void test_violations(void)
 		{"credit beyond the window", 5, MUX_CREDIT, 0, 4, "\1\0\0\0"},
 		{"credit wrapping", 5, MUX_CREDIT, 0, 4, "\xff\xff\xff\xff"},
 		{"credit of 3 bytes", 5, MUX_CREDIT, 0, 3, NULL},
-		{"data on the control channel", 0, MUX_DATA, 0, 1, "x"},
+		{"data on the control channel", 0, MUX_DATA, 0, 1, "xxxx"},
 		{"credit on the control channel", 0, MUX_CREDIT, 0, 4, "\1\0\0\0"},
 		{"control frame on a channel", 5, MUX_STATUS, 0, 0, NULL},
 		{"exit on a channel", 1, MUX_EXIT, 0, 4, NULL},
