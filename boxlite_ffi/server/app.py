@@ -2,24 +2,34 @@
 
 The lifespan opens the ``ServerState`` (the Runtime on the home) and closes
 it at shutdown, after cancelling the background tasks it owns (auto_stop).
-Routers are this package's modules; the executions half (``executions``,
-``attach``, ``sessions``) is included when present (``_executions_half``).
+Routers are this package's modules; the executions' ``sessions`` are
+opened with the state and closed before it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
-from . import auto_stop, boxes, discovery, errors, files, images, metrics, unsupported
+from . import (
+    attach,
+    auto_stop,
+    boxes,
+    discovery,
+    errors,
+    executions,
+    files,
+    images,
+    metrics,
+    sessions,
+    unsupported,
+)
 from .limits import BodyLimit
 from .models import ErrorResponse
 from .settings import Settings
@@ -31,38 +41,20 @@ TITLE = "BoxLite Box API (boxlite-ffi)"
 API_VERSION = "0.1.0"
 
 
-def _module(name: str) -> Any | None:
-    """A module of this package, or None when it does not exist (yet)."""
-    full = f"{__package__}.{name}"
-    return importlib.import_module(full) if importlib.util.find_spec(full) else None
-
-
-def _executions_half() -> tuple[list[APIRouter], Callable[[ServerState], Any] | None]:
-    """The executions half's routers (``executions.router``, ``attach.router``)
-    and its sessions factory (``sessions.open_sessions(state)``), if present."""
-    routers = [m.router for m in map(_module, ("executions", "attach")) if m is not None]
-    sessions = _module("sessions")
-    return routers, getattr(sessions, "open_sessions", None)
-
-
 def create_app(settings: Settings) -> FastAPI:
-    routers, open_sessions = _executions_half()
-
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServerState(settings)
         app.state.server = state
         try:
-            if open_sessions is not None:
-                state.sessions = open_sessions(state)
+            state.sessions = sessions.open_sessions(state)
             async with auto_stop.running(state):
                 yield
         finally:
             # The sessions end in order (their executions reaped) before
             # the runtime closes under them.
-            aclose = getattr(state.sessions, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            if state.sessions is not None:
+                await state.sessions.aclose()
             state.close()
 
     app = FastAPI(title=TITLE, version=API_VERSION, lifespan=lifespan)
@@ -83,9 +75,9 @@ def create_app(settings: Settings) -> FastAPI:
         json_bytes=settings.limits.max_json_body,
         upload_bytes=settings.limits.max_upload_bytes,
     )
-    own = [m.router for m in (discovery, boxes, files, images, metrics)]
+    own = [m.router for m in (discovery, boxes, files, images, metrics, executions, attach)]
     errors_ = {status: {"model": ErrorResponse} for status in DOCUMENTED_ERRORS}
-    for router in (*own, *routers, unsupported.router):
+    for router in (*own, unsupported.router):
         app.include_router(router, responses=errors_)  # type: ignore[arg-type]
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -135,9 +127,6 @@ def serve(settings: Settings) -> None:
 
 def attach_options() -> dict[str, Any]:
     """uvicorn's WebSocket keepalive and frame bound, as attach's contract says."""
-    attach = _module("attach")
-    if attach is None:
-        return {}
     return {
         "ws_ping_interval": attach.PING_INTERVAL_S,
         "ws_ping_timeout": attach.DEAD_AFTER_S - attach.PING_INTERVAL_S,

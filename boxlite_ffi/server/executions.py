@@ -34,14 +34,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import InvalidArgumentError
 from ..state.exits import Outcome
 from .auth import require_token
+from .boxes import BOX
 from .idempotency import HEADER, Reply, fingerprint
 from .sessions import Session, Sessions
 from .state import ServerState, State
 
 router = APIRouter(dependencies=[Depends(require_token)], tags=["Execution"])
 
-EXEC = "/v1/boxes/{box_id}/exec"
-EXECUTION = "/v1/boxes/{box_id}/executions/{exec_id}"
+EXEC = BOX + "/exec"
+EXECUTION = BOX + "/executions/{exec_id}"
 IdempotencyKey = Annotated[str | None, Header(alias=HEADER)]
 
 # The signals a client may send (the contract's whitelist, also attach's).

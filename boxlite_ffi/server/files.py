@@ -41,12 +41,13 @@ from ..errors import (
 )
 from ..state.status import BoxStatus
 from .auth import require_token
+from .boxes import BOX
 from .errors import unsupported
 from .state import ServerState, State
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
-FILES = "/v1/boxes/{box_id}/files"
+FILES = BOX + "/files"
 TAR = "application/x-tar"
 SPOOL_IN_MEMORY = 1 << 20  # an upload beyond this goes to a temporary file
 

@@ -16,6 +16,7 @@ from ..box import Box as OurBox
 from ..state import boxdir
 from ..state.status import BoxStatus
 from .auth import require_token
+from .boxes import BOX
 from .models import BoxMetrics, RuntimeMetrics
 from .state import State
 
@@ -73,7 +74,7 @@ def runtime_metrics(state: State) -> RuntimeMetrics:
     )
 
 
-@router.get("/v1/boxes/{box_id}/metrics", response_model=BoxMetrics, operation_id="getBoxMetrics")
+@router.get(BOX + "/metrics", response_model=BoxMetrics, operation_id="getBoxMetrics")
 def box_metrics(box_id: str, state: State) -> BoxMetrics:
     box = state.box(box_id)
     counts = state.exec_counts(box.id)

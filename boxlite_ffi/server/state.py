@@ -46,6 +46,8 @@ class SessionsView(Protocol):
 
     def close(self) -> None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class Counters:
     """The runtime metrics' monotonic counters, since this server started."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from .auth import require_token
+from .boxes import BOX, BOXES
 from .errors import unsupported
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
-BOX = "/v1/boxes/{box_id}"
 # (path, methods, feature) of every contract route we do not serve.
 ROUTES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("/v1/api-keys", ("GET", "POST"), "API keys"),
@@ -24,7 +24,7 @@ ROUTES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (f"{BOX}/snapshots/{{snapshot_name}}/restore", ("POST",), "snapshots"),
     (f"{BOX}/clone", ("POST",), "clone"),
     (f"{BOX}/export", ("POST",), "export"),
-    ("/v1/boxes/import", ("POST",), "import"),
+    (f"{BOXES}/import", ("POST",), "import"),
     (f"{BOX}/network/tunnel", ("POST",), "tunnels"),
 )
 
