@@ -256,12 +256,18 @@ def check_user(user: object) -> str | None:
     """A valid user, None for root; InvalidArgumentError for a malformed
     one, and for a user other than root in a box of an unprivileged
     runtime (which has one id)."""
-    if not isinstance(user, str) or not USER_RE.fullmatch(user or "root"):
-        raise InvalidArgumentError(f"user {user!r}: a name or id, with :group or :gid")
+    user = check_user_name(user)
     if user in ROOT_USERS:
         return None
     if not runs_users():
         raise InvalidArgumentError(f"user {user!r}: {UNPRIVILEGED}")
+    return user
+
+
+def check_user_name(user: object) -> str:
+    """A user's name or id (with :group or :gid), as written."""
+    if not isinstance(user, str) or not USER_RE.fullmatch(user or "root"):
+        raise InvalidArgumentError(f"user {user!r}: a name or id, with :group or :gid")
     return user
 
 
