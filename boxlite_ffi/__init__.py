@@ -7,7 +7,9 @@
 ``boxlite_ffi.aio`` offers the same API for asyncio.
 """
 
-from .box import Box, BoxLogs
+from typing import TYPE_CHECKING
+
+from . import _lazy
 from .errors import (
     AlreadyExistsError,
     BoxliteError,
@@ -43,15 +45,46 @@ from .errors import (
     UnsafePathError,
     UnsupportedError,
 )
-from .execution import ExecResult, Execution
-from .image import ImageInfo, Images, Progress, PruneReport
-from .paths import get_include, get_libexec_dir, get_library_dir, get_pkg_config_path
-from .runtime import Runtime
-from .state.exits import Outcome
-from .state.recovery import RecoveredBox, RecoveryReport
-from .state.status import BoxStatus
-from .state.views import BoxExit, BoxInfo
-from .streams import ChunkStream, OutputChunk, OutputStream
+
+# Loaded on first use (_lazy): the command line pays only for what it runs.
+_LAZY = {
+    "Box": ".box",
+    "BoxExit": ".state.views",
+    "BoxInfo": ".state.views",
+    "BoxLogs": ".box",
+    "BoxStatus": ".state.status",
+    "ChunkStream": ".streams",
+    "ExecResult": ".execution",
+    "Execution": ".execution",
+    "ImageInfo": ".image",
+    "Images": ".image",
+    "Outcome": ".state.exits",
+    "OutputChunk": ".streams",
+    "OutputStream": ".streams",
+    "Progress": ".image",
+    "PruneReport": ".image",
+    "RecoveredBox": ".state.recovery",
+    "RecoveryReport": ".state.recovery",
+    "Runtime": ".runtime",
+    "get_include": ".paths",
+    "get_libexec_dir": ".paths",
+    "get_library_dir": ".paths",
+    "get_pkg_config_path": ".paths",
+}
+
+if TYPE_CHECKING:  # what _LAZY names, for type checkers (a typo stays an error)
+    from .box import Box, BoxLogs
+    from .execution import ExecResult, Execution
+    from .image import ImageInfo, Images, Progress, PruneReport
+    from .paths import get_include, get_libexec_dir, get_library_dir, get_pkg_config_path
+    from .runtime import Runtime
+    from .state.exits import Outcome
+    from .state.recovery import RecoveredBox, RecoveryReport
+    from .state.status import BoxStatus
+    from .state.views import BoxExit, BoxInfo
+    from .streams import ChunkStream, OutputChunk, OutputStream
+else:
+    __getattr__, __dir__ = _lazy.exports(__name__, _LAZY)
 
 __version__ = "0.1.0"
 
