@@ -300,6 +300,9 @@ def test_a_home_this_user_may_not_use_is_said_clearly() -> None:
         script = (
             "import os, sys\n"
             "from boxlite_ffi.cli import main\n"
+            # main loads its modules on use: load them while this interpreter's
+            # own files (under root's home, perhaps) are still readable
+            "import locale, boxlite_ffi.cli.box_commands, boxlite_ffi.runtime\n"
             "os.setgroups([])\n"
             "os.setresgid(65534, 65534, 65534)\n"
             "os.setresuid(65534, 65534, 65534)\n"

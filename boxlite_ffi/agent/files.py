@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
@@ -30,6 +29,8 @@ from ..errors import (
 from . import AGENT
 
 if TYPE_CHECKING:
+    import tarfile
+
     from ..execution import ExecResult, Execution
     from ..streams import OutputStream
 
@@ -53,6 +54,8 @@ def copy_in(box: Runs, src: str | os.PathLike[str], dest: str) -> None:
     with box.exec([AGENT, "copy-in", dest], stdin=True) as execution:
         # The helper may stop reading early (it refused an entry): its
         # result says why, so a closed stdin is not the error to report.
+        import tarfile  # on use: every box imports this module, few copy
+
         with contextlib.suppress(ExecClosedError):
             writer = _StdinWriter(execution)
             with tarfile.open(
@@ -96,6 +99,8 @@ def copy_out(box: Runs, src: str, dest: str | os.PathLike[str]) -> None:
     ``dest`` raises ``UnsafePathError``.  Entries extracted before an error
     stay.
     """
+    import tarfile
+
     target = Path(dest)
     target.mkdir(parents=True, exist_ok=True)
     with box.exec([AGENT, "copy-out", src]) as execution:
@@ -114,6 +119,8 @@ def copy_out(box: Runs, src: str, dest: str | os.PathLike[str]) -> None:
 
 def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     """Refuse what data_filter refuses; keep the archived mode and mtime."""
+    import tarfile
+
     try:
         tarfile.data_filter(member, dest)
     except tarfile.FilterError as exc:
