@@ -61,7 +61,6 @@ from .state.status import BoxStatus
 from .state.store import DELETE, BoxRecord, Proc, Store
 from .state.views import BoxExit, BoxInfo
 from .tree import remove_tree
-from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config
 
 if TYPE_CHECKING:
     from .state.recovery import RecoveryReport
@@ -316,6 +315,8 @@ class Runtime:
         self, lowers: tuple[Path, ...], mounts: list[str], accel: str, ready_ms: int
     ) -> dict[str, Any]:
         """A vm box's VM (vm/engine.py), its files in this home's caches."""
+        from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config  # on use: the vm's stack
+
         return vm_config(
             lowers,
             mounts,

@@ -20,7 +20,6 @@ from ..errors import (
 )
 from ..state.store import ImageRecord, Store
 from ..tree import remove_tree, tree_size
-from ..vm.root_image import CACHE_PART as VM_CACHE_PART
 from . import host
 from .content import Content
 from .media import ImageConfig, parse_json
@@ -61,8 +60,9 @@ class ResolvedImage:
     mounts: tuple[Mount, ...] = ()
 
 
-# What the cache is made of; anything else under its root is left over.
-_CACHE_PARTS = ("blobs", "ingest", "layers", "lock", host.NAME, VM_CACHE_PART)
+# What the cache is made of (and the vm's root images, vm/root_image.py);
+# anything else under its root is left over.
+_CACHE_PARTS = ("blobs", "ingest", "layers", "lock", host.NAME)
 
 
 class Images:
@@ -153,6 +153,7 @@ class Images:
         unpacked layer and partial download that no image needs, every vm
         root image of no image, and every host layer (or tree left by an
         older version) no box runs on."""
+        from ..vm.root_image import CACHE_PART as VM_CACHE_PART
         from ..vm.root_image import root_image_path
         from ..vm.root_image import sweep as sweep_root_images
 
@@ -168,7 +169,11 @@ class Images:
             freed += sweep_root_images(vm_dir, keep_roots)
             in_use = {Path(p) for p in self._store.lowers_in_use()}
             strays = [*(self._content.root / host.NAME).glob("*")]
-            strays += [p for p in self._content.root.iterdir() if p.name not in _CACHE_PARTS]
+            strays += [
+                p
+                for p in self._content.root.iterdir()
+                if p.name not in (*_CACHE_PARTS, VM_CACHE_PART)
+            ]
             for tree in strays:
                 if not any(tree == p or tree in p.parents for p in in_use):
                     freed += tree_size(tree)
