@@ -8,21 +8,28 @@ DIR`` also the same command from another tree of the package (an A/B: a
 
 Every tree is byte-compiled first, as an installed package is: with
 PYTHONDONTWRITEBYTECODE set, a run would otherwise time the compiler.  Three
-runs, each interleaved; then where one run's time goes (imports, the rest).
+runs, each interleaved; then where a run's time goes: its imports (in a
+fresh process), and main's stages (in this one).
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import functools
 import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import boxlite_ffi
+import boxlite_ffi.cli
+from boxlite_ffi.box import Box
 from boxlite_ffi.image.busybox import tar_of
+from boxlite_ffi.image.images import Images
 from boxlite_ffi.image.oci_writer import write_layout
 
 from common import bwrap_true, p50, report, rootfs, scratch, time_interleaved
@@ -57,6 +64,40 @@ def _imports_ms(tree: Path | None, rounds: int) -> float:
         for _ in range(rounds)
     ]  # fmt: skip
     return statistics.median(times) * 1e3
+
+
+def _stages(home: Path, rounds: int) -> None:
+    """Where main's own time goes, in this process once everything is
+    imported (the parts overlap: exec includes start)."""
+    spent: dict[str, list[float]] = {}
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent.setdefault(label, []).append(time.perf_counter() - start)
+
+        setattr(owner, name, wrapper)
+
+    timed(boxlite_ffi.cli, "parser", "parser (the run subcommand only)")
+    timed(boxlite_ffi.Runtime, "__init__", "Runtime(): store open, reconcile")
+    timed(Images, "resolve", "image resolve")
+    timed(boxlite_ffi.Runtime, "create", "create: record, box directory")
+    timed(Box, "start", "start (the native core)")
+    timed(Box, "exec", "exec, start included")
+    timed(Box, "remove", "remove: kill, wait, delete")
+    timed(boxlite_ffi.Runtime, "close", "Runtime.close")
+    timed(boxlite_ffi.cli, "main", "main, whole")
+    for _ in range(rounds):
+        boxlite_ffi.cli.main(["--home", str(home), "run", "--rm", "bb", "true"])
+    print(f"## main's stages in-process, p50 of {rounds}, ms")
+    for label, xs in spent.items():
+        print(f"  {label:36} {p50(xs) * 1e3:7.2f}")
 
 
 def main() -> None:
@@ -95,6 +136,7 @@ def main() -> None:
     print("## imports of a run (fresh process, median of 10), ms")
     for label, tree in trees.items():
         print(f"  {label or 'this tree: '}{_imports_ms(tree, 10):.1f}")
+    _stages(home, opts.rounds)
 
 
 if __name__ == "__main__":

@@ -335,7 +335,7 @@ def test_a_home_this_user_may_not_use_is_said_clearly() -> None:
 )
 def test_a_subcommand_built_alone_parses_as_with_all_the_others(argv: list[str]) -> None:
     """main builds only the subcommand argv names (what it costs to build
-    them all is a tenth of a run): the result must be the same."""
+    them all is ~10 ms of a run): the result must be the same."""
     from boxlite_ffi.cli import _named, parser
 
     alone = parser(_named(argv))

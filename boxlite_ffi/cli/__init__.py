@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # What a command needs loads when it runs (boxlite_ffi._lazy): a subcommand
 # names its function as "module:function" of this package, and only the
-# subcommand given is built (the parser of every one costs more than a run).
+# subcommand given is built (building them all costs ~10 ms of a run).
 Command = Callable[["Runtime", argparse.Namespace, Signals], int]
 BOXLITE_FAILED = 125
 
@@ -177,19 +177,9 @@ _COMMANDS: dict[
     "wait": ("box_commands:wait", "wait for boxes to end; print their exit codes", _boxes, ()),
     "rm": ("box_commands:rm", "remove boxes", _rm, ()),
     "ls": ("box_commands:ls", "list boxes", _ls, ("ps",)),
-    "inspect": (
-        "box_commands:inspect",
-        "boxes or images as JSON",
-        _names,
-        (),
-    ),
+    "inspect": ("box_commands:inspect", "boxes or images as JSON", _names, ()),
     "exec": ("box_commands:exec_", "run a command in a running box", _exec, ()),
-    "logs": (
-        "box_commands:logs",
-        "what a box's command wrote",
-        _box,
-        (),
-    ),
+    "logs": ("box_commands:logs", "what a box's command wrote", _box, ()),
     "cp": ("box_commands:cp", "copy between a box and the host (BOX:PATH)", _cp, ()),
     "version": (None, "the version", _nothing, ()),
     "serve": (None, "serve the Box API over HTTP (the server extra)", _serve, ()),
