@@ -56,13 +56,13 @@ _LAZY = {
     "ChunkStream": ".streams",
     "ExecResult": ".execution",
     "Execution": ".execution",
-    "ImageInfo": ".image",
-    "Images": ".image",
+    "ImageInfo": ".image.images",
+    "Images": ".image.images",
     "Outcome": ".state.exits",
     "OutputChunk": ".streams",
     "OutputStream": ".streams",
-    "Progress": ".image",
-    "PruneReport": ".image",
+    "Progress": ".image.install",
+    "PruneReport": ".image.images",
     "RecoveredBox": ".state.recovery",
     "RecoveryReport": ".state.recovery",
     "Runtime": ".runtime",
@@ -71,11 +71,39 @@ _LAZY = {
     "get_library_dir": ".paths",
     "get_pkg_config_path": ".paths",
 }
+# What the package imports inside the functions that need it, beyond _LAZY's
+# modules (tests/test_lazy_exports.py finds every such import in the source).
+_ON_USE = (
+    ".image.archive",
+    ".image.credentials",
+    ".image.distribution",
+    ".image.install",
+    ".state.recovery",
+    ".vm.engine",
+    "asyncio",
+    "gzip",
+    "hashlib",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+)
+
+
+def preload() -> None:
+    """Import now every module the package would import on first use: for a
+    program that drops its privileges after importing boxlite_ffi, when the
+    interpreter's own files may then be out of its reach."""
+    from .image.unpack import zstd_module
+
+    _lazy.preload(__name__, [*_LAZY.values(), *_ON_USE])
+    zstd_module()
+
 
 if TYPE_CHECKING:  # what _LAZY names, for type checkers (a typo stays an error)
     from .box import Box, BoxLogs
     from .execution import ExecResult, Execution
-    from .image import ImageInfo, Images, Progress, PruneReport
+    from .image.images import ImageInfo, Images, PruneReport
+    from .image.install import Progress
     from .paths import get_include, get_libexec_dir, get_library_dir, get_pkg_config_path
     from .runtime import Runtime
     from .state.exits import Outcome
@@ -144,4 +172,5 @@ __all__ = [
     "get_libexec_dir",
     "get_library_dir",
     "get_pkg_config_path",
+    "preload",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -32,3 +32,9 @@ def exports(
         return sorted({*vars(sys.modules[package]), *table})
 
     return getattr_, dir_
+
+
+def preload(package: str, modules: Iterable[str]) -> None:
+    """Import ``modules`` (relative to ``package``, or absolute) now."""
+    for module in modules:
+        importlib.import_module(module, package)

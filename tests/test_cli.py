@@ -302,7 +302,8 @@ def test_a_home_this_user_may_not_use_is_said_clearly() -> None:
             "from boxlite_ffi.cli import main\n"
             # main loads its modules on use: load them while this interpreter's
             # own files (under root's home, perhaps) are still readable
-            "import locale, boxlite_ffi.cli.box_commands, boxlite_ffi.runtime\n"
+            "import boxlite_ffi, locale, boxlite_ffi.cli.box_commands\n"
+            "boxlite_ffi.preload()\n"
             "os.setgroups([])\n"
             "os.setresgid(65534, 65534, 65534)\n"
             "os.setresuid(65534, 65534, 65534)\n"

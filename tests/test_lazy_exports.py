@@ -4,15 +4,19 @@ package, or starting the command line, leaves the heavy modules unloaded."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import boxlite_ffi
 import boxlite_ffi.image
+
+PACKAGE = Path(boxlite_ffi.__file__).parent
 
 # What `import boxlite_ffi` and the CLI's start must not load: each belongs
 # to a path few commands take (pulls, archives, copies, the vm, the server).
@@ -60,7 +64,8 @@ def test_every_public_name_resolves_to_its_definition(package: object) -> None:
 
 def test_the_lazy_table_and_the_export_list_agree() -> None:
     eager = {n for n in boxlite_ffi.__all__ if n not in boxlite_ffi._LAZY}
-    assert all(isinstance(getattr(boxlite_ffi, n), type) for n in eager)  # the errors
+    for name in eager:  # the error classes, and what the package defines itself
+        assert getattr(boxlite_ffi, name).__module__ in ("boxlite_ffi.errors", "boxlite_ffi")
     assert set(boxlite_ffi._LAZY) <= set(boxlite_ffi.__all__)
 
 
@@ -101,3 +106,38 @@ def test_the_runtime_loads_no_pull_archive_or_server_module() -> None:
         "tarfile",
     }
     assert loaded & later == set()
+
+
+def _imports_in_functions() -> set[str]:
+    """Every module the package imports inside a function (not under
+    TYPE_CHECKING), as an absolute name; the server and remote client are
+    extras that load their own, the CLI is a process of its own."""
+    found: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[1] in ("server", "remote", "cli"):
+            continue
+        package = parts if parts[-1] == "__init__" else parts[:-1]
+        package = tuple(p for p in package if p != "__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    found.update(alias.name for alias in inner.names)
+                elif isinstance(inner, ast.ImportFrom) and inner.level == 0:
+                    found.add(str(inner.module))
+                elif isinstance(inner, ast.ImportFrom):
+                    base = package[: len(package) - inner.level + 1]
+                    found.add(".".join([*base, *([inner.module] if inner.module else [])]))
+    return found
+
+
+def test_preload_imports_everything_the_package_imports_on_use() -> None:
+    wanted = _imports_in_functions()
+    assert {"tarfile", "hashlib", "boxlite_ffi.image.archive"} <= wanted  # the scan sees them
+    loaded = _loaded_after("import boxlite_ffi\nboxlite_ffi.preload()")
+    zstd = {"compression", "backports"}  # whichever this Python has (image/unpack.py)
+    assert wanted - zstd - loaded == set()
+    assert loaded & {"compression.zstd", "backports.zstd"}
+    assert {f"boxlite_ffi{where}" for where in boxlite_ffi._LAZY.values()} <= loaded

@@ -110,11 +110,11 @@ def decompressed(raw: io.BufferedReader) -> io.BufferedIOBase:
     if head.startswith(_GZIP_MAGIC):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if head == _ZSTD_MAGIC:
-        return _zstd().ZstdFile(raw, mode="rb")  # type: ignore[no-any-return, unused-ignore]
+        return zstd_module().ZstdFile(raw, mode="rb")  # type: ignore[no-any-return, unused-ignore]
     return raw
 
 
-def _zstd() -> Any:
+def zstd_module() -> Any:
     """compression.zstd (Python 3.14) or its backport."""
     try:
         from compression import zstd  # type: ignore[import-not-found, unused-ignore]
@@ -400,7 +400,7 @@ def unpack_layer(
     directory it deletes)."""
     import tarfile
 
-    zstd = _zstd()
+    zstd = zstd_module()
     writer = LayerWriter(str(top), [str(p) for p in lowers], limits)
     try:
         stream = _Hashing(decompressed(blob), limits.max_stream)
