@@ -7,13 +7,17 @@
 ``boxlite_ffi.aio`` offers the same API for asyncio.
 """
 
-from typing import TYPE_CHECKING
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from . import _lazy
 from .errors import (
     AlreadyExistsError,
+    AuthenticationError,
     BoxliteError,
     BoxliteTimeoutError,
+    ConnectionLostError,
     DigestMismatchError,
     DiskFullError,
     EngineError,
@@ -105,6 +109,7 @@ if TYPE_CHECKING:  # what _LAZY names, for type checkers (a typo stays an error)
     from .image.images import ImageInfo, Images, PruneReport
     from .image.install import Progress
     from .paths import get_include, get_libexec_dir, get_library_dir, get_pkg_config_path
+    from .remote import RemoteRuntime
     from .runtime import Runtime
     from .state.exits import Outcome
     from .state.recovery import RecoveredBox, RecoveryReport
@@ -116,8 +121,19 @@ else:
 
 __version__ = "0.1.0"
 
+
+def connect(url: str, token: str | None = None, **options: Any) -> RemoteRuntime:
+    """A runtime whose boxes live on a server (``boxlite serve``), with the
+    same API as ``Runtime`` (``boxlite_ffi.remote.RemoteRuntime``; needs
+    the ``client`` extra)."""
+    from .remote import connect as connect_remote  # httpx, websockets: only a client needs them
+
+    return connect_remote(url, token, **options)
+
+
 __all__ = [
     "AlreadyExistsError",
+    "AuthenticationError",
     "Box",
     "BoxExit",
     "BoxInfo",
@@ -126,6 +142,7 @@ __all__ = [
     "BoxliteError",
     "BoxliteTimeoutError",
     "ChunkStream",
+    "ConnectionLostError",
     "DigestMismatchError",
     "DiskFullError",
     "EngineError",
@@ -168,6 +185,7 @@ __all__ = [
     "UnauthorizedError",
     "UnsafePathError",
     "UnsupportedError",
+    "connect",
     "get_include",
     "get_libexec_dir",
     "get_library_dir",
