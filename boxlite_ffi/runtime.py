@@ -6,13 +6,12 @@ import atexit
 import contextlib
 import dataclasses
 import os
-import secrets
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._core.core import NativeRuntime
 from .agent import as_user
@@ -53,17 +52,18 @@ from .spec import (
     parse_size,
     unpack_limits,
 )
-from .state import boxdir, recovery
+from .state import boxdir
 from .state.disk import make_disk
 from .state.monitor import Monitor
 from .state.reconcile import reconcile
-from .state.recovery import RecoveryReport
 from .state.shim import KILL_NOW, signal_shim
 from .state.status import BoxStatus, wanted_statuses
 from .state.store import DELETE, BoxRecord, Proc, Store
 from .state.views import BoxExit, BoxInfo
 from .tree import remove_tree
-from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config
+
+if TYPE_CHECKING:
+    from .state.recovery import RecoveryReport
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
@@ -254,7 +254,7 @@ class Runtime:
             image_config = made.config if made else ImageConfig(())
             identity = box_identity(image_config, image, env, workdir, user)
             main = main_command(image_config, entrypoint, cmd, use_image_cmd)
-            box_id = secrets.token_hex(6)
+            box_id = os.urandom(6).hex()  # secrets.token_hex, without hmac's import
             config = {
                 "image": str(image if image is not None else rootfs),
                 "image_id": made.id if made else None,
@@ -315,6 +315,8 @@ class Runtime:
         self, lowers: tuple[Path, ...], mounts: list[str], accel: str, ready_ms: int
     ) -> dict[str, Any]:
         """A vm box's VM (vm/engine.py), its files in this home's caches."""
+        from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config  # on use: the vm's stack
+
         return vm_config(
             lowers,
             mounts,
@@ -432,6 +434,8 @@ class Runtime:
         writable layer untouched); image records come from the manifests in
         the image cache.  Tags only the store knew are lost, and reported.
         Nothing is deleted.  Call it while no other runtime uses the home."""
+        from .state import recovery  # on use: it loads the image cache too
+
         return recovery.recover(resolve_home(home))
 
     def close(self) -> None:

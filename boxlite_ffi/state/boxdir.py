@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +95,7 @@ def write_spec(directory: Path, record: BoxRecord) -> None:
         "config": record.config,
     }
     data = json.dumps(spec, indent=1, sort_keys=True).encode()
-    temp = directory / f".{SPEC}.{secrets.token_hex(4)}"
+    temp = directory / f".{SPEC}.{os.urandom(4).hex()}"
     with os_errors(f"writing the specification of box {record.id}"):
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -181,7 +180,7 @@ def discard(directory: Path) -> None:
 def move_aside(directory: Path) -> Path:
     """Rename a garbage directory out of the ids' way, to delete later (a
     crash before that leaves it for the next sweep)."""
-    aside = directory.with_name(f"{GONE_PREFIX}{secrets.token_hex(4)}-{directory.name}")
+    aside = directory.with_name(f"{GONE_PREFIX}{os.urandom(4).hex()}-{directory.name}")
     with contextlib.suppress(FileNotFoundError):
         directory.rename(aside)
     return aside
