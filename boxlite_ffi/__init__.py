@@ -46,6 +46,7 @@ from .errors import (
 from .execution import ExecResult, Execution
 from .image import ImageInfo, Images, Progress, PruneReport
 from .paths import get_include, get_libexec_dir, get_library_dir, get_pkg_config_path
+from .pool import PoolInfo
 from .runtime import Runtime
 from .state.exits import Outcome
 from .state.recovery import RecoveredBox, RecoveryReport
@@ -90,6 +91,7 @@ __all__ = [
     "Outcome",
     "OutputChunk",
     "OutputStream",
+    "PoolInfo",
     "Progress",
     "ProtocolError",
     "PruneReport",

@@ -24,6 +24,7 @@ from .errors import ExecClosedError
 from .execution import ExecResult
 from .image import images as _images
 from .image.images import ImageInfo, PruneReport
+from .pool import PoolInfo
 from .spec import Env, ExecSpec, OutputCallback, check_data, with_exec_spec
 from .state.recovery import RecoveryReport
 from .state.views import BoxExit, BoxInfo
@@ -262,6 +263,15 @@ class Runtime:
 
     async def create(self, image: str | os.PathLike[str] | None = None, **options: Any) -> Box:
         return Box(await asyncio.to_thread(self._inner.create, image, **options))
+
+    async def pool(
+        self, image: str, size: int, *, engine: str | None = None, wait: bool = False
+    ) -> None:
+        """``Runtime.pool``, off the event loop."""
+        await asyncio.to_thread(self._inner.pool, image, size, engine=engine, wait=wait)
+
+    def pools(self) -> list[PoolInfo]:
+        return self._inner.pools()
 
     async def get(self, id_or_name: str) -> Box:
         return Box(await asyncio.to_thread(self._inner.get, id_or_name))
