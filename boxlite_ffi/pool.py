@@ -55,6 +55,11 @@ from .state.store import POOLED, BoxRecord, Change, Store
 MAX_POOL_SIZE = 64  # boxes in one pool
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+# How long after a take the thread leaves it be (its refill, the taken
+# box's specification): the create it served and that box's first
+# executions run meanwhile without the thread's Python in their way (one
+# interpreter, and cores few).  Later takes do not put it off further.
+AFTER_TAKE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -104,13 +109,21 @@ class _Pool:
         self.error: BoxliteError | None = None
         self.failures = 0  # in a row
         self.retry_at = 0.0  # monotonic; 0: no pause
+        self.refill_at = 0.0  # monotonic: after a take (AFTER_TAKE_S)
         self.fills = 0  # starts that ended, either way
 
+    def due(self) -> float:
+        return max(self.retry_at, self.refill_at)
+
     def missing(self, now: float) -> int:
-        """Boxes to start now (none while a failure's pause lasts)."""
-        if now < self.retry_at:
+        """Boxes to start now (none while a pause lasts)."""
+        if now < self.due():
             return 0
         return max(0, self.size - len(self.ready) - len(self.starting))
+
+    def taken(self, now: float) -> None:
+        if self.refill_at <= now:
+            self.refill_at = now + AFTER_TAKE_S
 
     def ended(self, error: BoxliteError | None) -> None:
         """A start (or the making of a box) ended: a failure pauses the pool."""
@@ -129,8 +142,9 @@ class _Pool:
         )
 
 
-# What the thread has to do: boxes to close, specifications to write,
-# starts that ended (box, its pool, the error), pools to fill (how many).
+# What the thread has to do: boxes to close, specifications to write (of
+# boxes taken AFTER_TAKE_S ago), starts that ended (box, its pool, the
+# error), pools to fill (how many).
 _Work = tuple[
     list[Box],
     list[Box],
@@ -147,7 +161,7 @@ class Pools:
         self._cond = threading.Condition()
         self._pools: dict[str, _Pool] = {}
         self._unwanted: list[Box] = []  # to close
-        self._specs: list[Box] = []  # taken: their specification to write
+        self._specs: deque[tuple[float, Box]] = deque()  # (when due, taken box)
         self._started: list[tuple[Box, _Pool, BoxliteError | None]] = []
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -200,7 +214,8 @@ class Pools:
                 if pool is None or not pool.ready:
                     return None
                 box = pool.ready.popleft()
-                self._cond.notify_all()  # to refill
+                pool.taken(time.monotonic())
+                self._cond.notify_all()  # to refill, later
             try:
                 claim = functools.partial(_taken, box=box, config=config, name=name)
                 record = self._store.change(box.id, claim)
@@ -212,7 +227,9 @@ class Pools:
                 raise
             if POOLED not in record.config:
                 box._take(record)
-                self._hand_over(self._specs, box)
+                with self._cond:
+                    self._specs.append((time.monotonic() + AFTER_TAKE_S, box))
+                    self._cond.notify_all()
                 return box
             self._hand_over(self._unwanted, box)  # its run ended while it waited
 
@@ -245,7 +262,8 @@ class Pools:
             boxes = [box for pool in self._pools.values() for box in (*pool.ready, *pool.starting)]
             boxes += self._unwanted
             self._pools.clear()
-            self._unwanted, self._specs, self._started = [], [], []
+            self._unwanted, self._started = [], []
+            self._specs.clear()
         return boxes
 
     def _give_back(self, pool: _Pool, box: Box) -> None:
@@ -286,16 +304,22 @@ class Pools:
         """Under the lock: everything to do now, or None."""
         now = time.monotonic()
         fills = [(pool, n) for pool in self._pools.values() if (n := pool.missing(now))]
-        if not (self._unwanted or self._specs or self._started or fills):
+        specs = []
+        while self._specs and self._specs[0][0] <= now:
+            specs.append(self._specs.popleft()[1])
+        if not (self._unwanted or specs or self._started or fills):
             return None
-        work = (self._unwanted, self._specs, self._started, fills)
-        self._unwanted, self._specs, self._started = [], [], []
+        work = (self._unwanted, specs, self._started, fills)
+        self._unwanted, self._started = [], []
         return work
 
     def _pause(self) -> float | None:
-        """Under the lock: until the next retry is due (None: until woken)."""
-        due = [p.retry_at for p in self._pools.values() if p.size and p.retry_at]
-        return max(0.0, min(due) - time.monotonic()) if due else None
+        """Under the lock: until the next pause ends (None: until woken)."""
+        now = time.monotonic()
+        due = [p.due() for p in self._pools.values() if p.size and p.due() > now]
+        if self._specs:
+            due.append(self._specs[0][0])
+        return max(0.0, min(due) - now) if due else None
 
     def _fill(self, pool: _Pool, count: int) -> None:
         """Make ``count`` boxes of the pool and start them, together (their
