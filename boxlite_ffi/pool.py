@@ -19,11 +19,12 @@ refilling) means a cold start: a create never waits for a pool.
 One thread per runtime (``boxlite-pool``, started by the first pool,
 joined by ``close``) makes and starts boxes until every pool is full,
 starting a pool's missing boxes together (a vm engine's boot takes seconds:
-they overlap), and closes the boxes no pool may hand out any more: those of
-a pool made smaller while they started, and those whose supervisor ended
-while they waited (the monitor reports it, ``exited``).  A fill that fails
-is retried after a pause that doubles up to ``RETRY_MAX_S``; ``PoolInfo``
-says why meanwhile.
+they overlap; the thread never waits on a start), closes the boxes no pool
+may hand out any more (those of a pool made smaller while they started,
+those whose supervisor ended while they waited: the monitor reports it,
+``exited``), and writes a taken box's specification.  It leaves a take be
+for ``AFTER_TAKE_S``.  A start that fails pauses its pool, for a time that
+doubles up to ``RETRY_MAX_S``; ``PoolInfo`` says why meanwhile.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ import boxlite_ffi
 from boxlite_ffi import BoxStatus
 from boxlite_ffi.aio import Runtime as AsyncRuntime
 from boxlite_ffi.home import store_path
+from boxlite_ffi.vm import find_kernel
+from boxlite_ffi.vm.engine import find_qemu
 
 from procscan import box_processes
 
@@ -288,4 +290,32 @@ def test_asyncio_pools(home: Path) -> None:
             await box.close()
 
     asyncio.run(main())
+    assert box_processes() == [] and records(home) == []
+
+
+def vm_missing() -> str | None:
+    try:
+        find_qemu()
+        find_kernel()
+    except boxlite_ffi.EngineError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.skipif(vm_missing() is not None and not os.environ.get("CI"), reason="no vm")
+def test_a_pool_of_vm_boxes(home: Path, oci_image: Path) -> None:
+    """The engine is part of a pool's key; a VM's start in flight (the
+    refill after the take) ends with close."""
+    with boxlite_ffi.Runtime(home) as rt:
+        [image] = rt.images.load(oci_image)
+        rt.pool(image.id, 1, engine="vm", wait=True)
+        [waiting] = pooled(home)
+        before = time.time()
+        box = rt.create(image.id, engine="vm", env={"IN": "vm"})
+        assert box.id == waiting and box.info().engine == "vm"
+        assert box.info().started < before  # type: ignore[operator]
+        assert box.run(["sh", "-c", "echo $IN"]).stdout == b"vm\n"
+        cold = rt.create(image.id, engine="ns")
+        assert cold.id != waiting and cold.info().status == BoxStatus.CONFIGURED
+        assert wait_until(lambda: any(info.starting for info in rt.pools()), timeout=5)
     assert box_processes() == [] and records(home) == []
