@@ -33,6 +33,7 @@ import contextlib
 import functools
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -292,14 +293,17 @@ class Pools:
                 if self._closing or work is None:
                     return
             unwanted, specs, started, fills = work
-            for box in specs:
-                self._write_spec(box)
-            for box, pool, error in started:
-                self._settle_start(box, pool, error)
-            for box in unwanted:
-                _close(box)
-            for pool, count in fills:
-                self._fill(pool, count)
+            steps: list[Callable[[], None]] = [
+                *(functools.partial(self._write_spec, box) for box in specs),
+                *(functools.partial(self._settle_start, *item) for item in started),
+                *(functools.partial(_close, box) for box in unwanted),
+                *(functools.partial(self._fill, pool, count) for pool, count in fills),
+            ]
+            for step in steps:
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - a bug in one step must not end the pools
+                    traceback.print_exc()
 
     def _next_work(self) -> _Work | None:
         """Under the lock: everything to do now, or None."""
@@ -328,9 +332,9 @@ class Pools:
         for _ in range(count):
             try:
                 box = pool.make()
-            except BoxliteError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure pauses the pool, no hot loop
                 with self._cond:
-                    pool.ended(exc)
+                    pool.ended(_typed(exc, "making a pooled box"))
                     self._cond.notify_all()
                 return
             with self._cond:
@@ -344,9 +348,7 @@ class Pools:
 
     def _future_ended(self, box: Box, pool: _Pool, started: Future[None]) -> None:
         error = started.exception()
-        if error is not None and not isinstance(error, BoxliteError):
-            error = InternalError(f"starting a pooled box: {error!r}")
-        self._start_ended(box, pool, error)
+        self._start_ended(box, pool, _typed(error, "starting a pooled box") if error else None)
 
     def _start_ended(self, box: Box, pool: _Pool, error: BoxliteError | None) -> None:
         """On any thread: for the pool's thread to settle."""
@@ -378,6 +380,10 @@ class Pools:
         # Failing, the next open writes it (Runtime._reconcile_all).
         with contextlib.suppress(BoxliteError):
             self._store.change(box.id, write)
+
+
+def _typed(error: BaseException, doing: str) -> BoxliteError:
+    return error if isinstance(error, BoxliteError) else InternalError(f"{doing}: {error!r}")
 
 
 def _close(box: Box) -> None:

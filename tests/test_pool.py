@@ -319,3 +319,23 @@ def test_a_pool_of_vm_boxes(home: Path, oci_image: Path) -> None:
         assert cold.id != waiting and cold.info().status == BoxStatus.CONFIGURED
         assert wait_until(lambda: any(info.starting for info in rt.pools()), timeout=5)
     assert box_processes() == [] and records(home) == []
+
+
+def test_a_pool_whose_boxes_cannot_start_says_why(
+    rt: boxlite_ffi.Runtime, home: Path, oci_image: Path
+) -> None:
+    [image] = rt.images.load(oci_image)
+    layer = rt.images.resolve(image.id).lowers[0]
+    aside = layer.with_name(layer.name + ".aside")
+    layer.rename(aside)  # its boxes cannot mount their root
+    try:
+        with pytest.raises(boxlite_ffi.EngineError, match="No such file"):
+            rt.pool(image.id, 1, wait=True)
+        [info] = rt.pools()
+        assert info.error and info.ready == 0
+        assert wait_until(lambda: pooled(home) == [])  # the failed box is gone
+    finally:
+        aside.rename(layer)
+    rt.pool(image.id, 1, wait=True)  # asked again: no pause, and now it starts
+    [info] = rt.pools()
+    assert (info.ready, info.error) == (1, None)
