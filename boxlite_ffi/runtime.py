@@ -169,7 +169,8 @@ class Runtime:
         built-in ``"host"`` (the host's /usr, /bin, /lib* and a sanitized
         /etc, read-only), or the path of an OCI layout or docker archive,
         loaded first; ``rootfs`` a root filesystem directory used read-only.
-        Exactly one is required.
+        Exactly one is required.  With a warm pool of the image (``pool``),
+        a create that a pooled box can serve returns that box, running.
 
         ``memory`` (bytes, or "512m", "2g"), ``cpus`` (CPUs' worth of time,
         e.g. 0.5) and ``pids`` (processes and threads) limit the box, in a
