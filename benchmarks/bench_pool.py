@@ -8,10 +8,9 @@ times, interleaved: ``create`` (taking the pool's box) + ``run(["/bin/true"])``
 to its result; the same create forced cold (a ``tmp_size`` no pool has: a
 box started on the spot); ``bwrap --unshare-all`` /bin/true; and
 ``subprocess.run(["/bin/true"])``.  Before each timed step the pool is full
-again (``pool(..., wait=True)``, untimed), so no refill runs while
-anything is timed: the refill's cost shows in the cold figure, since that
-is what it does.  Every run prints its ratios; the last lines are the
-spread between runs.
+again (``pool(..., wait=True)``, untimed) and the pool's thread leaves a
+take be for 50 ms, so no refill runs while anything is timed.  Every run
+prints its ratios; the last lines are the spread between runs.
 """
 
 from __future__ import annotations
