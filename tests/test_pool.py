@@ -339,3 +339,35 @@ def test_a_pool_whose_boxes_cannot_start_says_why(
     rt.pool(image.id, 1, wait=True)  # asked again: no pause, and now it starts
     [info] = rt.pools()
     assert (info.ready, info.error) == (1, None)
+
+
+def test_two_creates_of_one_name_from_a_pool(rt: boxlite_ffi.Runtime, home: Path) -> None:
+    """Both take a pooled box; the store's unique name lets one have it,
+    the other's box goes back to the pool."""
+    rt.pool(IMAGE, 2, wait=True)
+    waiting = set(pooled(home))
+    barrier = threading.Barrier(2)
+    made: list[boxlite_ffi.Box] = []
+    refused: list[BaseException] = []
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            made.append(rt.create(IMAGE, name="same"))
+        except boxlite_ffi.AlreadyExistsError as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    [box] = made
+    assert len(refused) == 1
+    try:
+        assert box.name == "same" and rt.get("same") is box
+        assert box.id in waiting or box.info().status == BoxStatus.CONFIGURED
+        assert wait_until(lambda: ready(rt) == 2)
+        assert box.id not in pooled(home)
+    finally:
+        box.close()
