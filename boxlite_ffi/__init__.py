@@ -7,11 +7,17 @@
 ``boxlite_ffi.aio`` offers the same API for asyncio.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .box import Box, BoxLogs
 from .errors import (
     AlreadyExistsError,
+    AuthenticationError,
     BoxliteError,
     BoxliteTimeoutError,
+    ConnectionLostError,
     DigestMismatchError,
     DiskFullError,
     EngineError,
@@ -54,10 +60,24 @@ from .state.status import BoxStatus
 from .state.views import BoxExit, BoxInfo
 from .streams import ChunkStream, OutputChunk, OutputStream
 
+if TYPE_CHECKING:
+    from .remote import RemoteRuntime
+
 __version__ = "0.1.0"
+
+
+def connect(url: str, token: str | None = None, **options: Any) -> RemoteRuntime:
+    """A runtime whose boxes live on a server (``boxlite serve``), with the
+    same API as ``Runtime`` (``boxlite_ffi.remote.RemoteRuntime``; needs
+    the ``client`` extra)."""
+    from .remote import connect as connect_remote  # httpx, websockets: only a client needs them
+
+    return connect_remote(url, token, **options)
+
 
 __all__ = [
     "AlreadyExistsError",
+    "AuthenticationError",
     "Box",
     "BoxExit",
     "BoxInfo",
@@ -66,6 +86,7 @@ __all__ = [
     "BoxliteError",
     "BoxliteTimeoutError",
     "ChunkStream",
+    "ConnectionLostError",
     "DigestMismatchError",
     "DiskFullError",
     "EngineError",
@@ -109,6 +130,7 @@ __all__ = [
     "UnauthorizedError",
     "UnsafePathError",
     "UnsupportedError",
+    "connect",
     "get_include",
     "get_libexec_dir",
     "get_library_dir",

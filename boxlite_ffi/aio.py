@@ -14,21 +14,24 @@ import contextlib
 import os
 import signal
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import box as _box
 from . import execution as _execution
 from . import runtime as _runtime
 from .box import BoxLogs
-from .errors import ExecClosedError
-from .execution import ExecResult
+from .errors import ExecClosedError, UnsupportedError
+from .execution import ExecResult, run_spec
 from .image import images as _images
 from .image.images import ImageInfo, PruneReport
 from .pool import PoolInfo
-from .spec import Env, ExecSpec, OutputCallback, check_data, with_exec_spec
+from .spec import Env, ExecSpec, OutputCallback, with_exec_spec
 from .state.recovery import RecoveryReport
 from .state.views import BoxExit, BoxInfo
 from .streams import ChunkStream, OutputChunk, OutputStream
+
+if TYPE_CHECKING:
+    from .remote import RemoteBox, RemoteImages, RemoteRuntime
 
 
 class Execution:
@@ -100,7 +103,7 @@ class Execution:
 
 
 class Box:
-    def __init__(self, inner: _box.Box) -> None:
+    def __init__(self, inner: _box.Box | RemoteBox) -> None:
         self._inner = inner
 
     def __repr__(self) -> str:
@@ -121,7 +124,7 @@ class Box:
         return self._inner.name
 
     @property
-    def sync(self) -> _box.Box:
+    def sync(self) -> _box.Box | RemoteBox:
         """The same box, through the sync API."""
         return self._inner
 
@@ -154,8 +157,7 @@ class Box:
     @with_exec_spec
     async def exec(self, spec: ExecSpec) -> Execution:
         """Run a process in the box, starting it first if needed (see the sync API)."""
-        await self.start()
-        return Execution(self._inner._start_exec(spec))
+        return Execution(await asyncio.to_thread(self._inner._exec, spec))
 
     async def execution(
         self,
@@ -193,11 +195,8 @@ class Box:
         input: bytes | None = None,
         user: str | None = None,
     ) -> ExecResult:
-        if input is not None:
-            check_data(input, "input")
-        execution = await self.exec(
-            argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user
-        )
+        spec = run_spec(argv, env=env, cwd=cwd, timeout=timeout, input=input, user=user)
+        execution = Execution(await asyncio.to_thread(self._inner._exec, spec))
         if input is not None:
             execution._inner._collect()  # output must not wait for the input to go in
             with contextlib.suppress(ExecClosedError):
@@ -210,14 +209,14 @@ class Images:
     """``Runtime.images``, awaited: pulls and loads run in a thread (their
     progress callback runs there too, one call at a time)."""
 
-    def __init__(self, inner: _images.Images) -> None:
+    def __init__(self, inner: _images.Images | RemoteImages) -> None:
         self._inner = inner
 
     async def load(self, path: str | os.PathLike[str], **options: Any) -> list[ImageInfo]:
-        return await asyncio.to_thread(self._inner.load, path, **options)
+        return await asyncio.to_thread(lambda: self._inner.load(path, **options))
 
     async def pull(self, ref: str, **options: Any) -> ImageInfo:
-        return await asyncio.to_thread(self._inner.pull, ref, **options)
+        return await asyncio.to_thread(lambda: self._inner.pull(ref, **options))
 
     async def list(self) -> list[ImageInfo]:
         return await asyncio.to_thread(self._inner.list)
@@ -236,7 +235,14 @@ class Runtime:
     """``async with boxlite_ffi.aio.Runtime() as rt: ...``"""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, **options: Any) -> None:
-        self._inner = _runtime.Runtime(home, **options)
+        self._inner: _runtime.Runtime | RemoteRuntime = _runtime.Runtime(home, **options)
+
+    @classmethod
+    def over(cls, inner: _runtime.Runtime | RemoteRuntime) -> Runtime:
+        """The asyncio surface of a runtime made already (``connect``'s)."""
+        runtime = cls.__new__(cls)
+        runtime._inner = inner
+        return runtime
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -246,10 +252,12 @@ class Runtime:
 
     @property
     def home(self) -> os.PathLike[str]:
-        return self._inner.home
+        if isinstance(self._inner, _runtime.Runtime):
+            return self._inner.home
+        raise UnsupportedError("a server's runtime has no home on this machine")
 
     @property
-    def sync(self) -> _runtime.Runtime:
+    def sync(self) -> _runtime.Runtime | RemoteRuntime:
         return self._inner
 
     @property
@@ -262,16 +270,22 @@ class Runtime:
         return await asyncio.to_thread(_runtime.Runtime.recover, home)
 
     async def create(self, image: str | os.PathLike[str] | None = None, **options: Any) -> Box:
-        return Box(await asyncio.to_thread(self._inner.create, image, **options))
+        return Box(await asyncio.to_thread(lambda: self._inner.create(image, **options)))
 
     async def pool(
         self, image: str, size: int, *, engine: str | None = None, wait: bool = False
     ) -> None:
-        """``Runtime.pool``, off the event loop."""
-        await asyncio.to_thread(self._inner.pool, image, size, engine=engine, wait=wait)
+        """``Runtime.pool``, off the event loop (a local runtime's only)."""
+        local = self._local("warm pools")
+        await asyncio.to_thread(local.pool, image, size, engine=engine, wait=wait)
 
     def pools(self) -> list[PoolInfo]:
-        return self._inner.pools()
+        return self._local("warm pools").pools()
+
+    def _local(self, what: str) -> _runtime.Runtime:
+        if isinstance(self._inner, _runtime.Runtime):
+            return self._inner
+        raise UnsupportedError(f"a server's runtime has no {what} here")
 
     async def get(self, id_or_name: str) -> Box:
         return Box(await asyncio.to_thread(self._inner.get, id_or_name))
@@ -286,4 +300,11 @@ class Runtime:
         await asyncio.to_thread(self._inner.close)
 
 
-__all__ = ["Box", "ExecResult", "Execution", "Images", "Runtime"]
+def connect(url: str, token: str | None = None, **options: Any) -> Runtime:
+    """``boxlite_ffi.connect`` for asyncio: a server's boxes, awaited."""
+    from .remote import connect as connect_remote
+
+    return Runtime.over(connect_remote(url, token, **options))
+
+
+__all__ = ["Box", "ExecResult", "Execution", "Images", "Runtime", "connect"]

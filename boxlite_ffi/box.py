@@ -20,19 +20,26 @@ from .agent import files
 from .errors import (
     BoxliteError,
     DiskFullError,
-    ExecClosedError,
     InvalidStateError,
     NotFoundError,
     RuntimeClosedError,
     StateReason,
 )
-from .execution import STDERR, STDOUT, ExecResult, Execution, _ExecSink, waited
+from .execution import (
+    STDERR,
+    STDOUT,
+    ExecResult,
+    Execution,
+    _ExecSink,
+    run_spec,
+    run_to_end,
+    waited,
+)
 from .spec import (
     Env,
     ExecSpec,
     OutputCallback,
     check_cursor,
-    check_data,
     check_window,
     native_config,
     parse_exec_id,
@@ -587,6 +594,10 @@ class Box:
         much, and only them; ``wait()`` collects instead.  ``user`` runs it
         as another user of the box than the box's own (see ``create``).
         """
+        return self._exec(spec)
+
+    def _exec(self, spec: ExecSpec) -> Execution:
+        """``exec``'s body (also aio's, in a worker thread: it may start the box)."""
         self._ensure_running()
         return self._start_exec(spec)
 
@@ -619,15 +630,8 @@ class Box:
         reading it all is not an error (as with ``subprocess.run``).  A
         ``timeout`` ends the process tree (see ``exec``) instead of raising.
         """
-        if input is not None:
-            check_data(input, "input")
-        spec = ExecSpec(argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user)
-        self._ensure_running()
-        execution = self._start_exec(spec)
-        if input is not None:
-            execution._collect()  # output must not wait for the input to go in
-            feed_input(execution, input)
-        return execution.wait()
+        spec = run_spec(argv, env=env, cwd=cwd, timeout=timeout, input=input, user=user)
+        return run_to_end(self._exec(spec), input)
 
 
 def _done() -> Future[Any]:
@@ -668,10 +672,3 @@ def _after_transients(step: Callable[[], None]) -> None:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
-
-
-def feed_input(execution: Execution, data: bytes) -> None:
-    """Write all of data then EOF, unless the process stops taking it."""
-    with contextlib.suppress(ExecClosedError):
-        execution.write_stdin(data)
-        execution.close_stdin()

@@ -31,6 +31,8 @@ class ErrorCode(IntEnum):
     NOT_BOX_DIR = 16
     STORE = 17  # the Python layer's only
     NO_SPACE = 18  # the Python layer's only
+    CONNECTION_LOST = 19  # the remote client's only
+    UNAUTHENTICATED = 20  # the remote client's and the server's only
 
 
 class BoxliteError(Exception):
@@ -213,6 +215,21 @@ class NotABoxDirectoryError(BoxliteError):
     code = ErrorCode.NOT_BOX_DIR
 
 
+class ConnectionLostError(BoxliteError, ConnectionError):
+    """A server (``boxlite_ffi.connect``) could not be reached, or the
+    connection broke and could not be taken up again in time.  What was in
+    flight may or may not have happened: ``Idempotency-Key`` retries make
+    creating, starting, stopping and removing safe to repeat."""
+
+    code = ErrorCode.CONNECTION_LOST
+
+
+class AuthenticationError(BoxliteError, PermissionError):
+    """A server refused the request's bearer token (missing or wrong)."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
 class StoreReason(Code):
     """What is wrong with the home's store, ``boxlite.db`` (stable codes)."""
 
@@ -284,6 +301,8 @@ _BY_CODE: dict[int, type[BoxliteError]] = {
         NotABoxDirectoryError,
         StoreError,
         DiskFullError,
+        ConnectionLostError,
+        AuthenticationError,
     )
 }
 

@@ -8,13 +8,14 @@ import os
 import signal as signal_module
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._core.core import WRITE_MAX
 from .errors import (
+    BoxliteError,
     BoxliteTimeoutError,
     ErrorCode,
     ExecClosedError,
@@ -25,12 +26,12 @@ from .errors import (
     StateReason,
     error_for,
 )
-from .spec import OutputCallback, check_data, check_seconds, check_size, is_int
+from .spec import Env, ExecSpec, OutputCallback, check_data, check_seconds, check_size, is_int
 from .state.exits import NATIVE_OUTCOMES, Outcome
 from .streams import ChunkStream, OutputChunk, OutputStream
 
 if TYPE_CHECKING:
-    from ._core.core import NativeRuntime
+    from ._core.core import NativeRuntime  # noqa: F401 (ExecChannel's model)
 
 STDOUT = 1
 STDERR = 2
@@ -65,6 +66,22 @@ class ExecResult:
         return os.strerror(self.os_error) if self.os_error else None
 
 
+class ExecChannel(Protocol):
+    """What an execution asks of whoever carries it: the native core
+    (``NativeRuntime``) for a local box, an attach connection
+    (``remote.attach``) for a box behind a server.  ``handle`` is the
+    execution's handle (``_ExecHandle.value``); the futures settle on the
+    carrier's own thread."""
+
+    def exec_ack(self, handle: int, stream: int, n: int) -> None: ...
+    def exec_write(self, handle: int, data: bytes | bytearray | memoryview) -> Future[None]: ...
+    def exec_close_stdin(self, handle: int) -> None: ...
+    def exec_signal(self, handle: int, sig: int) -> Future[None]: ...
+    def exec_resize(self, handle: int, rows: int, cols: int) -> Future[None]: ...
+    def exec_detach(self, handle: int) -> None: ...
+    def exec_free(self, handle: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Exit:
     """What the native Exit said, before output is attached."""
@@ -82,7 +99,7 @@ class _ExecHandle:
     reference cycle: a finished execution's buffers go with its last user.
     """
 
-    def __init__(self, native: NativeRuntime) -> None:
+    def __init__(self, native: ExecChannel) -> None:
         self.native = native
         self.value = 0
         self.wire_id = 0  # durable: what Box.execution() takes
@@ -170,7 +187,7 @@ class _ExecSink:
 
     def __init__(
         self,
-        native: NativeRuntime,
+        native: ExecChannel,
         on_stdout: OutputCallback | None,
         on_stderr: OutputCallback | None,
         ordered: bool = False,
@@ -247,19 +264,28 @@ class _ExecSink:
             stream.collect()
 
     def on_exit(self, outcome: int, code: int, signal: int, error: int, os_error: int) -> None:
-        self._close_streams()
-        self.handle.end()
         if error == ErrorCode.RUNTIME_CLOSED:
-            self.exited.set_exception(RuntimeClosedError("the runtime closed during the execution"))
+            self.handle.end()
+            self.fail(RuntimeClosedError("the runtime closed during the execution"))
             return
         kind: Outcome = NATIVE_OUTCOMES.get(outcome, Outcome.LOST)
         if kind is Outcome.SIGNALED and signal == signal_module.SIGKILL and self.oom_killed():
             kind = Outcome.OOM
-        self.exited.set_result(_Exit(kind, code, signal or None, os_error or None))
+        self.finish(_Exit(kind, code, signal or None, os_error or None))
+
+    def finish(self, end: _Exit) -> None:
+        """The execution ended (once, on the carrier's thread)."""
+        self._close_streams()
+        self.handle.end()
+        self.exited.set_result(end)
+
+    def fail(self, error: BoxliteError) -> None:
+        """Its end can never be known (the runtime closed, the server is gone)."""
+        self._close_streams()
+        self.exited.set_exception(error)
 
     def on_closed(self) -> None:
-        self._close_streams()
-        self.exited.set_exception(RuntimeClosedError())
+        self.fail(RuntimeClosedError())
 
 
 T = TypeVar("T")
@@ -483,3 +509,29 @@ class Execution:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_spec(
+    argv: Sequence[str],
+    *,
+    env: Env | None,
+    cwd: str | None,
+    timeout: float | None,
+    input: bytes | None,
+    user: str | None,
+) -> ExecSpec:
+    """What ``Box.run`` runs: ``exec``'s spec, with a stdin for ``input``."""
+    if input is not None:
+        check_data(input, "input")
+    return ExecSpec(argv, env=env, cwd=cwd, stdin=input is not None, timeout=timeout, user=user)
+
+
+def run_to_end(execution: Execution, input: bytes | None) -> ExecResult:
+    """``run``'s end: feed ``input`` then EOF (unless the process stops
+    taking it, as ``subprocess.run`` allows), collecting output meanwhile."""
+    if input is not None:
+        execution._collect()  # output must not wait for the input to go in
+        with contextlib.suppress(ExecClosedError):
+            execution.write_stdin(input)
+            execution.close_stdin()
+    return execution.wait()

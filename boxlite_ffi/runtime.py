@@ -61,7 +61,7 @@ from .state.monitor import Monitor
 from .state.reconcile import reconcile
 from .state.recovery import RecoveryReport
 from .state.shim import KILL_NOW, signal_shim
-from .state.status import BoxStatus
+from .state.status import BoxStatus, wanted_statuses
 from .state.store import DELETE, POOLED, BoxRecord, Proc, Store
 from .state.views import BoxExit, BoxInfo
 from .tree import remove_tree
@@ -435,7 +435,7 @@ class Runtime:
     ) -> list[BoxInfo]:
         """Every box of this home (oldest first), reconciled with reality;
         only those in ``status`` (one or several) when given."""
-        wanted = _statuses(status)
+        wanted = wanted_statuses(status)
         infos = []
         for record in self._store.all():
             settled = self._settle(record)
@@ -504,13 +504,3 @@ class Runtime:
             box.close()
         self._store.close()
         _LIVE.discard(self)
-
-
-def _statuses(status: BoxStatus | str | Iterable[BoxStatus | str] | None) -> set[BoxStatus] | None:
-    if status is None:
-        return None
-    try:
-        values = [status] if isinstance(status, str) else list(status)
-        return {BoxStatus(value) for value in values}
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"unknown box status in {status!r}") from None

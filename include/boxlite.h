@@ -56,6 +56,8 @@ enum {
 	 * here so that no C code takes their numbers. */
 	BOXLITE_ERR_STORE = 17,           /* the home's store is lost, corrupt or unusable */
 	BOXLITE_ERR_NO_SPACE = 18,        /* the disk (or a quota) is full */
+	BOXLITE_ERR_CONNECTION_LOST = 19, /* the remote client's server is out of reach */
+	BOXLITE_ERR_UNAUTHENTICATED = 20, /* a server refused the client's token */
 };
 
 /* The name of the file that marks a box directory, made by whoever makes the

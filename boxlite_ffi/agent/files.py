@@ -15,9 +15,9 @@ import contextlib
 import io
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Protocol, cast
 
 from ..errors import (
     ExecClosedError,
@@ -31,7 +31,6 @@ from . import AGENT
 
 if TYPE_CHECKING:
     from ..execution import ExecResult, Execution
-    from ..streams import OutputStream
 
 BUFFER = 1 << 20
 # The helper's exit statuses (native/agent/copy.c).
@@ -47,20 +46,42 @@ class Runs(Protocol):
 def copy_in(box: Runs, src: str | os.PathLike[str], dest: str) -> None:
     """Copy the host file or directory ``src`` into the box directory ``dest``
     (created if missing), as ``dest/<name of src>``."""
-    source = Path(src)
-    if not source.exists() and not source.is_symlink():
-        raise NotFoundError(f"{source} does not exist")
+    source = copy_source(src)
     with box.exec([AGENT, "copy-in", dest], stdin=True) as execution:
         # The helper may stop reading early (it refused an entry): its
         # result says why, so a closed stdin is not the error to report.
         with contextlib.suppress(ExecClosedError):
-            writer = _StdinWriter(execution)
-            with tarfile.open(
-                fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT, bufsize=BUFFER
-            ) as archive:
-                archive.add(source, arcname=source.name)
+            write_archive(source, _StdinWriter(execution))
             execution.close_stdin()
         _check(execution.wait(), f"copying {source} into {dest}")
+
+
+def copy_source(src: str | os.PathLike[str]) -> Path:
+    """A host path to copy in: ``NotFoundError`` if there is none."""
+    source = Path(src)
+    if not source.exists() and not source.is_symlink():
+        raise NotFoundError(f"{source} does not exist")
+    return source
+
+
+def write_archive(source: Path, out: IO[bytes] | io.RawIOBase) -> None:
+    """``source`` (a file or a tree) as a tar stream into ``out``, as ``<name>``."""
+    with tarfile.open(
+        fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.GNU_FORMAT, bufsize=BUFFER
+    ) as tar:
+        tar.add(source, arcname=source.name)
+
+
+def extract_archive(archive: IO[bytes] | io.RawIOBase, target: Path) -> tarfile.ReadError | None:
+    """Unpack the tar stream into ``target``, every entry checked
+    (``UnsafePathError``); a malformed archive's error is returned, for the
+    sender's own failure may say more."""
+    try:
+        with tarfile.open(fileobj=cast(IO[bytes], archive), mode="r|", bufsize=BUFFER) as tar:
+            tar.extractall(target, filter=_inside)
+    except tarfile.ReadError as exc:
+        return exc
+    return None
 
 
 def unpack_in(box: Runs, archive: IO[bytes], dest: str) -> None:
@@ -99,14 +120,7 @@ def copy_out(box: Runs, src: str, dest: str | os.PathLike[str]) -> None:
     target = Path(dest)
     target.mkdir(parents=True, exist_ok=True)
     with box.exec([AGENT, "copy-out", src]) as execution:
-        malformed = None
-        try:
-            with tarfile.open(
-                fileobj=_ChunkReader(execution.stdout), mode="r|", bufsize=BUFFER
-            ) as archive:
-                archive.extractall(target, filter=_inside)
-        except tarfile.ReadError as exc:
-            malformed = exc  # the helper's own failure, if any, says more
+        malformed = extract_archive(ChunkReader(execution.stdout), target)
         _check(execution.wait(), f"copying {src} out of the box")
         if malformed is not None:
             raise ProtocolError(f"the box sent a malformed archive: {malformed}")
@@ -148,11 +162,11 @@ class _StdinWriter(io.RawIOBase):
         return len(data)
 
 
-class _ChunkReader(io.RawIOBase):
-    """A read-only file over an output stream's chunks."""
+class ChunkReader(io.RawIOBase):
+    """A read-only file over chunks of bytes (an output stream's, a download's)."""
 
-    def __init__(self, stream: OutputStream) -> None:
-        self._chunks: Iterator[bytes] = iter(stream)
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
         self._pending = memoryview(b"")
 
     def readable(self) -> bool:

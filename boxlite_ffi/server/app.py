@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
+from ..boxapi import DEAD_AFTER_S, PING_INTERVAL_S
 from . import (
     attach,
     auto_stop,
@@ -26,6 +27,7 @@ from . import (
     executions,
     files,
     images,
+    logs,
     metrics,
     sessions,
     unsupported,
@@ -75,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         json_bytes=settings.limits.max_json_body,
         upload_bytes=settings.limits.max_upload_bytes,
     )
-    own = [m.router for m in (discovery, boxes, files, images, metrics, executions, attach)]
+    own = [m.router for m in (discovery, boxes, files, images, metrics, logs, executions, attach)]
     errors_ = {status: {"model": ErrorResponse} for status in DOCUMENTED_ERRORS}
     for router in (*own, unsupported.router):
         app.include_router(router, responses=errors_)  # type: ignore[arg-type]
@@ -128,7 +130,7 @@ def serve(settings: Settings) -> None:
 def attach_options() -> dict[str, Any]:
     """uvicorn's WebSocket keepalive and frame bound, as attach's contract says."""
     return {
-        "ws_ping_interval": attach.PING_INTERVAL_S,
-        "ws_ping_timeout": attach.DEAD_AFTER_S - attach.PING_INTERVAL_S,
+        "ws_ping_interval": PING_INTERVAL_S,
+        "ws_ping_timeout": DEAD_AFTER_S - PING_INTERVAL_S,
         "ws_max_size": attach.MAX_FRAME,
     }

@@ -24,7 +24,8 @@ Extensions (see docs/architecture.md, "Attach: sessions and cursors"):
   them always knows its cursor.  Without it (a contract client) output
   starts at the oldest byte the server holds, which covers what was in
   flight when an earlier client vanished: a repeat is possible, a gap not.
-- the exit frame also carries ``boxlite_outcome``, ``boxlite_signal`` and
+- the exit frame also carries ``boxlite_outcome``, ``boxlite_signal``,
+  ``boxlite_os_error`` (a command that could not start) and
   ``boxlite_cursor`` (the final offsets).
 
 Backpressure: each output frame is sent before the next is taken (a slow
@@ -42,17 +43,24 @@ from typing import Any, cast
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
+from ..boxapi import (
+    ATTACH,
+    CURSOR_FRAME,
+    ERROR_FRAME,
+    EXIT_FRAME,
+    RESIZE_FRAME,
+    SIGNAL_FRAME,
+    STDIN_EOF_FRAME,
+)
 from ..errors import BoxliteError, ExecClosedError, InvalidArgumentError
 from .auth import require_token
 from .errors import respond
-from .executions import EXECUTION, check_signal, sessions_of
+from .executions import check_signal, sessions_of
 from .sessions import Attachment, Cursor, Exit, Session, check_cursor
 from .state import ServerState
 
 router = APIRouter(tags=["Execution"])
 
-PING_INTERVAL_S = 15.0  # the contract's keepalive
-DEAD_AFTER_S = 45.0  # "the absence of frames for >45s"
 MAX_FRAME = 1 << 20  # the largest client frame taken (a larger one closes with 1009)
 STDIN_FRAMES = 4  # stdin frames waiting for the pipe before the socket is left unread
 NORMAL_CLOSURE = 1000
@@ -73,7 +81,7 @@ def parse_cursor(text: str | None) -> Cursor | None:
     return check_cursor(parts)
 
 
-@router.websocket(EXECUTION + "/attach")
+@router.websocket(ATTACH)
 async def attach_execution(
     websocket: WebSocket, box_id: str, exec_id: str, cursor: str | None = None
 ) -> None:
@@ -135,7 +143,7 @@ class Link:
                 raise Dropped from exc
 
     async def _error(self, message: str) -> None:
-        await self._send({"type": "error", "message": message})
+        await self._send({"type": ERROR_FRAME, "message": message})
 
     # ---- server to client -----------------------------------------------------
 
@@ -143,7 +151,7 @@ class Link:
         client = self.client
         if announce:
             stdout, stderr = client.start
-            await self._send({"type": "boxlite_cursor", "stdout": stdout, "stderr": stderr})
+            await self._send({"type": CURSOR_FRAME, "stdout": stdout, "stderr": stderr})
         while not isinstance(item := await client.next(), Exit):
             await self._send(bytes([item.stream]) + item.data)
             client.sent(item)
@@ -171,11 +179,11 @@ class Link:
         try:
             frame = json.loads(text)
             kind = frame.get("type") if isinstance(frame, dict) else None
-            if kind == "stdin_eof":
+            if kind == STDIN_EOF_FRAME:
                 await self._stdin.put(EOF)
-            elif kind == "signal":
+            elif kind == SIGNAL_FRAME:
                 await self.session.signal(check_signal(strict_int(frame.get("sig"), "sig")))
-            elif kind == "resize":
+            elif kind == RESIZE_FRAME:
                 rows, cols = (
                     strict_int(frame.get("rows"), "rows"),
                     strict_int(frame.get("cols"), "cols"),
@@ -214,9 +222,10 @@ def strict_int(value: object, what: str) -> int:
 
 def exit_frame(end: Exit, cursor: Cursor) -> dict[str, Any]:
     return {
-        "type": "exit",
+        "type": EXIT_FRAME,
         "exit_code": end.exit_code,
         "boxlite_outcome": end.outcome.value,
         "boxlite_signal": end.signal,
+        "boxlite_os_error": end.os_error,
         "boxlite_cursor": list(cursor),
     }

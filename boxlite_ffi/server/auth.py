@@ -7,7 +7,7 @@ import hmac
 
 from fastapi import Request
 
-from .errors import Unauthenticated
+from ..errors import AuthenticationError
 from .state import ServerState
 
 SCHEME = "bearer"
@@ -18,6 +18,6 @@ def require_token(request: Request) -> None:
     state: ServerState = request.app.state.server
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != SCHEME or not given:
-        raise Unauthenticated("invalid or missing bearer token")
+        raise AuthenticationError("invalid or missing bearer token")
     if not hmac.compare_digest(given.strip().encode(), state.settings.token.encode()):
-        raise Unauthenticated("invalid or missing bearer token")
+        raise AuthenticationError("invalid or missing bearer token")

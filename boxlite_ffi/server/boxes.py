@@ -24,6 +24,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from ..box import Box as OurBox
+from ..boxapi import BOX, BOXES, START, STOP
 from ..errors import (
     BoxliteError,
     ImageError,
@@ -51,8 +52,6 @@ from .state import ServerState, State
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
-BOXES = "/v1/boxes"
-BOX = BOXES + "/{box_id}"
 IdempotencyKey = Annotated[str | None, Header(alias=HEADER)]
 HOST_IMAGE = "host"  # the runtime's built-in image: the host's own files
 _creating = threading.Lock()  # the box count and the create it allows, together
@@ -98,6 +97,8 @@ def view(state: ServerState, box: OurBox) -> Box:
         boxlite_reason=info.reason,
         boxlite_engine=info.engine,
         boxlite_accelerator=info.accelerator,
+        boxlite_started_at=iso(info.started) if info.started else None,
+        boxlite_finished_at=iso(info.finished) if info.finished else None,
     )
 
 
@@ -185,10 +186,13 @@ def create_kwargs(state: ServerState, req: CreateBoxRequest) -> dict[str, Any]:
     refuse_unsupported(req)
     if req.image is not None and req.rootfs_path is not None:
         raise InvalidArgumentError("give image or rootfs_path, not both")
-    if req.memory_mib is not None and req.memory_mib > state.settings.memory_cap_mib():
+    memory = req.boxlite_memory or (req.memory_mib * MIB if req.memory_mib is not None else None)
+    if memory is not None and memory > state.settings.memory_cap_mib() * MIB:
         raise InvalidArgumentError(
-            f"memory_mib {req.memory_mib}: at most {state.settings.memory_cap_mib()}"
+            f"memory {memory} bytes: at most {state.settings.memory_cap_mib()} MiB"
         )
+    cpus = req.boxlite_cpus or (float(req.cpus) if req.cpus is not None else None)
+    disk = req.boxlite_disk or (req.disk_size_gb << 30 if req.disk_size_gb is not None else None)
     network = network_of(req)
     source: dict[str, Any] = (
         {"rootfs": rootfs_of(state, req.rootfs_path)}
@@ -203,12 +207,12 @@ def create_kwargs(state: ServerState, req: CreateBoxRequest) -> dict[str, Any]:
         "entrypoint": req.entrypoint,
         "use_image_cmd": req.boxlite_use_image_cmd,
         "user": req.user,
-        "memory": req.memory_mib * MIB if req.memory_mib is not None else None,
-        "cpus": float(req.cpus) if req.cpus is not None else None,
+        "memory": memory,
+        "cpus": cpus,
         "pids": req.boxlite_pids,
         "network": network,
         "host_loopback": req.boxlite_host_loopback,
-        "disk": req.disk_size_gb << 30 if req.disk_size_gb is not None else None,
+        "disk": disk,
         "log_limit": req.boxlite_log_limit,
         "tmp_size": req.boxlite_tmp_size,
         "detach": True,  # a server's box outlives the server's process
@@ -326,7 +330,7 @@ def start(state: ServerState, box_id: str) -> Reply:
     return reply(state, box)
 
 
-@router.post(BOX + "/start", response_model=Box, operation_id="startBox")
+@router.post(START, response_model=Box, operation_id="startBox")
 def start_box(box_id: str, state: State, key: IdempotencyKey = None) -> Response:
     print_ = fingerprint("POST", f"{BOXES}/{box_id}/start", b"")
     return answer(state.idempotency.run(key, print_, lambda: start(state, box_id)))
@@ -343,7 +347,7 @@ def stop(state: ServerState, box_id: str) -> Reply:
     return reply(state, box)
 
 
-@router.post(BOX + "/stop", response_model=Box, operation_id="stopBox")
+@router.post(STOP, response_model=Box, operation_id="stopBox")
 def stop_box(
     box_id: str,
     state: State,

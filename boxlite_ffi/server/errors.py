@@ -29,12 +29,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128
 
 
-class Unauthenticated(ours.BoxliteError):
-    """A request without the server's bearer token."""
-
-    code = ours.ErrorCode.INVALID_ARGUMENT
-
-
 class PayloadTooLarge(ours.InvalidArgumentError):  # answered by limits.BodyLimit
     """A body or upload beyond the server's bound."""
 
@@ -77,7 +71,7 @@ TABLE: dict[type[BaseException], Row] = {
     ours.NotABoxDirectoryError: Row(500, "InternalError", "internal"),
     ours.StoreError: Row(503, "DatabaseError", "database_error"),
     ours.DiskFullError: Row(507, "StorageError", "storage_error"),
-    Unauthenticated: Row(401, "AuthError", "unauthenticated"),
+    ours.AuthenticationError: Row(401, "AuthError", "unauthenticated"),
     PayloadTooLarge: Row(413, "InvalidArgumentError", "invalid_argument"),
     RouteNotFound: Row(404, "NotFoundError", "not_found"),
     MethodNotAllowed: Row(405, "InvalidArgumentError", "invalid_argument"),
@@ -91,6 +85,15 @@ def row_of(exc: BaseException) -> Row:
         if cls in TABLE:
             return TABLE[cls]
     return INTERNAL
+
+
+def public_class(exc: ours.BoxliteError) -> str:
+    """The name of the nearest class of ``boxlite_ffi`` itself (its
+    ``errors`` module) that ``exc`` is: what a remote client raises."""
+    for cls in type(exc).__mro__:
+        if cls.__module__ == ours.__name__:
+            return cls.__name__
+    return ours.BoxliteError.__name__
 
 
 def reason_of(exc: ours.BoxliteError) -> str:
@@ -122,10 +125,16 @@ def error_response(
     rid: str,
     boxlite_code: str | None,
     headers: dict[str, str] | None = None,
+    boxlite_error: str | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(
         error=ErrorModel(
-            message=message, type=row.type, code=row.code, request_id=rid, boxlite_code=boxlite_code
+            message=message,
+            type=row.type,
+            code=row.code,
+            request_id=rid,
+            boxlite_code=boxlite_code,
+            boxlite_error=boxlite_error,
         )
     )
     return JSONResponse(
@@ -139,8 +148,10 @@ def respond(request: Request, exc: BaseException) -> JSONResponse:
     """The contract's answer for ``exc`` (a bug: logged, told as internal)."""
     rid = request_id(request)
     if isinstance(exc, ours.BoxliteError):
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
-        return error_response(row_of(exc), exc.message, rid, reason_of(exc), headers)
+        auth = isinstance(exc, ours.AuthenticationError)
+        headers = {"WWW-Authenticate": "Bearer"} if auth else None
+        row = row_of(exc)
+        return error_response(row, exc.message, rid, reason_of(exc), headers, public_class(exc))
     log.exception("internal error in %s %s (%s)", request.method, request.url.path, rid)
     return error_response(INTERNAL, "internal error", rid, "internal")
 

@@ -31,18 +31,16 @@ from fastapi import APIRouter, Depends, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..boxapi import EXEC, EXECUTION, RESIZE, SIGNAL
 from ..errors import InvalidArgumentError
 from ..state.exits import Outcome
 from .auth import require_token
-from .boxes import BOX
 from .idempotency import HEADER, Reply, fingerprint
 from .sessions import Session, Sessions
 from .state import ServerState, State
 
 router = APIRouter(dependencies=[Depends(require_token)], tags=["Execution"])
 
-EXEC = BOX + "/exec"
-EXECUTION = BOX + "/executions/{exec_id}"
 IdempotencyKey = Annotated[str | None, Header(alias=HEADER)]
 
 # The signals a client may send (the contract's whitelist, also attach's).
@@ -79,6 +77,12 @@ class ExecRequest(BaseModel):
     boxlite_user: str | None = Field(
         default=None, description="Extension: the user to run as (as `boxlite exec --user`)"
     )
+    boxlite_rows: int = Field(
+        default=24, ge=1, le=0xFFFF, description="Extension: the terminal's rows at start (tty)"
+    )
+    boxlite_cols: int = Field(
+        default=80, ge=1, le=0xFFFF, description="Extension: the terminal's columns at start (tty)"
+    )
 
 
 class ExecResponse(BaseModel):
@@ -97,6 +101,9 @@ class ExecutionInfo(BaseModel):
     )
     boxlite_signal: int | None = Field(
         default=None, description="Extension: the signal that ended it"
+    )
+    boxlite_os_error: int | None = Field(
+        default=None, description="Extension: the errno of a command that could not start"
     )
     boxlite_cursor: tuple[int, int] = Field(
         description="Extension: (stdout, stderr) bytes written so far (attach's cursor)"
@@ -140,6 +147,7 @@ def info_of(session: Session) -> ExecutionInfo:
         error_message=end.error_message,
         boxlite_outcome=end.outcome.value,
         boxlite_signal=end.signal,
+        boxlite_os_error=end.os_error,
         boxlite_cursor=session.produced,
     )
 
@@ -189,6 +197,8 @@ def start_execution(
                 cwd=req.working_dir,
                 timeout=req.timeout_seconds,
                 tty=req.tty,
+                rows=req.boxlite_rows,
+                cols=req.boxlite_cols,
                 user=req.boxlite_user,
             )
         )
@@ -215,12 +225,12 @@ async def kill_execution(box_id: str, exec_id: str, state: State) -> Response:
     return Response(status_code=204)
 
 
-@router.post(EXECUTION + "/signal", status_code=204, operation_id="signalExecution")
+@router.post(SIGNAL, status_code=204, operation_id="signalExecution")
 def signal_execution(
     box_id: str, exec_id: str, req: SignalRequest, state: State, key: IdempotencyKey = None
 ) -> Response:
     signum = check_signal(req.signal)
-    path = (EXECUTION + "/signal").format(box_id=box_id, exec_id=exec_id)
+    path = SIGNAL.format(box_id=box_id, exec_id=exec_id)
     print_ = fingerprint("POST", path, req.model_dump_json().encode())
 
     def send() -> Reply:
@@ -232,7 +242,7 @@ def signal_execution(
     return answer(state.idempotency.run(key, print_, send))
 
 
-@router.post(EXECUTION + "/resize", status_code=204, operation_id="resizeExecution")
+@router.post(RESIZE, status_code=204, operation_id="resizeExecution")
 async def resize_execution(box_id: str, exec_id: str, req: ResizeRequest, state: State) -> Response:
     session = await session_of(state, box_id, exec_id)
     await session.resize(req.rows, req.cols)

@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..agent import files as copy
 from ..box import Box as OurBox
+from ..boxapi import FILES, TAR
 from ..errors import (
     InvalidArgumentError,
     InvalidStateError,
@@ -41,14 +42,11 @@ from ..errors import (
 )
 from ..state.status import BoxStatus
 from .auth import require_token
-from .boxes import BOX
 from .errors import unsupported
 from .state import ServerState, State
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
-FILES = BOX + "/files"
-TAR = "application/x-tar"
 SPOOL_IN_MEMORY = 1 << 20  # an upload beyond this goes to a temporary file
 
 

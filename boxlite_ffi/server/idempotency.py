@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..boxapi import IDEMPOTENCY_HEADER
 from ..errors import InvalidArgumentError
 from .db import ServerDb
 
-HEADER = "Idempotency-Key"
+HEADER = IDEMPOTENCY_HEADER
 MAX_KEY = 255
 
 

@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from ..boxapi import IMAGES, PULL
 from ..errors import ImageError, ImageReason, InvalidArgumentError
 from ..image import ImageInfo as OurImage
+from ..image.media import ImageConfig
 from .auth import require_token
 from .boxes import IdempotencyKey, answer, iso
 from .idempotency import Reply, fingerprint
@@ -16,8 +18,6 @@ from .models import ImageInfo, ListImagesResponse, PullImageRequest
 from .state import ServerState, State
 
 router = APIRouter(dependencies=[Depends(require_token)])
-
-IMAGES = "/v1/images"
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -40,7 +40,20 @@ def view(image: OurImage) -> ImageInfo:
         cached_at=iso(image.created),
         size_bytes=image.size,
         boxlite_tags=list(image.tags),
+        boxlite_layers=list(image.layers),
+        boxlite_config=config_of(image.config),
     )
+
+
+def config_of(config: ImageConfig) -> dict[str, list[str] | str]:
+    """What a box takes from the image (``ImageConfig`` less its diff_ids)."""
+    return {
+        "env": list(config.env),
+        "entrypoint": list(config.entrypoint),
+        "cmd": list(config.cmd),
+        "workdir": config.workdir,
+        "user": config.user,
+    }
 
 
 def pull(state: ServerState, req: PullImageRequest) -> Reply:
@@ -53,9 +66,9 @@ def pull(state: ServerState, req: PullImageRequest) -> Reply:
     return Reply(200, view(image).model_dump(mode="json"))
 
 
-@router.post(IMAGES + "/pull", response_model=ImageInfo, operation_id="pullImage")
+@router.post(PULL, response_model=ImageInfo, operation_id="pullImage")
 def pull_image(req: PullImageRequest, state: State, key: IdempotencyKey = None) -> Response:
-    print_ = fingerprint("POST", IMAGES + "/pull", req.model_dump_json().encode())
+    print_ = fingerprint("POST", PULL, req.model_dump_json().encode())
     return answer(state.idempotency.run(key, print_, lambda: pull(state, req)))
 
 

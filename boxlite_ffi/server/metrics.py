@@ -13,10 +13,10 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 
 from ..box import Box as OurBox
+from ..boxapi import BOX
 from ..state import boxdir
 from ..state.status import BoxStatus
 from .auth import require_token
-from .boxes import BOX
 from .models import BoxMetrics, RuntimeMetrics
 from .state import State
 

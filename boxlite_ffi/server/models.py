@@ -33,8 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..state.status import BoxStatus as OurStatus
 
-EXTENSION = "boxlite_"
-
 ContractStatus = Literal[
     "configured", "running", "stopping", "stopped", "paused", "failed", "unknown"
 ]
@@ -80,6 +78,9 @@ class ErrorModel(BaseModel):
     stack: list[str] | None = None  # the contract's debug mode: never sent
     boxlite_code: str | None = Field(
         default=None, description="Extension: our stable reason code (errors.py's codes)"
+    )
+    boxlite_error: str | None = Field(
+        default=None, description="Extension: our exception class (boxlite_ffi's errors module)"
     )
 
 
@@ -162,6 +163,12 @@ class Box(BaseModel):
     )
     boxlite_engine: str = Field(description="Extension: ns or vm")
     boxlite_accelerator: str | None = Field(default=None, description="Extension: a vm box's")
+    boxlite_started_at: str | None = Field(
+        default=None, description="Extension: when its last run started"
+    )
+    boxlite_finished_at: str | None = Field(
+        default=None, description="Extension: when its last run ended"
+    )
 
 
 class CreateContainerCapabilities(_Request):
@@ -242,6 +249,18 @@ class CreateBoxRequest(_Request):
     boxlite_use_image_cmd: bool = Field(
         default=False, description="Extension: run the image's Entrypoint + Cmd"
     )
+    boxlite_cpus: float | None = Field(
+        default=None,
+        gt=0,
+        le=32,
+        description="Extension: CPUs' worth of time (over cpus)",
+    )
+    boxlite_memory: int | None = Field(
+        default=None, ge=1, description="Extension: memory limit in bytes (over memory_mib)"
+    )
+    boxlite_disk: int | None = Field(
+        default=None, ge=1, description="Extension: writable layer in bytes (over disk_size_gb)"
+    )
 
 
 class StopBoxRequest(_Open):
@@ -264,6 +283,10 @@ class ImageInfo(BaseModel):
     cached_at: str
     size_bytes: int | None = None
     boxlite_tags: list[str] = Field(default=[], description="Extension: every name of it")
+    boxlite_layers: list[str] = Field(default=[], description="Extension: diff_ids, bottom first")
+    boxlite_config: dict[str, list[str] | str] = Field(
+        default={}, description="Extension: env, entrypoint, cmd, workdir and user of its config"
+    )
 
 
 class PullImageRequest(_Open):

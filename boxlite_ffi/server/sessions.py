@@ -139,12 +139,12 @@ class Exit:
     signal: int | None
     error_message: str | None
     duration_ms: int
+    os_error: int | None = None
 
     @classmethod
     def of(cls, result: ExecResult, duration_ms: int) -> Exit:
-        return cls(
-            result.outcome, result.exit_code, result.signal, result.error_message, duration_ms
-        )
+        r = result
+        return cls(r.outcome, r.exit_code, r.signal, r.error_message, duration_ms, r.os_error)
 
     @classmethod
     def lost(cls, error: BoxliteError, duration_ms: int) -> Exit:
@@ -473,6 +473,8 @@ class Sessions:
         cwd: str | None = None,
         timeout: float | None = None,
         tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
         user: str | None = None,
     ) -> Session:
         """Run ``argv`` in ``box`` (started first if need be) as a new
@@ -489,6 +491,8 @@ class Sessions:
                 ordered_output=True,
                 timeout=timeout,
                 tty=tty,
+                rows=rows,
+                cols=cols,
                 output_window=STREAM_WINDOW,
                 user=user,
             )

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from ..boxapi import BOX, BOXES
 from .auth import require_token
-from .boxes import BOX, BOXES
 from .errors import unsupported
 
 router = APIRouter(dependencies=[Depends(require_token)])

@@ -12,7 +12,9 @@ and kept a while, so a waiter still learns how its run ended.
 
 from __future__ import annotations
 
-from ..errors import Code
+from collections.abc import Iterable
+
+from ..errors import Code, InvalidArgumentError
 
 
 class BoxStatus(Code):
@@ -28,3 +30,16 @@ class BoxStatus(Code):
 
 LIVE = frozenset({BoxStatus.STARTING, BoxStatus.RUNNING, BoxStatus.STOPPING})
 ENDED = frozenset({BoxStatus.STOPPED, BoxStatus.EXITED, BoxStatus.FAILED, BoxStatus.LOST})
+
+
+def wanted_statuses(
+    status: BoxStatus | str | Iterable[BoxStatus | str] | None,
+) -> set[BoxStatus] | None:
+    """``list``'s filter: one status or several (None: every box)."""
+    if status is None:
+        return None
+    try:
+        values = [status] if isinstance(status, str) else list(status)
+        return {BoxStatus(value) for value in values}
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"unknown box status in {status!r}") from None

@@ -22,6 +22,7 @@ const char *boxlite_status_name(int status)
 		"INVALID_STATE", "RUNTIME_CLOSED",   "EXEC_CLOSED",	   "IMAGE",	  "ENGINE",
 		"NO_MEMORY",	 "IO",		     "PROTOCOL",	   "TIMEOUT",	  "INTERNAL",
 		"UNSAFE_PATH",	 "NOT_BOX_DIR",	     "STORE",		   "NO_SPACE",
+		"CONNECTION_LOST", "UNAUTHENTICATED",
 	};
 	if (status < 0 || (size_t)status >= sizeof names / sizeof names[0])
 		return "UNKNOWN";
