@@ -65,6 +65,7 @@ _LAZY = {
     "Outcome": ".state.exits",
     "OutputChunk": ".streams",
     "OutputStream": ".streams",
+    "PoolInfo": ".pool",
     "Progress": ".image.install",
     "PruneReport": ".image.images",
     "RecoveredBox": ".state.recovery",
@@ -109,6 +110,7 @@ if TYPE_CHECKING:  # what _LAZY names, for type checkers (a typo stays an error)
     from .image.images import ImageInfo, Images, PruneReport
     from .image.install import Progress
     from .paths import get_include, get_libexec_dir, get_library_dir, get_pkg_config_path
+    from .pool import PoolInfo
     from .remote import RemoteRuntime
     from .runtime import Runtime
     from .state.exits import Outcome
@@ -168,6 +170,7 @@ __all__ = [
     "Outcome",
     "OutputChunk",
     "OutputStream",
+    "PoolInfo",
     "Progress",
     "ProtocolError",
     "PruneReport",
