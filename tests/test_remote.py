@@ -11,6 +11,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,34 @@ def test_asyncio_twin(server: ServerProcess, rootfs: Path) -> None:
             assert await rt.list() == []
 
     asyncio.run(main())
+
+
+def test_fifty_clients_twenty_executions_each_nothing_lost(
+    server: ServerProcess, rootfs: Path
+) -> None:
+    """A bounded load: 50 clients (each its own connection and thread), 20
+    executions each, in 5 boxes; every output hashed against what it must
+    be; nothing left on the server afterwards."""
+    with boxlite_ffi.connect(server.url, TOKEN) as owner:
+        boxes = [owner.create(rootfs=rootfs, detach=True) for _ in range(5)]
+        for box in boxes:
+            box.start()
+
+        def client(n: int) -> int:
+            with boxlite_ffi.connect(server.url, TOKEN) as rt:
+                box = rt.get(boxes[n % len(boxes)].id)
+                for i in range(20):
+                    lines = 1000 + 37 * n + i
+                    result = box.run(["sh", "-c", f"seq {lines}; echo {n}-{i} >&2"])
+                    want = "".join(f"{k}\n" for k in range(1, lines + 1)).encode()
+                    assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(want).digest()
+                    assert result.ok and result.stderr == f"{n}-{i}\n".encode()
+            return n
+
+        with ThreadPoolExecutor(50) as pool:
+            assert sorted(pool.map(client, range(50))) == list(range(50))
+        for box in boxes:
+            box.remove(force=True)
+    with server.client() as c:
+        assert c.get("/v1/boxes").json()["boxes"] == []
+        assert c.get("/v1/metrics").json()["total_commands_executed"] >= 1000
