@@ -28,7 +28,9 @@ def _report(where: str) -> None:
     """Hand the exception being handled to ``sys.unraisablehook``.
 
     A user callback's error cannot propagate through native code, and must
-    never take the drain thread down with it.
+    never take the drain thread down with it (not even SystemExit: the
+    drain thread is what frees the runtime; cffi's callbacks swallowed it
+    too when every event was one).
     """
     exc_type, exc_value, exc_traceback = sys.exc_info()
     sys.unraisablehook(
@@ -53,7 +55,7 @@ def _done(token: int, status: int, text: str | None) -> None:
         return
     try:
         sink.on_done(status, text)
-    except Exception:  # noqa: BLE001 - a sink error must not kill the drain thread
+    except BaseException:  # noqa: BLE001 - nothing a sink raises may end the drain thread
         _report("boxlite completion callback")
 
 
@@ -63,7 +65,7 @@ def _output(token: int, stream: int, data: object, length: int) -> None:
         return
     try:
         sink.on_output(stream, ffi.buffer(data, length)[:])
-    except Exception:  # noqa: BLE001 - a sink error must not kill the drain thread
+    except BaseException:  # noqa: BLE001 - nothing a sink raises may end the drain thread
         _report("boxlite output callback")
 
 
@@ -79,7 +81,7 @@ def _exit(token: int, exit_info: Any) -> None:
             exit_info.error,
             exit_info.os_error,
         )
-    except Exception:  # noqa: BLE001 - a sink error must not kill the drain thread
+    except BaseException:  # noqa: BLE001 - nothing a sink raises may end the drain thread
         _report("boxlite exit callback")
 
 
