@@ -24,6 +24,7 @@ from .errors import ExecClosedError, UnsupportedError
 from .execution import ExecResult, run_spec
 from .image import images as _images
 from .image.images import ImageInfo, PruneReport
+from .pool import PoolInfo
 from .spec import Env, ExecSpec, OutputCallback, with_exec_spec
 from .state.recovery import RecoveryReport
 from .state.views import BoxExit, BoxInfo
@@ -270,6 +271,21 @@ class Runtime:
 
     async def create(self, image: str | os.PathLike[str] | None = None, **options: Any) -> Box:
         return Box(await asyncio.to_thread(lambda: self._inner.create(image, **options)))
+
+    async def pool(
+        self, image: str, size: int, *, engine: str | None = None, wait: bool = False
+    ) -> None:
+        """``Runtime.pool``, off the event loop (a local runtime's only)."""
+        local = self._local("warm pools")
+        await asyncio.to_thread(local.pool, image, size, engine=engine, wait=wait)
+
+    def pools(self) -> list[PoolInfo]:
+        return self._local("warm pools").pools()
+
+    def _local(self, what: str) -> _runtime.Runtime:
+        if isinstance(self._inner, _runtime.Runtime):
+            return self._inner
+        raise UnsupportedError(f"a server's runtime has no {what} here")
 
     async def get(self, id_or_name: str) -> Box:
         return Box(await asyncio.to_thread(self._inner.get, id_or_name))

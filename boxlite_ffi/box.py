@@ -134,6 +134,13 @@ class Box:
             return False
         return self._svc.native.box_state(self._handle) in (BOX_RUNNING, BOX_STOPPING)
 
+    def _take(self, record: BoxRecord) -> None:
+        """A warm pool's box becomes the box of a create (pool.py): its
+        record now holds that create's name and per-exec settings."""
+        with self._lock:
+            self.name = record.name
+            self._config = record.config
+
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidStateError(f"box {self.id} was closed", StateReason.BOX_CLOSED)

@@ -38,5 +38,6 @@ STDIN_EOF_FRAME = "stdin_eof"
 SIGNAL_FRAME = "signal"
 RESIZE_FRAME = "resize"
 CURSOR_QUERY = "cursor"  # ?cursor=<stdout>,<stderr>
+MAX_CLIENT_FRAME = 1 << 20  # the largest client frame a server takes (beyond: close 1009)
 PING_INTERVAL_S = 15.0  # the contract's keepalive
 DEAD_AFTER_S = 45.0  # "the absence of frames for >45s"

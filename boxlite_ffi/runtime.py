@@ -6,13 +6,12 @@ import atexit
 import contextlib
 import dataclasses
 import os
-import secrets
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._core.core import NativeRuntime
 from .agent import as_user
@@ -26,16 +25,16 @@ from .errors import (
     os_errors,
 )
 from .home import holds_state, libexec_dir, resolve_home, store_path
-from .image import Images, ResolvedImage
+from .image import Images, ResolvedImage, host
 from .image.media import ImageConfig
 from .image.unpack import UnpackLimits
+from .pool import PoolInfo, Pools, check_image, check_pools, check_size
 from .spec import (
     DEFAULT_DRAIN_MS,
     DEFAULT_STOP_GRACE_MS,
     DEFAULT_VM_DISK,
-    DEFAULT_VM_READY_MS,
     DISK_MIN,
-    Env,
+    BoxSpec,
     box_identity,
     check_accel,
     check_cwd,
@@ -51,19 +50,22 @@ from .spec import (
     native_config,
     parse_limits,
     parse_size,
+    start_signature,
     unpack_limits,
+    with_box_spec,
 )
-from .state import boxdir, recovery
+from .state import boxdir
 from .state.disk import make_disk
 from .state.monitor import Monitor
 from .state.reconcile import reconcile
-from .state.recovery import RecoveryReport
 from .state.shim import KILL_NOW, signal_shim
 from .state.status import BoxStatus, wanted_statuses
-from .state.store import DELETE, BoxRecord, Proc, Store
+from .state.store import DELETE, POOLED, BoxRecord, Proc, Store
 from .state.views import BoxExit, BoxInfo
 from .tree import remove_tree
-from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config
+
+if TYPE_CHECKING:
+    from .state.recovery import RecoveryReport
 
 _LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
@@ -88,6 +90,8 @@ class Runtime:
     ``vm_kernel_args`` more of its command line (after the engine's own: a
     later value of a parameter wins, e.g. ``"mitigations=off"`` or
     ``"sysctl.vm.panic_on_oom=1"``; printable ASCII, at most 256 bytes).
+    ``pool`` maps images to a number of boxes of each to keep started
+    (``{"host": 4}``): warm pools, see ``pool``.
     """
 
     def __init__(
@@ -103,11 +107,13 @@ class Runtime:
         engine: str | None = None,
         vm_kernel: str | os.PathLike[str] | None = None,
         vm_kernel_args: str | None = None,
+        pool: Mapping[str, int] | None = None,
     ) -> None:
         for value, what in ((queue_capacity, "queue_capacity"), (workers, "workers")):
             if not 0 <= value <= 0xFFFFFFFF:
                 raise InvalidArgumentError(f"{what} out of range: {value}")
         limits = unpack_limits(max_layer_size, max_layer_entries)
+        pools = check_pools(pool)
         self._engine = check_engine(engine)
         self._vm_kernel = Path(vm_kernel) if vm_kernel is not None else None
         self._vm_kernel_args = check_kernel_args(vm_kernel_args)
@@ -122,11 +128,18 @@ class Runtime:
             self._store.close()
             raise
         self._native = NativeRuntime(libexec_dir(), queue_capacity=queue_capacity, workers=workers)
+        self._pools = Pools(self._store)
         self._monitor = Monitor(self._box_exited)
         self._services = BoxServices(self._native, self._store, self._monitor, self._forget)
         self._lock = threading.Lock()
         self._boxes: dict[str, Box] = {}
         _LIVE.add(self)
+        try:
+            for image, size in pools.items():
+                self.pool(image, size)
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Runtime:
         return self
@@ -148,40 +161,16 @@ class Runtime:
         """The image cache of this home: load, pull, list, inspect, remove, prune."""
         return self._images
 
-    def create(
-        self,
-        image: str | os.PathLike[str] | None = None,
-        *,
-        rootfs: str | os.PathLike[str] | None = None,
-        name: str | None = None,
-        env: Env | None = None,
-        workdir: str | None = None,
-        cmd: Sequence[str] | None = None,
-        entrypoint: Sequence[str] | None = None,
-        use_image_cmd: bool = False,
-        user: str | None = None,
-        volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] | None = (),
-        memory: int | str | None = None,
-        cpus: float | None = None,
-        pids: int | None = None,
-        network: bool = False,
-        host_loopback: bool = False,
-        disk: int | str | None = None,
-        log_limit: int | str | None = None,
-        tmp_size: int | str | None = None,
-        detach: bool = False,
-        auto_remove: bool = False,
-        engine: str | None = None,
-        accel: str = "auto",
-        ready_timeout: float = DEFAULT_VM_READY_MS / 1000,
-    ) -> Box:
+    @with_box_spec
+    def create(self, spec: BoxSpec) -> Box:
         """Describe a new box (started by ``start()`` or the first exec).
 
         ``image`` is an image of ``images`` (name, id or id prefix), the
         built-in ``"host"`` (the host's /usr, /bin, /lib* and a sanitized
         /etc, read-only), or the path of an OCI layout or docker archive,
         loaded first; ``rootfs`` a root filesystem directory used read-only.
-        Exactly one is required.
+        Exactly one is required.  With a warm pool of the image (``pool``),
+        a create that a pooled box can serve returns that box, running.
 
         ``memory`` (bytes, or "512m", "2g"), ``cpus`` (CPUs' worth of time,
         e.g. 0.5) and ``pids`` (processes and threads) limit the box, in a
@@ -241,45 +230,105 @@ class Runtime:
         (seconds) bounds the wait for the guest to run the box.
         ``BoxInfo.engine`` and ``accelerator`` say what ran it.
         """
-        if (image is None) == (rootfs is None):
-            raise InvalidArgumentError("give exactly one of image= or rootfs=")
-        check_name(name)
-        workdir = check_cwd(workdir, "workdir")
-        env = env_dict(env)  # refuse a bad environment now, not at the first exec
-        engine = check_engine(engine, "engine") if engine is not None else self._engine
-        accel = check_accel(accel)
-        ready_ms = millis(ready_timeout, "ready_timeout")
         with self._images.hold():  # no prune between resolving and recording
-            made = self._image(image) if image is not None else None
-            image_config = made.config if made else ImageConfig(())
-            identity = box_identity(image_config, image, env, workdir, user)
-            main = main_command(image_config, entrypoint, cmd, use_image_cmd)
-            box_id = secrets.token_hex(6)
-            config = {
-                "image": str(image if image is not None else rootfs),
-                "image_id": made.id if made else None,
-                "lowers": [str(p) for p in made.lowers] if made else [str(check_rootfs(rootfs))],
-                "mounts": [
-                    list(dataclasses.astuple(m))
-                    for m in (*(made.mounts if made else ()), *check_volumes(volumes))
-                ],
-                "hostname": name or box_id,
-                **identity,
-                "main": as_user(identity["user"], main) if main else None,
-                "limits": parse_limits(memory, cpus, pids, log_limit, tmp_size),
-                "network": check_network(network, host_loopback, engine),
-                "disk": parse_size(disk, "disk", DISK_MIN) if disk is not None else None,
-                "auto_remove": auto_remove,
-                "stop_grace_ms": self._grace_ms,
-                "drain_ms": self._drain_ms,
-                "engine": engine,
-            }
-            if engine == "vm":
-                lowers = tuple(map(Path, config["lowers"]))
-                sources = [source for source, _, _ in config["mounts"]]
-                config["vm"] = self._vm(lowers, sources, accel, ready_ms)
-            record = self._record(box_id, name, config, detach)
-        return self._track(record)
+            config = self._configure(spec)
+            box = self._pools.take(start_signature(config, spec), config, spec.name)
+            if box is None:
+                box = self._new_box(spec, config)
+        return self._tracked(box)
+
+    def _configure(self, spec: BoxSpec) -> dict[str, Any]:
+        """The configuration of a box of ``spec``, all but what depends on
+        its id (its hostname) or costs time to make (a vm box's VM): enough
+        to tell whether a warm pool's box can be it.  Under the images' hold."""
+        if (spec.image is None) == (spec.rootfs is None):
+            raise InvalidArgumentError("give exactly one of image= or rootfs=")
+        check_name(spec.name)
+        workdir = check_cwd(spec.workdir, "workdir")
+        env = env_dict(spec.env)  # refuse a bad environment now, not at the first exec
+        engine = check_engine(spec.engine, "engine") if spec.engine is not None else self._engine
+        check_accel(spec.accel)
+        millis(spec.ready_timeout, "ready_timeout")
+        image, rootfs = spec.image, spec.rootfs
+        made = self._image(image) if image is not None else None
+        image_config = made.config if made else ImageConfig(())
+        identity = box_identity(image_config, image, env, workdir, spec.user)
+        main = main_command(image_config, spec.entrypoint, spec.cmd, spec.use_image_cmd)
+        limits = parse_limits(spec.memory, spec.cpus, spec.pids, spec.log_limit, spec.tmp_size)
+        return {
+            "image": str(image if image is not None else rootfs),
+            "image_id": made.id if made else None,
+            "lowers": [str(p) for p in made.lowers] if made else [str(check_rootfs(rootfs))],
+            "mounts": [
+                list(dataclasses.astuple(m))
+                for m in (*(made.mounts if made else ()), *check_volumes(spec.volumes))
+            ],
+            **identity,
+            "main": as_user(identity["user"], main) if main else None,
+            "limits": limits,
+            "network": check_network(spec.network, spec.host_loopback, engine),
+            "disk": parse_size(spec.disk, "disk", DISK_MIN) if spec.disk is not None else None,
+            "auto_remove": spec.auto_remove,
+            "stop_grace_ms": self._grace_ms,
+            "drain_ms": self._drain_ms,
+            "engine": engine,
+        }
+
+    def _new_box(self, spec: BoxSpec, config: dict[str, Any], *, pooled: bool = False) -> Box:
+        """A box of a configuration from ``_configure``, recorded (a warm
+        pool's when ``pooled``: see pool.py).  Under the images' hold."""
+        box_id = os.urandom(6).hex()  # secrets.token_hex, without hmac's import
+        config = config | {"hostname": spec.name or box_id}
+        if pooled:
+            config[POOLED] = True
+        if config["engine"] == "vm":
+            lowers = tuple(map(Path, config["lowers"]))
+            sources = [source for source, _, _ in config["mounts"]]
+            ready_ms = millis(spec.ready_timeout, "ready_timeout")
+            config["vm"] = self._vm(lowers, sources, spec.accel, ready_ms)
+        record = self._record(box_id, spec.name, config, spec.detach)
+        return Box(self._services, record, self._dir(record.id))
+
+    def pool(self, image: str, size: int, *, engine: str | None = None, wait: bool = False) -> None:
+        """Keep ``size`` boxes of ``image`` (a name, id or path, as for
+        ``create``) and ``engine`` (the runtime's by default) started and
+        unused: a warm pool, filled in the background.  ``create`` takes
+        one of them instead of starting a box when it asks for nothing a
+        start fixes: the same image and engine, no ``rootfs``, no main
+        command (``cmd``, ``entrypoint``, ``use_image_cmd``), no
+        ``volumes``, ``memory``, ``cpus``, ``pids``, ``log_limit``,
+        ``tmp_size``, ``network``, ``disk``, ``detach``, and ``accel``
+        "auto"; ``name``, ``env``, ``workdir``, ``user`` and
+        ``auto_remove`` are the create's.  Any other create, or one that
+        finds the pool empty, starts a box as without a pool.  A taken box
+        is the create's from then on (it never returns to the pool); its
+        hostname is its id, whatever its name, and ``BoxInfo.started`` is
+        when the pool started it.
+
+        The pool keeps the image ``image`` names now (a later tag of the
+        name is another image).  Its boxes are this runtime's: no ``list``
+        or ``get`` sees them, and they go with ``close`` or the death of
+        this program.  Calling again resizes the pool (0 empties it: its
+        idle boxes are gone when this returns); ``wait=True`` returns once
+        it is full, or raises why a start of one of its boxes failed.
+        ``pools`` reports every pool."""
+        image, size = check_image(image), check_size(size)
+        engine = check_engine(engine, "engine") if engine is not None else self._engine
+        with self._images.hold():
+            spec = BoxSpec(self._image(image).id or host.NAME, engine=engine)
+            signature = start_signature(self._configure(spec), spec)
+        self._pools.resize(signature, image, engine, size, lambda: self._pooled(spec))
+        if wait:
+            self._pools.wait_full(signature)
+
+    def _pooled(self, spec: BoxSpec) -> Box:
+        """On the pool's thread: a new box for a pool of ``spec``."""
+        with self._images.hold():
+            return self._new_box(spec, self._configure(spec), pooled=True)
+
+    def pools(self) -> list[PoolInfo]:
+        """Every warm pool of this runtime (see ``pool``)."""
+        return self._pools.infos()
 
     def _record(
         self, box_id: str, name: str | None, config: dict[str, Any], detach: bool
@@ -303,6 +352,8 @@ class Runtime:
                 raise
 
         self._store.add(record, also=make)
+        if POOLED in config:
+            return record  # no specification until taken (pool.py)
         try:
             boxdir.write_spec(directory, record)  # after the commit: see boxdir
         except BaseException:
@@ -315,6 +366,8 @@ class Runtime:
         self, lowers: tuple[Path, ...], mounts: list[str], accel: str, ready_ms: int
     ) -> dict[str, Any]:
         """A vm box's VM (vm/engine.py), its files in this home's caches."""
+        from .vm.engine import BOOT_CACHE, ROOT_IMAGES, vm_config  # on use: the vm's stack
+
         return vm_config(
             lowers,
             mounts,
@@ -349,9 +402,11 @@ class Runtime:
         return reconcile(self._store, record.id, self._dir(record.id), record)
 
     def _track(self, record: BoxRecord) -> Box:
-        box = Box(self._services, record, self._dir(record.id))
+        return self._tracked(Box(self._services, record, self._dir(record.id)))
+
+    def _tracked(self, box: Box) -> Box:
         with self._lock:
-            self._boxes[record.id] = box
+            self._boxes[box.id] = box
         return box
 
     def _forget(self, box: Box) -> None:
@@ -361,6 +416,7 @@ class Runtime:
 
     def _box_exited(self, box_id: str) -> BoxExit:
         """On the monitor thread: a watched shim is gone."""
+        self._pools.exited(box_id)
         return BoxExit.of(reconcile(self._store, box_id, self._dir(box_id)))
 
     def get(self, id_or_name: str) -> Box:
@@ -400,10 +456,11 @@ class Runtime:
         directories of removed boxes, and marked ones with no specification
         (``boxdir``).  Any other directory with no record stays: one with a
         specification is a box that ``recover`` takes in again."""
-        for record in self._store.all():
+        for record in self._store.all(pooled=True):  # a dead runtime's pools too
             self._settle(record)
             directory = self._dir(record.id)
-            if not record.removed and not boxdir.has_spec(directory) and directory.is_dir():
+            kept = not record.removed and POOLED not in record.config
+            if kept and not boxdir.has_spec(directory) and directory.is_dir():
                 with contextlib.suppress(BoxliteError):  # a full disk: the next open
                     boxdir.mark(directory)
                     boxdir.write_spec(directory, record)
@@ -432,6 +489,8 @@ class Runtime:
         writable layer untouched); image records come from the manifests in
         the image cache.  Tags only the store knew are lost, and reported.
         Nothing is deleted.  Call it while no other runtime uses the home."""
+        from .state import recovery  # on use: it loads the image cache too
+
         return recovery.recover(resolve_home(home))
 
     def close(self) -> None:
@@ -439,11 +498,13 @@ class Runtime:
         with it), complete every pending operation."""
         if self._native.closed:
             return
+        self._pools.stop_filling()
         self._monitor.close()
-        self._native.close()
+        self._native.close()  # ends a pooled box's start in flight
+        pooled = self._pools.close()
         with self._lock:
             boxes = list(self._boxes.values())
-        for box in boxes:
+        for box in [*boxes, *pooled]:
             box.close()
         self._store.close()
         _LIVE.discard(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import math
 import os
 import re
@@ -92,13 +93,14 @@ class NativeExec(NamedTuple):
 
 S = TypeVar("S")
 R = TypeVar("R")
+T = TypeVar("T")
 P = ParamSpec("P")
 
 
 def _taking(
-    build: Callable[P, ExecSpec],
-) -> Callable[[Callable[[S, ExecSpec], R]], Callable[Concatenate[S, P], R]]:
-    def decorate(method: Callable[[S, ExecSpec], R]) -> Callable[Concatenate[S, P], R]:
+    build: Callable[P, T],
+) -> Callable[[Callable[[S, T], R]], Callable[Concatenate[S, P], R]]:
+    def decorate(method: Callable[[S, T], R]) -> Callable[Concatenate[S, P], R]:
         def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
             return method(self, build(*args, **kwargs))
 
@@ -256,12 +258,18 @@ def check_user(user: object) -> str | None:
     """A valid user, None for root; InvalidArgumentError for a malformed
     one, and for a user other than root in a box of an unprivileged
     runtime (which has one id)."""
-    if not isinstance(user, str) or not USER_RE.fullmatch(user or "root"):
-        raise InvalidArgumentError(f"user {user!r}: a name or id, with :group or :gid")
+    user = check_user_name(user)
     if user in ROOT_USERS:
         return None
     if not runs_users():
         raise InvalidArgumentError(f"user {user!r}: {UNPRIVILEGED}")
+    return user
+
+
+def check_user_name(user: object) -> str:
+    """A user's name or id (with :group or :gid), as written."""
+    if not isinstance(user, str) or not USER_RE.fullmatch(user or "root"):
+        raise InvalidArgumentError(f"user {user!r}: a name or id, with :group or :gid")
     return user
 
 
@@ -478,6 +486,72 @@ def check_kernel_args(args: object) -> str | None:
             f"vm_kernel_args must be a string of printable ASCII, at most {limit} characters"
         )
     return args or None
+
+
+@dataclass(frozen=True)
+class BoxSpec:
+    """What box to make (the keywords of ``Runtime.create``; see there)."""
+
+    image: str | os.PathLike[str] | None = None
+    _: KW_ONLY
+    rootfs: str | os.PathLike[str] | None = None
+    name: str | None = None
+    env: Env | None = None
+    workdir: str | None = None
+    cmd: Sequence[str] | None = None
+    entrypoint: Sequence[str] | None = None
+    use_image_cmd: bool = False
+    user: str | None = None
+    volumes: Iterable[str | tuple[str, str] | tuple[str, str, str]] | None = ()
+    memory: int | str | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    network: bool = False
+    host_loopback: bool = False
+    disk: int | str | None = None
+    log_limit: int | str | None = None
+    tmp_size: int | str | None = None
+    detach: bool = False
+    auto_remove: bool = False
+    engine: str | None = None
+    accel: str = "auto"
+    ready_timeout: float = DEFAULT_VM_READY_MS / 1000
+
+
+# A method taking one BoxSpec, called with the spec's own arguments.
+with_box_spec = _taking(BoxSpec)
+
+# What of a box's configuration its start fixes: a started box (a warm
+# pool's) can serve a create only if these are what the create asks for.
+# The rest is either read at each exec (env, workdir, user), a record field
+# (name, image as named, auto_remove), or fixed at start but not asked for
+# by a create (hostname: the box's id) or no longer of any use once it runs
+# (ready_ms).
+FIXED_AT_START = (
+    "image_id",
+    "lowers",
+    "mounts",
+    "main",
+    "limits",
+    "network",
+    "disk",
+    "engine",
+    "stop_grace_ms",
+    "drain_ms",
+)
+# What taking a started box for a create rewrites of its configuration.
+TAKEN_FIELDS = ("image", "env", "workdir", "user", "auto_remove")
+
+
+def start_signature(config: Mapping[str, Any], spec: BoxSpec) -> str:
+    """The part of a box's configuration and create arguments its start
+    fixes, canonically: two boxes with the same one are interchangeable
+    once started (a vm box's accel "auto" matches only a box that asked
+    for "auto")."""
+    fixed = {key: config.get(key) for key in FIXED_AT_START}
+    accel = spec.accel if config.get("engine") == "vm" else None
+    fixed |= {"detach": spec.detach, "accel": accel}
+    return json.dumps(fixed, sort_keys=True)
 
 
 def native_config(directory: Path, config: dict[str, Any], detached: bool) -> BoxConfig:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +52,7 @@ def make_dir_once(final: Path, fill: Callable[[Path], None]) -> Path:
     directory (``.make-*``) for its owner's clean-up to find."""
     if final.is_dir():
         return final
-    staging = final.with_name(f".make-{secrets.token_hex(6)}")
+    staging = final.with_name(f".make-{os.urandom(6).hex()}")
     staging.mkdir(parents=True, mode=0o755)
     try:
         fill(staging)

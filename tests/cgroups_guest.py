@@ -194,6 +194,7 @@ class Greeter(http.server.BaseHTTPRequestHandler):
 
 def rootless() -> None:
     """The child of check_rootless: drops to nobody."""
+    boxlite_ffi.preload()  # what the package imports on use, while still root
     os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)

@@ -64,8 +64,30 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module marked ``parity`` runs each test that uses ``rt`` (or
+    ``box``) twice: on a local runtime and on a server's (the remote client
+    against the session's ``boxlite serve``), unless it is ``local_only``."""
+    marked = metafunc.definition.get_closest_marker
+    if "api" in metafunc.fixturenames and marked("parity") and not marked("local_only"):
+        metafunc.parametrize("api", ["local", "remote"], indirect=True)
+
+
 @pytest.fixture
-def rt(home: Path) -> Iterator[boxlite_ffi.Runtime]:
+def api(request: pytest.FixtureRequest) -> str:
+    """Which runtime ``rt`` is: "local", or "remote" (see pytest_generate_tests)."""
+    return str(getattr(request, "param", "local"))
+
+
+@pytest.fixture
+def rt(home: Path, api: str, request: pytest.FixtureRequest) -> Iterator[boxlite_ffi.Runtime]:
+    if api == "remote":
+        from server_fixture import TOKEN  # (a plugin: imported by pytest first)
+
+        server = request.getfixturevalue("server")
+        with boxlite_ffi.connect(server.url, TOKEN) as remote:
+            yield remote  # type: ignore[misc]  (the same API: that is the point)
+        return
     with boxlite_ffi.Runtime(home) as runtime:
         yield runtime
 

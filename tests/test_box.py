@@ -12,6 +12,8 @@ from boxlite_ffi import Outcome
 
 from procscan import box_processes
 
+pytestmark = pytest.mark.parity
+
 
 def sh(box: boxlite_ffi.Box, script: str) -> str:
     result = box.run(["sh", "-c", script])
@@ -46,6 +48,7 @@ def test_minimal_dev_and_tmp(box: boxlite_ffi.Box) -> None:
     assert sh(box, "grep -c ' /proc proc ' /proc/mounts") == "1\n"
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_image_is_read_only_under_a_writable_layer(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     before = sorted(p.name for p in (rootfs / "etc").iterdir())
     with rt.create(rootfs=rootfs) as box:
@@ -62,6 +65,7 @@ def test_boxes_do_not_share_a_writable_layer(rt: boxlite_ffi.Runtime, rootfs: Pa
         assert b.run(["cat", "/root/mark"]).exit_code != 0
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_box_from_an_oci_layout_honours_whiteouts(rt: boxlite_ffi.Runtime, oci_image: Path) -> None:
     with rt.create(oci_image) as box:
         assert sh(box, "cat /etc/motd") == "from the top layer\n"
@@ -99,6 +103,7 @@ def test_stop_terminates_everything_and_restart_works(box: boxlite_ffi.Box) -> N
     assert box.run(["echo", "again"]).stdout == b"again\n"
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_stop_kills_a_process_that_ignores_sigterm(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     with boxlite_ffi.Runtime(rt.home.parent / "grace-home", stop_grace=0.5) as fast:
         box = fast.create(rootfs=rootfs)
@@ -110,6 +115,7 @@ def test_stop_kills_a_process_that_ignores_sigterm(rt: boxlite_ffi.Runtime, root
         assert execution.wait(timeout=5).outcome in (Outcome.SIGNALED, Outcome.LOST)
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_close_removes_the_box_directory(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     box = rt.create(rootfs=rootfs, name="short-lived")
     assert box.run(["touch", "/tmp/x", "/root/y"]).ok
@@ -133,6 +139,7 @@ def test_names_are_unique_and_validated(rt: boxlite_ffi.Runtime, rootfs: Path) -
             rt.create(rootfs=rootfs, name=bad)
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_bad_sources_give_typed_errors(
     rt: boxlite_ffi.Runtime, rootfs: Path, tmp_path: Path
 ) -> None:
@@ -176,6 +183,7 @@ BAD_CREATE_KEYWORDS = [
 ]
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 @pytest.mark.parametrize("keywords", BAD_CREATE_KEYWORDS, ids=repr)
 def test_bad_create_keywords_are_invalid_arguments(
     rt: boxlite_ffi.Runtime, rootfs: Path, keywords: dict[str, object]
@@ -185,6 +193,7 @@ def test_bad_create_keywords_are_invalid_arguments(
     assert list((rt.home / "boxes").iterdir()) == []
 
 
+@pytest.mark.local_only  # a rootfs outside the server's allowed directory
 def test_a_rootfs_without_a_shell_still_runs_the_agent(
     rt: boxlite_ffi.Runtime, tmp_path: Path
 ) -> None:
@@ -195,6 +204,7 @@ def test_a_rootfs_without_a_shell_still_runs_the_agent(
         assert result.outcome is Outcome.FAILED_TO_START and result.exit_code == 127
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_close_while_starting(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     box = rt.create(rootfs=rootfs)
     starting = box.start_future()
@@ -203,6 +213,7 @@ def test_close_while_starting(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     assert not box.directory.exists()
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_a_box_that_cannot_start_names_the_failing_step(
     rt: boxlite_ffi.Runtime, tmp_path: Path
 ) -> None:
@@ -218,6 +229,7 @@ def test_a_box_that_cannot_start_names_the_failing_step(
     box.close()
 
 
+@pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_rootfs_paths_that_overlay_cannot_express(rt: boxlite_ffi.Runtime, tmp_path: Path) -> None:
     odd = tmp_path / "a:b"
     odd.mkdir()

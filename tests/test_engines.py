@@ -623,6 +623,7 @@ def test_under_kvm_qemu_is_unprivileged_too(shared: boxlite_ffi.Box) -> None:
 
 UNPRIVILEGED_VM = """
 import os, boxlite_ffi
+boxlite_ffi.preload()  # while the interpreter's files are readable
 os.setgroups([])
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)

@@ -12,6 +12,8 @@ import pytest
 import boxlite_ffi
 from boxlite_ffi import Outcome
 
+pytestmark = pytest.mark.parity
+
 
 def test_printf_is_byte_exact(box: boxlite_ffi.Box) -> None:
     result = box.run(["printf", "abc"])
@@ -78,6 +80,7 @@ def test_iterating_streams_as_they_arrive(box: boxlite_ffi.Box) -> None:
     assert result.ok and result.stdout == b"" and result.stderr == b""
 
 
+@pytest.mark.local_only  # the remote client's callbacks run on its connection's thread
 def test_output_callbacks_run_on_the_drain_thread(
     rt: boxlite_ffi.Runtime, box: boxlite_ffi.Box
 ) -> None:

@@ -16,6 +16,8 @@ import boxlite_ffi
 
 LONG = "l" * 150  # past the 100 bytes of a tar header's name field
 
+pytestmark = pytest.mark.parity
+
 
 def make_tree(root: Path) -> Path:
     tree = root / "tree"
@@ -145,6 +147,7 @@ def test_missing_sources_are_typed_errors(box: boxlite_ffi.Box, tmp_path: Path) 
         box.copy_out("/no/such/file", tmp_path)
 
 
+@pytest.mark.local_only  # a host volume
 @pytest.mark.parametrize(
     ("path", "kind"),
     [("/dev/zero", "character device"), ("/data/fifo", "fifo"), ("/vol/sock", "socket")],

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from boxlite_ffi.boxapi import EXTENSION
 from boxlite_ffi.server.app import create_app
-from boxlite_ffi.server.models import EXTENSION
 from boxlite_ffi.server.settings import Settings
 
 CONTRACT = Path(__file__).parent / "contract" / "boxlite-box.openapi.yaml"

@@ -14,6 +14,8 @@ import pytest
 import boxlite_ffi
 from boxlite_ffi import Outcome, aio
 
+pytestmark = pytest.mark.parity
+
 
 def test_input_round_trips_byte_exact(box: boxlite_ffi.Box) -> None:
     data = os.urandom(3 << 20) + b"\0\xff\n"
@@ -59,7 +61,9 @@ def test_a_process_that_does_not_read_holds_the_writer_back(box: boxlite_ffi.Box
 
     def writer() -> None:
         try:
-            execution.write_stdin(b"x" * (8 << 20))  # far more than a pipe holds
+            # Far more than a pipe holds, and than the sockets and the
+            # server's bounded stdin queue between a remote client and it.
+            execution.write_stdin(b"x" * (64 << 20))
             outcome.append(None)
         except boxlite_ffi.BoxliteError as exc:
             outcome.append(exc)

@@ -10,6 +10,8 @@ import pytest
 import boxlite_ffi
 from boxlite_ffi import Outcome
 
+pytestmark = pytest.mark.parity
+
 
 def box_pids(box: boxlite_ffi.Box) -> list[str]:
     out = box.run(["sh", "-c", "for p in /proc/[0-9]*; do echo ${p#/proc/} $(cat $p/comm); done"])

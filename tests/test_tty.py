@@ -10,6 +10,8 @@ import pytest
 import boxlite_ffi
 from boxlite_ffi import Outcome
 
+pytestmark = pytest.mark.parity
+
 
 def test_a_tty_of_the_asked_size(box: boxlite_ffi.Box) -> None:
     result = box.exec(

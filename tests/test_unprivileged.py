@@ -23,6 +23,7 @@ NOBODY = 65534
 PRELUDE = f"""
 import os, sys
 import boxlite_ffi
+boxlite_ffi.preload()  # what it imports on use, too
 os.setgroups([])
 os.setresgid({NOBODY}, {NOBODY}, {NOBODY})
 os.setresuid({NOBODY}, {NOBODY}, {NOBODY})

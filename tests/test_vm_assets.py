@@ -455,6 +455,7 @@ import os, sys
 from pathlib import Path
 import boxlite_ffi
 from boxlite_ffi.vm.root_image import CACHE_PART, root_image
+boxlite_ffi.preload()  # what it imports on use, too
 os.setgroups([])
 os.setresgid({nobody}, {nobody}, {nobody})
 os.setresuid({nobody}, {nobody}, {nobody})

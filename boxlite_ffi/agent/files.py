@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol, cast
@@ -30,6 +29,8 @@ from ..errors import (
 from . import AGENT
 
 if TYPE_CHECKING:
+    import tarfile
+
     from ..execution import ExecResult, Execution
 
 BUFFER = 1 << 20
@@ -66,6 +67,8 @@ def copy_source(src: str | os.PathLike[str]) -> Path:
 
 def write_archive(source: Path, out: IO[bytes] | io.RawIOBase) -> None:
     """``source`` (a file or a tree) as a tar stream into ``out``, as ``<name>``."""
+    import tarfile  # on use: every box imports this module, few copy
+
     with tarfile.open(
         fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.GNU_FORMAT, bufsize=BUFFER
     ) as tar:
@@ -76,6 +79,8 @@ def extract_archive(archive: IO[bytes] | io.RawIOBase, target: Path) -> tarfile.
     """Unpack the tar stream into ``target``, every entry checked
     (``UnsafePathError``); a malformed archive's error is returned, for the
     sender's own failure may say more."""
+    import tarfile
+
     try:
         with tarfile.open(fileobj=cast(IO[bytes], archive), mode="r|", bufsize=BUFFER) as tar:
             tar.extractall(target, filter=_inside)
@@ -128,6 +133,8 @@ def copy_out(box: Runs, src: str, dest: str | os.PathLike[str]) -> None:
 
 def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     """Refuse what data_filter refuses; keep the archived mode and mtime."""
+    import tarfile
+
     try:
         tarfile.data_filter(member, dest)
     except tarfile.FilterError as exc:

@@ -25,9 +25,10 @@ from ..box import Box
 from ..errors import BoxliteError
 from ..execution import ExecResult, Execution
 from ..state.exits import Outcome
+from . import BOXLITE_FAILED
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-BOXLITE_FAILED = 125
+
 READ_SIZE = 64 * 1024
 
 

@@ -17,8 +17,8 @@ from ..image.media import ImageConfig
 from ..runtime import Runtime
 from ..spec import main_command
 from ..state.status import BoxStatus
-from . import output
-from .attach import BOXLITE_FAILED, run_attached
+from . import BOXLITE_FAILED, output
+from .attach import run_attached
 from .signals import Signals
 
 

@@ -9,12 +9,14 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..image import Progress
-from ..state.recovery import RecoveryReport
 from ..state.status import BoxStatus
-from ..state.views import BoxInfo
+
+if TYPE_CHECKING:
+    from ..image import Progress
+    from ..state.recovery import RecoveryReport
+    from ..state.views import BoxInfo
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO = sys.stdout) -> None:

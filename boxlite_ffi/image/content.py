@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 from ..errors import DigestMismatchError, ImageError
 from ..tree import make_dir_once, remove_tree, tree_size
 from .media import MAX_DOCUMENT, check_digest, digest_of
 from .unpack import DEFAULT_LIMITS, UnpackLimits, unpack_layer
+
+if TYPE_CHECKING:
+    import hashlib
 
 CHUNK = 1 << 20
 
@@ -53,6 +55,12 @@ def _open_locked(path: Path) -> BinaryIO:
         file.close()
 
 
+def _sha256() -> hashlib._Hash:
+    import hashlib  # on use: a box of a cached image hashes nothing
+
+    return hashlib.sha256()
+
+
 class Ingest:
     """A blob being written.  ``offset`` is how much an earlier, broken
     attempt already holds; ``write`` appends, ``commit`` verifies the whole
@@ -61,7 +69,7 @@ class Ingest:
     def __init__(self, path: Path, final: Path, digest: str, size: int | None) -> None:
         self.path, self.final, self.digest, self.size = path, final, digest, size
         self.file = _open_locked(path)
-        self.hash = hashlib.sha256()
+        self.hash = _sha256()
         self.file.seek(0)
         while chunk := self.file.read(CHUNK):
             self.hash.update(chunk)
@@ -72,7 +80,7 @@ class Ingest:
     def restart(self) -> None:
         """Forget what an earlier attempt wrote."""
         self.file.truncate(0)
-        self.hash = hashlib.sha256()
+        self.hash = _sha256()
         self.offset = 0
 
     def write(self, data: bytes) -> None:

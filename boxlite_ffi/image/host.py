@@ -16,7 +16,6 @@ the one it started with while a changed host gets a new one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import stat
@@ -89,6 +88,8 @@ def _sources(etc: Path) -> list[Source]:
 
 
 def _fingerprint(host: Path, sources: list[Source]) -> str:
+    import hashlib  # on use: only a host box fingerprints
+
     h = hashlib.sha256(_VERSION)
     for name in HOST_DIRS:
         path = host / name

@@ -8,6 +8,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._core.core import Mount
 from ..errors import (
@@ -19,17 +20,17 @@ from ..errors import (
 )
 from ..state.store import ImageRecord, Store
 from ..tree import remove_tree, tree_size
-from ..vm.root_image import CACHE_PART as VM_CACHE_PART
-from ..vm.root_image import root_image_path
-from ..vm.root_image import sweep as sweep_root_images
 from . import host
-from .archive import open_archive
 from .content import Content
-from .credentials import lookup
-from .install import ProgressCallback, image_record, install
 from .media import ImageConfig, parse_json
 from .reference import Reference, normalize
 from .unpack import DEFAULT_LIMITS, UnpackLimits
+
+if TYPE_CHECKING:
+    from .install import ProgressCallback
+
+# archive.py, credentials.py, install.py and the vm's root images load in
+# the methods that fill or empty the cache: a box only resolves an image.
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ class ResolvedImage:
     mounts: tuple[Mount, ...] = ()
 
 
-# What the cache is made of; anything else under its root is left over.
-_CACHE_PARTS = ("blobs", "ingest", "layers", "lock", host.NAME, VM_CACHE_PART)
+# What the cache is made of (and the vm's root images, vm/root_image.py);
+# anything else under its root is left over.
+_CACHE_PARTS = ("blobs", "ingest", "layers", "lock", host.NAME)
 
 
 class Images:
@@ -84,6 +86,9 @@ class Images:
             raise ImageNotFoundError(f"{source} does not exist")
         if tag is not None:
             Reference.parse(tag)  # a name a pull could have given
+        from .archive import open_archive
+        from .install import install
+
         records = []
         with os_errors(f"loading {source}"), self._content.using(), open_archive(source) as archive:
             for manifest, digest, names in archive.images:
@@ -110,7 +115,9 @@ class Images:
         Credentials: ``username``/``password``, else the registry's entry
         in ``auth_file`` (default: docker's config.json), else anonymous.
         ``insecure`` speaks plain HTTP (loopback registries always do)."""
+        from .credentials import lookup
         from .distribution import Registry  # http, ssl: only a pull needs them
+        from .install import install
 
         reference = Reference.parse(ref)
         if (username is None) != (password is None):
@@ -146,6 +153,10 @@ class Images:
         unpacked layer and partial download that no image needs, every vm
         root image of no image, and every host layer (or tree left by an
         older version) no box runs on."""
+        from ..vm.root_image import CACHE_PART as VM_CACHE_PART
+        from ..vm.root_image import root_image_path
+        from ..vm.root_image import sweep as sweep_root_images
+
         with self._content.using(exclusive=True):
             removed = self._remove_untagged()
             keep_blobs, keep_layers, keep_roots = set(), set(), set()
@@ -158,7 +169,11 @@ class Images:
             freed += sweep_root_images(vm_dir, keep_roots)
             in_use = {Path(p) for p in self._store.lowers_in_use()}
             strays = [*(self._content.root / host.NAME).glob("*")]
-            strays += [p for p in self._content.root.iterdir() if p.name not in _CACHE_PARTS]
+            strays += [
+                p
+                for p in self._content.root.iterdir()
+                if p.name not in (*_CACHE_PARTS, VM_CACHE_PART)
+            ]
             for tree in strays:
                 if not any(tree == p or tree in p.parents for p in in_use):
                     freed += tree_size(tree)
@@ -179,6 +194,8 @@ class Images:
         needs (config; each layer unpacked, or its blob), named by those of
         ``tags`` (name -> id) that point at it: recovery's way back to the
         image records of a lost store.  (ids recorded, tags left unplaced)."""
+        from .install import image_record
+
         placed: set[str] = set()
         recorded: tuple[str, ...] = ()
         with self._content.using():

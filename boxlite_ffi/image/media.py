@@ -6,7 +6,6 @@ storing them is the job of the content store and its sources.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -44,6 +43,8 @@ def check_digest(digest: object) -> str:
 
 
 def digest_of(data: bytes) -> str:
+    import hashlib  # on use: a box's specification imports this module for ImageConfig
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

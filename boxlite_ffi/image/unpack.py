@@ -31,23 +31,22 @@ entry allowed.
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import io
 import os
 import posixpath
 import shutil
 import stat
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DigestMismatchError, ImageError, ImageTooLargeError
 
-try:
-    from compression import zstd  # type: ignore[import-not-found, unused-ignore]
-except ImportError:
-    from backports import zstd  # type: ignore[import-not-found, no-redef, unused-ignore]
+if TYPE_CHECKING:
+    import tarfile
+
+# tarfile, gzip, zstd and hashlib load when a layer is unpacked: every box's
+# specification imports this module for UnpackLimits, few boxes unpack.
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -82,6 +81,8 @@ class _Hashing:
 
     def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
         self.raw = raw
+        import hashlib
+
         self.hash = hashlib.sha256()
         self.length = 0
         self.limit = limit
@@ -103,12 +104,23 @@ class _Hashing:
 def decompressed(raw: io.BufferedReader) -> io.BufferedIOBase:
     """gzip, zstd or plain, told by the stream's first bytes (docker-archive
     and some registries label compressed layers as plain tars)."""
+    import gzip
+
     head = raw.peek(4)[:4]
     if head.startswith(_GZIP_MAGIC):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if head == _ZSTD_MAGIC:
-        return zstd.ZstdFile(raw, mode="rb")  # type: ignore[no-any-return, unused-ignore]
+        return zstd_module().ZstdFile(raw, mode="rb")  # type: ignore[no-any-return, unused-ignore]
     return raw
+
+
+def zstd_module() -> Any:
+    """compression.zstd (Python 3.14) or its backport."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found, no-redef, unused-ignore]
+    return zstd
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
@@ -386,6 +398,9 @@ def unpack_layer(
     Beyond ``limits`` it raises ImageTooLargeError, leaving ``top`` partly
     filled for the caller to remove (the cache unpacks into a staging
     directory it deletes)."""
+    import tarfile
+
+    zstd = zstd_module()
     writer = LayerWriter(str(top), [str(p) for p in lowers], limits)
     try:
         stream = _Hashing(decompressed(blob), limits.max_stream)

@@ -43,6 +43,7 @@ from ..boxapi import (
     EXIT_FRAME,
     FRAME_STDERR,
     FRAME_STDOUT,
+    MAX_CLIENT_FRAME,
     RESIZE,
     SIGNAL,
     STDIN_EOF_FRAME,
@@ -65,7 +66,10 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 STREAMS = (FRAME_STDOUT, FRAME_STDERR)
+STDIN_PIECE = MAX_CLIENT_FRAME // 4  # stdin frames: well inside the server's bound
+NORMAL_CLOSURE = 1000  # the server's close after the exit frame
 RETRY_PAUSE_S = (0.02, 0.5)
+LEAVING_S = 2.0  # a client that just let go may still hold the execution this long
 Cursor = tuple[int, int]
 
 
@@ -86,8 +90,9 @@ class RemoteExec:
         # Loop-thread state.
         self._credit: asyncio.Event | None = None
         self._socket: asyncio.Future[ClientConnection] | None = None
-        self._ended = False  # the sink was told the end
-        self._stdin_error: BoxliteError | None = None
+        self._ended = False  # the end is decided (told to the sink, or about to be)
+        self._stdin_error: BoxliteError | None = None  # the server could not feed stdin
+        self._stdin_closed = False  # close_stdin was asked (any thread)
 
     # ---- the reader, on the loop -----------------------------------------------
 
@@ -145,7 +150,7 @@ class RemoteExec:
     async def _open(self, cursor: Cursor, *, again: bool) -> ClientConnection:
         """A socket from ``cursor``; again (a reconnection): retried while
         the server cannot be reached, or still holds the old socket."""
-        deadline = time.monotonic() + self._t.retry_for
+        start = time.monotonic()
         pause = RETRY_PAUSE_S[0]
         query = f"{CURSOR_QUERY}={cursor[0]},{cursor[1]}"
         while True:
@@ -153,9 +158,12 @@ class RemoteExec:
                 ws = await self._t.open_socket(ATTACH.format_map(self._ids), query)
                 break
             except (ConnectionLostError, InvalidStateError) as exc:
+                # Busy: the server has not yet seen our (or another's)
+                # last socket close; for a reconnection, it will.
                 busy = isinstance(exc, InvalidStateError) and exc.reason == StateReason.EXEC_BUSY
-                transient = isinstance(exc, ConnectionLostError) or (again and busy)
-                if not transient or time.monotonic() + pause > deadline:
+                lost = isinstance(exc, ConnectionLostError)
+                bound = self._t.retry_for if lost or again else LEAVING_S
+                if not (lost or busy) or time.monotonic() + pause > start + bound:
                     raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_PAUSE_S[1])
@@ -236,20 +244,33 @@ class RemoteExec:
     def exec_write(
         self, handle: int, data: bytes | bytearray | memoryview
     ) -> concurrent.futures.Future[None]:
+        if self._stdin_closed:
+            refused: concurrent.futures.Future[None] = concurrent.futures.Future()
+            refused.set_exception(ExecClosedError("stdin was closed"))
+            return refused
         return self._t.submit(self._write(bytes(data)))
 
     async def _write(self, data: bytes) -> None:
-        if self._stdin_error is not None:
-            raise self._stdin_error
         ws = await self._current()
-        try:
-            await ws.send(data)
-        except ConnectionClosed:
-            raise ConnectionLostError(
-                "the connection broke while stdin was sent: it may not all have arrived"
-            ) from None
+        for offset in range(0, len(data), STDIN_PIECE):
+            if self._stdin_error is not None:
+                raise self._stdin_error
+            try:
+                await ws.send(data[offset : offset + STDIN_PIECE])
+            except ConnectionClosed as exc:
+                raise self._broken(exc) from None
+
+    def _broken(self, exc: ConnectionClosed) -> BoxliteError:
+        """Why stdin could not be sent: the end (the server closes after
+        the exit), or a broken connection (with a doubt on what arrived)."""
+        if self._ended or (exc.rcvd is not None and exc.rcvd.code == NORMAL_CLOSURE):
+            return ExecClosedError("the execution has ended")
+        return ConnectionLostError(
+            "the connection broke while stdin was sent: it may not all have arrived"
+        )
 
     def exec_close_stdin(self, handle: int) -> None:
+        self._stdin_closed = True
         self._t.submit(self._close_stdin())  # in order after every write asked before
 
     async def _close_stdin(self) -> None:
@@ -281,14 +302,19 @@ class RemoteExec:
             self._t.submit(self._let_go(end, kill=True))
 
     async def _let_go(self, end: _Exit, *, kill: bool) -> None:
+        """The end is told once the socket is closed: a client attaching
+        next is not refused for this one."""
         ended = self._ended
-        self._finish(end)
+        self._ended = True  # the reader stops at the close, not taking it for a break
         if kill and not ended:
             with contextlib.suppress(BoxliteError):
                 await self._kill()
-        if self._socket is not None and self._socket.done() and not self._socket.cancelled():
+        socket = self._socket
+        if socket is not None and socket.done() and socket.exception() is None:
             with contextlib.suppress(ConnectionClosed, OSError):
-                await self._socket.result().close()
+                await socket.result().close()
+        if not ended and self._sink is not None:
+            self._sink.finish(end)
 
 
 def _cursor_of(sink: _ExecSink) -> Cursor:

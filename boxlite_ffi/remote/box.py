@@ -39,6 +39,7 @@ from ..spec import (
     check_cwd,
     check_seconds,
     check_size,
+    check_user_name,
     check_window,
     env_dict,
     parse_exec_id,
@@ -323,7 +324,7 @@ def exec_body(spec: ExecSpec) -> dict[str, Any]:
     if (timeout := check_seconds(spec.timeout, "timeout")) is not None:
         body["timeout_seconds"] = timeout
     if spec.user is not None:
-        body["boxlite_user"] = spec.user
+        body["boxlite_user"] = check_user_name(spec.user)
     if spec.tty:
         check_size(spec.rows, spec.cols)
         body |= {"boxlite_rows": spec.rows, "boxlite_cols": spec.cols}

@@ -48,6 +48,7 @@ from ..boxapi import (
     CURSOR_FRAME,
     ERROR_FRAME,
     EXIT_FRAME,
+    MAX_CLIENT_FRAME,
     RESIZE_FRAME,
     SIGNAL_FRAME,
     STDIN_EOF_FRAME,
@@ -61,7 +62,7 @@ from .state import ServerState
 
 router = APIRouter(tags=["Execution"])
 
-MAX_FRAME = 1 << 20  # the largest client frame taken (a larger one closes with 1009)
+MAX_FRAME = MAX_CLIENT_FRAME
 STDIN_FRAMES = 4  # stdin frames waiting for the pipe before the socket is left unread
 NORMAL_CLOSURE = 1000
 EOF = None  # the stdin queue's end

@@ -89,8 +89,9 @@ def row_of(exc: BaseException) -> Row:
 
 def public_class(exc: ours.BoxliteError) -> str:
     """The name of the nearest class of ``boxlite_ffi`` itself (its
-    ``errors`` module) that ``exc`` is: what a remote client raises."""
-    for cls in type(exc).__mro__:
+    ``errors`` module) that ``exc`` is, or stands for (``stands_for``): what
+    a remote client raises."""
+    for cls in getattr(exc, "stands_for", type(exc)).__mro__:
         if cls.__module__ == ours.__name__:
             return cls.__name__
     return ours.BoxliteError.__name__

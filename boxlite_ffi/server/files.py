@@ -51,7 +51,12 @@ SPOOL_IN_MEMORY = 1 << 20  # an upload beyond this goes to a temporary file
 
 
 class CopyFailedError(InvalidArgumentError):
-    """The copy helper refused the path (missing, not a directory, no right)."""
+    """The copy helper refused the path (missing, not a directory, no right):
+    the client's to fix (400), told as the error it stands for."""
+
+    def __init__(self, error: SystemCallError | ProtocolError) -> None:
+        super().__init__(error.message)
+        self.stands_for = type(error)
 
 
 def box_path(path: str) -> str:
@@ -144,7 +149,7 @@ def unpack(state: ServerState, box_id: str, dest: str, archive: IO[bytes]) -> No
     try:
         copy.unpack_in(box, with_parents(archive, parents), dest)
     except (SystemCallError, ProtocolError) as exc:
-        raise CopyFailedError(exc.message) from None
+        raise CopyFailedError(exc) from None
 
 
 @router.put(FILES, status_code=204, operation_id="uploadFiles")
@@ -177,7 +182,7 @@ def packed(state: ServerState, box_id: str, src: str) -> Iterator[bytes]:
     try:
         first = next(chunks, b"")
     except (SystemCallError, ProtocolError) as exc:
-        raise CopyFailedError(exc.message) from None
+        raise CopyFailedError(exc) from None
 
     def rest() -> Iterator[bytes]:
         if first:

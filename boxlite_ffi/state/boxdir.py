@@ -27,6 +27,9 @@ directory with the marker and no specification is an unfinished create
 (the record is committed before the specification is written) or a
 removal that got as far as deleting the specification (its first step):
 garbage.  One with a specification is a box, whatever the store says.
+A warm pool's box (``store.POOLED``) gets its specification only when a
+create takes it: until then it is the runtime's, garbage once its record
+is gone.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +85,11 @@ def mark(directory: Path) -> None:
         os.close(fd)
 
 
-def write_spec(directory: Path, record: BoxRecord) -> None:
-    """Write the box's specification atomically (see the module's doc)."""
+def write_spec(directory: Path, record: BoxRecord, *, durable: bool = True) -> None:
+    """Write the box's specification atomically (see the module's doc).
+    ``durable=False`` skips the fsyncs, for a box that cannot outlive a
+    power cut anyway: one that is not detached goes with its owner, which
+    a power cut ends, so the next open deletes it whatever its file says."""
     spec = {
         "kind": KIND,
         "version": VERSION,
@@ -96,7 +101,7 @@ def write_spec(directory: Path, record: BoxRecord) -> None:
         "config": record.config,
     }
     data = json.dumps(spec, indent=1, sort_keys=True).encode()
-    temp = directory / f".{SPEC}.{secrets.token_hex(4)}"
+    temp = directory / f".{SPEC}.{os.urandom(4).hex()}"
     with os_errors(f"writing the specification of box {record.id}"):
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -104,14 +109,16 @@ def write_spec(directory: Path, record: BoxRecord) -> None:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.rename(temp, directory / SPEC)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _sync_dir(directory)
+        if durable:
+            _sync_dir(directory)
 
 
 def _sync_dir(directory: Path) -> None:
@@ -181,7 +188,7 @@ def discard(directory: Path) -> None:
 def move_aside(directory: Path) -> Path:
     """Rename a garbage directory out of the ids' way, to delete later (a
     crash before that leaves it for the next sweep)."""
-    aside = directory.with_name(f"{GONE_PREFIX}{secrets.token_hex(4)}-{directory.name}")
+    aside = directory.with_name(f"{GONE_PREFIX}{os.urandom(4).hex()}-{directory.name}")
     with contextlib.suppress(FileNotFoundError):
         directory.rename(aside)
     return aside

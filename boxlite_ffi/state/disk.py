@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from ..errors import EngineError
@@ -14,6 +13,8 @@ from . import boxdir
 def make_disk(box_dir: Path, size: int) -> None:
     """The ext4 image the box's writable layer will live in (sparse: it
     takes only what is written)."""
+    import subprocess  # on use: few boxes have a disk limit
+
     image = box_dir / boxdir.DISK_IMAGE
     with open(image, "xb") as f:
         f.truncate(size)

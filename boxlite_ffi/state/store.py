@@ -184,6 +184,11 @@ def removes(fields: Change | None) -> TypeGuard[Change]:
 
 
 _LIVE_ROWS = "removed IS NULL"
+# A warm pool's box (started, not yet taken by a create) has this key in
+# its configuration: it is the runtime's, not the user's, so lookups and
+# listings do not see it; reconciling does (pool.py).
+POOLED = "pool"
+_VISIBLE = f"{_LIVE_ROWS} AND json_extract(config, '$.{POOLED}') IS NULL"
 
 
 def boot_id() -> str:
@@ -362,13 +367,27 @@ class Store:
         raise) atomically; returns the record as it is afterwards.
         ``NotFoundError`` when there is none.  ``frees``: a write on the way
         to freeing space (a stop, a removal, a run's end), which a full disk
-        must not refuse: the reserve's room is given up for it."""
+        must not refuse: the reserve's room is given up for it.
+        ``AlreadyExistsError`` for a name another box has."""
         try:
-            return self._change(box_id, change)
+            return self._named(box_id, change)
         except DiskFullError:
             if not frees or not self._release_reserve():
                 raise
-        return self._change(box_id, change)
+        return self._named(box_id, change)
+
+    def _named(self, box_id: str, change: Callable[[BoxRecord], Change | None]) -> BoxRecord:
+        asked: list[Change | None] = []
+
+        def remembered(record: BoxRecord) -> Change | None:
+            asked.append(change(record))
+            return asked[-1]
+
+        try:
+            return self._change(box_id, remembered)
+        except sqlite3.IntegrityError:  # the one unique column a change can set
+            name = (asked[-1] or {}).get("name") if asked else None
+            raise AlreadyExistsError(f"a box named {name!r} exists") from None
 
     def _change(self, box_id: str, change: Callable[[BoxRecord], Change | None]) -> BoxRecord:
         with self._transaction() as db:
@@ -399,7 +418,7 @@ class Store:
         """By name, full id, or a prefix of exactly one id."""
         if not id_or_name or not isinstance(id_or_name, str):
             raise InvalidArgumentError("an empty box id")
-        where = f"WHERE {_LIVE_ROWS} AND"
+        where = f"WHERE {_VISIBLE} AND"
         records = self._query(f"{where} (name = ? OR id = ?)", (id_or_name, id_or_name))
         if not records:
             pattern = id_or_name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -409,9 +428,10 @@ class Store:
             raise NotFoundError(f"{id_or_name!r} {what}")
         return records[0]
 
-    def all(self) -> list[BoxRecord]:
-        """Every box that is not removed, oldest first."""
-        return self._query(f"WHERE {_LIVE_ROWS} ORDER BY created, id")
+    def all(self, *, pooled: bool = False) -> list[BoxRecord]:
+        """Every box that is not removed, oldest first; warm pools' boxes
+        only when ``pooled``."""
+        return self._query(f"WHERE {_LIVE_ROWS if pooled else _VISIBLE} ORDER BY created, id")
 
     # -- images ----------------------------------------------------------------
 
