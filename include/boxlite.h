@@ -5,8 +5,9 @@
  * threads for blocking work) never call user code.  They post typed events to
  * a bounded per-runtime queue; user callbacks run only inside
  * boxlite_runtime_drain(), on the thread that calls it, with the queue lock
- * released.  A full queue makes producers wait (a stream stops being read); it
- * never drops an event.
+ * released (or the caller takes the events, boxlite_runtime_take, and
+ * dispatches them itself).  A full queue makes producers wait (a stream
+ * stops being read); it never drops an event.
  *
  * Handles: the runtime is a pointer; boxes and executions are 64-bit handles
  * carrying a generation, so a freed or never-issued handle is refused with
@@ -14,10 +15,11 @@
  * NULL handle: passing it where a handle is required is INVALID_ARGUMENT.
  *
  * Return values: functions return BOXLITE_OK (0) or a positive boxlite_status
- * code; boxlite_runtime_drain returns a count or a negated code.  A call that
- * returns an error has taken no ownership and will invoke no callback.  An
- * asynchronous call that returns BOXLITE_OK invokes its completion callback
- * exactly once.  Codes are stable: new ones may be added, none renumbered.
+ * code; boxlite_runtime_drain and boxlite_runtime_take return a count or a
+ * negated code.  A call that returns an error has taken no ownership and
+ * will invoke no callback.  An asynchronous call that returns BOXLITE_OK
+ * invokes its completion callback (or yields its event) exactly once.
+ * Codes are stable: new ones may be added, none renumbered.
  *
  * Strings passed in are copied before the call returns.  Pointers passed to
  * callbacks are valid only during the callback.
@@ -138,6 +140,54 @@ int boxlite_runtime_new(const boxlite_runtime_options *options, boxlite_runtime 
  * function of this API, including drain (nested) and close.
  */
 int boxlite_runtime_drain(boxlite_runtime *rt, int max_events, int timeout_ms);
+
+/* Event kinds (boxlite_event.kind). */
+enum {
+	BOXLITE_EVENT_DONE = 1,   /* a completion: status, message */
+	BOXLITE_EVENT_OUTPUT = 2, /* a chunk of output: stream, data, len */
+	BOXLITE_EVENT_EXIT = 3,   /* an execution's end: exit */
+};
+
+/*
+ * One event as boxlite_runtime_take hands it over: what drain would pass to
+ * its callback, and that callback (the one matching kind; the others NULL),
+ * for a consumer that dispatches itself.  data and message stay valid until
+ * the event is released.  Fields may be added at the end, never reordered.
+ */
+typedef struct boxlite_event {
+	int kind;              /* BOXLITE_EVENT_* */
+	int status;            /* DONE: the operation's status */
+	int stream;            /* OUTPUT: BOXLITE_STDOUT or BOXLITE_STDERR */
+	void *user_data;       /* as given with the callback */
+	const char *message;   /* DONE: NUL-terminated, or NULL */
+	const uint8_t *data;   /* OUTPUT: len bytes, byte-exact */
+	size_t len;
+	boxlite_exit exit;     /* EXIT */
+	boxlite_done_cb on_done;
+	boxlite_output_cb on_output;
+	boxlite_exit_cb on_exit;
+	void *internal;        /* the core's; not to be touched */
+} boxlite_event;
+
+/*
+ * Drain's other half, for a consumer that dispatches events itself (one call
+ * for many events, e.g. across a language boundary): move up to max ready
+ * events into out[0..n), in queue order, without running any callback.
+ * Waits as drain does; returns the same (n, 0 on timeout, or
+ * -BOXLITE_ERR_RUNTIME_CLOSED once closed and every event taken).  The
+ * caller then handles them in order and gives every one back with
+ * boxlite_runtime_release, before boxlite_runtime_free: what drain does
+ * after each callback (freeing the payload; for an execution without
+ * BOXLITE_EXEC_ACK_OUTPUT, acknowledging the chunk) happens there.  max is
+ * at most INT_MAX; 0 or out NULL is INVALID_ARGUMENT.
+ * Take from one thread at a time, and do not mix it with drain: ordering
+ * per execution (Exit last) holds for one consumer.
+ */
+int boxlite_runtime_take(boxlite_runtime *rt, boxlite_event *out, size_t max, int timeout_ms);
+
+/* Release n taken events (out of one or more takes, each once); their data
+ * and message are invalid afterwards.  n == 0 and evs == NULL do nothing. */
+void boxlite_runtime_release(boxlite_runtime *rt, const boxlite_event *evs, size_t n);
 
 /*
  * Post a user callback through the queue: cb(user_data, status, NULL) runs

@@ -130,17 +130,21 @@ def test_registry_claims_exactly_once() -> None:
     assert results.count("sink") == 1 and results.count(None) == 7
 
 
+@pytest.mark.parametrize("error", [ValueError, SystemExit])
 def test_a_failing_callback_is_reported_and_harms_nothing(
-    rt: boxlite_ffi.Runtime, box: boxlite_ffi.Box, monkeypatch: pytest.MonkeyPatch
+    rt: boxlite_ffi.Runtime,
+    box: boxlite_ffi.Box,
+    monkeypatch: pytest.MonkeyPatch,
+    error: type[BaseException],
 ) -> None:
     reported: list[BaseException] = []
     monkeypatch.setattr("sys.unraisablehook", lambda args: reported.append(args.exc_value))
 
     def explode(_: bytes) -> None:
-        raise ValueError("user bug")
+        raise error("user bug")
 
     result = box.exec(["sh", "-c", "echo a; echo b >&2"], on_stdout=explode).wait(timeout=10)
     assert result.ok and result.stderr == b"b\n"
-    assert [str(e) for e in reported] == ["user bug"]
+    assert [(type(e), str(e)) for e in reported] == [(error, "user bug")]
     assert rt.native.drain_thread.is_alive()
     assert box.run(["echo", "still fine"]).stdout == b"still fine\n"

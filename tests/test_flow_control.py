@@ -147,7 +147,8 @@ def test_asyncio_readers_acknowledge_as_they_go(rt: boxlite_ffi.Runtime, rootfs:
 
 
 class _CountingSink:
-    """A sink without acknowledgements: the core acknowledges after each call."""
+    """A sink without acknowledgements: the core acknowledges each chunk once
+    the drain thread releases the batch it came in (boxlite_runtime_release)."""
 
     def __init__(self) -> None:
         self.bytes = 0
@@ -165,7 +166,7 @@ class _CountingSink:
         self.ended.set()
 
 
-def test_the_core_acknowledges_when_the_callback_returns(box: boxlite_ffi.Box) -> None:
+def test_the_core_acknowledges_what_the_drain_releases(box: boxlite_ffi.Box) -> None:
     box.start()
     sink = _CountingSink()
     native = box._svc.native

@@ -1,4 +1,4 @@
-"""A model test of the native queue through boxlite_runtime_post and drain.
+"""A model test of the native queue through boxlite_runtime_post, drain and take.
 
 Hypothesis drives random interleavings of post, drain and close against a
 reference model: a FIFO with a capacity that refuses posts once closed.
@@ -44,6 +44,7 @@ class QueueModel(RuleBasedStateMachine):
         self.closed = False
         self.delivered: list[int] = []
         self.owner = object()
+        self.batch = _callbacks.Batch(6)
 
     @rule(status=st.integers(0, 1000))
     def post(self, status: int) -> None:
@@ -75,6 +76,24 @@ class QueueModel(RuleBasedStateMachine):
             return
         expected = [self.model.popleft() for _ in range(min(max_events, len(self.model)))]
         assert n == len(expected)
+        assert self.delivered[before:] == expected
+
+    @rule(max_events=st.integers(1, 6))
+    def take(self, max_events: int) -> None:
+        """The batch path the drain thread uses: take, dispatch, release."""
+        before = len(self.delivered)
+        timeout = 5000 if self.closed and not self.model else 0
+        n = lib.boxlite_runtime_take(self.rt, self.batch.events, max_events, timeout)
+        if self.closed and not self.model:
+            assert n == -ErrorCode.RUNTIME_CLOSED
+            return
+        expected = [self.model.popleft() for _ in range(min(max_events, len(self.model)))]
+        assert n == len(expected)
+        assert len(self.delivered) == before  # taking runs nothing
+        try:
+            self.batch.dispatch(n)
+        finally:
+            lib.boxlite_runtime_release(self.rt, self.batch.events, n)
         assert self.delivered[before:] == expected
 
     @precondition(lambda self: not self.closed)

@@ -1,6 +1,7 @@
 """The core layer: one native runtime, its drain thread, and typed calls.
 
-Every native callback runs on the drain thread (invariant 1).  Asynchronous
+Every native event is dispatched on the drain thread (invariant 1), which
+takes them from the native queue in batches (``boxlite_runtime_take``).  Asynchronous
 native operations complete ``concurrent.futures.Future`` objects, which the
 sync API waits on and the asyncio API awaits (``asyncio.wrap_future``), so
 both surfaces share this one implementation.
@@ -252,8 +253,13 @@ class NativeRuntime:
         return self._closing
 
     def _drain_loop(self) -> None:
-        while lib.boxlite_runtime_drain(self._rt, DRAIN_BATCH, -1) >= 0:
-            pass
+        batch = _callbacks.Batch(DRAIN_BATCH)
+        rt, events = self._rt, batch.events
+        while (n := lib.boxlite_runtime_take(rt, events, DRAIN_BATCH, -1)) >= 0:
+            try:
+                batch.dispatch(n)
+            finally:
+                lib.boxlite_runtime_release(rt, events, n)
         with self._lock:
             rt, self._rt = self._rt, None
         lib.boxlite_runtime_free(rt)

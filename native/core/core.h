@@ -9,7 +9,8 @@
  *   - the reactor thread (reactor.c): owns every agent connection, every
  *     execution's routing, and the reaping of shims.  It is the only poster
  *     of execution events, which is what keeps output and Exit ordered.
- *   - the draining thread: runs user callbacks (runtime.c, boxlite_runtime_drain).
+ *   - the draining thread: runs user callbacks (runtime.c, boxlite_runtime_drain),
+ *     or takes events to dispatch itself (boxlite_runtime_take/release).
  *
  * Locks: rt->lock guards the handle table, the op list, and box state fields
  * marked (rt->lock).  The queue has its own lock and is never taken while

@@ -187,7 +187,8 @@ static bool finished(const struct bl_queue *q)
 	return q->closed && q->count == 0 && q->holds == 0;
 }
 
-struct bl_event *bl_queue_pop(struct bl_queue *q, int timeout_ms, int *status)
+size_t bl_queue_pop_many(struct bl_queue *q, struct bl_event **out, size_t max, int timeout_ms,
+			 int *status)
 {
 	struct timespec deadline, *dl = NULL;
 	if (timeout_ms >= 0) {
@@ -199,24 +200,37 @@ struct bl_event *bl_queue_pop(struct bl_queue *q, int timeout_ms, int *status)
 		if (!wait_until(&q->not_empty, &q->lock, dl) && q->count == 0) {
 			pthread_mutex_unlock(&q->lock);
 			*status = BOXLITE_ERR_TIMEOUT;
-			return NULL;
+			return 0;
 		}
 	}
 	if (q->count == 0) {
 		pthread_mutex_unlock(&q->lock);
 		*status = BOXLITE_ERR_RUNTIME_CLOSED;
-		return NULL;
+		return 0;
 	}
-	struct bl_event *ev = q->head;
-	q->head = ev->next;
+	size_t n = 0;
+	while (n < max && q->head) {
+		struct bl_event *ev = q->head;
+		q->head = ev->next;
+		ev->next = NULL;
+		out[n++] = ev;
+	}
 	if (!q->head)
 		q->tail = NULL;
-	q->count--;
-	/* One slot freed is room for one waiting producer.  glibc's signal makes
-	 * no system call when nobody waits. */
-	pthread_cond_signal(&q->not_full);
+	q->count -= n;
+	/* Each slot freed is room for one waiting producer.  glibc's signal and
+	 * broadcast make no system call when nobody waits. */
+	if (n == 1)
+		pthread_cond_signal(&q->not_full);
+	else
+		pthread_cond_broadcast(&q->not_full);
 	pthread_mutex_unlock(&q->lock);
-	ev->next = NULL;
 	*status = BOXLITE_OK;
-	return ev;
+	return n;
+}
+
+struct bl_event *bl_queue_pop(struct bl_queue *q, int timeout_ms, int *status)
+{
+	struct bl_event *ev = NULL;
+	return bl_queue_pop_many(q, &ev, 1, timeout_ms, status) ? ev : NULL;
 }

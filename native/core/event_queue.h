@@ -88,5 +88,12 @@ void bl_queue_release(struct bl_queue *q);
  * set to BOXLITE_ERR_TIMEOUT or BOXLITE_ERR_RUNTIME_CLOSED.
  */
 struct bl_event *bl_queue_pop(struct bl_queue *q, int timeout_ms, int *status);
+/*
+ * Pop up to max events into out, in order, under one lock: waits as
+ * bl_queue_pop for the first, takes only what is ready after it.  Returns
+ * how many (the caller owns them), or 0 with *status as bl_queue_pop's.
+ */
+size_t bl_queue_pop_many(struct bl_queue *q, struct bl_event **out, size_t max, int timeout_ms,
+			 int *status);
 
 #endif

@@ -187,7 +187,7 @@ int boxlite_runtime_new(const boxlite_runtime_options *options, boxlite_runtime 
 	return BOXLITE_OK;
 }
 
-static void dispatch(boxlite_runtime *rt, struct bl_event *ev)
+static void dispatch(const struct bl_event *ev)
 {
 	switch (ev->kind) {
 	case BL_EV_DONE:
@@ -195,14 +195,21 @@ static void dispatch(boxlite_runtime *rt, struct bl_event *ev)
 		break;
 	case BL_EV_OUTPUT:
 		ev->output.cb(ev->user_data, ev->output.stream, ev->data, ev->output.len);
-		if (ev->output.ack) /* fails only once the exec or runtime is gone */
-			(void)boxlite_exec_ack(rt, ev->output.ack, ev->output.stream,
-					       ev->output.len);
 		break;
 	case BL_EV_EXIT:
 		ev->exit.cb(ev->user_data, &ev->exit.exit);
 		break;
 	}
+}
+
+/* What follows an event's handling: the chunk's acknowledgement when the
+ * core owes it, and the event's memory. */
+static void finish(boxlite_runtime *rt, struct bl_event *ev)
+{
+	/* The ack fails only once the exec or the runtime is gone. */
+	if (ev->kind == BL_EV_OUTPUT && ev->output.ack)
+		(void)boxlite_exec_ack(rt, ev->output.ack, ev->output.stream, ev->output.len);
+	bl_event_free(ev);
 }
 
 int boxlite_runtime_drain(boxlite_runtime *rt, int max_events, int timeout_ms)
@@ -219,11 +226,72 @@ int boxlite_runtime_drain(boxlite_runtime *rt, int max_events, int timeout_ms)
 				return -BOXLITE_ERR_RUNTIME_CLOSED;
 			break;
 		}
-		dispatch(rt, ev);
-		bl_event_free(ev);
+		dispatch(ev);
+		finish(rt, ev);
 		n++;
 	}
 	return n;
+}
+
+static void describe(boxlite_event *out, struct bl_event *ev)
+{
+	memset(out, 0, sizeof *out);
+	out->user_data = ev->user_data;
+	out->internal = ev;
+	switch (ev->kind) {
+	case BL_EV_DONE:
+		out->kind = BOXLITE_EVENT_DONE;
+		out->status = ev->done.status;
+		out->message = ev->done.message;
+		out->on_done = ev->done.cb;
+		break;
+	case BL_EV_OUTPUT:
+		out->kind = BOXLITE_EVENT_OUTPUT;
+		out->stream = ev->output.stream;
+		out->data = ev->data;
+		out->len = ev->output.len;
+		out->on_output = ev->output.cb;
+		break;
+	case BL_EV_EXIT:
+		out->kind = BOXLITE_EVENT_EXIT;
+		out->exit = ev->exit.exit;
+		out->on_exit = ev->exit.cb;
+		break;
+	}
+}
+
+/* Events popped per lock hold: a bound on the stack, not on a take. */
+#define TAKE_CHUNK 64u
+
+int boxlite_runtime_take(boxlite_runtime *rt, boxlite_event *out, size_t max, int timeout_ms)
+{
+	if (!rt || !out || max == 0 || max > INT_MAX)
+		return -BOXLITE_ERR_INVALID_ARGUMENT;
+	size_t n = 0;
+	while (n < max) {
+		struct bl_event *evs[TAKE_CHUNK];
+		size_t want = max - n < TAKE_CHUNK ? max - n : TAKE_CHUNK;
+		int status;
+		/* Only the first pop may wait, as in drain. */
+		size_t got = bl_queue_pop_many(&rt->queue, evs, want, n == 0 ? timeout_ms : 0, &status);
+		if (got == 0 && status == BOXLITE_ERR_RUNTIME_CLOSED && n == 0)
+			return -BOXLITE_ERR_RUNTIME_CLOSED;
+		for (size_t i = 0; i < got; i++)
+			describe(&out[n + i], evs[i]);
+		n += got;
+		if (got < want)
+			break;
+	}
+	return (int)n;
+}
+
+void boxlite_runtime_release(boxlite_runtime *rt, const boxlite_event *evs, size_t n)
+{
+	if (!rt || !evs)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (evs[i].internal)
+			finish(rt, evs[i].internal);
 }
 
 int boxlite_runtime_post(boxlite_runtime *rt, boxlite_done_cb cb, void *user_data, int status,

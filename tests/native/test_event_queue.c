@@ -187,6 +187,75 @@ static void test_destroy_releases_undelivered_payloads(void)
 	bl_queue_destroy(&q); /* AddressSanitizer's leak check proves the frees */
 }
 
+static void test_pop_many_takes_what_is_ready_in_order(void)
+{
+	struct bl_queue q;
+	CHECK(bl_queue_init(&q, 16) == 0);
+	for (uint8_t i = 0; i < 10; i++)
+		CHECK(bl_queue_push_stream(&q, output_event(i), 0) == BOXLITE_OK);
+	struct bl_event *out[16];
+	int status;
+	CHECK(bl_queue_pop_many(&q, out, 4, 0, &status) == 4 && status == BOXLITE_OK);
+	CHECK(bl_queue_pop_many(&q, out + 4, 16, -1, &status) == 6 && q.count == 0);
+	for (uint8_t i = 0; i < 10; i++) {
+		CHECK(out[i]->data[0] == i && out[i]->next == NULL);
+		bl_event_free(out[i]);
+	}
+	CHECK(bl_queue_pop_many(&q, out, 16, 10, &status) == 0 && status == BOXLITE_ERR_TIMEOUT);
+	/* The queue works on after a batch emptied it (its tail was reset). */
+	CHECK(bl_queue_push_stream(&q, output_event(42), 0) == BOXLITE_OK);
+	CHECK(bl_queue_pop_many(&q, out, 16, 0, &status) == 1 && out[0]->data[0] == 42);
+	bl_event_free(out[0]);
+	bl_queue_close(&q);
+	CHECK(bl_queue_pop_many(&q, out, 16, -1, &status) == 0);
+	CHECK(status == BOXLITE_ERR_RUNTIME_CLOSED);
+	bl_queue_destroy(&q);
+}
+
+struct one_push {
+	struct bl_queue *q;
+	uint8_t byte;
+	int rc;
+};
+
+static void *push_one(void *arg)
+{
+	struct one_push *p = arg;
+	struct bl_event *ev = output_event(p->byte);
+	p->rc = bl_queue_push_stream(p->q, ev, -1);
+	if (p->rc != BOXLITE_OK)
+		bl_event_free(ev);
+	return NULL;
+}
+
+/* A batch that frees k slots lets k blocked producers in, not one. */
+static void test_pop_many_wakes_every_blocked_producer(void)
+{
+	enum { CAP = 4 };
+	struct bl_queue q;
+	CHECK(bl_queue_init(&q, CAP) == 0);
+	for (uint8_t i = 0; i < CAP; i++)
+		CHECK(bl_queue_push_stream(&q, output_event(i), 0) == BOXLITE_OK);
+	struct one_push p[CAP];
+	pthread_t t[CAP];
+	for (int i = 0; i < CAP; i++) {
+		p[i] = (struct one_push){.q = &q, .byte = (uint8_t)(100 + i), .rc = -1};
+		CHECK(pthread_create(&t[i], NULL, push_one, &p[i]) == 0);
+	}
+	usleep(20000); /* they are now waiting for space */
+	struct bl_event *out[CAP];
+	int status;
+	CHECK(bl_queue_pop_many(&q, out, CAP, 0, &status) == CAP);
+	for (int i = 0; i < CAP; i++) {
+		CHECK(out[i]->data[0] == i);
+		bl_event_free(out[i]);
+	}
+	for (int i = 0; i < CAP; i++) /* joins only if each one was woken */
+		CHECK(pthread_join(t[i], NULL) == 0 && p[i].rc == BOXLITE_OK);
+	CHECK(q.count == CAP);
+	bl_queue_destroy(&q);
+}
+
 int main(void)
 {
 	RUN(test_fifo_order);
@@ -196,6 +265,8 @@ int main(void)
 	RUN(test_terminal_push_past_capacity_and_close);
 	RUN(test_hold_keeps_drain_open_until_release);
 	RUN(test_destroy_releases_undelivered_payloads);
+	RUN(test_pop_many_takes_what_is_ready_in_order);
+	RUN(test_pop_many_wakes_every_blocked_producer);
 	(void)delivered;
 	return 0;
 }
