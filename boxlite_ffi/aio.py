@@ -131,8 +131,8 @@ class Box:
     async def start(self) -> None:
         await asyncio.to_thread(self._inner.start)  # it may wait out another process
 
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._inner.stop)
+    async def stop(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self._inner.stop, timeout)
 
     async def restart(self) -> None:
         await self.stop()

@@ -3,6 +3,7 @@ life (start, stop, wait, remove) kept in the runtime home's store."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -40,6 +41,7 @@ from .spec import (
     ExecSpec,
     OutputCallback,
     check_cursor,
+    check_seconds,
     check_window,
     native_config,
     parse_exec_id,
@@ -361,10 +363,19 @@ class Box:
         another process starts or stops it, wait for that first."""
         _after_transients(lambda: self.start_future().result())
 
-    def stop(self) -> None:
-        """SIGTERM every process, SIGKILL after the grace period; return once
-        none is left and the box's record says so (a no-op when not running)."""
-        self.stop_future().result()
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM every process, SIGKILL after the grace period (or after
+        ``timeout`` seconds, when that is sooner); return once none is left
+        and the box's record says so (a no-op when not running)."""
+        seconds = check_seconds(timeout, "timeout")
+        stopping = self.stop_future()
+        if seconds is not None:
+            try:
+                stopping.result(seconds)
+                return
+            except concurrent.futures.TimeoutError:
+                signal_shim(self.directory, KILL_NOW)  # the rest of the grace is not waited
+        stopping.result()
 
     def restart(self) -> None:
         """Stop, then start again: the writable layer stays."""

@@ -103,6 +103,18 @@ def test_stop_terminates_everything_and_restart_works(box: boxlite_ffi.Box) -> N
     assert box.run(["echo", "again"]).stdout == b"again\n"
 
 
+def test_a_stop_timeout_cuts_the_grace_short(box: boxlite_ffi.Box) -> None:
+    execution = box.exec(["sh", "-c", "trap '' TERM; echo armed; while :; do sleep 1; done"])
+    assert next(iter(execution.stdout)) == b"armed\n"
+    started = time.monotonic()
+    box.stop(timeout=0.5)  # the grace is 10 s
+    assert time.monotonic() - started < 5
+    assert execution.wait(timeout=5).outcome in (Outcome.SIGNALED, Outcome.LOST)
+    assert box.status is boxlite_ffi.BoxStatus.STOPPED
+    with pytest.raises(boxlite_ffi.InvalidArgumentError):
+        box.stop(timeout=-1)
+
+
 @pytest.mark.local_only  # the box's directory, home or a path of the host
 def test_stop_kills_a_process_that_ignores_sigterm(rt: boxlite_ffi.Runtime, rootfs: Path) -> None:
     with boxlite_ffi.Runtime(rt.home.parent / "grace-home", stop_grace=0.5) as fast:

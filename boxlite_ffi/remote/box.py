@@ -109,9 +109,13 @@ class RemoteBox:
         self._check_open()
         self._t.call(self._t.request("POST", START.format_map(self._ids), idempotent=True))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """As ``Box.stop``: ``timeout`` is the contract's ``timeout_seconds``."""
         self._check_open()
-        self._t.call(self._t.request("POST", STOP.format_map(self._ids), idempotent=True))
+        seconds = check_seconds(timeout, "timeout")
+        body = {"timeout_seconds": seconds} if seconds is not None else None
+        path = STOP.format_map(self._ids)
+        self._t.call(self._t.request("POST", path, json=body, idempotent=True))
 
     def restart(self) -> None:
         self.stop()

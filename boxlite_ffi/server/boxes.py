@@ -336,12 +336,12 @@ def start_box(box_id: str, state: State, key: IdempotencyKey = None) -> Response
     return answer(state.idempotency.run(key, print_, lambda: start(state, box_id)))
 
 
-def stop(state: ServerState, box_id: str) -> Reply:
-    """SIGTERM, SIGKILL after the box's stop grace (the runtime's, 10 s:
-    a ``timeout_seconds`` above it changes nothing; below it, see docs)."""
+def stop(state: ServerState, box_id: str, timeout: float) -> Reply:
+    """SIGTERM, SIGKILL after ``timeout`` seconds or the box's stop grace
+    (the runtime's, 10 s), whichever is sooner."""
     box = state.box(box_id)
     was_running = STATUS_MAP[box.status] == "running"
-    box.stop()
+    box.stop(timeout)
     if was_running:
         state.counters.add("boxes_stopped")
     return reply(state, box)
@@ -354,6 +354,8 @@ def stop_box(
     body: Annotated[StopBoxRequest | None, Body()] = None,
     key: IdempotencyKey = None,
 ) -> Response:
-    data = (body or StopBoxRequest()).model_dump_json().encode()
-    print_ = fingerprint("POST", f"{BOXES}/{box_id}/stop", data)
-    return answer(state.idempotency.run(key, print_, lambda: stop(state, box_id)))
+    req = body or StopBoxRequest()
+    print_ = fingerprint("POST", f"{BOXES}/{box_id}/stop", req.model_dump_json().encode())
+    return answer(
+        state.idempotency.run(key, print_, lambda: stop(state, box_id, req.timeout_seconds))
+    )
