@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -59,6 +60,24 @@ def concurrent(box: boxlite_ffi.Box) -> None:
         list(pool.map(one, range(THREADS)))
 
 
+def compare(
+    title: str,
+    operation: Callable[[boxlite_ffi.Box], object],
+    boxes: tuple[boxlite_ffi.Box, boxlite_ffi.Box],
+    rounds: int,
+    amount: float = 0,
+    unit: str = "",
+) -> None:
+    """``operation`` on the remote box against the local one, interleaved;
+    with ``amount``, also as a rate (``amount`` per p50)."""
+    there, here = boxes
+    fns = {f"remote {title}": lambda: operation(there), f"local {title}": lambda: operation(here)}
+    samples = time_interleaved(fns, rounds)
+    report(title, samples, f"remote {title}")
+    for name, xs in samples.items() if amount else ():
+        print(f"  {name:<28} {amount / p50(xs):8.0f} {unit}")
+
+
 def main() -> None:
     base = scratch()
     root = rootfs(base)
@@ -73,27 +92,10 @@ def main() -> None:
         ):
             here.start()
             there.start()
-            trip = {
-                "remote box.run(/bin/true)": lambda: there.run(["/bin/true"]),
-                "local box.run(/bin/true)": lambda: here.run(["/bin/true"]),
-            }
-            report("exec round trip", time_interleaved(trip, ROUNDS), "remote box.run(/bin/true)")
-            stream = {
-                "remote 256 MiB": lambda: streamed(there),
-                "local 256 MiB": lambda: streamed(here),
-            }
-            samples = time_interleaved(stream, 3)
-            report("256 MiB of stdout", samples, "remote 256 MiB")
-            for name, xs in samples.items():
-                print(f"  {name:<28} {STREAM / p50(xs) / 2**20:8.0f} MiB/s")
-            load = {
-                "remote 8x25 execs": lambda: concurrent(there),
-                "local 8x25 execs": lambda: concurrent(here),
-            }
-            samples = time_interleaved(load, 3)
-            report("executions from 8 threads", samples, "remote 8x25 execs")
-            for name, xs in samples.items():
-                print(f"  {name:<28} {THREADS * PER_THREAD / p50(xs):8.0f} execs/s")
+            compare("exec round trip", lambda b: b.run(["/bin/true"]), (there, here), ROUNDS)
+            compare("256 MiB of stdout", streamed, (there, here), 3, STREAM / 2**20, "MiB/s")
+            work = THREADS * PER_THREAD
+            compare(f"{THREADS}x{PER_THREAD} execs", concurrent, (there, here), 3, work, "execs/s")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

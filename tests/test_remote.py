@@ -210,3 +210,36 @@ def test_fifty_clients_twenty_executions_each_nothing_lost(
     with server.client() as c:
         assert c.get("/v1/boxes").json()["boxes"] == []
         assert c.get("/v1/metrics").json()["total_commands_executed"] >= 1000
+
+
+def test_over_tls_with_the_servers_certificate(tmp_path: Path, rootfs: Path) -> None:
+    """https and wss, the server's self-signed certificate as the CA; a
+    client that does not trust it is refused at the handshake."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    names = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        ["openssl", *request, "-keyout", str(key), "-out", str(cert), *names],
+        check=True,
+        capture_output=True,
+    )
+    process = ServerProcess(
+        tmp_path / "home", rootfs.parent, "--tls-cert", str(cert), "--tls-key", str(key)
+    )
+    process.start()
+    try:
+        assert process.url.startswith("https://")
+        with (
+            boxlite_ffi.connect(process.url, TOKEN, verify=str(cert)) as rt,
+            rt.create(rootfs=rootfs) as box,
+        ):
+            execution = box.exec(SEQUENCE)  # output over wss
+            digest = hashlib.sha256(execution.stdout.read()).hexdigest()
+            assert execution.wait().ok and digest == EXPECTED
+        with (
+            boxlite_ffi.connect(process.url, TOKEN, retry_for=0) as untrusting,
+            pytest.raises(boxlite_ffi.ConnectionLostError, match="CERTIFICATE_VERIFY"),
+        ):
+            untrusting.list()
+    finally:
+        process.stop()

@@ -101,7 +101,7 @@ class RemoteExec:
         ``no_stdin``: the process's stdin ends at once (``stdin=False``)."""
         self._sink = sink
         sink.start = dict(zip(STREAMS, cursor, strict=True))  # until the server says
-        self.task = self._t.submit(self._run(sink, cursor, no_stdin))
+        self._t.submit(self._run(sink, cursor, no_stdin))
 
     async def _run(self, sink: _ExecSink, cursor: Cursor, no_stdin: bool) -> None:
         self._credit = asyncio.Event()
@@ -110,7 +110,6 @@ class RemoteExec:
             try:
                 ws = await self._open(cursor, again=False)
             except BoxliteError as exc:
-                self.ready.set_exception(exc)
                 self._fail(exc)
                 return
             if no_stdin:  # (one that ended already closed its socket: nothing to tell)
@@ -178,10 +177,13 @@ class RemoteExec:
         if first:
             sink.start = dict(zip(STREAMS, start, strict=True))
             self.ready.set_result(None)
-        elif start != expected:
-            raise ConnectionLostError(
-                f"the server no longer holds the output from {expected}: it resumes at {start}"
+        elif start != expected:  # a gap: no reconnection can fill it
+            self._fail(
+                ConnectionLostError(
+                    f"the server no longer holds the output from {expected}: it resumes at {start}"
+                )
             )
+            return
         while True:
             await self._until_credit()
             frame = await ws.recv()
@@ -223,6 +225,8 @@ class RemoteExec:
             self._sink.finish(end)
 
     def _fail(self, error: BoxliteError) -> None:
+        if not self.ready.done():  # an attach waiting for its answer
+            self.ready.set_exception(error)
         if self._socket is not None and not self._socket.done():
             self._socket.set_exception(error)  # writers waiting for a socket: none comes
             self._socket.exception()  # told to them; not an unread error

@@ -4,6 +4,7 @@ API) with ``Runtime``'s API.  ``boxlite_ffi.connect`` makes one."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import weakref
@@ -11,7 +12,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..boxapi import BOX, BOXES
-from ..errors import InvalidArgumentError, UnsupportedError
+from ..errors import (
+    AuthenticationError,
+    ConnectionLostError,
+    InvalidArgumentError,
+    UnsupportedError,
+)
 from ..spec import (
     DEFAULT_VM_READY_MS,
     DISK_MIN,
@@ -194,10 +200,13 @@ class RemoteRuntime:
             return
         with self._lock:
             boxes = list(self._boxes.values())
-        for box in boxes:
-            box.close()
-        self._t.close()
-        _LIVE.discard(self)
+        try:
+            for box in boxes:
+                with contextlib.suppress(ConnectionLostError, AuthenticationError):
+                    box.close()  # a server gone keeps them: nothing more to do here
+        finally:
+            self._t.close()
+            _LIVE.discard(self)
 
 
 def connect(
