@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ..boxapi import DEAD_AFTER_S, PING_INTERVAL_S
@@ -34,6 +34,7 @@ from . import (
 )
 from .limits import BodyLimit
 from .models import ErrorResponse
+from .request_ids import RequestIds
 from .settings import Settings
 from .state import ServerState
 
@@ -62,21 +63,12 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title=TITLE, version=API_VERSION, lifespan=lifespan)
     errors.install(app)
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = errors.new_request_id(request)
-        request.state.request_id = rid
-        response = await call_next(request)
-        response.headers[errors.REQUEST_ID_HEADER] = rid
-        return response
-
     app.add_middleware(
         BodyLimit,
         json_bytes=settings.limits.max_json_body,
         upload_bytes=settings.limits.max_upload_bytes,
     )
+    app.add_middleware(RequestIds)  # the last added is the outermost: ids for all
     own = [m.router for m in (discovery, boxes, files, images, metrics, logs, executions, attach)]
     errors_ = {status: {"model": ErrorResponse} for status in DOCUMENTED_ERRORS}
     for router in (*own, unsupported.router):

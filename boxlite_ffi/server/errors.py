@@ -11,7 +11,6 @@ answered as the contract's ``internal`` (500) without detail.
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import NamedTuple
 
 from fastapi import FastAPI, Request
@@ -22,11 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import errors as ours
 from .idempotency import IdempotencyKeyReusedError
 from .models import ErrorModel, ErrorResponse
+from .request_ids import HEADER as REQUEST_ID_HEADER
+from .request_ids import of_scope
 
 log = logging.getLogger("boxlite_ffi.server")
-
-REQUEST_ID_HEADER = "X-Request-Id"
-MAX_REQUEST_ID = 128
 
 
 class PayloadTooLarge(ours.InvalidArgumentError):  # answered by limits.BodyLimit
@@ -108,16 +106,8 @@ def unsupported(feature: str) -> ours.UnsupportedError:
 
 
 def request_id(request: Request) -> str:
-    """The id of this request (set by the middleware; a client's own if sane)."""
-    found = getattr(request.state, "request_id", None)
-    return found if isinstance(found, str) else new_request_id(request)
-
-
-def new_request_id(request: Request) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    if 0 < len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
-        return given
-    return f"req_{secrets.token_hex(12)}"
+    """The id of this request (``request_ids``)."""
+    return of_scope(request.scope)
 
 
 def error_response(

@@ -7,11 +7,11 @@ their own, larger bound."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .errors import MAX_REQUEST_ID, REQUEST_ID_HEADER, TABLE, PayloadTooLarge
+from .errors import TABLE, PayloadTooLarge
+from .request_ids import of_scope
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,25 +32,15 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
-def request_id(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == REQUEST_ID_HEADER.lower().encode():
-            text = bytes(value).decode("latin-1")
-            if 0 < len(text) <= MAX_REQUEST_ID and text.isascii() and text.isprintable():
-                return text
-    return f"req_{secrets.token_hex(12)}"
-
-
 async def refuse(scope: Scope, send: Send, bound: int) -> None:
     row = TABLE[PayloadTooLarge]
-    rid = request_id(scope)
+    rid = of_scope(scope)
     error = {"message": f"the request body exceeds {bound} bytes", "type": row.type,
              "code": row.code, "request_id": rid, "boxlite_code": "too_large"}  # fmt: skip
     body = json.dumps({"error": error}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (REQUEST_ID_HEADER.lower().encode(), rid.encode()),
         (b"connection", b"close"),
     ]
     await send({"type": "http.response.start", "status": row.status, "headers": headers})
