@@ -200,7 +200,9 @@ class RemoteBox:
             self._t.request("POST", EXEC.format_map(self._ids), json=body, idempotent=True)
         )
         exec_id = reply.json()["execution_id"]
-        sink, channel = self._sink(exec_id, window, spec.on_stdout, spec.on_stderr, spec)
+        sink, channel = self._sink(
+            exec_id, window, spec.on_stdout, spec.on_stderr, ordered=spec.ordered_output
+        )
         sink.stdin = bool(spec.stdin or spec.tty)
         channel.start(sink, (0, 0), no_stdin=not sink.stdin)
         return Execution(sink)
@@ -211,14 +213,16 @@ class RemoteBox:
         window: int,
         on_stdout: OutputCallback | None,
         on_stderr: OutputCallback | None,
-        spec: ExecSpec | None = None,
+        *,
+        ordered: bool = False,
     ) -> tuple[_ExecSink, RemoteExec]:
+        """The sink of execution ``exec_id`` and the channel that feeds it."""
         try:
             wire_id = parse_exec_id(exec_id)
         except ValueError:
             raise ProtocolError(f"the server's execution id {exec_id!r} is none of ours") from None
         channel = RemoteExec(self._t, self.id, exec_id, window)
-        sink = _ExecSink(channel, on_stdout, on_stderr, bool(spec and spec.ordered_output))
+        sink = _ExecSink(channel, on_stdout, on_stderr, ordered)
         sink.handle.wire_id = wire_id
         sink.handle.attach(wire_id)
         return sink, channel
