@@ -222,6 +222,13 @@ class _ExecSink:
         self.start = {STDOUT: 0, STDERR: 0}
         self.received = {STDOUT: 0, STDERR: 0}
 
+    @property
+    def cursor(self) -> tuple[int, int]:
+        """(stdout, stderr) offsets after what was delivered (``Execution.cursor``)."""
+        return self.start[STDOUT] + self.received[STDOUT], self.start[STDERR] + self.received[
+            STDERR
+        ]
+
     def hand_over(self) -> Streams:
         """The streams, for the Execution that now owns them."""
         held, self._held = self._held, None
@@ -338,8 +345,7 @@ class Execution:
     def cursor(self) -> tuple[int, int]:
         """(stdout, stderr) offsets of the output received so far: pass
         them to ``Box.execution`` to resume exactly after it."""
-        sink = self._sink
-        return tuple(sink.start[s] + sink.received[s] for s in (STDOUT, STDERR))  # type: ignore[return-value]
+        return self._sink.cursor
 
     @property
     def replay_start(self) -> tuple[int, int]:

@@ -140,7 +140,7 @@ class RemoteExec:
         """The socket broke: a new one from the cursor."""
         self._socket = asyncio.get_running_loop().create_future()
         try:
-            return await self._open(_cursor_of(sink), again=True)
+            return await self._open(sink.cursor, again=True)
         except BoxliteError as exc:
             raise ConnectionLostError(
                 f"the execution's output broke off ({cause!r}) and could not be resumed: {exc}"
@@ -172,7 +172,7 @@ class RemoteExec:
 
     async def _pump(self, ws: ClientConnection, sink: _ExecSink, first: bool) -> None:
         """Frames into the sink until the exit (which ends the sink)."""
-        expected = _cursor_of(sink)
+        expected = sink.cursor
         start = _cursor_frame(await ws.recv())
         if first:
             sink.start = dict(zip(STREAMS, start, strict=True))
@@ -319,13 +319,6 @@ class RemoteExec:
                 await socket.result().close()
         if not ended and self._sink is not None:
             self._sink.finish(end)
-
-
-def _cursor_of(sink: _ExecSink) -> Cursor:
-    """(stdout, stderr) offsets after what was delivered."""
-    return sink.start[FRAME_STDOUT] + sink.received[FRAME_STDOUT], (
-        sink.start[FRAME_STDERR] + sink.received[FRAME_STDERR]
-    )
 
 
 def _json(frame: str | bytes) -> dict[str, Any]:
